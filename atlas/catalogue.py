@@ -1,0 +1,182 @@
+"""The layer catalogue: every Conv2D of a frozen graph, low to high, with facts read from the graph."""
+
+from __future__ import annotations
+
+import heapq
+import re
+from dataclasses import asdict, dataclass
+
+from tensorflow.core.framework import graph_pb2, node_def_pb2
+from tensorflow.python.framework import tensor_util
+
+from atlas.errors import UserError
+
+POOL_OPS = {"MaxPool", "AvgPool"}
+STEM = "stem"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One convolutional layer: what a user picks and what the gallery shows."""
+
+    name: str  # the layer's output tensor, e.g. mixed4d_3x3_bottleneck_pre_relu
+    op: str  # the Conv2D node, e.g. mixed4d_3x3_bottleneck_pre_relu/conv
+    channels: int
+    kernel: int  # kernel height (GoogLeNet kernels are square); see kernel_w
+    kernel_w: int
+    stride: int
+    in_channels: int
+    block: str  # stem, mixed3a ... mixed5b, head0, head1
+    index: int  # position in the catalogue, 0 = lowest
+    depth: int  # convolutions on the longest path from the input, this one included
+    receptive_field: int  # in input pixels
+    cumulative_stride: int  # input pixels between neighbouring output positions
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def input_name(graph: graph_pb2.GraphDef) -> str:
+    """The graph's image input: the Placeholder named `input`, or its only Placeholder."""
+    placeholders = [n.name for n in graph.node if n.op == "Placeholder"]
+    if "input" in placeholders:
+        return "input"
+    if len(placeholders) == 1:
+        return placeholders[0]
+    raise UserError(f"the model graph has {len(placeholders)} placeholders and none is named 'input'; "
+                    "export the graph with a single image input named 'input'")
+
+
+def source_name(ref: str) -> str:
+    """Strip control-dependency marks and output indices from a NodeDef input reference."""
+    return ref.lstrip("^").split(":")[0]
+
+
+def topological_order(graph: graph_pb2.GraphDef) -> list[node_def_pb2.NodeDef]:
+    """Nodes in dependency order; ties keep the order of the file, so the result is deterministic."""
+    nodes = {n.name: n for n in graph.node}
+    position = {n.name: i for i, n in enumerate(graph.node)}
+    pending = {n.name: {source_name(i) for i in n.input if source_name(i) in nodes} for n in graph.node}
+    users: dict[str, list[str]] = {name: [] for name in nodes}
+    for name, deps in pending.items():
+        for dep in deps:
+            users[dep].append(name)
+    ready = [(position[name], name) for name, deps in pending.items() if not deps]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(nodes[name])
+        for user in users[name]:
+            pending[user].discard(name)
+            if not pending[user]:
+                heapq.heappush(ready, (position[user], user))
+    if len(order) != len(nodes):
+        raise UserError("the model graph has a cycle; it is not a frozen feed-forward graph")
+    return order
+
+
+def _const_shape(nodes: dict[str, node_def_pb2.NodeDef], ref: str) -> list[int] | None:
+    node = nodes.get(source_name(ref))
+    if node is None or node.op != "Const":
+        return None
+    return [d.size for d in node.attr["value"].tensor.tensor_shape.dim]
+
+
+def _window(node: node_def_pb2.NodeDef, nodes: dict[str, node_def_pb2.NodeDef]) -> tuple[int, int] | None:
+    """(kernel extent, stride) of a spatial op, or None for ops that keep the spatial grid."""
+    if node.op == "Conv2D":
+        shape = _const_shape(nodes, node.input[1])
+        dilation = list(node.attr["dilations"].list.i) or [1, 1, 1, 1]
+        kernel = (shape[0] - 1) * dilation[1] + 1 if shape else 1
+        return kernel, list(node.attr["strides"].list.i)[1]
+    if node.op in POOL_OPS:
+        return list(node.attr["ksize"].list.i)[1], list(node.attr["strides"].list.i)[1]
+    return None
+
+
+def _spatial_inputs(node: node_def_pb2.NodeDef, nodes: dict[str, node_def_pb2.NodeDef]) -> list[str]:
+    """Inputs that carry activations (not weights, shapes or control edges)."""
+    names = [source_name(i) for i in node.input if not i.startswith("^")]
+    return [n for n in names if n in nodes and nodes[n].op != "Const"]
+
+
+def _blocks(names: list[str]) -> list[str]:
+    """Block of each layer: the name prefix before the first '_' shared by several layers; layers
+    before the first such block form the stem, and lone layers after it keep their own prefix."""
+    prefixes = [re.split(r"_", name, maxsplit=1)[0] for name in names]
+    counts = {p: prefixes.count(p) for p in prefixes}
+    first_block = next((i for i, p in enumerate(prefixes) if counts[p] > 1), len(prefixes))
+    return [STEM if i < first_block else p for i, p in enumerate(prefixes)]
+
+
+def _layer_name(conv: node_def_pb2.NodeDef, consumers: dict[str, list[node_def_pb2.NodeDef]]) -> str:
+    """A conv's layer is the BiasAdd right after it when there is one (the `_pre_relu` tensor)."""
+    for user in consumers.get(conv.name, []):
+        if user.op in {"BiasAdd", "Add", "AddV2"}:
+            return user.name
+    return conv.name
+
+
+def build_catalogue(graph: graph_pb2.GraphDef) -> list[Layer]:
+    """Catalogue every Conv2D of `graph`, low to high."""
+    order = topological_order(graph)
+    nodes = {n.name: n for n in graph.node}
+    consumers: dict[str, list[node_def_pb2.NodeDef]] = {}
+    for node in order:
+        for ref in _spatial_inputs(node, nodes):
+            consumers.setdefault(ref, []).append(node)
+    start = input_name(graph)
+    field: dict[str, tuple[int, int, int]] = {}  # node -> (receptive field, jump, conv depth)
+    convs: list[tuple[node_def_pb2.NodeDef, tuple[int, int, int]]] = []
+    for node in order:
+        if node.name == start:
+            field[node.name] = (1, 1, 0)
+            continue
+        parents = [field[p] for p in _spatial_inputs(node, nodes) if p in field]
+        if not parents:
+            continue
+        rf = max(p[0] for p in parents)
+        jump = max(p[1] for p in parents)
+        depth = max(p[2] for p in parents)
+        window = _window(node, nodes)
+        if window:
+            kernel, stride = window
+            rf, jump = rf + (kernel - 1) * jump, jump * stride
+        if node.op == "Conv2D":
+            depth += 1
+            convs.append((node, (rf, jump, depth)))
+        field[node.name] = (rf, jump, depth)
+    if not convs:
+        raise UserError("the model graph has no Conv2D op reachable from its input; "
+                        "atlas needs a convolutional image network such as inception5h")
+    names = [_layer_name(conv, consumers) for conv, _ in convs]
+    layers = []
+    for index, ((conv, (rf, jump, depth)), name, block) in enumerate(zip(convs, names, _blocks(names))):
+        kh, kw, cin, cout = _const_shape(nodes, conv.input[1]) or _weight_shape(nodes, conv.input[1])
+        layers.append(Layer(name=name, op=conv.name, channels=cout, kernel=kh, kernel_w=kw,
+                            stride=list(conv.attr["strides"].list.i)[1], in_channels=cin, block=block,
+                            index=index, depth=depth, receptive_field=rf, cumulative_stride=jump))
+    return layers
+
+
+def _weight_shape(nodes: dict[str, node_def_pb2.NodeDef], ref: str) -> list[int]:
+    """Shape of a conv's filter when it is not a plain Const (e.g. behind an Identity)."""
+    node = nodes[source_name(ref)]
+    while node.op != "Const" and node.input:
+        node = nodes[source_name(node.input[0])]
+    if node.op != "Const":
+        raise UserError(f"cannot read the filter shape of {ref}; is the graph frozen?")
+    return list(tensor_util.MakeNdarray(node.attr["value"].tensor).shape)
+
+
+def find_layer(layers: list[Layer], name: str) -> Layer:
+    """Look a layer up by its name or by its conv op's name; a helpful error otherwise."""
+    for layer in layers:
+        if name in (layer.name, layer.op):
+            return layer
+    import difflib
+
+    close = difflib.get_close_matches(name, [layer.name for layer in layers], n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "run `atlas layers` to list them"
+    raise UserError(f"unknown layer '{name}': {hint}")

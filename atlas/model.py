@@ -1,0 +1,162 @@
+"""Load a frozen GoogLeNet-style graph, catalogue its layers, and build differentiable layer functions.
+
+A layer function maps a batch of NHWC float32 images (pixels 0..255) to that layer's activations. It is
+a `tf.function` that evaluates only the nodes the layer depends on. Weights are eager constants created
+once per model and captured by reference, so every layer function shares one copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import tensorflow as tf
+from google.protobuf.message import DecodeError
+from tensorflow.core.framework import graph_pb2, node_def_pb2
+from tensorflow.python.framework import tensor_util
+
+from atlas.catalogue import Layer, build_catalogue, find_layer, input_name, source_name, topological_order
+from atlas.errors import UserError
+from atlas.source import ModelSource, read_graph_bytes, resolve
+
+IMAGENET_MEAN = 117.0
+LayerFn = Callable[[tf.Tensor], tf.Tensor]
+
+
+def _s(node: node_def_pb2.NodeDef, key: str) -> str:
+    return node.attr[key].s.decode() if key in node.attr else "NHWC"
+
+
+def _ints(node: node_def_pb2.NodeDef, key: str) -> list[int]:
+    return list(node.attr[key].list.i)
+
+
+def _pool(fn: Callable[..., tf.Tensor]) -> Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]:
+    return lambda n, a: fn(a[0], ksize=_ints(n, "ksize"), strides=_ints(n, "strides"),
+                           padding=_s(n, "padding"), data_format=_s(n, "data_format"))
+
+
+# Each supported op: (node, evaluated data inputs) -> tensor.
+OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
+    "Conv2D": lambda n, a: tf.nn.conv2d(a[0], a[1], strides=_ints(n, "strides"), padding=_s(n, "padding"),
+                                        dilations=_ints(n, "dilations") or None,
+                                        data_format=_s(n, "data_format")),
+    "BiasAdd": lambda n, a: tf.nn.bias_add(a[0], a[1], data_format=_s(n, "data_format")),
+    "Add": lambda n, a: a[0] + a[1],
+    "AddV2": lambda n, a: a[0] + a[1],
+    "Sub": lambda n, a: a[0] - a[1],
+    "Mul": lambda n, a: a[0] * a[1],
+    "Relu": lambda n, a: tf.nn.relu(a[0]),
+    "Relu6": lambda n, a: tf.nn.relu6(a[0]),
+    "Identity": lambda n, a: a[0],
+    "LRN": lambda n, a: tf.nn.local_response_normalization(
+        a[0], depth_radius=n.attr["depth_radius"].i, bias=n.attr["bias"].f, alpha=n.attr["alpha"].f,
+        beta=n.attr["beta"].f),
+    "MaxPool": _pool(tf.nn.max_pool2d),
+    "AvgPool": _pool(tf.nn.avg_pool2d),
+    "Concat": lambda n, a: tf.concat(a[1:], axis=a[0]),
+    "ConcatV2": lambda n, a: tf.concat(a[:-1], axis=a[-1]),
+    "Reshape": lambda n, a: tf.reshape(a[0], a[1]),
+    "MatMul": lambda n, a: tf.linalg.matmul(a[0], a[1], transpose_a=n.attr["transpose_a"].b,
+                                            transpose_b=n.attr["transpose_b"].b),
+    "Softmax": lambda n, a: tf.nn.softmax(a[0]),
+}
+
+
+def parse_graph_def(data: bytes, origin: str) -> graph_pb2.GraphDef:
+    """Parse serialized bytes as a GraphDef, or explain in one line why they are not one."""
+    graph = graph_pb2.GraphDef()
+    try:
+        graph.ParseFromString(data)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise UserError(f"{origin} is not a TensorFlow GraphDef ({exc}); pass a frozen .pb such as "
+                        "tensorflow_inception_graph.pb, or delete a damaged cached copy") from None
+    if not graph.node or any(not node.op for node in graph.node):
+        raise UserError(f"{origin} is not a TensorFlow GraphDef (no nodes); pass a frozen .pb such as "
+                        "tensorflow_inception_graph.pb, or delete a damaged cached copy")
+    return graph
+
+
+@dataclass
+class Model:
+    """A loaded graph, its catalogue and a cache of layer functions."""
+
+    source: ModelSource
+    graph_def: graph_pb2.GraphDef
+    layers: list[Layer]
+    sha256: str  # of the serialized graph: identifies the weights in manifests
+    mean: float = IMAGENET_MEAN
+    input: str = "input"
+    _consts: dict[str, tf.Tensor] | None = field(default=None, repr=False)
+    _fns: dict[str, LayerFn] = field(default_factory=dict, repr=False)
+    _order: list[node_def_pb2.NodeDef] = field(default_factory=list, repr=False)
+
+    @property
+    def spec(self) -> str:
+        return self.source.spec
+
+    @property
+    def channels(self) -> int:
+        return sum(layer.channels for layer in self.layers)
+
+    def layer(self, name: str) -> Layer:
+        return find_layer(self.layers, name)
+
+    def layer_fn(self, name: str) -> LayerFn:
+        """The differentiable function images (0..255) -> activations of layer `name`; built once."""
+        layer = self.layer(name)
+        if layer.name not in self._fns:
+            self._fns[layer.name] = self._build(layer.name)
+        return self._fns[layer.name]
+
+    def _constants(self) -> dict[str, tf.Tensor]:
+        if self._consts is None:
+            self._consts = {n.name: tf.constant(tensor_util.MakeNdarray(n.attr["value"].tensor))
+                            for n in self.graph_def.node if n.op == "Const"}
+        return self._consts
+
+    def _needed(self, target: str) -> list[node_def_pb2.NodeDef]:
+        """The non-constant nodes `target` depends on, in topological order."""
+        if not self._order:
+            self._order = topological_order(self.graph_def)
+        by_name = {n.name: n for n in self._order}
+        needed, stack = set(), [target]
+        while stack:
+            name = stack.pop()
+            if name in needed:
+                continue
+            needed.add(name)
+            stack.extend(source_name(ref) for ref in by_name[name].input if not ref.startswith("^"))
+        return [n for n in self._order if n.name in needed and n.op != "Const" and n.name != self.input]
+
+    def _build(self, target: str) -> LayerFn:
+        nodes = self._needed(target)
+        unsupported = sorted({n.op for n in nodes if n.op not in OPS})
+        if unsupported:
+            raise UserError(f"layer {target} depends on ops atlas cannot run ({', '.join(unsupported)}); "
+                            "use a graph built from " + ", ".join(sorted(OPS)))
+        consts = self._constants()
+        mean, input_node = self.mean, self.input
+
+        def forward(images: tf.Tensor) -> tf.Tensor:
+            values: dict[str, tf.Tensor] = {input_node: images - mean}
+            for node in nodes:
+                args = [values[src] if src in values else consts[src]
+                        for src in (source_name(ref) for ref in node.input if not ref.startswith("^"))]
+                values[node.name] = OPS[node.op](node, args)
+            return values[target]
+
+        return tf.function(forward, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+                           reduce_retracing=True)
+
+
+def load_model(spec: str | None = None) -> Model:
+    """Resolve `spec` (see `atlas.source.resolve`), parse the graph and catalogue it."""
+    source = resolve(spec)
+    data = read_graph_bytes(source)
+    origin = str(source.pb_path) if source.pb_path else source.spec
+    graph = parse_graph_def(data, origin)
+    layers = build_catalogue(graph)
+    return Model(source=source, graph_def=graph, layers=layers, sha256=hashlib.sha256(data).hexdigest(),
+                 input=input_name(graph))

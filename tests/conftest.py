@@ -1,0 +1,29 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+from atlas.model import load_model  # noqa: E402
+
+SMALL = "synthetic:0.125"
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    return load_model(SMALL)
+
+
+@pytest.fixture(scope="session")
+def full_model():
+    return load_model("synthetic")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own empty model cache and no model default from the environment."""
+    monkeypatch.setenv("ATLAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ATLAS_MODEL", raising=False)
+    monkeypatch.delenv("ATLAS_MODEL_URL", raising=False)
+    monkeypatch.delenv("ATLAS_MODEL_SHA256", raising=False)
+    return tmp_path / "cache"
