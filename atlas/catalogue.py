@@ -7,7 +7,6 @@ import re
 from dataclasses import asdict, dataclass
 
 from tensorflow.core.framework import graph_pb2, node_def_pb2
-from tensorflow.python.framework import tensor_util
 
 from atlas.errors import UserError
 
@@ -76,19 +75,22 @@ def topological_order(graph: graph_pb2.GraphDef) -> list[node_def_pb2.NodeDef]:
     return order
 
 
-def _const_shape(nodes: dict[str, node_def_pb2.NodeDef], ref: str) -> list[int] | None:
-    node = nodes.get(source_name(ref))
-    if node is None or node.op != "Const":
-        return None
+def _filter_shape(nodes: dict[str, node_def_pb2.NodeDef], ref: str) -> list[int]:
+    """Shape of a conv's filter: its Const, found through any Identity nodes in front of it."""
+    node = nodes[source_name(ref)]
+    while node.op != "Const" and node.input:
+        node = nodes[source_name(node.input[0])]
+    if node.op != "Const":
+        raise UserError(f"cannot read the filter shape of {ref}; is the graph frozen?")
     return [d.size for d in node.attr["value"].tensor.tensor_shape.dim]
 
 
 def _window(node: node_def_pb2.NodeDef, nodes: dict[str, node_def_pb2.NodeDef]) -> tuple[int, int] | None:
     """(kernel extent, stride) of a spatial op, or None for ops that keep the spatial grid."""
     if node.op == "Conv2D":
-        shape = _const_shape(nodes, node.input[1])
+        shape = _filter_shape(nodes, node.input[1])
         dilation = list(node.attr["dilations"].list.i) or [1, 1, 1, 1]
-        kernel = (shape[0] - 1) * dilation[1] + 1 if shape else 1
+        kernel = (shape[0] - 1) * dilation[1] + 1
         return kernel, list(node.attr["strides"].list.i)[1]
     if node.op in POOL_OPS:
         return list(node.attr["ksize"].list.i)[1], list(node.attr["strides"].list.i)[1]
@@ -153,21 +155,11 @@ def build_catalogue(graph: graph_pb2.GraphDef) -> list[Layer]:
     names = [_layer_name(conv, consumers) for conv, _ in convs]
     layers = []
     for index, ((conv, (rf, jump, depth)), name, block) in enumerate(zip(convs, names, _blocks(names))):
-        kh, kw, cin, cout = _const_shape(nodes, conv.input[1]) or _weight_shape(nodes, conv.input[1])
+        kh, kw, cin, cout = _filter_shape(nodes, conv.input[1])
         layers.append(Layer(name=name, op=conv.name, channels=cout, kernel=kh, kernel_w=kw,
                             stride=list(conv.attr["strides"].list.i)[1], in_channels=cin, block=block,
                             index=index, depth=depth, receptive_field=rf, cumulative_stride=jump))
     return layers
-
-
-def _weight_shape(nodes: dict[str, node_def_pb2.NodeDef], ref: str) -> list[int]:
-    """Shape of a conv's filter when it is not a plain Const (e.g. behind an Identity)."""
-    node = nodes[source_name(ref)]
-    while node.op != "Const" and node.input:
-        node = nodes[source_name(node.input[0])]
-    if node.op != "Const":
-        raise UserError(f"cannot read the filter shape of {ref}; is the graph frozen?")
-    return list(tensor_util.MakeNdarray(node.attr["value"].tensor).shape)
 
 
 def find_layer(layers: list[Layer], name: str) -> Layer:

@@ -62,7 +62,8 @@ def resolve(spec: str | None) -> ModelSource:
     if spec == DEFAULT_MODEL:
         return _inception5h()
     if spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":"):
-        return ModelSource(spec=_synthetic_spec(spec), pb_path=None, synthetic_scale=_synthetic_scale(spec))
+        scale = _synthetic_scale(spec)
+        return ModelSource(spec=f"{SYNTHETIC}:{scale:g}", pb_path=None, synthetic_scale=scale)
     path = Path(spec).expanduser()
     if path.suffix.lower() in {".pb", ".zip"}:
         if not path.is_file():
@@ -84,10 +85,6 @@ def _synthetic_scale(spec: str) -> float:
         raise UserError(f"bad synthetic scale '{text}' in --model {spec}: use a number in (0, 1], "
                         "e.g. synthetic:0.125")
     return scale
-
-
-def _synthetic_spec(spec: str) -> str:
-    return f"{SYNTHETIC}:{_synthetic_scale(spec):g}"
 
 
 def _inception5h() -> ModelSource:

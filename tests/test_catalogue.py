@@ -64,3 +64,14 @@ def test_graph_without_conv_is_refused():
     graph.node.extend(kept)
     with pytest.raises(UserError, match="no Conv2D"):
         build_catalogue(graph)
+
+
+def test_filter_behind_identity_gives_the_same_catalogue():
+    """A frozen graph may read a filter through an Identity; kernel and receptive field must not change."""
+    graph = build_graph_def(0.125)
+    plain = build_catalogue(graph)
+    conv = next(n for n in graph.node if n.name == "conv2d2_pre_relu/conv")
+    identity = graph.node.add(name="conv2d2_w/read", op="Identity", input=["conv2d2_w"])
+    identity.attr["T"].type = 1  # DT_FLOAT
+    conv.input[1] = "conv2d2_w/read"
+    assert build_catalogue(graph) == plain
