@@ -5,10 +5,12 @@ from __future__ import annotations
 import heapq
 import re
 from dataclasses import asdict, dataclass
-
-from tensorflow.core.framework import graph_pb2, node_def_pb2
+from typing import TYPE_CHECKING
 
 from atlas.errors import UserError
+
+if TYPE_CHECKING:  # protobuf types only; importing this module must not load TensorFlow
+    from tensorflow.core.framework import graph_pb2, node_def_pb2
 
 POOL_OPS = {"MaxPool", "AvgPool"}
 STEM = "stem"

@@ -1,0 +1,210 @@
+"""The run folder contract: `run.json` (what was asked), `manifest.sqlite` (what was rendered), the image tree.
+
+The sweep is the only writer. The site and the figures only read, through `read_run`. Nothing here imports
+TensorFlow, so reading a run is fast.
+
+    output/<run>/
+      run.json                          name, model, layer catalogue, modes (with photo credits), settings
+      manifest.sqlite                   one row per finished render (table `renders`)
+      photos/<name>.<ext>               copies of the base photos
+      images/<mode>/<layer>/<cccc>.png        lossless master (cccc = channel, 4 digits; `layer` = whole-layer dream)
+      images/<mode>/<layer>/<cccc>.web.jpg    web image
+      images/<mode>/<layer>/<cccc>.thumb.jpg  thumbnail
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+from atlas.atomic import atomic_write_text
+from atlas.catalogue import Layer
+from atlas.errors import UserError
+
+RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.sqlite"
+IMAGES_DIR = "images"
+WHOLE_LAYER = -1  # the `channel` of a whole-layer (classic DeepDream) render
+NOISE = "noise"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A starting point for renders: noise, or one base photo."""
+
+    id: str  # folder name: "noise" or "photo-<name>"
+    kind: str  # "noise" or "photo"
+    photo: str | None = None  # the photo's short name, e.g. "chelsea"
+    file: str | None = None  # the copy inside the run folder, relative to it
+    credit: str | None = None  # who made the photo and its licence
+
+    @staticmethod
+    def noise() -> Mode:
+        return Mode(id=NOISE, kind=NOISE)
+
+    @staticmethod
+    def for_photo(name: str, file: str | None = None, credit: str | None = None) -> Mode:
+        return Mode(id=f"photo-{name}", kind="photo", photo=name, file=file, credit=credit)
+
+
+@dataclass(frozen=True)
+class Render:
+    """One finished render, as the manifest records it. Paths are relative to the run folder."""
+
+    layer: str
+    channel: int  # WHOLE_LAYER for a whole-layer dream
+    mode: str  # Mode.id
+    seed: int
+    settings_hash: str  # hash of every setting that affects the pixels
+    start: float  # target's mean activation on the start image
+    end: float  # ... on the result (the final 8-bit image)
+    lift: float  # (end - start) / spread of the layer's channel means on the start image
+    rank: int  # 1 = the most active channel of its layer on the result
+    specific: bool | None  # excited more by its own image than by any other image of its batch (None: alone)
+    seconds: float  # wall time attributed to this render
+    image: str  # master PNG
+    web: str
+    thumb: str
+    versions: str = "{}"  # JSON: atlas, tensorflow, numpy, pillow, python
+    created: float = 0.0  # unix time
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.mode, self.layer, self.channel)
+
+
+def image_stem(mode: str, layer: str, channel: int) -> str:
+    """The image path without suffix, relative to the run folder."""
+    leaf = "layer" if channel == WHOLE_LAYER else f"{channel:04d}"
+    return f"{IMAGES_DIR}/{mode}/{layer}/{leaf}"
+
+
+def image_paths(mode: str, layer: str, channel: int, web_ext: str = "jpg") -> tuple[str, str, str]:
+    """(master, web, thumb) paths of one render, relative to the run folder."""
+    stem = image_stem(mode, layer, channel)
+    return f"{stem}.png", f"{stem}.web.{web_ext}", f"{stem}.thumb.{web_ext}"
+
+
+_COLUMNS = [f.name for f in fields(Render)]
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS renders (
+    layer TEXT NOT NULL, channel INTEGER NOT NULL, mode TEXT NOT NULL, seed INTEGER NOT NULL,
+    settings_hash TEXT NOT NULL, start REAL, "end" REAL, lift REAL, rank INTEGER, specific INTEGER,
+    seconds REAL, image TEXT, web TEXT, thumb TEXT, versions TEXT, created REAL,
+    PRIMARY KEY (mode, layer, channel)
+)"""
+
+
+class Manifest:
+    """The SQLite manifest of a run. Each `add` is one transaction, so a killed writer loses nothing
+    already committed and leaves no half-written row."""
+
+    def __init__(self, path: str | Path, create: bool = False) -> None:
+        path = Path(path)
+        if not create and not path.exists():
+            raise UserError(f"no manifest at {path}; run `atlas sweep CONFIG` first")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL" if create else "PRAGMA query_only=0")
+            self._db.execute("PRAGMA synchronous=FULL")
+            if create:
+                self._db.execute(_SCHEMA)
+                self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{path} is not a readable atlas manifest ({exc}); move it away and re-run the "
+                            "sweep, which re-records every image it finds") from None
+
+    def add(self, renders: Iterable[Render]) -> None:
+        """Insert or replace renders in one transaction."""
+        rows = [tuple(_to_sql(getattr(r, c)) for c in _COLUMNS) for r in renders]
+        cols = ", ".join(f'"{c}"' for c in _COLUMNS)
+        with self._db:
+            self._db.executemany(f"INSERT OR REPLACE INTO renders ({cols}) VALUES "
+                                 f"({', '.join('?' * len(_COLUMNS))})", rows)
+
+    def renders(self) -> list[Render]:
+        """Every recorded render, ordered by mode, layer, channel."""
+        cols = ", ".join(f'"{c}"' for c in _COLUMNS)
+        rows = self._db.execute(f"SELECT {cols} FROM renders ORDER BY mode, layer, channel").fetchall()
+        return [_from_row(row) for row in rows]
+
+    def hashes(self) -> dict[tuple[str, str, int], str]:
+        """(mode, layer, channel) -> settings hash of every recorded render."""
+        rows = self._db.execute("SELECT mode, layer, channel, settings_hash FROM renders").fetchall()
+        return {(m, l, c): h for m, l, c, h in rows}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _to_sql(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
+
+
+def _from_row(row: tuple[Any, ...]) -> Render:
+    values = dict(zip(_COLUMNS, row))
+    values["specific"] = None if values["specific"] is None else bool(values["specific"])
+    return Render(**values)
+
+
+@dataclass
+class Run:
+    """Everything a reader needs about a run folder."""
+
+    folder: Path
+    name: str
+    model: dict[str, Any]  # spec, sha256
+    layers: list[Layer]
+    modes: list[Mode]
+    settings: dict[str, Any]  # render settings, seed, formats ... as the sweep used them
+    renders: list[Render] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # the whole run.json
+
+    def layer(self, name: str) -> Layer:
+        from atlas.catalogue import find_layer
+
+        return find_layer(self.layers, name)
+
+    def by_key(self) -> dict[tuple[str, str, int], Render]:
+        return {r.key: r for r in self.renders}
+
+
+def write_run_info(folder: str | Path, name: str, model: dict[str, Any], layers: list[Layer],
+                   modes: list[Mode], settings: dict[str, Any], **extra: Any) -> Path:
+    """Write `run.json` atomically; returns its path."""
+    info = {"name": name, "model": model, "layers": [layer.to_dict() for layer in layers],
+            "modes": [asdict(mode) for mode in modes], "settings": settings, **extra}
+    path = Path(folder) / RUN_FILE
+    atomic_write_text(path, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_run(folder: str | Path) -> Run:
+    """Read a run folder written by `atlas sweep`; a clear error if it is not one."""
+    folder = Path(folder)
+    info_path = folder / RUN_FILE
+    if not info_path.is_file():
+        raise UserError(f"{folder} is not an atlas run folder (no {RUN_FILE}); pass the output folder of "
+                        "`atlas sweep`, e.g. output/quick")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        layers = [Layer(**layer) for layer in info["layers"]]
+        modes = [Mode(**mode) for mode in info["modes"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{info_path} is damaged ({exc}); re-run `atlas sweep` on its config") from None
+    renders: list[Render] = []
+    if (folder / MANIFEST_FILE).exists():
+        with Manifest(folder / MANIFEST_FILE) as manifest:
+            renders = manifest.renders()
+    return Run(folder=folder, name=info["name"], model=info.get("model", {}), layers=layers, modes=modes,
+               settings=info.get("settings", {}), renders=renders, info=info)

@@ -1,0 +1,64 @@
+"""A fake run folder, written through the same manifest API as the sweep, for site and figure tests and the
+site benchmark. Images are cheap coloured noise; metrics are made up but plausible."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from atlas.catalogue import Layer, build_catalogue
+from atlas.manifest import MANIFEST_FILE, WHOLE_LAYER, Manifest, Mode, Render, image_paths, write_run_info
+from atlas.synthetic import build_graph_def
+
+PHOTOS = Path(__file__).resolve().parents[1] / "atlas" / "data" / "photos"
+
+
+def synthetic_layers(scale: float = 1.0) -> list[Layer]:
+    """The stand-in's catalogue (same 59 layers as the real graph; channel counts scale with `scale`)."""
+    return build_catalogue(build_graph_def(scale=scale))
+
+
+def make_fake_run(folder: Path, layers: list[Layer] | None = None, photos: tuple[str, ...] = ("chelsea",),
+                  fraction: float = 1.0, size: int = 64, thumb: int = 32, layer_dreams: bool = True,
+                  seed: int = 0) -> Path:
+    """Write run.json, images and manifest rows for `fraction` of every layer's channels in every mode."""
+    layers = layers if layers is not None else synthetic_layers(0.125)
+    rng = np.random.default_rng(seed)
+    modes = [Mode.noise()]
+    for name in photos:
+        (folder / "photos").mkdir(parents=True, exist_ok=True)
+        shutil.copy(PHOTOS / f"{name}.jpg", folder / "photos" / f"{name}.jpg")
+        modes.append(Mode.for_photo(name, f"photos/{name}.jpg", "test credit, CC0"))
+    settings = {"render": {"size": size}, "seed": seed,
+                "formats": {"web": {"size": size, "format": "jpg"}, "thumb": {"size": thumb, "format": "jpg"}}}
+    write_run_info(folder, folder.name, {"spec": "synthetic:0.125", "sha256": "0" * 64}, layers, modes,
+                   settings, versions={"atlas": "test"})
+    tile = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    renders = []
+    for mode in modes:
+        for layer in layers:
+            count = max(1, int(round(layer.channels * fraction))) if fraction > 0 else 0
+            channels = list(range(count)) + ([WHOLE_LAYER] if layer_dreams and mode.kind == "photo" else [])
+            for channel in channels:
+                paths = image_paths(mode.id, layer.name, channel)
+                _write_images(folder, paths, np.roll(tile, channel * 7 + layer.index, axis=1), thumb)
+                renders.append(Render(layer=layer.name, channel=channel, mode=mode.id, seed=seed,
+                                      settings_hash="fake", start=0.1, end=2.0 + channel % 5, lift=5.0,
+                                      rank=1 + channel % 3, specific=True, seconds=0.5, image=paths[0],
+                                      web=paths[1], thumb=paths[2], versions=json.dumps({"atlas": "test"}),
+                                      created=0.0))
+    with Manifest(folder / MANIFEST_FILE, create=True) as manifest:
+        manifest.add(renders)
+    return folder
+
+
+def _write_images(folder: Path, paths: tuple[str, str, str], pixels: np.ndarray, thumb: int) -> None:
+    image = Image.fromarray(pixels)
+    (folder / paths[0]).parent.mkdir(parents=True, exist_ok=True)
+    image.save(folder / paths[0])
+    image.save(folder / paths[1], quality=85)
+    image.resize((thumb, thumb)).save(folder / paths[2], quality=80)
