@@ -78,8 +78,20 @@ class _Builder:
         """He-normal weights, so activations keep their scale through ReLU layers."""
         return (self.rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
+    def filters(self, k: int, cin: int, cout: int) -> np.ndarray:
+        """Conv filters [k, k, cin, cout] shaped like trained ones: spatially smooth (a binomial blur of
+        white noise), zero-mean (they answer contrast, not brightness), at He scale."""
+        w = self.rng.standard_normal((k + 2, k + 2, cin, cout))
+        if k > 1:
+            for axis in (0, 1):
+                w = (np.take(w, range(0, k + 2), axis) + 2 * np.roll(w, -1, axis) + np.roll(w, -2, axis)) / 4
+        w = w[:k, :k]
+        w = w - w.mean(axis=(0, 1, 2), keepdims=True)
+        w = w / (w.std() + 1e-12) * np.sqrt(2.0 / (k * k * cin))
+        return w.astype(np.float32)
+
     def conv(self, name: str, src: str, cin: int, cout: int, k: int, stride: int = 1) -> str:
-        w = self.const(f"{name}_w", self.weights((k, k, cin, cout), k * k * cin))
+        w = self.const(f"{name}_w", self.filters(k, cin, cout))
         b = self.const(f"{name}_b", (0.01 * self.rng.standard_normal(cout)).astype(np.float32))
         conv = self.op(f"{name}_pre_relu/conv", "Conv2D", [src, w], strides=[1, stride, stride, 1],
                        padding="SAME", data_format="NHWC", use_cudnn_on_gpu=True, dilations=[1, 1, 1, 1])

@@ -1,0 +1,272 @@
+"""The render loop: batched gradient ascent from noise or from a photo, and the metrics of each render.
+
+`render_channels(model, layer, channels, photo, settings, seed)` is the one entry point. A batch holds one
+image per channel; the loss is the sum of each image's own objective, so every image gets its own gradient,
+and all randomness (start noise per channel, jitter per step) is seeded so that a channel rendered in a
+batch equals the same channel rendered alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from atlas import transforms
+from atlas.images import to_uint8
+from atlas.model import Model
+from atlas.objectives import OBJECTIVES, PER_CHANNEL
+
+WHOLE_LAYER = -1  # the channel recorded for a whole-layer objective
+StepFn = Callable[..., tf.Tensor]
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that shapes the pixels of a render (batch_size only changes speed)."""
+
+    objective: str = "channel"  # channel | layer | negative
+    # from noise
+    size: int = 224  # final side in pixels
+    octaves: int = 3
+    octave_scale: float = 1.4
+    steps: int = 10  # per octave
+    step_size: float = 1.5
+    noise: float = 10.0  # std of the start noise around mid-grey
+    jitter: int = 8  # max roll in pixels per step
+    laplacian_levels: int = 4
+    # from a photo
+    photo_octaves: int = 4
+    photo_octave_scale: float = 1.4
+    photo_steps: int = 10
+    photo_step_size: float = 1.5
+    tile: int = 512
+    # speed only
+    batch_size: int | None = None  # None: chosen from the device
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
+        for name in ("size", "octaves", "steps", "photo_octaves", "photo_steps", "tile", "laplacian_levels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.octave_scale < 1 or self.photo_octave_scale < 1:
+            raise ValueError("octave scales must be at least 1")
+
+    def pixel_dict(self) -> dict[str, object]:
+        """The settings that affect pixels (everything but batch_size)."""
+        values = asdict(self)
+        values.pop("batch_size")
+        return values
+
+    def pixel_hash(self) -> str:
+        """A short stable hash of `pixel_dict`, recorded with every render."""
+        return hashlib.sha256(json.dumps(self.pixel_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RenderResult:
+    """One rendered image and its metrics, all measured on the final 8-bit image."""
+
+    layer: str
+    channel: int  # WHOLE_LAYER for the whole-layer objective
+    objective: str
+    seed: int
+    image: np.ndarray  # uint8 [H, W, 3]
+    start: float  # objective target on the start image (channel mean; mean square for `layer`)
+    end: float  # ... on the result
+    lift: float  # (end - start) / spread of the layer's channel means on the start image
+    rank: int | None  # 1 = the most active channel of its layer on the result (most suppressed for negative)
+    specific: bool | None  # its own image excites it more than any other image of the batch; None when alone
+    seconds: float
+
+
+def auto_batch_size(pixels: int = 224 * 224) -> int:
+    """Images per pass: large on a GPU, a few on a CPU (where batching mainly fills the cores)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    base = 64 if gpus else 8
+    return max(1, int(base * (224 * 224) / max(pixels, 1)))
+
+
+def noise_start(channel: int, seed: int, settings: RenderSettings) -> np.ndarray:
+    """The seeded start image of one channel: low-amplitude noise around mid-grey, [size, size, 3]."""
+    rng = np.random.default_rng([seed, channel + 1])
+    noise = rng.normal(0.0, settings.noise, (settings.size, settings.size, 3))
+    return np.clip(128.0 + noise, 0, 255).astype(np.float32)
+
+
+_STEPS: dict[tuple[int, str, str, int], tuple[StepFn, StepFn]] = {}
+
+
+def _step_functions(model: Model, layer: str, objective: str, levels: int) -> tuple[StepFn, StepFn]:
+    """(noise step, raw gradient) compiled once per model, layer and objective."""
+    key = (id(model), layer, objective, levels)
+    if key not in _STEPS:
+        fn, target = model.layer_fn(layer), OBJECTIVES[objective]
+        spec = [tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None], tf.int32)]
+
+        def gradient(images: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                loss = tf.reduce_sum(target(fn(images), channels))
+            return tape.gradient(loss, images)
+
+        def noise_step(images: tf.Tensor, channels: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor,
+                       step: tf.Tensor) -> tf.Tensor:
+            grad = transforms.roll(gradient(transforms.roll(images, dy, dx), channels), -dy, -dx)
+            grad = transforms.laplacian_normalize(grad, levels)
+            return tf.clip_by_value(images + step * grad, 0.0, 255.0)
+
+        scalar = tf.TensorSpec([], tf.int32)
+        _STEPS[key] = (tf.function(noise_step, input_signature=spec + [scalar, scalar,
+                                                                        tf.TensorSpec([], tf.float32)]),
+                       tf.function(gradient, input_signature=spec))
+    return _STEPS[key]
+
+
+def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.ndarray,
+                     settings: RenderSettings, seed: int) -> np.ndarray:
+    """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images."""
+    step_fn, _ = _step_functions(model, layer, settings.objective, settings.laplacian_levels)
+    rng = np.random.default_rng([seed, 1 << 20])  # jitter: shared by the batch, independent of its makeup
+    sizes = transforms.octave_sizes(settings.size, settings.size, settings.octaves, settings.octave_scale)
+    images = transforms.resize(starts, *sizes[0])
+    targets = tf.constant(channels, tf.int32)
+    for height, width in sizes:
+        if images.shape[1:3] != (height, width):
+            images = transforms.resize(images, height, width)
+        for _ in range(settings.steps):
+            dy, dx = (int(v) for v in rng.integers(-settings.jitter, settings.jitter + 1, 2))
+            images = step_fn(images, targets, tf.constant(dy), tf.constant(dx),
+                             tf.constant(settings.step_size, tf.float32))
+    return images.numpy()
+
+
+def dream_from_photo(model: Model, layer: str, channels: np.ndarray, photo: np.ndarray,
+                     settings: RenderSettings, seed: int) -> np.ndarray:
+    """Classic DeepDream: octaves small to large re-injecting lost detail, tiled gradients with a random
+    shift per step so memory stays bounded and no seams show; returns float images."""
+    _, grad_fn = _step_functions(model, layer, settings.objective, settings.laplacian_levels)
+    rng = np.random.default_rng([seed, 1 << 21])
+    targets = tf.constant(channels, tf.int32)
+    images = tf.constant(np.repeat(photo[None], len(channels), axis=0))
+    details = []
+    for _ in range(settings.photo_octaves - 1):
+        height, width = images.shape[1:3]
+        low = transforms.resize(images, max(1, round(height / settings.photo_octave_scale)),
+                                max(1, round(width / settings.photo_octave_scale)))
+        details.append(images - transforms.resize(low, height, width))
+        images = low
+    for detail in [None] + details[::-1]:
+        if detail is not None:
+            images = transforms.resize(images, *detail.shape[1:3]) + detail
+        for _ in range(settings.photo_steps):
+            grad = transforms.mean_abs_normalize(tiled_gradient(grad_fn, images, targets, settings.tile, rng))
+            images = tf.clip_by_value(images + settings.photo_step_size * grad, 0.0, 255.0)
+    return images.numpy()
+
+
+def tiled_gradient(grad_fn: StepFn, images: tf.Tensor, channels: tf.Tensor, tile: int,
+                   rng: np.random.Generator) -> tf.Tensor:
+    """The input gradient computed tile by tile on a randomly shifted image, shifted back."""
+    height, width = images.shape[1:3]
+    dy, dx = (int(v) for v in rng.integers(0, tile, 2))
+    shifted = transforms.roll(images, dy, dx)
+    rows = []
+    for y in range(0, max(height - tile // 2, tile), tile):
+        row = [grad_fn(shifted[:, y:y + tile, x:x + tile], channels)
+               for x in range(0, max(width - tile // 2, tile), tile)]
+        rows.append(tf.concat(row, axis=2))
+    return transforms.roll(tf.concat(rows, axis=1), -dy, -dx)
+
+
+def channel_means(model: Model, layer: str, images: np.ndarray, batch: int) -> np.ndarray:
+    """Mean activation of every channel of `layer` on each image: [N, C]."""
+    fn = model.layer_fn(layer)
+    parts = [tf.reduce_mean(fn(tf.constant(images[i:i + batch], tf.float32)), axis=[1, 2]).numpy()
+             for i in range(0, len(images), batch)]
+    return np.concatenate(parts).astype(np.float64)
+
+
+def measure(model: Model, layer: str, channels: list[int], starts: np.ndarray, finals: np.ndarray,
+            objective: str, batch: int) -> list[dict[str, float | int | bool | None]]:
+    """Start and end activation, lift, rank and specificity of each render (see RenderResult)."""
+    start_means = channel_means(model, layer, starts, batch)
+    end_means = channel_means(model, layer, finals, batch)
+    if len(start_means) == 1 and len(finals) > 1:  # one shared start image (a photo)
+        start_means = np.repeat(start_means, len(finals), axis=0)
+    if objective not in PER_CHANNEL:
+        start = [float(v) for v in _mean_square(model, layer, starts, batch, len(finals))]
+        end = [float(v) for v in _mean_square(model, layer, finals, batch, len(finals))]
+        return [{"start": s, "end": e, "lift": (e - s) / max(abs(s), 1e-12), "rank": None, "specific": None}
+                for s, e in zip(start, end)]
+    sign = -1.0 if objective == "negative" else 1.0
+    own = np.array(channels)
+    rows = np.arange(len(own))
+    start, end = start_means[rows, own], end_means[rows, own]
+    spread = start_means.std(axis=1) + 1e-12
+    signed = sign * end_means
+    ranks = 1 + (signed > signed[rows, own][:, None]).sum(axis=1)
+    cross = signed[:, own]  # cross[i, j]: channel j's value on image i
+    specific = [None] * len(own) if len(own) == 1 else \
+        [bool(cross[j, j] > np.delete(cross[:, j], j).max()) for j in range(len(own))]
+    return [{"start": float(s), "end": float(e), "lift": float((e - s) / d), "rank": int(r), "specific": p}
+            for s, e, d, r, p in zip(start, end, spread, ranks, specific)]
+
+
+def _mean_square(model: Model, layer: str, images: np.ndarray, batch: int, count: int) -> np.ndarray:
+    fn = model.layer_fn(layer)
+    values = np.concatenate([tf.reduce_mean(tf.square(fn(tf.constant(images[i:i + batch]))), axis=[1, 2, 3])
+                             .numpy() for i in range(0, len(images), batch)])
+    return np.resize(values, count)
+
+
+def render_channels(model: Model, layer: str, channels: list[int] | None = None, photo: np.ndarray | None = None,
+                    settings: RenderSettings = RenderSettings(), seed: int = 0,
+                    progress: Callable[[int], None] | None = None) -> list[RenderResult]:
+    """Render each channel of `layer` (from noise, or from `photo`: float RGB 0..255) with its metrics.
+
+    With the `layer` objective, `channels` is ignored and one whole-layer dream is returned.
+    """
+    layer_name = model.layer(layer).name
+    if settings.objective not in PER_CHANNEL:
+        channels = [WHOLE_LAYER]
+    elif not channels:
+        raise ValueError("render_channels needs at least one channel")
+    pixels = photo.shape[0] * photo.shape[1] if photo is not None else settings.size ** 2
+    batch = settings.batch_size or auto_batch_size(pixels)
+    results: list[RenderResult] = []
+    for first in range(0, len(channels), batch):
+        chunk = list(channels[first:first + batch])
+        results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch))
+        if progress:
+            progress(len(chunk))
+    return results
+
+
+def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarray | None,
+                  settings: RenderSettings, seed: int, batch: int) -> list[RenderResult]:
+    began = time.perf_counter()
+    targets = np.array([max(c, 0) for c in channels], np.int32)
+    if photo is None:
+        starts = np.stack([noise_start(c, seed, settings) for c in channels])
+        finals = dream_from_noise(model, layer, targets, starts, settings, seed)
+    else:
+        starts = photo[None].astype(np.float32)
+        finals = dream_from_photo(model, layer, targets, starts[0], settings, seed)
+    images = to_uint8(finals)
+    metrics = measure(model, layer, list(targets), to_uint8(starts).astype(np.float32),
+                      images.astype(np.float32), settings.objective, batch)
+    seconds = (time.perf_counter() - began) / len(channels)
+    return [RenderResult(layer=layer, channel=c, objective=settings.objective, seed=seed, image=image,
+                         seconds=seconds, **m) for c, image, m in zip(channels, images, metrics)]
+
+
+def with_overrides(settings: RenderSettings, **overrides: object) -> RenderSettings:
+    """A copy of `settings` with the given (non-None) fields replaced."""
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
