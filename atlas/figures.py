@@ -38,6 +38,7 @@ LABEL_PT_MAX, LABEL_PT_MIN, CAPTION_PT = 8.0, 4.0, 6.5
 LINE = 1.35  # line height as a multiple of the font size
 CHAR_EM = 0.6  # generous average glyph width of DejaVu Sans, in ems (to fit labels without measuring)
 CAPTION_LINES = 3
+ASCENT = 0.93  # DejaVu Sans ascent, in ems
 POINTS = 72.0
 
 Kind = Literal["sheet", "progression", "panel"]
@@ -420,6 +421,8 @@ def progression_layout(run: Run, spec: FigureSpec) -> FigureLayout:
                         key=lambda layer: layer.index)
     else:
         layers = default_progression(run.layers)
+    if not layers:
+        raise UserError(f"{run.folder} lists no layers; re-run `atlas sweep` on its config")
     cells = progression_cells(run, layers, mode)
     columns = spec.columns or (len(cells) if len(cells) <= 5 else math.ceil(len(cells) / 2))
     title = spec.title or f"From lines to objects: {len(layers)} layers, low to high"
@@ -505,6 +508,11 @@ def _load(path: Path, side: float, dpi: int) -> Any:
         return np.asarray(image)
 
 
+def _line(ax: Any, x: float, top: float, text: str, size: float, color: str = "black") -> None:
+    """One centred line whose baseline sits one ascent below `top`, so neighbours line up whatever glyphs."""
+    ax.text(x, top + size * ASCENT / POINTS, text, fontsize=size, ha="center", va="baseline", color=color)
+
+
 def draw(layout: FigureLayout, dpi: int) -> Any:
     """A matplotlib Figure of the layout (call inside `matplotlib.rc_context(RC)`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -528,10 +536,11 @@ def draw(layout: FigureLayout, dpi: int) -> Any:
             ax.imshow(_load(panel.image, b.w, dpi), extent=(b.x, b.x + b.w, b.y + b.h, b.y), aspect="auto")
             ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor=FRAME, linewidth=0.5))
         below = b.y + b.h + 0.02
-        ax.text(b.x + b.w / 2, below, panel.label, fontsize=panel.label_pt, ha="center", va="top")
-        if panel.caption:
-            ax.text(b.x + b.w / 2, below + panel.label_pt * LINE / POINTS, panel.caption, fontsize=CAPTION_PT,
-                    ha="center", va="top", color="#303030", linespacing=1.2)
+        _line(ax, b.x + b.w / 2, below, panel.label, panel.label_pt)
+        below += panel.label_pt * LINE / POINTS
+        for line in (panel.caption or "").splitlines():
+            _line(ax, b.x + b.w / 2, below, line, CAPTION_PT, color="#303030")
+            below += CAPTION_PT * LINE / POINTS
     ax.set_xlim(0, layout.width)
     ax.set_ylim(layout.height, 0)
     return figure
@@ -578,9 +587,9 @@ class Made:
 
 def make_figures(run: Run, spec_file: SpecFile, dpi: int | None = None) -> tuple[list[Made], Path | None]:
     """Lay out and write every figure of a spec (and its combined PDF); `dpi` overrides every dpi in it."""
+    layouts = [layout_figure(run, spec) for spec in spec_file.figures]  # every user error before any file
     made = []
-    for spec in spec_file.figures:
-        layout = layout_figure(run, spec)
+    for spec, layout in zip(spec_file.figures, layouts):
         path = figure_path(run, spec, spec_file.format)
         made.append(Made(layout, write_figure(layout, path, dpi or spec.dpi or spec_file.dpi)))
     combined = combined_path(run, spec_file)

@@ -246,3 +246,12 @@ def test_figures_do_not_import_tensorflow():
     code = "import sys, atlas.figures, atlas.cli; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
+
+
+def test_a_bad_figure_in_a_spec_stops_before_any_file_is_written(run_folder, tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"figures:\n  - {{name: good, kind: progression, output: {tmp_path}/good.png}}\n"
+                    f"  - {{name: bad, kind: sheet, layer: no_such_layer, output: {tmp_path}/bad.png}}\n")
+    assert main(["figure", str(run_folder), "--spec", str(path)]) == 2
+    assert "unknown layer 'no_such_layer'" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png"))
