@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arg(layers)
     layers.add_argument("--format", choices=["table", "json", "csv"], default="table")
     _dream_parser(sub)
+    _figure_parser(sub)
     return parser
 
 
@@ -133,8 +134,6 @@ def describe_metrics(result: object, channels: int) -> str:
     return text
 
 
-COMMANDS = {"layers": cmd_layers, "dream": cmd_dream}
-TF_COMMANDS = {"layers", "dream"}
 
 
 def import_tensorflow_quietly() -> None:
@@ -152,6 +151,41 @@ def import_tensorflow_quietly() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+def _figure_parser(sub: argparse._SubParsersAction) -> None:
+    fig = sub.add_parser("figure", help="teaching figures (contact sheet, progression, panel) as PNG or PDF")
+    fig.add_argument("run", metavar="RUN_FOLDER", help="a run folder written by `atlas sweep`")
+    what = fig.add_mutually_exclusive_group(required=True)
+    what.add_argument("--sheet", metavar="LAYER", help="contact sheet of one layer's channels")
+    what.add_argument("--progression", action="store_true", help="one start image across layers, low to high")
+    what.add_argument("--panel", metavar="LAYER:CH,...", help="hand-picked channels, e.g. mixed4d_3x3_pre_relu:139")
+    what.add_argument("--spec", metavar="FILE", help="a YAML file describing several figures")
+    fig.add_argument("--channels", help="sheet: channels to show, e.g. 0-63 (default: all)")
+    fig.add_argument("--mode", help="sheet, panel: noise (default), photo-NAME or NAME")
+    fig.add_argument("--photo", help="progression: base photo (default: noise renders)")
+    fig.add_argument("--layers", help="progression: a,b,c (default: about 10 layers from low to high)")
+    fig.add_argument("--captions", help="panel: captions in the order of the channels, separated by |")
+    fig.add_argument("--title", help="replace the generated title")
+    fig.add_argument("--columns", type=int, help="panels per row")
+    fig.add_argument("--dpi", type=int, help="PNG resolution and PDF image resolution (default 200)")
+    fig.add_argument("-o", "--output", help="a .png or .pdf file (default: RUN_FOLDER/figures/NAME.png)")
+
+
+def cmd_figure(args: argparse.Namespace) -> None:
+    from atlas.figures import figure_job
+    from atlas.manifest import read_run
+
+    made, combined = figure_job(read_run(args.run), args)
+    for item in made:
+        print(item.path)
+        if item.layout.gaps:
+            print(f"atlas: warning: {item.path.name}: {len(item.layout.gaps)} missing render(s) left as gaps: "
+                  f"{item.layout.missing_summary()}", file=sys.stderr)
+    if combined:
+        print(combined)
+
+
+COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure}
+TF_COMMANDS = {"layers", "dream"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
