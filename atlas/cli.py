@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     layers = sub.add_parser("layers", help="list the model's convolutional layers, low to high")
     _model_arg(layers)
     layers.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/")
+    build.add_argument("run_folder", metavar="RUN_FOLDER")
+    serve = sub.add_parser("serve", help="preview a run's gallery on http://127.0.0.1:PORT (builds it if missing)")
+    serve.add_argument("run_folder", metavar="RUN_FOLDER")
+    serve.add_argument("--port", type=int, default=8000)
     return parser
 
 
@@ -67,7 +72,19 @@ def cmd_layers(args: argparse.Namespace) -> None:
     print(format_layers(model.layers, args.format))
 
 
-COMMANDS = {"layers": cmd_layers}
+def cmd_build(args: argparse.Namespace) -> None:
+    from atlas.site import build_site
+
+    print(build_site(args.run_folder, progress=True).summary())
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from atlas.site import serve
+
+    serve(args.run_folder, args.port)
+
+
+COMMANDS = {"layers": cmd_layers, "build": cmd_build, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
