@@ -181,10 +181,11 @@ def display_order(layers: list[Layer]) -> list[tuple[str, list[Layer], str | Non
         depth = min(layer.depth for layer in groups[head])
         after = [i for i, (name, members, _) in enumerate(order)
                  if name in main and max(layer.depth for layer in members) < depth]
-        at = after[-1] + 1 if after else len(order)
-        while at < len(order) and order[at][2] is not None:  # keep heads of one branch point in order
+        branch = order[after[-1]][0] if after else "the input"
+        at = after[-1] + 1 if after else 0
+        while at < len(order) and order[at][2] is not None:  # heads of one branch point keep their order
             at += 1
-        order.insert(at, (head, groups[head], order[at - 1][0] if at else "the input"))
+        order.insert(at, (head, groups[head], branch))
     return order
 
 
