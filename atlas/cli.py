@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--format", choices=["table", "json", "csv"], default="table")
     _dream_parser(sub)
     _figure_parser(sub)
+    build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/")
+    build.add_argument("run_folder", metavar="RUN_FOLDER")
+    serve = sub.add_parser("serve", help="preview a run's gallery on http://127.0.0.1:PORT (builds it if missing)")
+    serve.add_argument("run_folder", metavar="RUN_FOLDER")
+    serve.add_argument("--port", type=int, default=8000)
     return parser
 
 
@@ -134,8 +139,6 @@ def describe_metrics(result: object, channels: int) -> str:
     return text
 
 
-
-
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with its C++ start-up chatter (oneDNN, CUDA probes) kept off the terminal."""
     if "tensorflow" in sys.modules:
@@ -184,7 +187,20 @@ def cmd_figure(args: argparse.Namespace) -> None:
         print(combined)
 
 
-COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure}
+def cmd_build(args: argparse.Namespace) -> None:
+    from atlas.site import build_site
+
+    print(build_site(args.run_folder, progress=True).summary())
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from atlas.site import serve
+
+    serve(args.run_folder, args.port)
+
+
+COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure, "build": cmd_build,
+            "serve": cmd_serve}
 TF_COMMANDS = {"layers", "dream"}
 
 
