@@ -68,24 +68,27 @@ class Formats(BaseModel):
     thumb: ImageFormat = ImageFormat(size=112, format="jpg", quality=80)
 
 
+_D = RenderSettings()  # one source of truth for the defaults
+
+
 class RenderConfig(BaseModel):
-    """The render settings a config may set (see atlas.render.RenderSettings)."""
+    """The render settings a config may set (see atlas.render.RenderSettings), with their ranges."""
 
     model_config = _Strict
     objective: Literal["channel", "negative"] = "channel"
-    size: int = Field(default=224, ge=32, le=4096)
-    octaves: int = Field(default=3, ge=1, le=12)
-    octave_scale: float = Field(default=1.4, ge=1.0, le=4.0)
-    steps: int = Field(default=10, ge=1, le=1000)
-    step_size: float = Field(default=1.5, gt=0)
-    noise: float = Field(default=10.0, ge=0)
-    jitter: int = Field(default=8, ge=0)
-    laplacian_levels: int = Field(default=4, ge=1, le=8)
-    photo_octaves: int = Field(default=4, ge=1, le=12)
-    photo_octave_scale: float = Field(default=1.4, ge=1.0, le=4.0)
-    photo_steps: int = Field(default=10, ge=1, le=1000)
-    photo_step_size: float = Field(default=1.5, gt=0)
-    tile: int = Field(default=512, ge=64)
+    size: int = Field(default=_D.size, ge=32, le=4096)
+    octaves: int = Field(default=_D.octaves, ge=1, le=12)
+    octave_scale: float = Field(default=_D.octave_scale, ge=1.0, le=4.0)
+    steps: int = Field(default=_D.steps, ge=1, le=1000)
+    step_size: float = Field(default=_D.step_size, gt=0)
+    noise: float = Field(default=_D.noise, ge=0)
+    jitter: int = Field(default=_D.jitter, ge=0)
+    laplacian_levels: int = Field(default=_D.laplacian_levels, ge=1, le=8)
+    photo_octaves: int = Field(default=_D.photo_octaves, ge=1, le=12)
+    photo_octave_scale: float = Field(default=_D.photo_octave_scale, ge=1.0, le=4.0)
+    photo_steps: int = Field(default=_D.photo_steps, ge=1, le=1000)
+    photo_step_size: float = Field(default=_D.photo_step_size, gt=0)
+    tile: int = Field(default=_D.tile, ge=64)
 
 
 class SweepConfig(BaseModel):

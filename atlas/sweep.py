@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 from atlas.atomic import atomic_path, remove_stale_parts
 from atlas.config import LoadedConfig, WorkItem, modes_of, resolve_work
 from atlas.errors import UserError
-from atlas.manifest import MANIFEST_FILE, Manifest, Mode, Render, image_paths, write_run_info
+from atlas.manifest import Manifest, Mode, Render, image_paths, manifest_name, recorded_hashes, write_run_info
 from atlas.render import RenderSettings
 
 LOCK_FILE = ".sweep.lock"
@@ -62,6 +62,7 @@ class Outcome:
     renders: list[Render] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")  # who rendered it
 
 
 @dataclass
@@ -234,21 +235,20 @@ def plan_sweep(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None) 
     hashes = {m.id: settings_hash(model.sha256, settings, config.seed, loaded.photos.get(m.photo or ""),
                                   formats) for m in modes}
     items = shard_items(resolve_work(loaded, model.layers, modes), shard)
-    recorded: dict[tuple[str, str, int], str] = {}
-    if (loaded.run_folder / MANIFEST_FILE).exists():
-        with Manifest(loaded.run_folder / MANIFEST_FILE) as manifest:
-            recorded = manifest.hashes()
+    recorded = recorded_hashes(loaded.run_folder) if loaded.run_folder.exists() else {}
     web_ext, thumb_ext = formats["web"]["format"], formats["thumb"]["format"]
     todo = [i for i in items if not is_done(i, recorded, hashes, loaded.run_folder, web_ext, thumb_ext)]
     batch_size = config.batch_size or auto_batch_size(settings.size ** 2)
     return Plan(items, todo, make_batches(todo, batch_size), hashes, batch_size)
 
 
-def prepare_run_folder(loaded: LoadedConfig, model: Any) -> list[Mode]:
-    """Write run.json and copy the base photos in (atomically); sweep away temp files a kill left behind."""
+def prepare_run_folder(loaded: LoadedConfig, model: Any, sweep_stale: bool = True) -> list[Mode]:
+    """Write run.json and copy the base photos in (atomically); sweep away temp files a kill left behind
+    (not while other slices may be writing theirs)."""
     folder = loaded.run_folder
     folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(folder)
+    if sweep_stale:
+        remove_stale_parts(folder)
     modes = modes_of(loaded)
     for mode in modes:
         if mode.file:
@@ -273,13 +273,14 @@ class Summary:
     failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     per_layer: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    workers: set[str] = field(default_factory=set)  # host:pid of every process that rendered
 
     def lines(self) -> list[str]:
         rows = [f"{layer:<40} {len(times):>6} {sum(times):>9.1f} {sum(times) / len(times):>8.2f}"
                 for layer, times in self.per_layer.items()]
         head = [f"{'layer':<40} {'renders':>6} {'seconds':>9} {'s/image':>8}"] if rows else []
         tail = [f"renders done {self.done}, skipped {self.skipped} (already done), failed {len(self.failed)}; "
-                f"{self.seconds:.1f} s"]
+                f"{self.seconds:.1f} s on {len(self.workers)} worker process(es)"]
         return head + rows + tail + [f"failed: {f}" for f in self.failed]
 
 
@@ -299,31 +300,26 @@ def execute(plan: Plan, task: Task, workers: int, backend: str | None = None,
 def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = None,
           scheduler: str | None = None, out: Any = sys.stderr) -> Summary:
     """Run (or resume) the sweep a config describes; returns what happened."""
-    from filelock import FileLock, Timeout
-
     from atlas.model import load_model
 
+    slice_ = parse_shard(shard)
     model = load_model(loaded.config.model)
+    plan_sweep(loaded, model, slice_)  # config errors before anything is created
     folder = loaded.run_folder
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / LOCK_FILE))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise UserError(f"another atlas sweep is writing {folder} (it holds {folder / LOCK_FILE}); wait for it "
-                        "to finish, or give this config another name or output") from None
+    lock = take_lock(folder, slice_)
     try:
         began = time.perf_counter()
-        prepare_run_folder(loaded, model)
-        plan = plan_sweep(loaded, model, parse_shard(shard))
+        plan = plan_sweep(loaded, model, slice_)
+        prepare_run_folder(loaded, model, sweep_stale=slice_ is None)
         summary = Summary(skipped=len(plan.items) - len(plan.todo))
         workers, threads = choose_workers(loaded.config.workers, plan.batch_size)
         client = _dask_client(scheduler) if backend == "dask" else None
-        task = Task(model=model.spec, run_folder=str(folder), settings=loaded.config.settings(), seed=loaded.config.seed,
-                    photos={m.id: str(loaded.photos[m.photo]) for m in modes_of(loaded) if m.photo},
+        task = Task(model=model.spec, run_folder=str(folder), settings=loaded.config.settings(),
+                    seed=loaded.config.seed, photos={m.id: str(loaded.photos[m.photo]) for m in modes_of(loaded) if m.photo},
                     hashes=plan.hashes, formats=loaded.config.formats.model_dump(), versions=versions(),
                     threads=threads)
-        with Manifest(folder / MANIFEST_FILE, create=True) as manifest, Progress(plan.todo, out) as bars:
+        with Manifest(folder / manifest_name(slice_), create=True) as manifest, Progress(plan.todo, out) as bars:
             for outcome in execute(plan, task, workers, backend):
                 _record(outcome, manifest, summary)
                 bars.advance(outcome.batch.layer, len(outcome.batch.channels))
@@ -333,6 +329,28 @@ def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = 
         return summary
     finally:
         lock.release()
+
+
+def take_lock(folder: Path, shard: tuple[int, int] | None) -> Any:
+    """The run folder's lock for this sweep: one per slice, so slices of one sweep may run at once, while a
+    whole sweep excludes every other sweep on the folder."""
+    from filelock import FileLock, Timeout
+
+    name = LOCK_FILE if shard is None else f"{LOCK_FILE}.shard-{shard[0]}-of-{shard[1]}"
+    others = sorted(folder.glob(f"{LOCK_FILE}*")) if shard is None else [folder / LOCK_FILE]
+    lock = FileLock(str(folder / name))
+    try:
+        lock.acquire(timeout=0)
+        for path in others:
+            if path.name != name:
+                probe = FileLock(str(path))
+                probe.acquire(timeout=0)
+                probe.release()
+    except Timeout:
+        lock.release()
+        raise UserError(f"another atlas sweep is writing {folder}; wait for it to finish, or give this config "
+                        "another name or output") from None
+    return lock
 
 
 def progress_off(out: Any) -> bool | None:
@@ -373,6 +391,7 @@ class Progress:
 def _record(outcome: Outcome, manifest: Manifest, summary: Summary) -> None:
     """Record a finished batch in one transaction, or note its failure."""
     layer = outcome.batch.layer
+    summary.workers.add(outcome.worker)
     if outcome.error:
         summary.failed.append(f"{outcome.batch.mode} {layer} channels {list(outcome.batch.channels)}: "
                               f"{outcome.error}")
