@@ -255,3 +255,43 @@ def test_a_bad_figure_in_a_spec_stops_before_any_file_is_written(run_folder, tmp
     assert main(["figure", str(run_folder), "--spec", str(path)]) == 2
     assert "unknown layer 'no_such_layer'" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
+
+
+# ----------------------------------------------------------------------------------------------- a real sweep
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Run:
+    """A small real sweep of the stand-in: 4 layers x 4 channels, noise and a photo with whole-layer dreams."""
+    import yaml
+
+    from atlas.config import load_config
+    from atlas.sweep import sweep
+
+    folder = tmp_path_factory.mktemp("real")
+    config = {"name": "real", "model": "synthetic:0.125", "channels": 4, "modes": ["noise", "photo"],
+              "photos": ["chelsea"], "layer_dreams": True, "output": str(folder),
+              "layers": ["conv2d0_pre_relu", "mixed3b_3x3_pre_relu", SHEET_LAYER, "mixed5b_5x5_pre_relu"],
+              "render": {"octaves": 1, "steps": 2, "size": 64, "photo_octaves": 1, "photo_steps": 1}}
+    (folder / "real.yaml").write_text(yaml.safe_dump(config))
+    loaded = load_config(folder / "real.yaml")
+    assert sweep(loaded).done == 4 * 4 * 2 + 4
+    return figure_run(loaded.run_folder)
+
+
+def test_every_figure_type_from_a_real_sweep(real_run, tmp_path):
+    sheet = figures.layout_figure(real_run, spec(kind="sheet", layer=SHEET_LAYER, channels="0-7"))
+    assert sheet.labels == [str(c) for c in range(8)] and [p.key[2] for p in sheet.gaps] == [4, 5, 6, 7]
+    swept = [layer.name for layer in real_run.layers if any(r.layer == layer.name for r in real_run.renders)]
+    progression = figures.layout_figure(real_run, spec(kind="progression", photo="chelsea", layers=swept))
+    assert len(progression.panels) == 1 + len(swept) == 5  # the base photo, then each layer low to high
+    assert not progression.gaps  # every layer of the sweep has its whole-layer dream
+    panel = figures.layout_figure(real_run, spec(kind="panel", items=[
+        ItemSpec(layer="conv2d0_pre_relu", channel=1, caption="low"),
+        ItemSpec(layer="mixed5b_5x5_pre_relu", channel=3, caption="high")]))
+    assert [p.caption for p in panel.panels] == ["low", "high"] and not panel.gaps
+    png = figures.write_figure(sheet, tmp_path / "sheet.png", DPI)
+    with Image.open(png) as image:
+        assert image.size == (round(sheet.width * DPI), round(sheet.height * DPI))
+    book = figures.write_combined_pdf([sheet, progression, panel], tmp_path / "all.pdf", DPI)
+    assert pdf_pages(book) == 3
