@@ -22,6 +22,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=PART_MARK + target.suffix)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a published file should be readable like any other
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
@@ -52,6 +53,12 @@ def remove_stale_parts(folder: str | os.PathLike[str]) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from atlas.errors import UserError
@@ -31,7 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
     layers = sub.add_parser("layers", help="list the model's convolutional layers, low to high")
     _model_arg(layers)
     layers.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    _dream_parser(sub)
+    _figure_parser(sub)
     return parser
+
+
+def _dream_parser(sub: argparse._SubParsersAction) -> None:
+    dream = sub.add_parser("dream", help="render one layer's channels from noise or from a photo")
+    _model_arg(dream)
+    dream.add_argument("--layer", required=True, help="a layer name from `atlas layers`")
+    dream.add_argument("--channel", help="139, 0-15, 0,3,7-9 or all (required unless --objective layer)")
+    dream.add_argument("--photo", help="a base photo (any format Pillow reads) or a shipped one: "
+                       "astronaut, chelsea, coffee, rocket; without it, dreams start from noise")
+    dream.add_argument("--objective", choices=["channel", "layer", "negative"], default="channel")
+    dream.add_argument("-o", "--output", default=".", help="a .png/.jpg/.webp file for one image, else a folder")
+    dream.add_argument("--seed", type=int, default=0)
+    for flag, kind in [("size", int), ("octaves", int), ("octave-scale", float), ("steps", int),
+                       ("step-size", float), ("photo-octaves", int), ("photo-steps", int),
+                       ("photo-step-size", float), ("tile", int), ("batch-size", int)]:
+        dream.add_argument(f"--{flag}", type=kind, default=None, help="render setting (see README)")
 
 
 LAYER_COLUMNS = ["index", "name", "block", "channels", "kernel", "stride", "in_channels", "depth",
@@ -67,13 +86,114 @@ def cmd_layers(args: argparse.Namespace) -> None:
     print(format_layers(model.layers, args.format))
 
 
-COMMANDS = {"layers": cmd_layers}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+def cmd_dream(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from atlas.images import load_photo, save_image
+    from atlas.model import load_model
+    from atlas.render import RenderSettings, render_channels, tensor_channels, with_overrides
+    from atlas.selection import parse_channels
+
+    try:
+        settings = with_overrides(RenderSettings(objective=args.objective), **{
+            key: getattr(args, key) for key in ("size", "octaves", "octave_scale", "steps", "step_size",
+                                                "photo_octaves", "photo_steps", "photo_step_size", "tile",
+                                                "batch_size")})
+    except ValueError as exc:
+        raise UserError(f"bad render setting: {exc}") from None
+    if args.objective != "layer" and args.channel is None:
+        raise UserError("--channel is required with --objective channel or negative (e.g. --channel 139 "
+                        "or 0-15)")
+    photo = load_photo(args.photo) if args.photo else None
+    model = load_model(args.model)
+    name = model.tensor_name(args.layer)
+    count = tensor_channels(model, name)
+    channels = parse_channels(args.channel, count, name) if args.objective != "layer" else [-1]
+    target = Path(args.output)
+    single = target.suffix.lower() in IMAGE_SUFFIXES
+    if single and len(channels) > 1:
+        raise UserError(f"{len(channels)} channels make {len(channels)} images; give -o a folder, not {target}")
+    with tqdm(total=len(channels), unit="image", disable=None, desc=name) as bar:
+        results = render_channels(model, name, channels, photo, settings, args.seed, progress=bar.update)
+    for result in results:
+        leaf = "layer" if result.channel < 0 else f"{result.channel:04d}"
+        path = save_image(target if single else target / f"{name}-{leaf}.png", result.image)
+        print(f"{path}  {describe_metrics(result, count)}")
+
+
+def describe_metrics(result: object, channels: int) -> str:
+    """One line of a render's metrics for the terminal."""
+    text = f"activation {result.start:.3g} -> {result.end:.3g}  lift {result.lift:+.2f}"
+    if result.rank is not None:
+        text += f"  rank {result.rank}/{channels}"
+    if result.specific is not None:
+        text += f"  specific {'yes' if result.specific else 'no'}"
+    return text
+
+
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up chatter (oneDNN, CUDA probes) kept off the terminal."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+def _figure_parser(sub: argparse._SubParsersAction) -> None:
+    fig = sub.add_parser("figure", help="teaching figures (contact sheet, progression, panel) as PNG or PDF")
+    fig.add_argument("run", metavar="RUN_FOLDER", help="a run folder written by `atlas sweep`")
+    what = fig.add_mutually_exclusive_group(required=True)
+    what.add_argument("--sheet", metavar="LAYER", help="contact sheet of one layer's channels")
+    what.add_argument("--progression", action="store_true", help="one start image across layers, low to high")
+    what.add_argument("--panel", metavar="LAYER:CH,...", help="hand-picked channels, e.g. mixed4d_3x3_pre_relu:139")
+    what.add_argument("--spec", metavar="FILE", help="a YAML file describing several figures")
+    fig.add_argument("--channels", help="sheet: channels to show, e.g. 0-63 (default: all)")
+    fig.add_argument("--mode", help="sheet, panel: noise (default), photo-NAME or NAME")
+    fig.add_argument("--photo", help="progression: base photo (default: noise renders)")
+    fig.add_argument("--layers", help="progression: a,b,c (default: about 10 layers from low to high)")
+    fig.add_argument("--captions", help="panel: captions in the order of the channels, separated by |")
+    fig.add_argument("--title", help="replace the generated title")
+    fig.add_argument("--columns", type=int, help="panels per row")
+    fig.add_argument("--dpi", type=int, help="PNG resolution and PDF image resolution (default 200)")
+    fig.add_argument("-o", "--output", help="a .png or .pdf file (default: RUN_FOLDER/figures/NAME.png)")
+
+
+def cmd_figure(args: argparse.Namespace) -> None:
+    from atlas.figures import figure_job
+    from atlas.manifest import read_run
+
+    made, combined = figure_job(read_run(args.run), args)
+    for item in made:
+        print(item.path)
+        if item.layout.gaps:
+            print(f"atlas: warning: {item.path.name}: {len(item.layout.gaps)} missing render(s) left as gaps: "
+                  f"{item.layout.missing_summary()}", file=sys.stderr)
+    if combined:
+        print(combined)
+
+
+COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure}
+TF_COMMANDS = {"layers", "dream"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args = build_parser().parse_args(argv)
+        if args.command in TF_COMMANDS:
+            import_tensorflow_quietly()
         COMMANDS[args.command](args)
     except UserError as exc:
         print(f"atlas: error: {exc}", file=sys.stderr)

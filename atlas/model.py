@@ -103,12 +103,34 @@ class Model:
     def layer(self, name: str) -> Layer:
         return find_layer(self.layers, name)
 
+    def tensor_name(self, name: str) -> str:
+        """A catalogued layer's name, or any other activation node of the graph (e.g. the block output
+        `mixed4c` that classic DeepDream targets); unknown names get the catalogue's helpful error."""
+        nodes = self._activation_nodes()
+        if name in nodes:
+            return name
+        try:
+            return self.layer(name).name
+        except UserError:
+            import difflib
+
+            blocks = {n for n in nodes if "/" not in n and not n.endswith("_w") and "_" not in n}
+            close = difflib.get_close_matches(name, [layer.name for layer in self.layers] + sorted(blocks), n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "run `atlas layers` to list them"
+            raise UserError(f"unknown layer '{name}': {hint}") from None
+
     def layer_fn(self, name: str) -> LayerFn:
-        """The differentiable function images (0..255) -> activations of layer `name`; built once."""
-        layer = self.layer(name)
-        if layer.name not in self._fns:
-            self._fns[layer.name] = self._build(layer.name)
-        return self._fns[layer.name]
+        """The differentiable function images (0..255) -> activations of `name`; built once."""
+        target = self.tensor_name(name)
+        if target not in self._fns:
+            self._fns[target] = self._build(target)
+        return self._fns[target]
+
+    def _activation_nodes(self) -> set[str]:
+        """Names of the graph's non-constant nodes other than the input."""
+        if not self._order:
+            self._order = topological_order(self.graph_def)
+        return {n.name for n in self._order if n.op not in ("Const", "Placeholder")}
 
     def _constants(self) -> dict[str, tf.Tensor]:
         if self._consts is None:
@@ -118,8 +140,7 @@ class Model:
 
     def _needed(self, target: str) -> list[node_def_pb2.NodeDef]:
         """The non-constant nodes `target` depends on, in topological order."""
-        if not self._order:
-            self._order = topological_order(self.graph_def)
+        self._activation_nodes()
         by_name = {n.name: n for n in self._order}
         needed, stack = set(), [target]
         while stack:

@@ -17,7 +17,8 @@ Objective = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 def channel(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
     """Mean of each image's own channel (pre-ReLU): the atlas default."""
     means = tf.reduce_mean(acts, axis=[1, 2])
-    return tf.gather(means, channels, axis=1, batch_dims=1)
+    mask = tf.one_hot(channels, tf.shape(acts)[-1], dtype=acts.dtype)  # a mask, not a gather: exact per image
+    return tf.reduce_sum(means * mask, axis=1)
 
 
 def negative_channel(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:

@@ -21,6 +21,7 @@ from atlas import transforms
 from atlas.images import to_uint8
 from atlas.model import Model
 from atlas.objectives import OBJECTIVES, PER_CHANNEL
+from atlas.selection import check_channels
 
 WHOLE_LAYER = -1  # the channel recorded for a whole-layer objective
 StepFn = Callable[..., tf.Tensor]
@@ -171,18 +172,30 @@ def dream_from_photo(model: Model, layer: str, channels: np.ndarray, photo: np.n
     return images.numpy()
 
 
+def tile_edges(length: int, tile: int) -> list[int]:
+    """Edges of about-equal tiles no longer than `tile` covering 0..length."""
+    count = -(-length // tile)
+    return [round(i * length / count) for i in range(count + 1)]
+
+
 def tiled_gradient(grad_fn: StepFn, images: tf.Tensor, channels: tf.Tensor, tile: int,
                    rng: np.random.Generator) -> tf.Tensor:
     """The input gradient computed tile by tile on a randomly shifted image, shifted back."""
     height, width = images.shape[1:3]
     dy, dx = (int(v) for v in rng.integers(0, tile, 2))
     shifted = transforms.roll(images, dy, dx)
-    rows = []
-    for y in range(0, max(height - tile // 2, tile), tile):
-        row = [grad_fn(shifted[:, y:y + tile, x:x + tile], channels)
-               for x in range(0, max(width - tile // 2, tile), tile)]
-        rows.append(tf.concat(row, axis=2))
+    ys, xs = tile_edges(height, tile), tile_edges(width, tile)
+    rows = [tf.concat([grad_fn(shifted[:, y0:y1, x0:x1], channels) for x0, x1 in zip(xs, xs[1:])], axis=2)
+            for y0, y1 in zip(ys, ys[1:])]
     return transforms.roll(tf.concat(rows, axis=1), -dy, -dx)
+
+
+def tensor_channels(model: Model, name: str) -> int:
+    """Channels of a catalogued layer, or of any other activation tensor (probed once on a small image)."""
+    for layer in model.layers:
+        if layer.name == name:
+            return layer.channels
+    return int(model.layer_fn(name)(tf.zeros([1, 224, 224, 3])).shape[-1])
 
 
 def channel_means(model: Model, layer: str, images: np.ndarray, batch: int) -> np.ndarray:
@@ -233,11 +246,13 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
 
     With the `layer` objective, `channels` is ignored and one whole-layer dream is returned.
     """
-    layer_name = model.layer(layer).name
+    layer_name = model.tensor_name(layer)
     if settings.objective not in PER_CHANNEL:
         channels = [WHOLE_LAYER]
     elif not channels:
         raise ValueError("render_channels needs at least one channel")
+    else:
+        check_channels(list(channels), tensor_channels(model, layer_name), layer_name)
     pixels = photo.shape[0] * photo.shape[1] if photo is not None else settings.size ** 2
     batch = settings.batch_size or auto_batch_size(pixels)
     results: list[RenderResult] = []

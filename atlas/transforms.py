@@ -9,10 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-_K1 = np.float32([1, 4, 6, 4, 1])
-_K5 = np.outer(_K1, _K1) / np.square(_K1.sum())
-# A 5x5 binomial blur applied to each colour channel on its own: [5, 5, 3, 3].
-PYRAMID_KERNEL = tf.constant(_K5[:, :, None, None] * np.eye(3, dtype=np.float32)[None, None])
+_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)  # the binomial kernel of the Laplacian pyramid, /16 per axis
 
 
 def roll(images: tf.Tensor, dy: tf.Tensor | int, dx: tf.Tensor | int) -> tf.Tensor:
@@ -25,19 +22,45 @@ def resize(images: tf.Tensor | np.ndarray, height: int, width: int) -> tf.Tensor
     return tf.image.resize(images, [height, width], method="bilinear")
 
 
+def _blur(images: tf.Tensor, axis: int, gain: float = 1.0) -> tf.Tensor:
+    """5-tap binomial blur along one spatial axis (zero padding), as shifted adds.
+
+    Element-wise arithmetic in a fixed order gives bit-identical results whatever the batch size, which a
+    convolution kernel does not promise; the render loop relies on that for batched == alone.
+    """
+    size = tf.shape(images)[axis]
+    pad = [[0, 0]] * 4
+    pad[axis] = [2, 2]
+    padded = tf.pad(images, pad)
+    taps = [tf.gather(padded, tf.range(k, k + size), axis=axis) * (w * gain / 16.0) for k, w in enumerate(_TAPS)]
+    return (((taps[0] + taps[1]) + taps[2]) + taps[3]) + taps[4]
+
+
+def _down(images: tf.Tensor) -> tf.Tensor:
+    """Blur and keep every second pixel."""
+    return _blur(_blur(images, 1), 2)[:, ::2, ::2]
+
+
+def _up(images: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    """Insert zeros between pixels, crop to `shape` [B, H, W, C] and blur (gain 2 per axis)."""
+    b, h, w, c = tf.unstack(tf.shape(images))
+    zeros = tf.zeros_like(images)
+    tall = tf.reshape(tf.stack([images, zeros], axis=2), [b, 2 * h, w, c])[:, :shape[1]]
+    wide = tf.reshape(tf.stack([tall, tf.zeros_like(tall)], axis=3), [b, shape[1], 2 * w, c])[:, :, :shape[2]]
+    return _blur(_blur(wide, 1, 2.0), 2, 2.0)
+
+
 def _split(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """One Laplacian level: (low-pass at half size, high-frequency residual at full size)."""
-    low = tf.nn.conv2d(images, PYRAMID_KERNEL, strides=2, padding="SAME")
-    up = tf.nn.conv2d_transpose(low, PYRAMID_KERNEL * 4, tf.shape(images), strides=2, padding="SAME")
-    return low, images - up
+    low = _down(images)
+    return low, images - _up(low, tf.shape(images))
 
 
 def _merge(levels: list[tf.Tensor]) -> tf.Tensor:
     """Inverse of the pyramid: upsample from the coarsest level and add each residual."""
     image = levels[0]
     for high in levels[1:]:
-        image = tf.nn.conv2d_transpose(image, PYRAMID_KERNEL * 4, tf.shape(high), strides=2, padding="SAME")
-        image = image + high
+        image = _up(image, tf.shape(high)) + high
     return image
 
 

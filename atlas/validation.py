@@ -35,7 +35,9 @@ def validate(cls: type[M], data: Any, origin: str) -> M:
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"{origin}: {describe(cls, exc.errors()[0])}") from None
+        errors = exc.errors()  # a misspelt key also makes a required one "missing": name the misspelling
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        raise UserError(f"{origin}: {describe(cls, first)}") from None
 
 
 def describe(cls: type[BaseModel], error: dict[str, Any]) -> str:

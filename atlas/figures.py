@@ -1,0 +1,641 @@
+"""Teaching figures from a run folder: contact sheets, layer progressions and channel panels, as PNG or PDF.
+
+Two steps, one way: pure functions turn (Run, FigureSpec) into a `FigureLayout` (page size in inches, title,
+panels with boxes, image paths or None for a gap, labels, captions) without drawing anything; then
+`write_figure` / `write_combined_pdf` draw layouts with matplotlib (Agg, DejaVu Sans bundled with it).
+Figures read the run only through `atlas.manifest`; nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from atlas.atomic import atomic_path
+from atlas.catalogue import Layer
+from atlas.errors import UserError
+from atlas.manifest import NOISE, WHOLE_LAYER, Mode, Render, Run
+from atlas.selection import check_channels, parse_channels
+from atlas.validation import load_yaml, validate
+
+FIGURES_DIR = "figures"
+DEFAULT_DPI = 200
+FORMATS = ("png", "pdf")
+MAX_PROGRESSION = 10  # the default progression keeps at most this many layers
+
+# Page geometry, in inches (origin at the top left; y grows downwards).
+PAGE_WIDTH = 8.0
+MARGIN = 0.35
+GAP = 0.08
+TITLE_PT, FACTS_PT, FOOTER_PT = 12.0, 7.5, 6.0
+LABEL_PT_MAX, LABEL_PT_MIN, CAPTION_PT = 8.0, 4.0, 6.5
+LINE = 1.35  # line height as a multiple of the font size
+CHAR_EM = 0.6  # generous average glyph width of DejaVu Sans, in ems (to fit labels without measuring)
+CAPTION_LINES = 3
+ASCENT = 0.93  # DejaVu Sans ascent, in ems
+POINTS = 72.0
+
+Kind = Literal["sheet", "progression", "panel"]
+Format = Literal["png", "pdf"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+# ----------------------------------------------------------------------------------------------- spec file
+
+
+class ItemSpec(BaseModel):
+    """One hand-picked channel of a panel."""
+
+    model_config = ConfigDict(extra="forbid")
+    layer: str
+    channel: int = Field(ge=0)
+    caption: str | None = None
+    mode: str | None = None  # overrides the figure's mode for this item
+
+
+class FigureSpec(BaseModel):
+    """One figure: what to show and where to write it. Which keys apply depends on `kind`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: Kind
+    title: str | None = None  # replaces the generated title
+    layer: str | None = None  # sheet
+    channels: str | None = None  # sheet: "0-63", "0,3,7-9", "all" (default)
+    mode: str | None = None  # sheet, panel: noise (default), photo-NAME or NAME
+    layers: list[str] | None = None  # progression (default: a spread from low to high)
+    photo: str | None = None  # progression (default: noise renders)
+    items: list[ItemSpec] | None = None  # panel
+    columns: int | None = Field(default=None, ge=1, le=32)
+    dpi: int | None = Field(default=None, ge=20, le=1200)
+    format: Format | None = None
+    output: str | None = None  # a .png or .pdf path; relative paths are inside <run>/figures/
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels_text(cls, value: Any) -> Any:
+        """Accept `5`, `[1, 2, 3]` and `"0-63"` alike, as selection text."""
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return str(value)
+        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return ",".join(str(v) for v in value)
+        return value
+
+    @model_validator(mode="after")
+    def _keys_fit_kind(self) -> FigureSpec:
+        needs = {"sheet": "layer", "panel": "items"}.get(self.kind)
+        if needs and not getattr(self, needs):
+            raise ValueError(f"a {self.kind} figure needs '{needs}'")
+        allowed = {"sheet": {"layer", "channels", "mode"}, "progression": {"layers", "photo"},
+                   "panel": {"items", "mode"}}[self.kind]
+        stray = [k for k in ("layer", "channels", "mode", "layers", "photo", "items")
+                 if k not in allowed and getattr(self, k) is not None]
+        if stray:
+            raise ValueError(f"'{stray[0]}' does not apply to a {self.kind} figure "
+                             f"(its keys: {', '.join(sorted(allowed))})")
+        if self.output is not None and not has_format(self.output):
+            raise ValueError(f"output '{self.output}' must end in .png or .pdf")
+        return self
+
+
+class SpecFile(BaseModel):
+    """A figure spec file: several figures of one run, optionally also bound into one PDF."""
+
+    model_config = ConfigDict(extra="forbid")
+    figures: list[FigureSpec] = Field(min_length=1)
+    dpi: int = Field(default=DEFAULT_DPI, ge=20, le=1200)
+    format: Format = "png"
+    combined: str | None = None  # a .pdf path holding every figure, one a page
+
+    @field_validator("combined")
+    @classmethod
+    def _combined_is_pdf(cls, value: str | None) -> str | None:
+        if value is not None and Path(value).suffix.lower() != ".pdf":
+            raise ValueError("'combined' must be a .pdf file")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SpecFile:
+        names = [f.name for f in self.figures]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"figure name '{twice[0]}' is used twice; names must be unique")
+        return self
+
+
+def load_spec(path: str | Path) -> SpecFile:
+    """Read and validate a figure spec file; every problem is one UserError line."""
+    return validate(SpecFile, load_yaml(path), str(path))
+
+
+def has_format(path: str | Path) -> bool:
+    return Path(path).suffix.lower().lstrip(".") in FORMATS
+
+
+def output_format(path: str | Path) -> str:
+    """'png' or 'pdf' from a file name's suffix; anything else is a user error."""
+    if not has_format(path):
+        raise UserError(f"{path}: a figure is written as .png or .pdf; change the file name's suffix")
+    return Path(path).suffix.lower().lstrip(".")
+
+
+def figure_path(run: Run, spec: FigureSpec, default_format: str = "png") -> Path:
+    """Where a figure goes: its `output` (relative: inside <run>/figures/), else <run>/figures/<name>.<format>."""
+    if spec.output:
+        out = Path(spec.output).expanduser()
+        return out if out.is_absolute() else run.folder / FIGURES_DIR / out
+    return run.folder / FIGURES_DIR / f"{spec.name}.{spec.format or default_format}"
+
+
+def combined_path(run: Run, spec_file: SpecFile) -> Path | None:
+    """The combined PDF of a spec file, resolved like a figure's `output`."""
+    if not spec_file.combined:
+        return None
+    out = Path(spec_file.combined).expanduser()
+    return out if out.is_absolute() else run.folder / FIGURES_DIR / out
+
+
+# ----------------------------------------------------------------------------------------------- layout data
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle on the page in inches; (x, y) is its top-left corner, y grows downwards."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One cell: an image (or a gap when `image` is None), its label and an optional caption below it."""
+
+    box: Box  # the image square
+    image: Path | None
+    label: str
+    label_pt: float
+    caption: str | None = None  # already wrapped to the cell width
+    key: tuple[str, str, int] | None = None  # (mode, layer, channel) shown, for gaps and tests
+
+    @property
+    def missing(self) -> bool:
+        return self.image is None
+
+
+@dataclass(frozen=True)
+class Text:
+    """A line of text placed on the page."""
+
+    x: float
+    y: float  # top of the text
+    text: str
+    size: float
+    weight: str = "normal"
+
+
+@dataclass
+class FigureLayout:
+    """Everything needed to draw one figure, and nothing drawn yet."""
+
+    name: str
+    kind: str
+    width: float  # inches
+    height: float
+    title: str
+    texts: list[Text] = field(default_factory=list)  # title, facts and footer lines
+    panels: list[Panel] = field(default_factory=list)
+
+    @property
+    def gaps(self) -> list[Panel]:
+        return [p for p in self.panels if p.missing]
+
+    @property
+    def labels(self) -> list[str]:
+        return [p.label for p in self.panels]
+
+    def missing_summary(self, limit: int = 8) -> str:
+        """One line naming the gaps, grouped by mode and layer: `noise mixed4d_3x3_pre_relu:3,9-15; ...`."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for panel in self.gaps:
+            mode, layer, channel = panel.key or ("?", panel.label, WHOLE_LAYER)
+            groups.setdefault((mode, layer), []).append(channel)
+        parts = [f"{mode} {layer}:{channel_ranges(channels)}" for (mode, layer), channels in groups.items()]
+        more = f"; and {len(parts) - limit} more layers" if len(parts) > limit else ""
+        return "; ".join(parts[:limit]) + more
+
+
+@dataclass(frozen=True)
+class Cell:
+    """What one panel should show, before it is placed on the page."""
+
+    key: tuple[str, str, int] | None  # (mode id, layer, channel) of a render; None for the base photo
+    image: Path | None  # None: a gap
+    label: str
+    caption: str | None = None
+
+
+def channel_ranges(channels: list[int]) -> str:
+    """`[3, 9, 10, 11, -1]` as `3,9-11,layer` (-1 is the whole-layer dream)."""
+    runs: list[list[int]] = []
+    for channel in sorted(c for c in channels if c != WHOLE_LAYER):
+        if runs and channel == runs[-1][-1] + 1:
+            runs[-1].append(channel)
+        else:
+            runs.append([channel])
+    parts = [f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs]
+    return ",".join(parts + (["layer"] if WHOLE_LAYER in channels else []))
+
+
+def short_layer(name: str) -> str:
+    """A layer name without the `_pre_relu` every GoogLeNet conv output carries."""
+    return name.removesuffix("_pre_relu")
+
+
+def find_mode(run: Run, text: str | None) -> Mode:
+    """A mode by id (`noise`, `photo-chelsea`) or photo name (`chelsea`); None means noise."""
+    text = NOISE if text is None else str(text).strip()
+    for mode in run.modes:
+        if text in (mode.id, mode.photo):
+            return mode
+    known = ", ".join(m.id for m in run.modes) or "none"
+    raise UserError(f"unknown mode or photo '{text}': this run has {known}")
+
+
+def mode_words(mode: Mode) -> str:
+    return "started from noise" if mode.kind == NOISE else f"started from the photo '{mode.photo}'"
+
+
+def image_file(run: Run, render: Render | None) -> Path | None:
+    """The master PNG of a render, or its web image if the master is gone; None if neither exists."""
+    if render is None:
+        return None
+    for relative in (render.image, render.web):
+        if relative and (run.folder / relative).is_file():
+            return run.folder / relative
+    return None
+
+
+def sheet_cells(run: Run, layer: Layer, channels: list[int], mode: Mode) -> list[Cell]:
+    renders = run.by_key()
+    return [Cell((mode.id, layer.name, c), image_file(run, renders.get((mode.id, layer.name, c))), f"{c}")
+            for c in channels]
+
+
+def default_progression(layers: list[Layer]) -> list[Layer]:
+    """About 8-10 layers from low to high: each stem conv wider than 1x1, then each block's widest such
+    layer (its 3x3 conv in GoogLeNet), auxiliary heads left out, thinned evenly keeping both ends."""
+    spatial = [layer for layer in layers
+               if max(layer.kernel, layer.kernel_w) > 1 and not layer.block.startswith("head")]
+    stem = [layer for layer in spatial if layer.block == "stem"]
+    widest: dict[str, Layer] = {}
+    for layer in spatial:
+        if layer.block != "stem" and (layer.block not in widest or layer.channels >= widest[layer.block].channels):
+            widest[layer.block] = layer
+    chosen = sorted(stem + list(widest.values()), key=lambda layer: layer.index) or list(layers)
+    if len(chosen) <= MAX_PROGRESSION:
+        return chosen
+    step = (len(chosen) - 1) / (MAX_PROGRESSION - 1)
+    return [chosen[round(i * step)] for i in range(MAX_PROGRESSION)]
+
+
+def progression_render(run: Run, layer: Layer, mode: Mode) -> Render | None:
+    """A layer's whole-layer render in `mode` if there is one, else its channel with the highest lift
+    (ties: the lowest channel); None if the layer has no render in that mode."""
+    candidates = [r for r in run.renders if r.mode == mode.id and r.layer == layer.name]
+    whole = [r for r in candidates if r.channel == WHOLE_LAYER]
+    if whole:
+        return whole[0]
+    return min(candidates, key=lambda r: (-(r.lift if r.lift is not None else -math.inf), r.channel), default=None)
+
+
+def progression_cells(run: Run, layers: list[Layer], mode: Mode) -> list[Cell]:
+    """The base photo first (when the run has its copy), then one panel per layer."""
+    cells = []
+    if mode.file and (run.folder / mode.file).is_file():
+        cells.append(Cell(None, run.folder / mode.file, f"photo: {mode.photo}"))
+    for layer in layers:
+        render = progression_render(run, layer, mode)
+        shown = "" if render is None or render.channel == WHOLE_LAYER else f" · ch {render.channel}"
+        key = render.key if render else (mode.id, layer.name, WHOLE_LAYER)
+        cells.append(Cell(key, image_file(run, render), f"{short_layer(layer.name)}{shown}"))
+    return cells
+
+
+def panel_cells(run: Run, items: list[ItemSpec], default_mode: Mode) -> list[Cell]:
+    renders = run.by_key()
+    cells = []
+    for item in items:
+        layer = run.layer(item.layer)
+        check_channels([item.channel], layer.channels, layer.name)
+        mode = find_mode(run, item.mode) if item.mode else default_mode
+        key = (mode.id, layer.name, item.channel)
+        label = f"{short_layer(layer.name)}:{item.channel}" + ("" if mode == default_mode else f" ({mode.id})")
+        cells.append(Cell(key, image_file(run, renders.get(key)), label, item.caption))
+    return cells
+
+
+def label_size(texts: list[str], width: float) -> float:
+    """The largest label size (points, within limits) at which the longest text fits `width` inches."""
+    longest = max((len(t) for t in texts), default=1) or 1
+    fit = width * POINTS / (CHAR_EM * longest)
+    return round(max(LABEL_PT_MIN, min(LABEL_PT_MAX, fit)), 2)
+
+
+def wrap_caption(text: str | None, width: float) -> str | None:
+    """Wrap a caption to the cell width, at most CAPTION_LINES lines (the rest ends in an ellipsis)."""
+    if not text:
+        return None
+    chars = max(8, int(width * POINTS / (CHAR_EM * CAPTION_PT)))
+    return "\n".join(textwrap.wrap(text, chars, max_lines=CAPTION_LINES, placeholder=" …"))
+
+
+def grid_layout(name: str, kind: str, cells: list[Cell], columns: int, title: str, facts: list[str],
+                footer: str, run: Run) -> FigureLayout:
+    """Place a title block, a grid of square images with labels (and captions) and a footer on a page."""
+    columns = max(1, min(columns, len(cells) or 1))
+    inner = PAGE_WIDTH - 2 * MARGIN
+    side = (inner - (columns - 1) * GAP) / columns
+    size = label_size([c.label for c in cells], side)
+    captions = [wrap_caption(c.caption, side) for c in cells]
+    caption_lines = max((c.count("\n") + 1 for c in captions if c), default=0)
+    row_height = side + size * LINE / POINTS + caption_lines * CAPTION_PT * LINE / POINTS + GAP
+    y = MARGIN
+    texts = [Text(MARGIN, y, title, TITLE_PT, "bold")]
+    y += TITLE_PT * LINE / POINTS
+    for line in facts:
+        texts.append(Text(MARGIN, y, line, FACTS_PT))
+        y += FACTS_PT * LINE / POINTS
+    y += GAP * 2
+    panels = []
+    for i, (cell, caption) in enumerate(zip(cells, captions)):
+        row, col = divmod(i, columns)
+        box = Box(MARGIN + col * (side + GAP), y + row * row_height, side, side)
+        panels.append(Panel(box, cell.image, cell.label, size, caption, cell.key))
+    rows = math.ceil(len(cells) / columns)
+    y += rows * row_height + GAP
+    texts.append(Text(MARGIN, y, footer, FOOTER_PT))
+    height = y + FOOTER_PT * LINE / POINTS + MARGIN
+    return FigureLayout(name, kind, PAGE_WIDTH, round(height, 4), title, texts, panels)
+
+
+def layer_facts(run: Run, layer: Layer) -> str:
+    return (f"block {layer.block} · layer {layer.index + 1} of {len(run.layers)} · {layer.channels} channels · "
+            f"{layer.kernel}×{layer.kernel_w} kernel, stride {layer.stride} · depth {layer.depth} · "
+            f"receptive field {layer.receptive_field} px")
+
+
+def footer_text(run: Run, modes: list[Mode]) -> str:
+    """Run, model and the credit of every photo shown."""
+    credits = [f"photo '{m.photo}': {m.credit}" for m in modes if m.kind != NOISE and m.credit]
+    return " · ".join([f"atlas run '{run.name}'", f"model {run.model.get('spec', '?')}", *credits])
+
+
+def sheet_layout(run: Run, spec: FigureSpec) -> FigureLayout:
+    """A contact sheet: one layer's channels in a grid, each labelled with its number."""
+    layer = run.layer(spec.layer or "")
+    mode = find_mode(run, spec.mode)
+    channels = parse_channels(spec.channels or "all", layer.channels, layer.name)
+    cells = sheet_cells(run, layer, channels, mode)
+    columns = spec.columns or min(16, max(1, math.ceil(math.sqrt(len(cells)))))
+    shown = f"channels {spec.channels}" if spec.channels and spec.channels != "all" else "all channels"
+    facts = [layer_facts(run, layer), f"{shown} ({len(channels)} of {layer.channels}), {mode_words(mode)}"]
+    return grid_layout(spec.name, "sheet", cells, columns, spec.title or layer.name, facts,
+                       footer_text(run, [mode]), run)
+
+
+def progression_layout(run: Run, spec: FigureSpec) -> FigureLayout:
+    """One start (a photo or noise) across layers from low to high, each panel labelled with its layer."""
+    mode = find_mode(run, spec.photo)
+    if spec.layers:
+        layers = sorted({run.layer(name).name: run.layer(name) for name in spec.layers}.values(),
+                        key=lambda layer: layer.index)
+    else:
+        layers = default_progression(run.layers)
+    if not layers:
+        raise UserError(f"{run.folder} lists no layers; re-run `atlas sweep` on its config")
+    cells = progression_cells(run, layers, mode)
+    columns = spec.columns or (len(cells) if len(cells) <= 5 else math.ceil(len(cells) / 2))
+    title = spec.title or f"From lines to objects: {len(layers)} layers, low to high"
+    facts = [f"{mode_words(mode)}; each panel is the whole-layer dream, or else the layer's channel with the "
+             "largest lift (ch N)",
+             f"receptive field {layers[0].receptive_field} px at {short_layer(layers[0].name)} → "
+             f"{layers[-1].receptive_field} px at {short_layer(layers[-1].name)}"]
+    return grid_layout(spec.name, "progression", cells, columns, title, facts, footer_text(run, [mode]), run)
+
+
+def panel_layout(run: Run, spec: FigureSpec) -> FigureLayout:
+    """A hand-picked set of layer:channel pairs with optional captions."""
+    mode = find_mode(run, spec.mode)
+    cells = panel_cells(run, spec.items or [], mode)
+    modes = [mode] + [find_mode(run, item.mode) for item in spec.items or [] if item.mode]
+    columns = spec.columns or min(4, len(cells))
+    title = spec.title or f"{len(cells)} hand-picked channels"
+    return grid_layout(spec.name, "panel", cells, columns, title, [mode_words(mode)],
+                       footer_text(run, list(dict.fromkeys(modes))), run)
+
+
+LAYOUTS = {"sheet": sheet_layout, "progression": progression_layout, "panel": panel_layout}
+
+
+def layout_figure(run: Run, spec: FigureSpec) -> FigureLayout:
+    """The layout of any figure kind."""
+    return LAYOUTS[spec.kind](run, spec)
+
+
+def default_name(run: Run, spec: FigureSpec) -> str:
+    """A file name for a figure made on the command line, from what it shows."""
+    if spec.kind == "sheet":
+        return f"sheet-{spec.layer}-{find_mode(run, spec.mode).id}"
+    if spec.kind == "progression":
+        return f"progression-{find_mode(run, spec.photo).id}"
+    picked = ",".join(f"{i.layer}:{i.channel}:{i.mode}" for i in spec.items or [])
+    return f"panel-{find_mode(run, spec.mode).id}-{hashlib.sha1(picked.encode()).hexdigest()[:8]}"
+
+
+def parse_items(text: str, captions: str | None = None) -> list[ItemSpec]:
+    """`layer:ch,layer:ch` (and captions `a|b`, in the same order) as panel items."""
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    notes = captions.split("|") if captions else []
+    if len(notes) > len(pairs):
+        raise UserError(f"{len(notes)} captions for {len(pairs)} channels; give at most one caption per channel")
+    items = []
+    for i, pair in enumerate(pairs):
+        layer, _, channel = pair.rpartition(":")
+        if not layer or not channel.strip().isdigit():
+            raise UserError(f"bad panel item '{pair}': write layer:channel, e.g. mixed4d_3x3_pre_relu:139")
+        caption = notes[i].strip() if i < len(notes) and notes[i].strip() else None
+        items.append(ItemSpec(layer=layer.strip(), channel=int(channel), caption=caption))
+    if not items:
+        raise UserError("--panel needs at least one layer:channel pair")
+    return items
+
+
+# ----------------------------------------------------------------------------------------------- drawing
+
+RC = {"font.family": "DejaVu Sans", "pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
+      "text.color": "black", "hatch.color": "#9a9a9a", "hatch.linewidth": 0.5, "image.interpolation": "none"}
+FRAME = "#808080"
+GAP_FILL = "#f0f0f0"
+PDF_METADATA = {"Creator": "atlas", "Producer": "atlas (matplotlib)", "CreationDate": None, "ModDate": None}
+PNG_METADATA = {"Software": "atlas (matplotlib)"}
+
+
+def _pixels(inches: float, dpi: int) -> float:
+    """Inches that Agg turns into exactly round(inches * dpi) pixels (it truncates)."""
+    return (round(inches * dpi) + 0.001) / dpi
+
+
+def _load(path: Path, side: float, dpi: int) -> Any:
+    """An image as an RGB array, shrunk (never enlarged) to the print resolution of its box."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        target = max(1, math.ceil(side * dpi))
+        if image.width > target or image.height > target:
+            image.thumbnail((target, target), Image.Resampling.LANCZOS)
+        return np.asarray(image)
+
+
+def _line(ax: Any, x: float, top: float, text: str, size: float, color: str = "black") -> None:
+    """One centred line whose baseline sits one ascent below `top`, so neighbours line up whatever glyphs."""
+    ax.text(x, top + size * ASCENT / POINTS, text, fontsize=size, ha="center", va="baseline", color=color)
+
+
+def draw(layout: FigureLayout, dpi: int) -> Any:
+    """A matplotlib Figure of the layout (call inside `matplotlib.rc_context(RC)`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    figure = Figure(figsize=(_pixels(layout.width, dpi), _pixels(layout.height, dpi)), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(figure)
+    ax = figure.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    for text in layout.texts:
+        ax.text(text.x, text.y, text.text, fontsize=text.size, fontweight=text.weight, va="top", ha="left")
+    for panel in layout.panels:
+        b = panel.box
+        if panel.image is None:
+            ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, facecolor=GAP_FILL, edgecolor=FRAME, hatch="///",
+                                   linewidth=0.5))
+            ax.text(b.x + b.w / 2, b.y + b.h / 2, "missing", fontsize=panel.label_pt, ha="center", va="center",
+                    color="#404040", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0})
+        else:
+            ax.imshow(_load(panel.image, b.w, dpi), extent=(b.x, b.x + b.w, b.y + b.h, b.y), aspect="auto")
+            ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor=FRAME, linewidth=0.5))
+        below = b.y + b.h + 0.02
+        _line(ax, b.x + b.w / 2, below, panel.label, panel.label_pt)
+        below += panel.label_pt * LINE / POINTS
+        for line in (panel.caption or "").splitlines():
+            _line(ax, b.x + b.w / 2, below, line, CAPTION_PT, color="#303030")
+            below += CAPTION_PT * LINE / POINTS
+    ax.set_xlim(0, layout.width)
+    ax.set_ylim(layout.height, 0)
+    return figure
+
+
+def write_figure(layout: FigureLayout, path: str | Path, dpi: int = DEFAULT_DPI) -> Path:
+    """Draw one layout to a .png (at `dpi`) or a one-page .pdf (vector text, images at `dpi`), atomically."""
+    import matplotlib
+
+    path = Path(path)
+    fmt = output_format(path)
+    with matplotlib.rc_context(RC):
+        figure = draw(layout, dpi)
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format=fmt, dpi=dpi, metadata=PNG_METADATA if fmt == "png" else PDF_METADATA)
+    return path
+
+
+def write_combined_pdf(layouts: list[FigureLayout], path: str | Path, dpi: int = DEFAULT_DPI) -> Path:
+    """Every layout as one page of a single PDF, atomically."""
+    import matplotlib
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    path = Path(path)
+    if output_format(path) != "pdf":
+        raise UserError(f"{path}: a combined figure file must be a .pdf")
+    with matplotlib.rc_context(RC), atomic_path(path) as tmp:
+        with PdfPages(tmp, metadata=PDF_METADATA) as pdf:
+            for layout in layouts:
+                pdf.savefig(draw(layout, dpi), dpi=dpi)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- whole jobs
+
+
+@dataclass
+class Made:
+    """A figure that was written, with its layout (for the gaps) and path."""
+
+    layout: FigureLayout
+    path: Path
+
+
+def make_figures(run: Run, spec_file: SpecFile, dpi: int | None = None) -> tuple[list[Made], Path | None]:
+    """Lay out and write every figure of a spec (and its combined PDF); `dpi` overrides every dpi in it."""
+    layouts = [layout_figure(run, spec) for spec in spec_file.figures]  # every user error before any file
+    made = []
+    for spec, layout in zip(spec_file.figures, layouts):
+        path = figure_path(run, spec, spec_file.format)
+        made.append(Made(layout, write_figure(layout, path, dpi or spec.dpi or spec_file.dpi)))
+    combined = combined_path(run, spec_file)
+    if combined:
+        write_combined_pdf([m.layout for m in made], combined, dpi or spec_file.dpi)
+    return made, combined
+
+
+# ----------------------------------------------------------------------------------------------- command line
+
+KIND_OPTIONS = {"sheet": {"channels", "mode"}, "progression": {"photo", "layers"}, "panel": {"mode", "captions"},
+                "spec": set()}
+FIGURE_OPTIONS = {"channels", "mode", "photo", "layers", "captions", "columns", "title", "output"}
+
+
+def command_kind(args: Any) -> str:
+    """Which figure the command line asks for; options that belong to another kind are a user error."""
+    kind = "sheet" if args.sheet else "progression" if args.progression else "panel" if args.panel else "spec"
+    allowed = KIND_OPTIONS[kind] | ({"columns", "title", "output"} if kind != "spec" else set())
+    stray = sorted(o for o in FIGURE_OPTIONS - allowed if getattr(args, o) is not None)
+    if stray:
+        hint = "set it in the spec file" if kind == "spec" else f"--{kind} takes {', '.join(sorted(allowed))}"
+        raise UserError(f"--{stray[0]} does not apply to --{kind} ({hint})")
+    return kind
+
+
+def spec_from_args(run: Run, args: Any, kind: str) -> SpecFile:
+    """The one figure a command line asks for, as a spec; `-o` is relative to the current folder."""
+    data: dict[str, Any] = {"kind": kind, "title": args.title, "columns": args.columns, "dpi": args.dpi}
+    if kind == "sheet":
+        data.update(layer=args.sheet, channels=args.channels, mode=args.mode)
+    elif kind == "progression":
+        layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
+        data.update(photo=args.photo, layers=layers)
+    else:
+        data.update(items=[i.model_dump() for i in parse_items(args.panel, args.captions)], mode=args.mode)
+    if args.output:
+        output_format(args.output)
+        data["output"] = str(Path(args.output).expanduser().resolve())
+    data = {k: v for k, v in data.items() if v is not None}
+    spec = validate(FigureSpec, {"name": "figure", **data}, "atlas figure")
+    return SpecFile(figures=[spec.model_copy(update={"name": default_name(run, spec)})])
+
+
+def figure_job(run: Run, args: Any) -> tuple[list[Made], Path | None]:
+    """Everything `atlas figure` does short of printing: parse, lay out, write."""
+    kind = command_kind(args)
+    spec_file = load_spec(args.spec) if kind == "spec" else spec_from_args(run, args, kind)
+    return make_figures(run, spec_file, args.dpi)

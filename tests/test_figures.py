@@ -1,0 +1,257 @@
+"""Teaching figures: layouts checked through their data, files checked for pixel size and page count."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from atlas import figures
+from atlas.cli import main
+from atlas.errors import UserError
+from atlas.figures import FigureSpec, ItemSpec, SpecFile
+from atlas.manifest import WHOLE_LAYER, Run, read_run
+from tests.fakerun import make_fake_run, synthetic_layers
+
+ROOT = Path(__file__).resolve().parents[1]
+LECTURE = ROOT / "configs" / "figures" / "lecture3.yaml"
+SHEET_LAYER = "mixed4d_3x3_bottleneck_pre_relu"  # 18 channels in the 0.125 stand-in; 9 rendered at fraction 0.5
+DPI = 40  # small files, fast tests; the default 200 is checked once
+
+
+def figure_run(folder: str | Path) -> Run:
+    """Any run folder, fake or from a real sweep, as the figures read it."""
+    return read_run(folder)
+
+
+@pytest.fixture(scope="session")
+def run_folder(tmp_path_factory) -> Path:
+    """Half of every layer's channels rendered, in noise and one photo (with whole-layer dreams)."""
+    return make_fake_run(tmp_path_factory.mktemp("runs") / "quick", fraction=0.5, size=48, thumb=16)
+
+
+@pytest.fixture(scope="session")
+def run(run_folder) -> Run:
+    return figure_run(run_folder)
+
+
+def spec(**data) -> FigureSpec:
+    return FigureSpec(**{"name": "test", **data})
+
+
+def pdf_pages(path: Path) -> int:
+    """Page count of a PDF written by matplotlib (its page objects are plain, uncompressed dictionaries)."""
+    return len(re.findall(rb"/Type\s*/Page\b(?!s)", path.read_bytes()))
+
+
+# ----------------------------------------------------------------------------------------------- layouts
+
+
+def test_sheet_labels_every_channel_and_leaves_gaps(run):
+    layer = run.layer(SHEET_LAYER)
+    rendered = {r.channel for r in run.renders if r.mode == "noise" and r.layer == SHEET_LAYER}
+    layout = figures.layout_figure(run, spec(kind="sheet", layer=SHEET_LAYER, columns=6))
+    assert layout.title == SHEET_LAYER and layout.width == figures.PAGE_WIDTH
+    assert layout.labels == [str(c) for c in range(layer.channels)]
+    assert [p.key[2] for p in layout.gaps] == [c for c in range(layer.channels) if c not in rendered]
+    assert 0 < len(layout.gaps) < layer.channels
+    assert all(p.image.is_file() for p in layout.panels if not p.missing)
+    facts = " ".join(t.text for t in layout.texts)
+    assert f"{layer.channels} channels" in facts and f"receptive field {layer.receptive_field} px" in facts
+    rows = sorted({p.box.y for p in layout.panels})
+    assert len(rows) == 3 and len({p.box.x for p in layout.panels}) == 6  # 18 channels in 6 columns
+    assert layout.height > rows[-1] + layout.panels[-1].box.h  # the page holds the last row
+
+
+def test_sheet_channel_selection_and_photo_mode(run):
+    layout = figures.layout_figure(run, spec(kind="sheet", layer=SHEET_LAYER, channels="0-3,7", mode="chelsea"))
+    assert layout.labels == ["0", "1", "2", "3", "7"] and not layout.gaps
+    assert {p.key[0] for p in layout.panels} == {"photo-chelsea"}
+    assert "'chelsea'" in " ".join(t.text for t in layout.texts)  # the photo's credit is in the footer
+    with pytest.raises(UserError, match="out of range .* 18 channels"):
+        figures.layout_figure(run, spec(kind="sheet", layer=SHEET_LAYER, channels="0-63"))
+
+
+def test_default_progression_spreads_low_to_high(run):
+    chosen = figures.default_progression(run.layers)
+    assert 8 <= len(chosen) <= 10
+    assert [layer.index for layer in chosen] == sorted(layer.index for layer in chosen)
+    assert chosen[0].name == "conv2d0_pre_relu" and chosen[-1].name == "mixed5b_3x3_pre_relu"
+    assert "mixed4d_3x3_pre_relu" in [layer.name for layer in chosen]
+    assert not any(layer.block.startswith("head") for layer in chosen)
+
+
+def test_progression_on_a_photo_prefers_whole_layer_dreams(run):
+    layout = figures.layout_figure(run, spec(kind="progression", photo="chelsea"))
+    assert layout.panels[0].label == "photo: chelsea" and layout.panels[0].image.name == "chelsea.jpg"
+    dreams = layout.panels[1:]
+    assert [p.key[2] for p in dreams] == [WHOLE_LAYER] * len(dreams) and not layout.gaps
+    assert [p.label for p in dreams] == [figures.short_layer(l.name) for l in figures.default_progression(run.layers)]
+
+
+def test_progression_on_noise_falls_back_to_a_channel_and_sorts_layers(run):
+    names = ["mixed5a_3x3_pre_relu", "conv2d0_pre_relu", "mixed3a_1x1_pre_relu"]
+    layout = figures.layout_figure(run, spec(kind="progression", layers=names, columns=3))
+    assert layout.labels == ["conv2d0 · ch 0", "mixed3a_1x1 · ch 0", "mixed5a_3x3 · ch 0"]  # equal lifts: lowest
+    assert len({p.box.y for p in layout.panels}) == 1  # one strip
+
+
+def test_panel_items_captions_modes_and_gaps(run):
+    items = [ItemSpec(layer="conv2d0_pre_relu", channel=1, caption="edges " * 40),
+             ItemSpec(layer=SHEET_LAYER, channel=17),  # beyond the rendered half: a gap
+             ItemSpec(layer="mixed4d_3x3_pre_relu", channel=2, mode="photo-chelsea")]
+    layout = figures.layout_figure(run, spec(kind="panel", items=items))
+    assert layout.labels == ["conv2d0:1", "mixed4d_3x3_bottleneck:17", "mixed4d_3x3:2 (photo-chelsea)"]
+    assert [p.missing for p in layout.panels] == [False, True, False]
+    caption = layout.panels[0].caption
+    assert 1 < caption.count("\n") + 1 <= figures.CAPTION_LINES and caption.endswith("…")
+    assert "noise mixed4d_3x3_bottleneck_pre_relu:17" in layout.missing_summary()
+
+
+def test_a_deleted_image_file_becomes_a_gap(tmp_path):
+    folder = make_fake_run(tmp_path / "small", layers=synthetic_layers(0.125)[:3], photos=())
+    for path in (folder / "images/noise/conv2d1_pre_relu").glob("0002.*"):
+        path.unlink()
+    layout = figures.layout_figure(figure_run(folder), spec(kind="sheet", layer="conv2d1_pre_relu"))
+    assert [p.label for p in layout.gaps] == ["2"]
+    assert layout.missing_summary() == "noise conv2d1_pre_relu:2"
+
+
+def test_channel_ranges_and_labels_fit():
+    assert figures.channel_ranges([9, 3, 10, 11, WHOLE_LAYER]) == "3,9-11,layer"
+    assert figures.label_size(["0"], 1.0) == figures.LABEL_PT_MAX
+    assert figures.label_size(["x" * 200], 0.5) == figures.LABEL_PT_MIN
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def test_png_pixel_size_is_inches_times_dpi(run, tmp_path):
+    layout = figures.layout_figure(run, spec(kind="sheet", layer=SHEET_LAYER, channels="0-11"))
+    for dpi in (figures.DEFAULT_DPI, 37):
+        path = figures.write_figure(layout, tmp_path / f"sheet{dpi}.png", dpi)
+        with Image.open(path) as image:
+            assert image.size == (round(layout.width * dpi), round(layout.height * dpi))
+    assert not list(tmp_path.glob(".*"))  # the atomic temp files are gone
+
+
+def test_pdf_is_one_page_with_embedded_vector_font_and_reproducible(run, tmp_path):
+    layout = figures.layout_figure(run, spec(kind="progression", photo="chelsea"))
+    first = figures.write_figure(layout, tmp_path / "a.pdf", DPI)
+    second = figures.write_figure(layout, tmp_path / "b.pdf", DPI)
+    data = first.read_bytes()
+    assert pdf_pages(first) == 1
+    assert b"DejaVuSans" in data and b"/FontFile2" in data  # TrueType (type 42): selectable vector text
+    assert b"/CreationDate" not in data and data == second.read_bytes()
+    width, height = (float(v) for v in re.search(rb"/MediaBox \[\s*0 0 ([\d.]+) ([\d.]+)", data).groups())
+    assert width == pytest.approx(layout.width * 72, abs=0.5) and height == pytest.approx(layout.height * 72, abs=0.5)
+
+
+def test_spec_file_writes_every_figure_and_a_combined_pdf(run, tmp_path):
+    spec_file = figures.load_spec(LECTURE)
+    spec_file.combined = str(tmp_path / "all.pdf")
+    for figure in spec_file.figures:
+        figure.output = str(tmp_path / f"{figure.name}.{figure.format or spec_file.format}")
+    made, combined = figures.make_figures(run, spec_file, dpi=DPI)
+    assert [m.path.name for m in made] == ["lecture3-sheet.png", "lecture3-progression.png", "lecture3-picked.pdf"]
+    assert all(m.path.is_file() for m in made) and pdf_pages(made[2].path) == 1
+    assert pdf_pages(combined) == len(spec_file.figures)
+
+
+# ----------------------------------------------------------------------------------------------- spec errors
+
+
+@pytest.mark.parametrize("text, message", [
+    ("figures:\n  - {name: a, kind: sheet, layer: x, chanels: 0-3}\n",
+     "unknown key 'figures.0.chanels' (did you mean 'channels'?)"),
+    ("figures:\n  - {name: a, kind: panel, items: [{layer: x, channel: 1, captoin: hi}]}\n",
+     "did you mean 'caption'?"),
+    ("figure:\n  - {name: a, kind: progression}\n", "did you mean 'figures'?"),
+    ("figures:\n  - {name: a, kind: sheet, layer: x, columns: three}\n", "figures.0.columns: Input should be"),
+    ("figures:\n  - {name: a, kind: poster}\n", "figures.0.kind"),
+    ("figures:\n  - {name: a, kind: sheet}\n", "a sheet figure needs 'layer'"),
+    ("figures:\n  - {name: a, kind: progression, channels: 0-3}\n", "'channels' does not apply to a progression"),
+    ("figures:\n  - {name: a, kind: progression, output: a.jpg}\n", "must end in .png or .pdf"),
+    ("combined: all.png\nfigures:\n  - {name: a, kind: progression}\n", "'combined' must be a .pdf"),
+    ("figures:\n  - {name: a, kind: progression}\n  - {name: a, kind: progression}\n", "'a' is used twice"),
+    ("figures: [\n", "not valid YAML at line"),
+])
+def test_bad_spec_files_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as error:
+        figures.load_spec(path)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_shipped_example_spec_is_valid():
+    spec_file = figures.load_spec(LECTURE)
+    assert isinstance(spec_file, SpecFile) and {f.kind for f in spec_file.figures} == {"sheet", "progression", "panel"}
+
+
+# ----------------------------------------------------------------------------------------------- command line
+
+
+def test_cli_sheet_writes_png_and_warns_once_about_gaps(run_folder, tmp_path, capsys):
+    out = tmp_path / "sheet.png"
+    assert main(["figure", str(run_folder), "--sheet", SHEET_LAYER, "--channels", "0-15", "-o", str(out),
+                 "--dpi", str(DPI)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(out) and out.is_file()
+    warning = captured.err.strip().splitlines()
+    assert len(warning) == 1 and "gaps" in warning[0] and f"{SHEET_LAYER}:9-15" in warning[0]
+
+
+def test_cli_defaults_to_the_run_figures_folder_and_spec_combined(run_folder, capsys):
+    assert main(["figure", str(run_folder), "--progression", "--photo", "chelsea", "--dpi", str(DPI)]) == 0
+    assert (run_folder / "figures" / "progression-photo-chelsea.png").is_file()
+    assert main(["figure", str(run_folder), "--panel", "conv2d0_pre_relu:1,mixed4d_3x3_pre_relu:2",
+                 "--captions", "first|second", "--mode", "photo-chelsea", "--dpi", str(DPI)]) == 0
+    assert main(["figure", str(run_folder), "--spec", str(LECTURE), "--dpi", str(DPI)]) == 0
+    written = {p.name for p in (run_folder / "figures").iterdir()}
+    assert {"lecture3-sheet.png", "lecture3-progression.png", "lecture3-picked.pdf", "lecture3.pdf"} <= written
+    assert any(name.startswith("panel-photo-chelsea-") for name in written)
+    assert pdf_pages(run_folder / "figures" / "lecture3.pdf") == 3
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sheet", SHEET_LAYER, "-o", "sheet.jpg"], "sheet.jpg: a figure is written as .png or .pdf"),
+    (["--sheet", "mixed4d_3x3_botleneck_pre_relu"], "did you mean mixed4d_3x3_bottleneck_pre_relu"),
+    (["--progression", "--photo", "dog"], "unknown mode or photo 'dog': this run has noise, photo-chelsea"),
+    (["--sheet", SHEET_LAYER, "--photo", "chelsea"], "--photo does not apply to --sheet"),
+    (["--spec", "missing.yaml"], "missing.yaml: no such file"),
+    (["--spec", str(LECTURE), "-o", "x.pdf"], "--output does not apply to --spec"),
+    (["--panel", "conv2d0_pre_relu"], "bad panel item 'conv2d0_pre_relu'"),
+    (["--panel", "conv2d0_pre_relu:1", "--captions", "a|b"], "2 captions for 1 channels"),
+    (["--sheet", SHEET_LAYER, "--columns", "0"], "columns: Input should be greater than or equal to 1"),
+    (["--sheet", SHEET_LAYER, "--progression"], "not allowed with argument"),
+])
+def test_cli_user_errors_are_one_line_exit_2(run_folder, capsys, argv, message):
+    assert main(["figure", str(run_folder), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_cli_on_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["figure", str(tmp_path), "--progression"]) == 2
+    assert "is not an atlas run folder" in capsys.readouterr().err
+
+
+def test_figures_do_not_import_tensorflow():
+    code = "import sys, atlas.figures, atlas.cli; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_bad_figure_in_a_spec_stops_before_any_file_is_written(run_folder, tmp_path, capsys):
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"figures:\n  - {{name: good, kind: progression, output: {tmp_path}/good.png}}\n"
+                    f"  - {{name: bad, kind: sheet, layer: no_such_layer, output: {tmp_path}/bad.png}}\n")
+    assert main(["figure", str(run_folder), "--spec", str(path)]) == 2
+    assert "unknown layer 'no_such_layer'" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png"))

@@ -1,0 +1,103 @@
+"""The renderer: batched equals alone, the metric thresholds on the stand-in, reproducibility, photo mode."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from atlas import transforms
+from atlas.errors import UserError
+from atlas.images import encode, load_photo
+from atlas.model import load_model
+from atlas.render import RenderSettings, render_channels, tile_edges
+
+FAST = RenderSettings(octaves=2, steps=4)
+
+
+@pytest.fixture(scope="module")
+def half_model():
+    return load_model("synthetic:0.5")
+
+
+def test_metrics_hold_over_ten_layers_low_to_high(half_model):
+    """Issue 3's bar, default settings: specificity >= 95% and top-10% rank >= 75% over >= 10 layers."""
+    picks = np.linspace(0, 56, 10).astype(int)  # conv2d0 ... mixed5b, spread low to high
+    specific = top = total = 0
+    for index in picks:
+        layer = half_model.layers[index]
+        rng = np.random.default_rng(layer.index)
+        channels = sorted(rng.choice(layer.channels, min(8, layer.channels), replace=False).tolist())
+        for result in render_channels(half_model, layer.name, channels):
+            specific += bool(result.specific)
+            top += result.rank <= max(1, int(layer.channels * 0.1))
+            total += 1
+            assert result.end > result.start
+    assert len(picks) >= 10 and total >= 70
+    assert specific / total >= 0.95, f"specificity {specific}/{total}"
+    assert top / total >= 0.75, f"top-10% rank {top}/{total}"
+
+
+@pytest.mark.parametrize("layer", ["conv2d1_pre_relu", "mixed3b_3x3_pre_relu", "mixed4b_1x1_pre_relu"])
+def test_batched_equals_alone(small_model, layer):
+    batched = render_channels(small_model, layer, [0, 1, 2, 3], settings=RenderSettings(batch_size=4))
+    alone = render_channels(small_model, layer, [2], settings=RenderSettings(batch_size=1))[0]
+    difference = np.abs(batched[2].image.astype(int) - alone.image.astype(int))
+    assert difference.max() <= 2 and difference.mean() < 0.05
+    assert alone.end == pytest.approx(batched[2].end, rel=1e-3, abs=1e-3)
+    assert alone.specific is None and batched[2].specific is not None
+
+
+def test_same_seed_same_png_bytes(small_model):
+    first = render_channels(small_model, "mixed4a_3x3_pre_relu", [5], settings=FAST, seed=7)[0]
+    again = render_channels(small_model, "mixed4a_3x3_pre_relu", [5], settings=FAST, seed=7)[0]
+    other = render_channels(small_model, "mixed4a_3x3_pre_relu", [5], settings=FAST, seed=8)[0]
+    assert encode(first.image) == encode(again.image)
+    assert encode(first.image) != encode(other.image)
+    assert first.image.shape == (224, 224, 3) and first.image.dtype == np.uint8
+
+
+def test_photo_dream_keeps_the_photo_size_and_tiles_without_seams(small_model):
+    photo = load_photo("chelsea")  # 451 x 300: three tiles across at tile=160
+    settings = RenderSettings(photo_octaves=2, photo_steps=4, tile=160)
+    results = render_channels(small_model, "mixed4c_pool_reduce_pre_relu", [0, 1], photo, settings)
+    assert [r.image.shape for r in results] == [(300, 451, 3)] * 2
+    assert all(r.end > r.start for r in results)
+    untiled = render_channels(small_model, "mixed4c_pool_reduce_pre_relu", [0], photo,
+                              RenderSettings(photo_octaves=2, photo_steps=4, tile=1024))[0]
+    tiled_lift, untiled_lift = results[0].lift, untiled.lift
+    assert tiled_lift > 0.5 * untiled_lift  # tiling costs little of the climb
+
+
+def test_whole_layer_objective_on_a_block_output(small_model):
+    result = render_channels(small_model, "mixed3b", settings=RenderSettings(objective="layer", **_fast()))[0]
+    assert result.channel == -1 and result.rank is None and result.end > result.start
+
+
+def test_negative_objective_lowers_the_channel(small_model):
+    result = render_channels(small_model, "mixed4a_3x3_pre_relu", [3], settings=RenderSettings(
+        objective="negative", **_fast()))[0]
+    assert result.end < result.start and result.lift < 0
+
+
+def test_channel_out_of_range_names_the_layer_and_count(small_model):
+    layer = small_model.layer("mixed4d_3x3_bottleneck_pre_relu")
+    with pytest.raises(UserError, match=f"{layer.name}, which has {layer.channels} channels"):
+        render_channels(small_model, layer.name, [layer.channels], settings=FAST)
+
+
+def test_laplacian_normalisation_is_batch_exact_and_equalises_bands():
+    grads = tf.constant(np.random.default_rng(0).normal(size=(3, 57, 41, 3)).astype(np.float32))
+    together = transforms.laplacian_normalize(grads)
+    assert np.array_equal(together[1:2].numpy(), transforms.laplacian_normalize(grads[1:2]).numpy())
+    low, high = transforms._split(grads)
+    assert np.allclose(transforms._merge([low, high]).numpy(), grads.numpy(), atol=1e-5)
+
+
+def test_tiles_cover_the_image_and_stay_bounded():
+    for length, tile in [(451, 160), (300, 512), (1024, 512), (1100, 512)]:
+        edges = tile_edges(length, tile)
+        assert edges[0] == 0 and edges[-1] == length
+        assert max(b - a for a, b in zip(edges, edges[1:])) <= tile
+
+
+def _fast():
+    return {"octaves": FAST.octaves, "steps": FAST.steps}
