@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--inter", type=int, default=0, help="inter-op threads (0: TensorFlow's choice)")
     args = parser.parse_args()
 
+    import numpy as np
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.intra)
@@ -59,56 +60,69 @@ def main() -> None:
     a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
     operands = {"float32": (a, b), "bfloat16": (tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16))}
     matmul = tf.function(tf.linalg.matmul)
-    rates: dict[str, list[float]] = {dtype: [] for dtype in operands}
 
-    def time_matmuls() -> None:
+    def time_matmuls() -> dict[str, float]:
+        rates = {}
         for dtype, pair in operands.items():
             best = float("inf")
             for _ in range(3):
                 start = time.perf_counter()
                 matmul(*pair).numpy()
                 best = min(best, time.perf_counter() - start)
-            rates[dtype].append(2 * n ** 3 / best)
+            rates[dtype] = 2 * n ** 3 / best
+        return rates
 
     time_matmuls()  # warm up
-    rates = {dtype: [] for dtype in operands}
     for layer in layers:  # trace and warm up every way (steps do not change the compiled functions)
         for settings in ways.values():
             render_channels(model, layer, channels[:settings.batch_size], settings=replace(settings, steps=1))
+    # Each render is paired with the matmul rates timed just before and just after it: the machine's speed
+    # drifts, so a fraction is only meaningful between neighbours in time.
     seconds = {(layer, way): 0.0 for layer in layers for way in ways}
+    rounds: dict[tuple[str, tuple[str, int]], list[tuple[float, dict[str, float]]]] = {key: [] for key in seconds}
+    before = time_matmuls()
+    history = [before]
     for _ in range(args.repeats):
         for layer in layers:
-            time_matmuls()
             for way, settings in ways.items():
                 start = time.perf_counter()
                 render_channels(model, layer, channels, settings=settings)
-                seconds[layer, way] += time.perf_counter() - start
-    time_matmuls()
-    peak = {dtype: max(values) for dtype, values in rates.items()}
+                took = time.perf_counter() - start
+                after = time_matmuls()
+                seconds[layer, way] += took
+                rounds[layer, way].append((took, {d: (before[d] + after[d]) / 2 for d in operands}))
+                before = after
+                history.append(after)
+    work = args.channels * (args.steps + 1)  # image-steps of one render, + its metric forward passes
+
+    def fraction(layer: str, way: tuple[str, int], dtype: str) -> float:
+        """Median over rounds of (this render's model FLOP rate / the matmul rate around it)."""
+        return float(np.median([work * flops[layer] / took / near[dtype] for took, near in rounds[layer, way]]))
 
     image_steps = args.repeats * args.channels * args.steps
-    work_steps = args.repeats * args.channels * (args.steps + 1)  # + the metric forward passes
     threads = (tf.config.threading.get_intra_op_parallelism_threads(),
                tf.config.threading.get_inter_op_parallelism_threads())
     print(f"{args.model}, {args.size}px, {args.channels} channels per layer, 1 octave of {args.steps} steps, "
           f"{args.repeats} rounds; threads intra {threads[0]} inter {threads[1]} (0 = TensorFlow's choice)")
     for dtype in operands:
-        print(f"{dtype} matmul {n}x{n}: {peak[dtype] / 1e9:.1f} GFLOP/s (best in the run; "
-              f"lowest {min(rates[dtype]) / 1e9:.1f})")
+        values = [rates[dtype] / 1e9 for rates in history]
+        print(f"{dtype} matmul {n}x{n}: median {np.median(values):.1f} GFLOP/s over the run "
+              f"(lowest {min(values):.1f}, highest {max(values):.1f})")
     print(f"{'layer':33s} {'precision':9s} {'GFLOP/step':>10s} {'per channel':>11s} {f'batch {batch}':>9s} "
           f"{'ratio':>5s} {'GFLOP/s':>7s} {'frac':>5s} {'frac of bf16 mm':>15s}")
     for layer in layers:
         for precision in args.precision:
             alone, batched = (image_steps / seconds[layer, (precision, size)] for size in (1, batch))
-            flop_rate = batched / image_steps * work_steps * flops[layer]
+            flop_rate = batched / args.steps * (args.steps + 1) * flops[layer]
+            way = (precision, batch)
             print(f"{layer:33s} {precision:9s} {flops[layer] / 1e9:10.2f} {alone:11.2f} {batched:9.2f} "
-                  f"{batched / alone:5.2f} {flop_rate / 1e9:7.1f} {flop_rate / peak['float32']:5.2f} "
-                  f"{flop_rate / peak['bfloat16']:15.2f}")
+                  f"{batched / alone:5.2f} {flop_rate / 1e9:7.1f} {fraction(layer, way, 'float32'):5.2f} "
+                  f"{fraction(layer, way, 'bfloat16'):15.2f}")
         if len(args.precision) == 2:
             fp32, bf16 = (seconds[layer, (precision, batch)] for precision in ("float32", "bfloat16"))
             print(f"{'':33s} bfloat16 / float32 speed, batched: {fp32 / bf16:.2f}")
-    print("per channel, batch: image-steps/s; ratio = batched / per channel; GFLOP/s and frac (of the fp32 matmul "
-          "rate) for the batched way")
+    print("per channel, batch: image-steps/s; ratio = batched / per channel; GFLOP/s: the batched way's model "
+          "FLOP rate; frac: that rate over the fp32 (bf16) matmul rate timed around each render, median of rounds")
 
 if __name__ == "__main__":
     main()
