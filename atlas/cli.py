@@ -33,8 +33,55 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arg(layers)
     layers.add_argument("--format", choices=["table", "json", "csv"], default="table")
     _dream_parser(sub)
+    _sweep_parsers(sub)
     _figure_parser(sub)
+    build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/")
+    build.add_argument("run_folder", metavar="RUN_FOLDER")
+    serve = sub.add_parser("serve", help="preview a run's gallery on http://127.0.0.1:PORT (builds it if missing)")
+    serve.add_argument("run_folder", metavar="RUN_FOLDER")
+    serve.add_argument("--port", type=int, default=8000)
     return parser
+
+
+def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
+    for name, text in [("sweep", "render every layer x channel a config asks for (resumable)"),
+                       ("run", "sweep, then build the gallery")]:
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("config", help="a YAML config, e.g. configs/quick.yaml")
+        cmd.add_argument("--shard", help="K/N: render only slice K of N (for job arrays); outputs merge")
+        cmd.add_argument("--backend", choices=["loky", "dask"], default=None,
+                         help="joblib backend: worker processes here (default) or a dask.distributed cluster")
+        cmd.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786 (default: a local "
+                         "cluster)")
+        cmd.add_argument("--dry-run", action="store_true", help="list the work and estimate its time; render "
+                         "nothing")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from atlas.config import load_config
+    from atlas.sweep import dry_run, sweep
+
+    if args.scheduler and args.backend != "dask":
+        raise UserError("--scheduler needs --backend dask")
+    loaded = load_config(args.config)
+    if args.dry_run:
+        dry_run(loaded, args.shard)
+        return
+    summary = sweep(loaded, args.shard, args.backend, args.scheduler)
+    print("\n".join(summary.lines()))
+    print(f"output: {loaded.run_folder}")
+    if summary.failed:
+        raise SweepFailed(f"{len(summary.failed)} batches failed (listed above); re-run the same command to "
+                          "retry them")
+    if args.command == "run":
+        from atlas.site import build_site
+
+        report = build_site(loaded.run_folder, progress=True)
+        print(report.summary())
+
+
+class SweepFailed(Exception):
+    """Some renders failed: the sweep ends with exit code 1 after its summary."""
 
 
 def _dream_parser(sub: argparse._SubParsersAction) -> None:
@@ -134,8 +181,6 @@ def describe_metrics(result: object, channels: int) -> str:
     return text
 
 
-
-
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with its C++ start-up chatter (oneDNN, CUDA probes) kept off the terminal."""
     if "tensorflow" in sys.modules:
@@ -148,6 +193,7 @@ def import_tensorflow_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")
+            tf.get_logger().setLevel("ERROR")  # e.g. retracing notes: one tf.function per layer is by design
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -184,8 +230,21 @@ def cmd_figure(args: argparse.Namespace) -> None:
         print(combined)
 
 
-COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure}
-TF_COMMANDS = {"layers", "dream"}
+def cmd_build(args: argparse.Namespace) -> None:
+    from atlas.site import build_site
+
+    print(build_site(args.run_folder, progress=True).summary())
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from atlas.site import serve
+
+    serve(args.run_folder, args.port)
+
+
+COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure, "build": cmd_build,
+            "serve": cmd_serve, "sweep": cmd_sweep, "run": cmd_sweep}
+TF_COMMANDS = {"layers", "dream", "sweep", "run"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"atlas: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except SweepFailed as exc:
+        print(f"atlas: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("atlas: interrupted", file=sys.stderr)
         return 130

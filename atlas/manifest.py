@@ -6,6 +6,8 @@ TensorFlow, so reading a run is fast.
     output/<run>/
       run.json                          name, model, layer catalogue, modes (with photo credits), settings
       manifest.sqlite                   one row per finished render (table `renders`)
+      manifest.shard-K-of-N.sqlite      ... of a `--shard K/N` sweep: one file per slice, so slices run at once
+                                        and merge by copying folders together; readers take the union
       photos/<name>.<ext>               copies of the base photos
       images/<mode>/<layer>/<cccc>.png        lossless master (cccc = channel, 4 digits; `layer` = whole-layer dream)
       images/<mode>/<layer>/<cccc>.web.jpg    web image
@@ -74,6 +76,25 @@ class Render:
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.mode, self.layer, self.channel)
+
+
+def manifest_name(shard: tuple[int, int] | None = None) -> str:
+    """The manifest file a sweep (or one slice of it) writes."""
+    return MANIFEST_FILE if shard is None else f"manifest.shard-{shard[0]}-of-{shard[1]}.sqlite"
+
+
+def manifest_files(folder: str | Path) -> list[Path]:
+    """Every manifest of a run folder: the main one and any slices'."""
+    return sorted(Path(folder).glob("manifest*.sqlite"))
+
+
+def recorded_hashes(folder: str | Path) -> dict[tuple[str, str, int], str]:
+    """(mode, layer, channel) -> settings hash over every manifest of the folder."""
+    hashes: dict[tuple[str, str, int], str] = {}
+    for path in manifest_files(folder):
+        with Manifest(path) as manifest:
+            hashes.update(manifest.hashes())
+    return hashes
 
 
 def image_stem(mode: str, layer: str, channel: int) -> str:
@@ -202,9 +223,12 @@ def read_run(folder: str | Path) -> Run:
         modes = [Mode(**mode) for mode in info["modes"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{info_path} is damaged ({exc}); re-run `atlas sweep` on its config") from None
-    renders: list[Render] = []
-    if (folder / MANIFEST_FILE).exists():
-        with Manifest(folder / MANIFEST_FILE) as manifest:
-            renders = manifest.renders()
+    latest: dict[tuple[str, str, int], Render] = {}
+    for path in manifest_files(folder):
+        with Manifest(path) as manifest:
+            for render in manifest.renders():
+                if render.key not in latest or render.created >= latest[render.key].created:
+                    latest[render.key] = render
+    renders = sorted(latest.values(), key=lambda r: (r.mode, r.layer, r.channel))
     return Run(folder=folder, name=info["name"], model=info.get("model", {}), layers=layers, modes=modes,
                settings=info.get("settings", {}), renders=renders, info=info)

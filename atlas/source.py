@@ -185,7 +185,7 @@ def read_graph_bytes(source: ModelSource) -> bytes:
     if source.pb_path is None:
         from atlas.synthetic import build_graph_def
 
-        return build_graph_def(scale=source.synthetic_scale or 1.0).SerializeToString()
+        return build_graph_def(scale=source.synthetic_scale or 1.0).SerializeToString(deterministic=True)
     try:
         if source.member is not None:
             with zipfile.ZipFile(source.pb_path) as zf:
@@ -201,5 +201,5 @@ def write_synthetic(path: Path, scale: float = 1.0, seed: int = 0) -> Path:
     """Save the stand-in as a .pb file (for tests and for trying the file-loading path)."""
     from atlas.synthetic import build_graph_def
 
-    atomic_write_bytes(path, build_graph_def(scale=scale, seed=seed).SerializeToString())
+    atomic_write_bytes(path, build_graph_def(scale=scale, seed=seed).SerializeToString(deterministic=True))
     return path

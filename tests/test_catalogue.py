@@ -2,6 +2,7 @@ import pytest
 
 from atlas.catalogue import build_catalogue
 from atlas.errors import UserError
+from atlas.source import read_graph_bytes, resolve
 from atlas.synthetic import build_graph_def
 
 
@@ -48,7 +49,7 @@ def test_scaled_stand_in_keeps_the_layers(small_model):
 
 
 def test_stand_in_is_deterministic():
-    assert build_graph_def(0.125, seed=3).SerializeToString() == build_graph_def(0.125, seed=3).SerializeToString()
+    assert read_graph_bytes(resolve("synthetic:0.125")) == read_graph_bytes(resolve("synthetic:0.125"))
     assert build_graph_def(0.125, seed=3).SerializeToString() != build_graph_def(0.125, seed=4).SerializeToString()
 
 
@@ -75,3 +76,16 @@ def test_filter_behind_identity_gives_the_same_catalogue():
     identity.attr["T"].type = 1  # DT_FLOAT
     conv.input[1] = "conv2d2_w/read"
     assert build_catalogue(graph) == plain
+
+
+def test_stand_in_bytes_are_identical_across_processes():
+    """Its sha256 identifies the weights in manifests, so it must not depend on the process's hash seed."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from atlas.source import read_graph_bytes, resolve; "
+            "print(hashlib.sha256(read_graph_bytes(resolve('synthetic:0.125'))).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(digests) == 1

@@ -25,3 +25,46 @@ def test_bad_arguments_exit_2_with_one_line():
                          capture_output=True, text=True)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     assert "Traceback" not in run.stderr
+
+
+def test_dream_writes_one_png_per_channel_and_prints_metrics(tmp_path, capsys):
+    from PIL import Image
+
+    from atlas.cli import main
+
+    args = ["dream", "--model", "synthetic:0.125", "--layer", "mixed4c_pool_reduce_pre_relu", "--channel", "0-2",
+            "--octaves", "1", "--steps", "3", "--size", "96", "-o", str(tmp_path / "out")]
+    assert main(args) == 0
+    files = sorted((tmp_path / "out").glob("*.png"))
+    assert [f.name for f in files] == [f"mixed4c_pool_reduce_pre_relu-000{c}.png" for c in range(3)]
+    assert Image.open(files[0]).size == (96, 96)
+    out = capsys.readouterr().out
+    assert out.count("lift") == 3 and "rank" in out and "specific" in out
+
+
+def test_dream_classic_on_a_block_output_from_a_photo(tmp_path):
+    from atlas.cli import main
+
+    target = tmp_path / "classic.png"
+    assert main(["dream", "--model", "synthetic:0.125", "--layer", "mixed3a", "--objective", "layer",
+                 "--photo", "chelsea", "--photo-octaves", "2", "--photo-steps", "2", "-o", str(target)]) == 0
+    assert target.is_file()
+
+
+def test_dream_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    from atlas.cli import main
+
+    bad_photo = tmp_path / "bad.jpg"
+    bad_photo.write_bytes(b"\xff\xd8\xff garbage")
+    cases = [
+        (["--layer", "mixed4d_3x3_bottleneck_pre_relu", "--channel", "999"], "which has 18 channels"),
+        (["--layer", "mixed4dd", "--channel", "1"], "did you mean mixed4d"),
+        (["--layer", "mixed4d_3x3_bottleneck_pre_relu"], "--channel is required"),
+        (["--layer", "mixed3a", "--channel", "1", "--photo", str(bad_photo)], "is not an image Pillow can read"),
+        (["--layer", "mixed3a", "--channel", "0-1", "-o", str(tmp_path / "one.png")], "give -o a folder"),
+        (["--layer", "mixed3a", "--channel", "1", "--octaves", "0"], "octaves must be at least 1"),
+    ]
+    for extra, message in cases:
+        assert main(["dream", "--model", "synthetic:0.125", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (extra, err)

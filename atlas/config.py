@@ -1,0 +1,241 @@
+"""Sweep configs: YAML validated before any work starts, then resolved against the model's catalogue.
+
+Two steps, one way. `load_config(path)` checks the file on its own (keys, types, photos on disk) and gives
+a `SweepConfig`. `resolve_work(config, layers)` expands layer globs and channel selections against the
+catalogue and gives the plain list of what to render. Every mistake is one line naming the fix.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from atlas.catalogue import Layer, find_layer
+from atlas.errors import UserError
+from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
+from atlas.manifest import Mode
+from atlas.render import RenderSettings
+from atlas.selection import check_channels, parse_channels
+from atlas.validation import load_yaml, validate
+
+_Strict = ConfigDict(extra="forbid")
+
+
+class ChannelRule(BaseModel):
+    """`{first: N}`, `{every: K}` (optionally with `start`), or both: every K-th of the first N."""
+
+    model_config = _Strict
+    first: int | None = Field(default=None, ge=1)
+    every: int | None = Field(default=None, ge=1)
+    start: int = Field(default=0, ge=0)
+
+
+Channels = Union[Literal["all"], int, str, list[int], ChannelRule]
+
+
+class PhotoSpec(BaseModel):
+    """A base photo: a shipped name (`chelsea`) or a path, with an optional short name and credit."""
+
+    model_config = _Strict
+    path: str
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    credit: str | None = None
+
+    @property
+    def short_name(self) -> str:
+        return self.name or Path(self.path).stem
+
+
+class ImageFormat(BaseModel):
+    """One derived image: its long side in pixels, format and quality."""
+
+    model_config = _Strict
+    size: int = Field(ge=16, le=4096)
+    format: Literal["jpg", "webp", "png"] = "jpg"
+    quality: int = Field(default=85, ge=1, le=100)
+
+
+class Formats(BaseModel):
+    """The images written for each render besides the lossless PNG master."""
+
+    model_config = _Strict
+    web: ImageFormat = ImageFormat(size=448, format="jpg", quality=88)
+    thumb: ImageFormat = ImageFormat(size=112, format="jpg", quality=80)
+
+
+_D = RenderSettings()  # one source of truth for the defaults
+
+
+class RenderConfig(BaseModel):
+    """The render settings a config may set (see atlas.render.RenderSettings), with their ranges."""
+
+    model_config = _Strict
+    objective: Literal["channel", "negative"] = "channel"
+    size: int = Field(default=_D.size, ge=32, le=4096)
+    octaves: int = Field(default=_D.octaves, ge=1, le=12)
+    octave_scale: float = Field(default=_D.octave_scale, ge=1.0, le=4.0)
+    steps: int = Field(default=_D.steps, ge=1, le=1000)
+    step_size: float = Field(default=_D.step_size, gt=0)
+    noise: float = Field(default=_D.noise, ge=0)
+    jitter: int = Field(default=_D.jitter, ge=0)
+    laplacian_levels: int = Field(default=_D.laplacian_levels, ge=1, le=8)
+    photo_octaves: int = Field(default=_D.photo_octaves, ge=1, le=12)
+    photo_octave_scale: float = Field(default=_D.photo_octave_scale, ge=1.0, le=4.0)
+    photo_steps: int = Field(default=_D.photo_steps, ge=1, le=1000)
+    photo_step_size: float = Field(default=_D.photo_step_size, gt=0)
+    tile: int = Field(default=_D.tile, ge=64)
+
+
+class SweepConfig(BaseModel):
+    """A whole sweep: which layers and channels, from what, with which settings, written where."""
+
+    model_config = _Strict
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str = "inception5h"
+    layers: Union[Literal["all"], list[str], str] = "all"
+    channels: Channels = "all"
+    modes: list[Literal["noise", "photo"]] = Field(default_factory=lambda: ["noise"], min_length=1)
+    photos: list[Union[str, PhotoSpec]] = Field(default_factory=list)
+    layer_dreams: bool = False  # also one whole-layer DeepDream per layer and photo
+    render: RenderConfig = RenderConfig()
+    seed: int = 0
+    output: str = "output"
+    formats: Formats = Formats()
+    batch_size: int | None = Field(default=None, ge=1)
+    workers: int | Literal["auto"] = "auto"
+
+    @field_validator("photos", mode="after")
+    @classmethod
+    def _photo_specs(cls, photos: list[str | PhotoSpec]) -> list[PhotoSpec]:
+        return [p if isinstance(p, PhotoSpec) else PhotoSpec(path=p) for p in photos]
+
+    @model_validator(mode="after")
+    def _modes_need_photos(self) -> SweepConfig:
+        if "photo" in self.modes and not self.photos:
+            raise ValueError("mode 'photo' needs at least one entry under photos: (e.g. photos: [chelsea])")
+        if self.photos and "photo" not in self.modes:
+            raise ValueError("photos are listed but modes has no 'photo'; add it (modes: [noise, photo])")
+        names = [p.short_name for p in self.photos]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two photos share the name {sorted(n for n in names if names.count(n) > 1)[0]}; "
+                             "give one a name: key")
+        if isinstance(self.workers, int) and self.workers < 1:
+            raise ValueError("workers must be at least 1, or auto")
+        return self
+
+    def settings(self) -> RenderSettings:
+        return RenderSettings(**self.render.model_dump(), batch_size=self.batch_size)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config and where it came from."""
+
+    path: Path
+    config: SweepConfig
+    name: str  # the run's name: `name:` or the file's stem
+    run_folder: Path
+    photos: dict[str, Path]  # short name -> file
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Read and validate a sweep config; photos must exist and be readable."""
+    from atlas.images import load_photo
+
+    path = Path(path)
+    config = validate(SweepConfig, load_yaml(path), str(path))
+    name = config.name or path.stem
+    base = Path(config.output)
+    if not base.is_absolute():
+        base = Path(os.getcwd()) / base
+    photos: dict[str, Path] = {}
+    for spec in config.photos:
+        where = spec.path if spec.path in SHIPPED_PHOTOS else str(_relative_to(path, spec.path))
+        try:
+            photos[spec.short_name] = photo_path(where)
+            load_photo(photos[spec.short_name])
+        except UserError as exc:
+            raise UserError(f"{path}: photos: {exc}") from None
+    return LoadedConfig(path=path, config=config, name=name, run_folder=base / name, photos=photos)
+
+
+def _relative_to(config_path: Path, photo: str) -> Path:
+    """A photo path as written in a config: absolute, or relative to the current folder if it exists
+    there, else relative to the config file."""
+    candidate = Path(photo).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return config_path.parent / candidate
+
+
+def modes_of(loaded: LoadedConfig) -> list[Mode]:
+    """The run's modes, with photo credits: noise first, then each photo."""
+    modes = [Mode.noise()] if "noise" in loaded.config.modes else []
+    for spec in loaded.config.photos:
+        file = loaded.photos[spec.short_name]
+        credit = spec.credit or photo_credit(spec.path)
+        modes.append(Mode.for_photo(spec.short_name, f"photos/{spec.short_name}{file.suffix.lower()}", credit))
+    return modes
+
+
+def select_layers(selection: str | list[str], layers: list[Layer]) -> list[Layer]:
+    """`all`, names, or glob patterns (`mixed4*_pre_relu`), kept in catalogue order (low to high)."""
+    patterns = [selection] if isinstance(selection, str) else selection
+    if patterns == ["all"]:
+        return list(layers)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            matched = [layer.name for layer in layers if fnmatch.fnmatchcase(layer.name, pattern)]
+            if not matched:
+                raise UserError(f"layers: pattern '{pattern}' matches no layer; run `atlas layers` to list them")
+            chosen.update(matched)
+        else:
+            chosen.add(find_layer(layers, pattern).name)
+    return [layer for layer in layers if layer.name in chosen]
+
+
+def select_channels(rule: Any, layer: Layer) -> list[int]:
+    """Expand a channel rule for one layer; a listed channel beyond its count names the layer and count."""
+    if rule == "all":
+        return list(range(layer.channels))
+    if isinstance(rule, bool):
+        raise UserError("channels: use all, a number N (the first N), a list, a range string or {every: K}")
+    if isinstance(rule, int):
+        if rule < 1:
+            raise UserError("channels: a number means the first N channels and must be at least 1")
+        return list(range(min(rule, layer.channels)))
+    if isinstance(rule, str):
+        return parse_channels(rule, layer.channels, layer.name)
+    if isinstance(rule, list):
+        check_channels(rule, layer.channels, layer.name)
+        return list(dict.fromkeys(rule))
+    first = min(rule.first or layer.channels, layer.channels)
+    return list(range(rule.start, first, rule.every or 1))
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One render to do."""
+
+    mode: str  # Mode.id
+    layer: str
+    channel: int  # -1 = whole-layer dream
+
+
+def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -> list[WorkItem]:
+    """Everything the config asks for, low layers first, each layer's modes together, channels ascending."""
+    config = loaded.config
+    items = []
+    for layer in select_layers(config.layers, layers):
+        channels = select_channels(config.channels, layer)
+        for mode in modes:
+            items.extend(WorkItem(mode.id, layer.name, c) for c in channels)
+            if config.layer_dreams and mode.kind == "photo":
+                items.append(WorkItem(mode.id, layer.name, -1))
+    return items

@@ -1,0 +1,581 @@
+"""The static gallery: reads a run folder through `atlas.manifest` and writes `<run>/site/`.
+
+    site/index.html                      the network, low to high: blocks, layers, counts, a strip of renders
+    site/layers/<layer>.html             every channel of a layer as a thumbnail grid, one tab per mode
+    site/channels/<layer>/<cccc>.html    one channel: the large image of each mode, metrics, facts, neighbours
+    site/compare.html                    two to four channels or layers side by side (picked in the page)
+    site/progression.html                one base photo dreamed at each layer, low to high
+    site/figures.html, site/about.html   figures of the run; model, settings, photo credits, counts
+    site/atlas-index.js                  the small JSON index behind search and compare
+    site/static/                         CSS, JavaScript and the placeholder image, copied from templates/static/
+
+Pages link to each other and to the run's images with relative URLs only, so the site works from `file://` and
+from any sub-path of a web host. A page is rewritten only when its bytes change; files a previous build wrote
+that this build no longer produces are removed (the list lives in `site/.atlas-site.json`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from atlas.atomic import atomic_path, atomic_write_text
+from atlas.catalogue import Layer
+from atlas.errors import UserError
+from atlas.manifest import WHOLE_LAYER, Mode, Render, Run, image_paths, read_run
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+SITE_DIR = "site"
+FIGURES_DIR = "figures"
+LEDGER = ".atlas-site.json"  # the files the last build wrote, so a rebuild can remove stale ones
+INDEX_JS = "atlas-index.js"
+STRIP = 4  # renders shown per layer on the index
+DEFAULT_THUMB = 128
+DEFAULT_WEB = 512
+WRITE_THREADS = 8
+
+
+@dataclass
+class SiteReport:
+    """What a build did."""
+
+    out: Path
+    pages_written: int = 0  # files (pages and assets) whose bytes changed or that were new
+    pages_unchanged: int = 0  # files left alone because their bytes were already right
+    pages_removed: int = 0  # stale files of an earlier build
+    missing_renders: int = 0  # (mode, channel) pairs of the catalogue with no image yet
+    seconds: float = 0.0
+
+    @property
+    def index(self) -> Path:
+        return self.out / "index.html"
+
+    def summary(self) -> str:
+        missing = f"; {self.missing_renders:,} renders missing (shown as placeholders)" if self.missing_renders else ""
+        return (f"site: {self.index} ({self.pages_written:,} files written, {self.pages_unchanged:,} unchanged, "
+                f"{self.pages_removed:,} removed, {self.seconds:.1f} s){missing}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The view of a run: layers in display order, each with its renders per mode
+
+
+@dataclass(frozen=True)
+class Size:
+    width: int
+    height: int
+
+
+@dataclass
+class LayerView:
+    """One layer with everything its pages show."""
+
+    layer: Layer
+    position: int  # in display order
+    renders: dict[str, dict[int, Render]]  # mode id -> channel -> render (present on disk)
+    dreams: dict[str, Render]  # mode id -> whole-layer render
+    prev: LayerView | None = None
+    next: LayerView | None = None
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def channels(self) -> int:
+        return self.layer.channels
+
+    @functools.cached_property
+    def rendered(self) -> int:
+        """Channels with a render in at least one mode."""
+        return len(set().union(*self.renders.values())) if self.renders else 0
+
+    def rendered_in(self, mode: str) -> int:
+        return len(self.renders.get(mode, {}))
+
+    def missing(self, modes: list[Mode]) -> int:
+        return sum(self.channels - self.rendered_in(mode.id) for mode in modes)
+
+    def strip(self, modes: list[Mode], count: int = STRIP) -> list[Render]:
+        """A few representative renders: the highest-gain channels of the first mode that has any."""
+        for mode in modes:
+            found = self.renders.get(mode.id)
+            if found:
+                return sorted(found.values(), key=lambda r: (-r.lift, r.channel))[:count]
+        return []
+
+    def first_render(self, mode: str) -> Render | None:
+        """The whole-layer dream of `mode`, else its lowest rendered channel (for the progression view)."""
+        if mode in self.dreams:
+            return self.dreams[mode]
+        found = self.renders.get(mode, {})
+        return found[min(found)] if found else None
+
+
+@dataclass
+class Block:
+    name: str
+    layers: list[LayerView]
+    branches_after: str | None = None  # for an auxiliary head: the block it branches off after
+
+    @property
+    def is_head(self) -> bool:
+        return self.branches_after is not None
+
+
+@dataclass
+class Atlas:
+    """The run as the site shows it."""
+
+    run: Run
+    blocks: list[Block]
+    layers: list[LayerView]  # display order
+    thumb: dict[str, Size]  # mode id -> thumbnail size
+    web: dict[str, Size]  # mode id -> web image size
+    photos: dict[str, Size] = field(default_factory=dict)  # mode id -> base photo size (present on disk)
+    figures: list[tuple[str, Size | None]] = field(default_factory=list)  # run-relative path, size of a PNG
+
+    @property
+    def modes(self) -> list[Mode]:
+        return self.run.modes
+
+    @property
+    def photo_modes(self) -> list[Mode]:
+        return [mode for mode in self.modes if mode.kind == "photo"]
+
+    @property
+    def total_channels(self) -> int:
+        return sum(view.channels for view in self.layers)
+
+    @property
+    def missing(self) -> int:
+        return sum(view.missing(self.modes) for view in self.layers)
+
+    def counts(self, mode: str) -> tuple[int, int]:
+        """(rendered, total) channels of a mode."""
+        return sum(view.rendered_in(mode) for view in self.layers), self.total_channels
+
+
+def display_order(layers: list[Layer]) -> list[tuple[str, list[Layer], str | None]]:
+    """Blocks low to high, each auxiliary head placed right after the block it branches off.
+
+    A head goes after the last main block whose deepest layer is shallower than the head's first layer
+    (head0 after mixed4a, head1 after mixed4d in GoogLeNet). Returns (block, layers, branches_after) triples.
+    """
+    groups: dict[str, list[Layer]] = {}
+    for layer in sorted(layers, key=lambda layer: layer.index):
+        groups.setdefault(layer.block, []).append(layer)
+    main = [name for name in groups if not name.startswith("head")]
+    heads = [name for name in groups if name.startswith("head")]
+    order: list[tuple[str, list[Layer], str | None]] = [(name, groups[name], None) for name in main]
+    for head in heads:
+        depth = min(layer.depth for layer in groups[head])
+        after = [i for i, (name, members, _) in enumerate(order)
+                 if name in main and max(layer.depth for layer in members) < depth]
+        branch = order[after[-1]][0] if after else "the input"
+        at = after[-1] + 1 if after else 0
+        while at < len(order) and order[at][2] is not None:  # heads of one branch point keep their order
+            at += 1
+        order.insert(at, (head, groups[head], branch))
+    return order
+
+
+def build_atlas(run: Run) -> Atlas:
+    """Group the run's renders by layer and mode; a render whose files are gone counts as missing."""
+    existing = _existing_files(run.folder)
+    per_layer: dict[str, dict[str, dict[int, Render]]] = {}
+    dreams: dict[str, dict[str, Render]] = {}
+    for render in run.renders:
+        if render.thumb not in existing or render.web not in existing:
+            continue
+        if render.channel == WHOLE_LAYER:
+            dreams.setdefault(render.layer, {})[render.mode] = render
+        else:
+            per_layer.setdefault(render.layer, {}).setdefault(render.mode, {})[render.channel] = render
+    blocks, views = [], []
+    for name, members, after in display_order(run.layers):
+        block_views = []
+        for layer in members:
+            renders = {mode: {c: r for c, r in found.items() if 0 <= c < layer.channels}
+                       for mode, found in per_layer.get(layer.name, {}).items()}
+            view = LayerView(layer, len(views), renders, dreams.get(layer.name, {}))
+            views.append(view)
+            block_views.append(view)
+        blocks.append(Block(name, block_views, after))
+    for before, after_view in zip(views, views[1:]):
+        before.next, after_view.prev = after_view, before
+    return Atlas(run=run, blocks=blocks, layers=views, thumb=_mode_sizes(run, "thumb", DEFAULT_THUMB),
+                 web=_mode_sizes(run, "web", DEFAULT_WEB), photos=_photo_sizes(run), figures=_figures(run.folder))
+
+
+def _existing_files(folder: Path) -> set[str]:
+    """Run-relative paths (POSIX) of every file under images/: one walk instead of a stat per render."""
+    found: set[str] = set()
+    root = folder / "images"
+    for parent, _, files in os.walk(root):
+        rel = Path(parent).relative_to(folder).as_posix()
+        found.update(f"{rel}/{name}" for name in files)
+    return found
+
+
+def _image_size(path: Path) -> Size | None:
+    """Pixel size read from the image header, or None if it is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return Size(*image.size)
+    except (OSError, UnidentifiedImageError):
+        return None
+
+
+def _mode_sizes(run: Run, kind: str, default: int) -> dict[str, Size]:
+    """Size of the `kind` ('thumb' or 'web') images of each mode, read from one image of that mode."""
+    configured = run.settings.get("formats", {}).get(kind, {}).get("size", default)
+    sizes: dict[str, Size] = {}
+    for render in run.renders:
+        if render.mode not in sizes:
+            size = _image_size(run.folder / getattr(render, kind))
+            if size:
+                sizes[render.mode] = size
+    return {mode.id: sizes.get(mode.id, Size(configured, configured)) for mode in run.modes}
+
+
+def _photo_sizes(run: Run) -> dict[str, Size]:
+    sizes = {mode.id: _image_size(run.folder / mode.file) for mode in run.modes if mode.file}
+    return {mode: size for mode, size in sizes.items() if size}
+
+
+def _figures(folder: Path) -> list[tuple[str, Size | None]]:
+    """The run's figures (PNG and PDF), with the size of each PNG."""
+    root = folder / FIGURES_DIR
+    if not root.is_dir():
+        return []
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".png", ".pdf"} and p.is_file())
+    return [(p.relative_to(folder).as_posix(), _image_size(p) if p.suffix.lower() == ".png" else None)
+            for p in files]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# URLs
+
+
+def cccc(channel: int) -> str:
+    return f"{channel:04d}"
+
+
+def layer_url(layer: str) -> str:
+    """A layer page's path from the site root."""
+    return f"layers/{quote(layer)}.html"
+
+
+def channel_url(layer: str, channel: int) -> str:
+    """A channel page's path from the site root."""
+    return f"channels/{quote(layer)}/{cccc(channel)}.html"
+
+
+def url_path(path: str) -> str:
+    """Quote a relative path for an href or src."""
+    return quote(path)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a page sits: the prefixes that lead from it to the site root and to the run folder."""
+
+    root: str  # '' or '../' ...
+    run: str  # from the page to the run folder, ending in '/'
+
+
+def place(rel: str, run_from_site: str) -> Place:
+    ups = "../" * rel.count("/")
+    return Place(root=ups, run=f"{ups}{run_from_site}/" if run_from_site != "." else ups)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def environment() -> Environment:
+    """Jinja2 with autoescaping, strict undefined names and the site's filters."""
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(u=url_path, cccc=cccc, layer_url=layer_url, channel_url=channel_url, gain=_gain)
+    return env
+
+
+def _gain(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.1f}"
+
+
+def pages(atlas: Atlas, env: Environment, run_from_site: str) -> Iterator[tuple[str, str]]:
+    """(path from the site root, HTML) of every page, the big ones last."""
+    common = {"atlas": atlas, "run_info": atlas.run, "modes": atlas.modes}
+
+    def render(template: str, rel: str, **context: Any) -> tuple[str, str]:
+        where = place(rel, run_from_site)
+        return rel, env.get_template(template).render(root=where.root, run=where.run, page=rel,
+                                                      **common, **context)
+
+    yield render("index.html", "index.html")
+    yield render("about.html", "about.html",
+                 settings_json=json.dumps(atlas.run.settings, indent=2, sort_keys=True, default=str))
+    yield render("compare.html", "compare.html")
+    yield render("progression.html", "progression.html", modes_shown=_progression_modes(atlas))
+    yield render("figures.html", "figures.html")
+    for view in atlas.layers:
+        yield render("layer.html", layer_url(view.name), view=view)
+    channel_template = env.get_template("channel.html")
+    for view in atlas.layers:
+        for channel in range(view.channels):
+            rel = channel_url(view.name, channel)
+            where = place(rel, run_from_site)
+            yield rel, channel_template.render(root=where.root, run=where.run, page=rel, view=view,
+                                               channel=channel, nav=_channel_nav(view, channel), **common)
+
+
+def _progression_modes(atlas: Atlas) -> list[Mode]:
+    """The photo modes, or noise when the run has no photo."""
+    return atlas.photo_modes or atlas.modes[:1]
+
+
+def _channel_nav(view: LayerView, channel: int) -> dict[str, tuple[str, int] | None]:
+    """Neighbours of a channel: previous/next channel (crossing into the next layer) and the same
+    channel (or the nearest one) in the previous/next layer."""
+    def at(other: LayerView | None, wanted: int) -> tuple[str, int] | None:
+        return (other.name, min(wanted, other.channels - 1)) if other else None
+
+    prev_channel = (view.name, channel - 1) if channel > 0 else at(view.prev, 10**9)
+    next_channel = (view.name, channel + 1) if channel + 1 < view.channels else at(view.next, 0)
+    return {"prev_channel": prev_channel, "next_channel": next_channel,
+            "prev_layer": at(view.prev, channel), "next_layer": at(view.next, channel)}
+
+
+def search_index(atlas: Atlas) -> dict[str, Any]:
+    """The data behind search and compare: layers in display order, what is rendered, image path patterns."""
+    modes = []
+    for mode in atlas.modes:
+        ext = _web_ext(atlas, mode.id)
+        web = image_paths(mode.id, "{layer}", 0, ext)[1].replace("0000", "{cccc}")
+        thumb = image_paths(mode.id, "{layer}", 0, ext)[2].replace("0000", "{cccc}")
+        modes.append({"id": mode.id, "kind": mode.kind, "photo": mode.photo, "web": web, "thumb": thumb,
+                      "size": [atlas.web[mode.id].width, atlas.web[mode.id].height],
+                      "thumbSize": [atlas.thumb[mode.id].width, atlas.thumb[mode.id].height]})
+    layers = [{"name": v.name, "block": v.layer.block, "channels": v.channels, "kernel": _kernel(v.layer),
+               "stride": v.layer.stride, "rf": v.layer.receptive_field, "depth": v.layer.depth,
+               "rendered": {mode: _ranges(sorted(found)) for mode, found in v.renders.items() if found},
+               "dreams": {mode: r.web for mode, r in v.dreams.items()}} for v in atlas.layers]
+    return {"modes": modes, "layers": layers}
+
+
+def _kernel(layer: Layer) -> str:
+    return f"{layer.kernel}×{layer.kernel_w}"
+
+
+def _web_ext(atlas: Atlas, mode: str) -> str:
+    """The web images' extension of a mode (jpg unless the sweep wrote something else)."""
+    for view in atlas.layers:
+        for render in view.renders.get(mode, {}).values():
+            return render.web.rsplit(".", 1)[-1]
+    return "jpg"
+
+
+def _ranges(channels: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    parts: list[str] = []
+    start = prev = None
+    for channel in channels + [None]:
+        if start is not None and (channel is None or channel != prev + 1):
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if channel is not None and start is None:
+            start = channel
+        prev = channel
+    return ",".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing
+
+
+class _Writer:
+    """Writes files under `out` atomically, only when their bytes differ; remembers what it wrote.
+
+    Writes run on a few threads: each atomic write waits on two fsyncs, which release the GIL and which the
+    file system's journal can batch, so pages are rendered while earlier ones are being synced.
+    """
+
+    def __init__(self, out: Path, report: SiteReport, threads: int = WRITE_THREADS) -> None:
+        self.out = out
+        self.report = report
+        self.files: list[str] = []
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="site-write")
+        self._pending: list[Future[bool]] = []
+
+    def write(self, rel: str, data: bytes) -> None:
+        self.files.append(rel)
+        self._pending.append(self._pool.submit(self._write, self.out / rel, data))
+        if len(self._pending) >= 256:
+            self._collect()
+
+    def _write(self, target: Path, data: bytes) -> bool:
+        """Write `data` unless `target` already holds it; True when written."""
+        try:
+            if target.stat().st_size == len(data) and target.read_bytes() == data:
+                return False
+        except OSError:
+            pass
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+            tmp.chmod(0o644)  # temp files are private; pages are for any web server to read
+        return True
+
+    def _collect(self) -> None:
+        for future in self._pending:
+            if future.result():
+                self.report.pages_written += 1
+            else:
+                self.report.pages_unchanged += 1
+        self._pending.clear()
+
+    def abort(self) -> None:
+        """Stop after a failure: finish the writes under way, start no more, remove nothing."""
+        self._pool.shutdown(cancel_futures=True)
+
+    def close(self) -> None:
+        """Wait for every write, then drop the files of an earlier build that this one did not write."""
+        self._collect()
+        self._pool.shutdown()
+        self._remove_stale()
+
+    def _remove_stale(self) -> None:
+        ledger = self.out / LEDGER
+        try:
+            before = set(json.loads(ledger.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            before = set()
+        for rel in sorted(before - set(self.files)):
+            path = self.out / rel
+            if path.is_file() and self.out.resolve() in path.resolve().parents:
+                path.unlink()
+                self.report.pages_removed += 1
+                _remove_empty_parents(path.parent, self.out)
+        text = json.dumps(sorted(self.files), indent=0) + "\n"
+        if not ledger.exists() or ledger.read_text(encoding="utf-8") != text:
+            atomic_write_text(ledger, text)
+
+
+def _remove_empty_parents(folder: Path, stop: Path) -> None:
+    while folder != stop and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def _static_files() -> Iterable[tuple[str, bytes]]:
+    root = TEMPLATES / "static"
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            yield f"static/{path.relative_to(root).as_posix()}", path.read_bytes()
+
+
+def build_site(run_folder: str | Path, out: str | Path | None = None, progress: bool = False) -> SiteReport:
+    """Build (or update) the gallery of a run folder; returns what was written."""
+    started = time.perf_counter()
+    run_folder = Path(run_folder)
+    run = read_run(run_folder)
+    out = Path(out) if out is not None else run_folder / SITE_DIR
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; move it away or pass another output folder")
+    run_from_site = Path(os.path.relpath(run_folder.resolve(), out.resolve())).as_posix()
+    atlas = build_atlas(run)
+    report = SiteReport(out=out, missing_renders=atlas.missing)
+    writer = _Writer(out, report)
+    try:
+        _write_all(writer, atlas, run_from_site, progress)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write_all(writer: _Writer, atlas: Atlas, run_from_site: str, progress: bool) -> None:
+    """Hand every file of the site to the writer: static assets, the index script, then the pages."""
+    for rel, data in _static_files():
+        writer.write(rel, data)
+    writer.write(INDEX_JS, _index_js(search_index(atlas)))
+    total = 5 + len(atlas.layers) + atlas.total_channels
+    with _progress(total, progress) as bar:
+        for rel, html in pages(atlas, environment(), run_from_site):
+            writer.write(rel, html.encode("utf-8"))
+            bar.update(1)
+
+
+def _index_js(data: dict[str, Any]) -> bytes:
+    """The index as a script (pages opened from file:// may not fetch JSON, but may load scripts)."""
+    text = json.dumps(data, separators=(",", ":"), sort_keys=True).replace("</", "<\\/")
+    return f"window.ATLAS_INDEX = {text};\n".encode("utf-8")
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="page", desc="site", disable=not enabled or total < 500, leave=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Preview server
+
+
+def make_server(run_folder: str | Path, port: int = 8000) -> Any:
+    """An HTTP server on 127.0.0.1 serving the run folder (the site and the images it links to)."""
+    import http.server
+
+    folder = Path(run_folder)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            if self.path in ("/", ""):
+                self.send_response(302)
+                self.send_header("Location", f"/{SITE_DIR}/index.html")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+            pass
+
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is not a port number; use 1024-65535, e.g. 8000")
+    try:
+        return http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError as exc:
+        raise UserError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); pass another --port") from None
+
+
+def serve(run_folder: str | Path, port: int = 8000) -> None:
+    """Build the site if it is missing, then serve the run folder on 127.0.0.1 until Ctrl+C."""
+    run_folder = Path(run_folder)
+    read_run(run_folder)  # a clear error for a folder that is not a run
+    if not (run_folder / SITE_DIR / "index.html").is_file():
+        print(build_site(run_folder, progress=True).summary())
+    server = make_server(run_folder, port)
+    host, bound = server.server_address[:2]
+    print(f"serving {run_folder} at http://{host}:{bound}/{SITE_DIR}/index.html (Ctrl+C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

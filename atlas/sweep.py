@@ -1,0 +1,490 @@
+"""The sweep: every selected layer x channel x mode, rendered in batches by joblib workers, resumable.
+
+The parent process plans the work, holds the run folder's lock, and is the only writer of the manifest.
+Workers get plain data (a `Task` and a `Batch`), render, write their images atomically and return
+`Render` records; the parent records each batch in one transaction as it arrives. A render is skipped
+when its record has the same settings hash and its three image files exist, so a re-run after a crash or
+a SIGKILL finishes exactly the missing work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from atlas.atomic import atomic_path, remove_stale_parts
+from atlas.config import LoadedConfig, WorkItem, modes_of, resolve_work
+from atlas.errors import UserError
+from atlas.manifest import Manifest, Mode, Render, image_paths, manifest_name, recorded_hashes, write_run_info
+from atlas.render import RenderSettings
+
+LOCK_FILE = ".sweep.lock"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Channels of one layer and mode rendered in one pass."""
+
+    mode: str
+    layer: str
+    channels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Task:
+    """What every worker needs besides its batch: plain, picklable data."""
+
+    model: str
+    run_folder: str
+    settings: RenderSettings
+    seed: int
+    photos: dict[str, str]  # mode id -> photo file
+    hashes: dict[str, str]  # mode id -> settings hash
+    formats: dict[str, dict[str, Any]]
+    versions: str
+    threads: int | None  # TensorFlow threads per worker process; None: leave TensorFlow's default
+
+
+@dataclass
+class Outcome:
+    """A finished batch: its records, or the error that stopped it."""
+
+    batch: Batch
+    renders: list[Render] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")  # who rendered it
+
+
+@dataclass
+class Plan:
+    """The sweep's work after resolving the config, the shard and what is already done."""
+
+    items: list[WorkItem]  # everything this shard owns
+    todo: list[WorkItem]
+    batches: list[Batch]
+    hashes: dict[str, str]
+    batch_size: int
+
+
+# ----------------------------------------------------------------------------------------------- planning
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`K/N` with 1 <= K <= N, or None."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text}: write K/N, e.g. 3/8 for the third of eight slices") from None
+    if not 1 <= k <= n:
+        raise UserError(f"--shard {text}: K must be between 1 and N")
+    return k, n
+
+
+def shard_items(items: list[WorkItem], shard: tuple[int, int] | None) -> list[WorkItem]:
+    """A deterministic slice: item i belongs to shard (i mod N) + 1, so slices are disjoint, their union is
+    everything, and every slice gets a share of every layer (the costly high layers too)."""
+    if shard is None:
+        return items
+    k, n = shard
+    return [item for i, item in enumerate(items) if i % n == k - 1]
+
+
+def settings_hash(model_sha: str, settings: RenderSettings, seed: int, photo: Path | None,
+                  formats: dict[str, Any]) -> str:
+    """Hash of everything that affects a render's files: weights, pixel settings, seed, photo, formats."""
+    photo_sha = hashlib.sha256(photo.read_bytes()).hexdigest() if photo else None
+    blob = json.dumps({"model": model_sha, "render": settings.pixel_dict(), "seed": seed, "photo": photo_sha,
+                       "formats": formats}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], hashes: dict[str, str], folder: Path,
+            web_ext: str, thumb_ext: str) -> bool:
+    """Recorded with the current settings hash, and all three image files present."""
+    if recorded.get((item.mode, item.layer, item.channel)) != hashes[item.mode]:
+        return False
+    return all((folder / p).is_file() for p in _paths(item.mode, item.layer, item.channel, web_ext, thumb_ext))
+
+
+def _paths(mode: str, layer: str, channel: int, web_ext: str, thumb_ext: str) -> tuple[str, str, str]:
+    master, web, _ = image_paths(mode, layer, channel, web_ext)
+    return master, web, image_paths(mode, layer, channel, thumb_ext)[2]
+
+
+def make_batches(todo: list[WorkItem], batch_size: int) -> list[Batch]:
+    """Group work by (layer, mode) in order, chunked into batches; whole-layer dreams go alone."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for item in todo:
+        groups.setdefault((item.layer, item.mode), []).append(item.channel)
+    batches = []
+    for (layer, mode), channels in groups.items():
+        per_channel = [c for c in channels if c >= 0]
+        for i in range(0, len(per_channel), batch_size):
+            batches.append(Batch(mode, layer, tuple(per_channel[i:i + batch_size])))
+        batches.extend(Batch(mode, layer, (c,)) for c in channels if c < 0)
+    return batches
+
+
+# ----------------------------------------------------------------------------------------------- workers
+
+_WORKER: dict[str, Any] = {}
+
+
+def run_batch(task: Task, batch: Batch) -> Outcome:
+    """Render one batch and write its images (in a worker process); errors come back as data."""
+    began = time.perf_counter()
+    try:
+        renders = _render_and_write(task, batch)
+    except Exception as exc:  # reported in the summary; the sweep goes on with other batches
+        return Outcome(batch, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - began)
+    return Outcome(batch, renders, seconds=time.perf_counter() - began)
+
+
+def _render_and_write(task: Task, batch: Batch) -> list[Render]:
+    from atlas.images import load_photo, save_image
+    from atlas.render import render_channels, with_overrides
+
+    model = _worker_model(task)
+    photo = load_photo(task.photos[batch.mode]) if batch.mode in task.photos else None
+    settings = task.settings
+    if batch.channels == (-1,):
+        settings = with_overrides(settings, objective="layer")
+    results = render_channels(model, batch.layer, list(batch.channels), photo, settings, task.seed)
+    folder, web, thumb = Path(task.run_folder), task.formats["web"], task.formats["thumb"]
+    renders = []
+    for result in results:
+        master_path, web_path, thumb_path = _paths(batch.mode, batch.layer, result.channel, web["format"],
+                                                   thumb["format"])
+        save_image(folder / master_path, result.image)
+        save_image(folder / web_path, result.image, web["size"], web["quality"])
+        save_image(folder / thumb_path, result.image, thumb["size"], thumb["quality"])
+        renders.append(Render(layer=batch.layer, channel=result.channel, mode=batch.mode, seed=task.seed,
+                              settings_hash=task.hashes[batch.mode], start=result.start, end=result.end,
+                              lift=result.lift, rank=result.rank, specific=result.specific,
+                              seconds=result.seconds, image=master_path, web=web_path, thumb=thumb_path,
+                              versions=task.versions, created=time.time()))
+    return renders
+
+
+def _worker_model(task: Task) -> Any:
+    """The model, loaded once per worker process, with TensorFlow's threads set before first use."""
+    if _WORKER.get("spec") != task.model:
+        if task.threads and "threads" not in _WORKER:
+            import tensorflow as tf
+
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(task.threads)
+                tf.config.threading.set_inter_op_parallelism_threads(task.threads)
+            except RuntimeError:  # TensorFlow already running in this process: keep its settings
+                pass
+            _WORKER["threads"] = task.threads
+        from atlas.model import load_model
+
+        _WORKER.update(spec=task.model, model=load_model(task.model))
+    return _WORKER["model"]
+
+
+# ----------------------------------------------------------------------------------------------- the sweep
+
+
+def versions() -> str:
+    """Software versions recorded with every render."""
+    import numpy
+    import PIL
+    import tensorflow as tf
+
+    from atlas import __version__
+
+    return json.dumps({"atlas": __version__, "tensorflow": tf.__version__, "numpy": numpy.__version__,
+                       "pillow": PIL.__version__, "python": platform.python_version()}, sort_keys=True)
+
+
+def choose_workers(requested: int | str, batch_size: int) -> tuple[int, int | None]:
+    """(worker processes, TensorFlow threads each): one process on a GPU; on a CPU, `auto` is one process
+    using every core (measured faster than splitting the cores, see README), an explicit N splits them."""
+    import tensorflow as tf
+
+    cores = os.cpu_count() or 1
+    if tf.config.list_physical_devices("GPU"):
+        return 1, None
+    workers = 1 if requested == "auto" else int(requested)
+    workers = max(1, min(workers, cores))
+    return workers, (None if workers == 1 else max(1, cores // workers))
+
+
+def plan_sweep(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None) -> Plan:
+    """Resolve the config against the catalogue, slice the shard, and drop what is already done."""
+    from atlas.render import auto_batch_size
+
+    config = loaded.config
+    modes = modes_of(loaded)
+    settings = config.settings()
+    formats = config.formats.model_dump()
+    hashes = {m.id: settings_hash(model.sha256, settings, config.seed, loaded.photos.get(m.photo or ""),
+                                  formats) for m in modes}
+    items = shard_items(resolve_work(loaded, model.layers, modes), shard)
+    recorded = recorded_hashes(loaded.run_folder) if loaded.run_folder.exists() else {}
+    web_ext, thumb_ext = formats["web"]["format"], formats["thumb"]["format"]
+    todo = [i for i in items if not is_done(i, recorded, hashes, loaded.run_folder, web_ext, thumb_ext)]
+    batch_size = config.batch_size or auto_batch_size(settings.size ** 2)
+    return Plan(items, todo, make_batches(todo, batch_size), hashes, batch_size)
+
+
+def prepare_run_folder(loaded: LoadedConfig, model: Any, sweep_stale: bool = True) -> list[Mode]:
+    """Write run.json and copy the base photos in (atomically); sweep away temp files a kill left behind
+    (not while other slices may be writing theirs)."""
+    folder = loaded.run_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    if sweep_stale:
+        remove_stale_parts(folder)
+    modes = modes_of(loaded)
+    for mode in modes:
+        if mode.file:
+            target = folder / mode.file
+            if not target.exists():
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(loaded.photos[mode.photo], tmp)
+    config = loaded.config
+    write_run_info(folder, loaded.name, {"spec": model.spec, "sha256": model.sha256}, model.layers, modes,
+                   {"render": config.settings().pixel_dict(), "seed": config.seed,
+                    "formats": config.formats.model_dump(), "layer_dreams": config.layer_dreams,
+                    "config": str(loaded.path)}, versions=json.loads(versions()))
+    return modes
+
+
+@dataclass
+class Summary:
+    """What a sweep did."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    per_layer: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    workers: set[str] = field(default_factory=set)  # host:pid of every process that rendered
+
+    def lines(self) -> list[str]:
+        rows = [f"{layer:<40} {len(times):>6} {sum(times):>9.1f} {sum(times) / len(times):>8.2f}"
+                for layer, times in self.per_layer.items()]
+        head = [f"{'layer':<40} {'renders':>6} {'seconds':>9} {'s/image':>8}"] if rows else []
+        tail = [f"renders done {self.done}, skipped {self.skipped} (already done), failed {len(self.failed)}; "
+                f"{self.seconds:.1f} s on {len(self.workers)} worker process(es)"]
+        return head + rows + tail + [f"failed: {f}" for f in self.failed]
+
+
+def execute(plan: Plan, task: Task, workers: int, backend: str | None = None,
+            progress: bool | None = None) -> Iterator[Outcome]:
+    """Run the plan's batches with joblib and yield outcomes as they finish."""
+    import joblib
+
+    if not plan.batches:
+        return
+    n_jobs = workers if backend is None else -1
+    with joblib.parallel_config(backend=backend or ("sequential" if workers == 1 else "loky"), n_jobs=n_jobs):
+        parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
+        yield from parallel(joblib.delayed(run_batch)(task, batch) for batch in plan.batches)
+
+
+def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = None,
+          scheduler: str | None = None, out: Any = sys.stderr) -> Summary:
+    """Run (or resume) the sweep a config describes; returns what happened."""
+    from atlas.model import load_model
+
+    slice_ = parse_shard(shard)
+    model = load_model(loaded.config.model)
+    plan_sweep(loaded, model, slice_)  # config errors before anything is created
+    folder = loaded.run_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = take_lock(folder, slice_)
+    try:
+        began = time.perf_counter()
+        plan = plan_sweep(loaded, model, slice_)
+        prepare_run_folder(loaded, model, sweep_stale=slice_ is None)
+        summary = Summary(skipped=len(plan.items) - len(plan.todo))
+        workers, threads = choose_workers(loaded.config.workers, plan.batch_size)
+        client = _dask_client(scheduler) if backend == "dask" else None
+        task = Task(model=model.spec, run_folder=str(folder), settings=loaded.config.settings(),
+                    seed=loaded.config.seed, photos={m.id: str(loaded.photos[m.photo]) for m in modes_of(loaded) if m.photo},
+                    hashes=plan.hashes, formats=loaded.config.formats.model_dump(), versions=versions(),
+                    threads=threads)
+        with Manifest(folder / manifest_name(slice_), create=True) as manifest, Progress(plan.todo, out) as bars:
+            for outcome in execute(plan, task, workers, backend):
+                _record(outcome, manifest, summary)
+                bars.advance(outcome.batch.layer, len(outcome.batch.channels))
+        if client is not None:
+            client.close()
+        summary.seconds = time.perf_counter() - began
+        return summary
+    finally:
+        lock.release()
+
+
+def take_lock(folder: Path, shard: tuple[int, int] | None) -> Any:
+    """The run folder's lock for this sweep: one per slice, so slices of one sweep may run at once, while a
+    whole sweep excludes every other sweep on the folder."""
+    from filelock import FileLock, Timeout
+
+    name = LOCK_FILE if shard is None else f"{LOCK_FILE}.shard-{shard[0]}-of-{shard[1]}"
+    others = sorted(folder.glob(f"{LOCK_FILE}*")) if shard is None else [folder / LOCK_FILE]
+    lock = FileLock(str(folder / name))
+    try:
+        lock.acquire(timeout=0)
+        for path in others:
+            if path.name != name:
+                probe = FileLock(str(path))
+                probe.acquire(timeout=0)
+                probe.release()
+    except Timeout:
+        lock.release()
+        raise UserError(f"another atlas sweep is writing {folder}; wait for it to finish, or give this config "
+                        "another name or output") from None
+    return lock
+
+
+def progress_off(out: Any) -> bool | None:
+    """tqdm's `disable`: None shows bars only on a terminal."""
+    return None if out in (sys.stderr, sys.stdout) else True
+
+
+class Progress:
+    """Two bars: all layers, and the layer whose batch finished last (counts, rate, ETA)."""
+
+    def __init__(self, todo: list[WorkItem], out: Any) -> None:
+        from tqdm import tqdm
+
+        self.totals: dict[str, int] = defaultdict(int)
+        for item in todo:
+            self.totals[item.layer] += 1
+        off = progress_off(out)
+        self.overall = tqdm(total=len(todo), desc="all layers", unit="img", disable=off, file=out, position=0)
+        self.layer_bar = tqdm(total=0, unit="img", disable=off, file=out, position=1, leave=False)
+        self.layer: str | None = None
+
+    def advance(self, layer: str, count: int) -> None:
+        if layer != self.layer:
+            self.layer = layer
+            self.layer_bar.reset(total=self.totals[layer])
+            self.layer_bar.set_description_str(layer)
+        self.layer_bar.update(count)
+        self.overall.update(count)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.layer_bar.close()
+        self.overall.close()
+
+
+def _record(outcome: Outcome, manifest: Manifest, summary: Summary) -> None:
+    """Record a finished batch in one transaction, or note its failure."""
+    layer = outcome.batch.layer
+    summary.workers.add(outcome.worker)
+    if outcome.error:
+        summary.failed.append(f"{outcome.batch.mode} {layer} channels {list(outcome.batch.channels)}: "
+                              f"{outcome.error}")
+        return
+    manifest.add(outcome.renders)
+    summary.done += len(outcome.renders)
+    summary.per_layer[layer].extend(r.seconds for r in outcome.renders)
+
+
+def _dask_client(scheduler: str | None) -> Any:
+    """Connect joblib's dask backend to a dask.distributed scheduler (or start a local cluster)."""
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise UserError("the dask backend needs dask.distributed: pip install -e \".[dask]\"") from None
+    try:
+        return Client(scheduler, timeout="10s") if scheduler else Client(processes=True, dashboard_address=None)
+    except (OSError, TimeoutError) as exc:
+        raise UserError(f"cannot reach the dask scheduler {scheduler} ({exc}); start one with `dask scheduler` "
+                        "or check the address") from None
+
+
+# ----------------------------------------------------------------------------------------------- dry run
+
+
+def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
+    """Pixels over all octaves, in units of 224 x 224 images (gradient cost grows with pixels)."""
+    from atlas.transforms import octave_sizes
+
+    return sum(h * w for h, w in octave_sizes(size_h, size_w, octaves, scale)) / (224 * 224)
+
+
+def measure_step(model: Any, layer: str, batch: int, repeats: int = 2) -> float:
+    """Seconds per 224 px image-step of `layer` at this batch size, after a warm-up (the compile)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from atlas.render import _step_functions
+
+    step, _ = _step_functions(model, layer, "channel", 4)
+    images = tf.constant(np.full((batch, 224, 224, 3), 128, np.float32))
+    args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0))
+    step(images, *args).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        step(images, *args).numpy()
+        best = min(best, time.perf_counter() - began)
+    return best / batch
+
+
+def estimate(plan: Plan, loaded: LoadedConfig, model: Any, out: Any = sys.stdout) -> float:
+    """Print the work per layer with a time estimate from a measured step of each layer; returns seconds."""
+    from tqdm import tqdm
+
+    from atlas.images import load_photo
+
+    settings = loaded.config.settings()
+    noise_area = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale)
+    noise_steps = noise_area * settings.steps + 2 * settings.size ** 2 / 224 ** 2  # + the two metric passes
+    photo_steps = {}
+    for mode in modes_of(loaded):
+        if mode.photo:
+            h, w = load_photo(loaded.photos[mode.photo]).shape[:2]
+            photo_steps[mode.id] = octave_area(h, w, settings.photo_octaves,
+                                               settings.photo_octave_scale) * settings.photo_steps
+    per_layer: dict[str, list[WorkItem]] = {}
+    for item in plan.todo:
+        per_layer.setdefault(item.layer, []).append(item)
+    total = 0.0
+    print(f"{'layer':<40} {'to do':>6} {'s/step':>7} {'estimate':>9}", file=out)
+    for layer, items in tqdm(per_layer.items(), desc="measuring", unit="layer", disable=None, file=sys.stderr):
+        step = measure_step(model, layer, min(plan.batch_size, len(items)))
+        seconds = sum(step * photo_steps.get(item.mode, noise_steps) for item in items)
+        total += seconds
+        print(f"{layer:<40} {len(items):>6} {step * 1000:>5.1f}ms {seconds / 60:>7.1f}min", file=out)
+    print(f"{len(plan.items)} renders in this config{'' if len(plan.items) == len(plan.todo) else ' (this shard)'}, "
+          f"{len(plan.items) - len(plan.todo)} already done, {len(plan.todo)} to do in "
+          f"{len(plan.batches)} batches of up to {plan.batch_size}; estimated {format_duration(total)} "
+          "on this machine", file=out)
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """`1 h 23 min`, `4.2 min` or `12 s`."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = sys.stdout) -> float:
+    """What a sweep would do and how long it would take here; writes nothing."""
+    from atlas.model import load_model
+
+    model = load_model(loaded.config.model)
+    return estimate(plan_sweep(loaded, model, parse_shard(shard)), loaded, model, out)

@@ -1,0 +1,241 @@
+"""The static gallery builder, on fake run folders (no TensorFlow rendering involved)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from PIL import Image
+
+from atlas.errors import UserError
+from atlas.manifest import MANIFEST_FILE, Manifest, read_run, write_run_info
+from atlas.site import INDEX_JS, _ranges, build_site, display_order, make_server
+from fakerun import make_fake_run, synthetic_layers
+
+BLOCKS = ["stem", "mixed3a", "mixed3b", "mixed4a", "head0", "mixed4b", "mixed4c", "mixed4d", "head1", "mixed4e",
+          "mixed5a", "mixed5b"]
+ATTR = re.compile(r'(?:href|src)="([^"]*)"')
+
+
+@pytest.fixture(scope="module")
+def layers():
+    return synthetic_layers(0.125)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, layers):
+    """A built site of a half-rendered run of all 59 layers (0.125 width), shared by the read-only tests."""
+    run = make_fake_run(tmp_path_factory.mktemp("runs") / "half", layers=layers, fraction=0.5)
+    report = build_site(run)
+    return run, report
+
+
+def small_run(folder: Path, layers, blocks=("stem", "head0"), **kwargs) -> Path:
+    return make_fake_run(folder, layers=[layer for layer in layers if layer.block in blocks], **kwargs)
+
+
+def test_every_page_type_is_written(site, layers):
+    run, report = site
+    out = run / "site"
+    for page in ["index.html", "about.html", "compare.html", "progression.html", "figures.html", INDEX_JS,
+                 "static/style.css", "static/atlas.js", "static/missing.svg"]:
+        assert (out / page).is_file(), page
+    assert len(list((out / "layers").glob("*.html"))) == 59
+    assert len(list((out / "channels").rglob("*.html"))) == sum(layer.channels for layer in layers)
+    assert (out / "channels" / "mixed4d_3x3_bottleneck_pre_relu" / "0017.html").is_file()
+    assert report.pages_written > 1000 and report.pages_unchanged == 0 and report.seconds > 0
+
+
+def test_index_shows_blocks_low_to_high_with_heads_where_they_branch(site):
+    run, _ = site
+    html = (run / "site" / "index.html").read_text()
+    assert re.findall(r'<section class="block[^"]*" id="([^"]+)"', html) == BLOCKS
+    assert "branches off after mixed4a" in html and "branches off after mixed4d" in html
+    rows = re.findall(r'<a href="layers/([^"]+)\.html">', html)
+    assert rows[0] == "conv2d0_pre_relu" and rows[-1] == "mixed5b_pool_reduce_pre_relu" and len(rows) == 59
+
+
+def test_display_order_places_heads_after_their_branch_point(layers):
+    order = display_order(layers)
+    assert [block for block, _, _ in order] == BLOCKS
+    assert dict((block, after) for block, _, after in order)["head1"] == "mixed4d"
+
+
+def test_every_link_is_relative_and_resolves(site):
+    run, _ = site
+    pages = sorted((run / "site").rglob("*.html"))
+    for page in pages:
+        for target in ATTR.findall(page.read_text()):
+            parts = urlsplit(target)
+            assert not parts.scheme and not parts.netloc and not target.startswith("/"), (page, target)
+            if parts.path:
+                assert (page.parent / unquote(parts.path)).resolve().exists(), (page, target)
+
+
+def test_nothing_is_fetched_from_the_network(site):
+    run, _ = site
+    for path in (run / "site" / "static").iterdir():
+        text = path.read_text().replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, never fetched
+        assert not re.search(r"https?://|@import|url\(", text), path
+
+
+def test_partial_run_counts_and_placeholders(site, layers):
+    run, report = site
+    rendered = {layer.name: max(1, round(layer.channels * 0.5)) for layer in layers}
+    assert report.missing_renders == 2 * sum(layer.channels - rendered[layer.name] for layer in layers)
+    layer = next(layer for layer in layers if layer.name == "mixed4d_3x3_bottleneck_pre_relu")
+    html = (run / "site" / "layers" / f"{layer.name}.html").read_text()
+    missing = layer.channels - rendered[layer.name]
+    assert html.count('class="missing"') == 2 * missing  # one grid per mode
+    assert f"{rendered[layer.name]} of {layer.channels} channels rendered" in html
+    channel = (run / "site" / "channels" / layer.name / f"{layer.channels - 1:04d}.html").read_text()
+    assert "not rendered yet" in channel and "static/missing.svg" in channel
+
+
+def test_thumbnails_have_explicit_size_and_lazy_loading(site):
+    run, _ = site
+    html = (run / "site" / "layers" / "conv2d0_pre_relu.html").read_text()
+    images = re.findall(r"<img [^>]*>", html)
+    assert images and all('width="' in img and 'height="' in img for img in images)
+    assert all('loading="lazy"' in img for img in images if "thumb" in img)
+
+
+def test_channel_page_has_neighbours_metrics_and_keys(site):
+    run, _ = site
+    html = (run / "site" / "channels" / "mixed4a_pool_reduce_pre_relu" / "0000.html").read_text()
+    assert 'data-key="ArrowLeft"' in html and "mixed4a_5x5_pre_relu" in html  # previous layer's last channel
+    assert re.search(r'href="\.\./\.\./channels/head0_bottleneck_pre_relu/0000\.html" data-key="ArrowDown"', html)
+    assert 'class="badge gain"' in html and "+5.0" in html and "rank in layer" in html
+    assert "receptive field" in html
+
+
+def test_search_index_lists_layers_in_display_order(site):
+    run, _ = site
+    text = (run / "site" / INDEX_JS).read_text()
+    data = json.loads(text.removeprefix("window.ATLAS_INDEX = ").rstrip().rstrip(";"))
+    names = [layer["name"] for layer in data["layers"]]
+    assert names.index("head0_bottleneck_pre_relu") == names.index("mixed4a_pool_reduce_pre_relu") + 1
+    first = data["layers"][0]
+    assert first["rendered"] == {"noise": "0-3", "photo-chelsea": "0-3"} and first["channels"] == 8
+    assert [mode["web"] for mode in data["modes"]][0] == "images/noise/{layer}/{cccc}.web.jpg"
+    assert "photo-chelsea" in first["dreams"]
+
+
+def test_ranges():
+    assert _ranges([]) == "" and _ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and _ranges([3]) == "3"
+
+
+def test_rebuild_rewrites_only_what_changed(tmp_path, layers):
+    run = small_run(tmp_path / "run", layers, fraction=0.5)
+    first = build_site(run)
+    again = build_site(run)
+    assert again.pages_written == 0 and again.pages_unchanged == first.pages_written
+    before = {p: p.read_bytes() for p in (run / "site").rglob("*.html")}
+    # one more render arrives: a channel that was missing
+    done = read_run(run).renders[0]
+    new = replace(done, channel=5, thumb=done.thumb.replace("0000", "0005"), web=done.web.replace("0000", "0005"),
+                  image=done.image.replace("0000", "0005"))
+    for path in (new.thumb, new.web, new.image):
+        Image.new("RGB", (32, 32), "red").save(run / path)
+    with Manifest(run / MANIFEST_FILE) as manifest:
+        manifest.add([new])
+    third = build_site(run)
+    changed = sorted(p.relative_to(run / "site").as_posix() for p, data in before.items() if p.read_bytes() != data)
+    assert changed == ["about.html", f"channels/{new.layer}/0005.html", "index.html", f"layers/{new.layer}.html"]
+    assert third.pages_written == len(changed) + 1  # and atlas-index.js
+    assert third.missing_renders == first.missing_renders - 1
+
+
+def test_stale_pages_are_removed_and_other_files_kept(tmp_path, layers):
+    run = small_run(tmp_path / "run", layers)
+    build_site(run)
+    keep = run / "site" / "notes.txt"
+    keep.write_text("mine")
+    info = read_run(run)
+    write_run_info(run, info.name, info.model, [layer for layer in info.layers if layer.block == "stem"],
+                   info.modes, info.settings)
+    report = build_site(run)
+    assert report.pages_removed > 0 and not (run / "site" / "layers" / "head0_bottleneck_pre_relu.html").exists()
+    assert not (run / "site" / "channels" / "head0_bottleneck_pre_relu").exists() and keep.read_text() == "mine"
+
+
+def test_figures_page_lists_pngs_and_pdfs(tmp_path, layers):
+    run = small_run(tmp_path / "run", layers, blocks=("head0",))
+    build_site(run)
+    assert "No figures yet — see <code>atlas figure</code>" in (run / "site" / "figures.html").read_text()
+    (run / "figures").mkdir()
+    Image.new("RGB", (40, 30)).save(run / "figures" / "lift.png")
+    (run / "figures" / "lift.pdf").write_bytes(b"%PDF-1.4\n")
+    build_site(run)
+    html = (run / "site" / "figures.html").read_text()
+    assert '<img src="../figures/lift.png" width="40" height="30"' in html
+    assert '<a class="pdf" href="../figures/lift.pdf">' in html
+
+
+def test_text_from_the_run_is_escaped(tmp_path, layers):
+    run = small_run(tmp_path / "run", layers, blocks=("head0",))
+    info = read_run(run)
+    modes = [replace(mode, credit="<script>alert(1)</script> & co") for mode in info.modes]
+    write_run_info(run, "<b>demo</b>", info.model, info.layers, modes, info.settings)
+    build_site(run)
+    about = (run / "site" / "about.html").read_text()
+    assert "<script>alert" not in about and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in about
+    assert "<b>demo</b>" not in about
+
+
+def test_site_can_live_outside_the_run_folder(tmp_path, layers):
+    run = small_run(tmp_path / "run", layers, blocks=("head0",))
+    out = tmp_path / "public" / "atlas"
+    build_site(run, out)
+    html = (out / "layers" / "head0_bottleneck_pre_relu.html").read_text()
+    thumb = re.search(r'src="([^"]+thumb\.jpg)"', html).group(1)
+    assert thumb.startswith("../../../run/images/") and (out / "layers" / thumb).resolve().is_file()
+
+
+def test_a_folder_that_is_not_a_run_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not an atlas run folder"):
+        build_site(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "atlas.cli", "build", str(tmp_path)], capture_output=True,
+                         text=True)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+def test_cli_build_prints_a_summary(tmp_path, layers, capsys):
+    from atlas.cli import main
+
+    run = small_run(tmp_path / "run", layers, blocks=("head0",), fraction=0.5)
+    assert main(["build", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "site/index.html" in out and "files written" in out and "renders missing" in out
+
+
+def test_serve_answers_on_loopback_only(tmp_path, layers):
+    run = small_run(tmp_path / "run", layers, blocks=("head0",))
+    build_site(run)
+    server = make_server(run, 0)
+    host, port = server.server_address[:2]
+    assert host == "127.0.0.1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as answer:  # redirected
+            assert answer.url.endswith("/site/index.html") and b"head0_bottleneck_pre_relu" in answer.read()
+        with pytest.raises(HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/site/nope.html", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_rejects_a_bad_port(tmp_path):
+    with pytest.raises(UserError, match="not a port number"):
+        make_server(tmp_path, 70000)

@@ -1,0 +1,193 @@
+"""The gallery in a real browser: Playwright drives Debian's Chromium over a small fake site opened from file://.
+
+Screenshots land in tests/artifacts/site/ (or $ATLAS_ARTIFACTS); their paths are printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from atlas.atomic import atomic_write_bytes
+from atlas.site import build_site
+from fakerun import make_fake_run, synthetic_layers
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("ATLAS_ARTIFACTS", Path(__file__).resolve().parent / "artifacts" / "site"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-default-apps", "--disable-extensions"]
+FAMOUS = "mixed4d_3x3_bottleneck_pre_relu"  # given 144 channels here, so that :139 exists
+WANTED = ["conv2d0_pre_relu", "mixed4a_pool_reduce_pre_relu", "head0_bottleneck_pre_relu", "mixed4d_1x1_pre_relu",
+          FAMOUS, "head1_bottleneck_pre_relu", "mixed5b_pool_reduce_pre_relu"]
+CRAWLED = ["conv2d0_pre_relu", "head0_bottleneck_pre_relu", FAMOUS, "mixed5b_pool_reduce_pre_relu"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return synthetic_layers(0.125)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, catalogue) -> Path:
+    """A half-rendered site of seven layers across stem, mixed4a, both heads, mixed4d and mixed5b."""
+    layers = [replace(layer, channels=144) if layer.name == FAMOUS else layer
+              for layer in catalogue if layer.name in WANTED]
+    return built(tmp_path_factory.mktemp("browser") / "walk", layers)
+
+
+@pytest.fixture(scope="module")
+def small_site(tmp_path_factory, catalogue) -> Path:
+    """A half-rendered site of four narrow layers (stem, head0, mixed4d, mixed5b), small enough to crawl."""
+    return built(tmp_path_factory.mktemp("browser") / "crawl", [l for l in catalogue if l.name in CRAWLED])
+
+
+def built(folder: Path, layers) -> Path:
+    build_site(make_fake_run(folder, layers=layers, fraction=0.5))
+    return folder / "site"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Watch:
+    """A page that records console errors, page errors and any request that leaves the file system."""
+
+    def __init__(self, browser) -> None:
+        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.page.set_default_timeout(15_000)
+        self.errors: list[str] = []
+        self.page.on("console", lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text}"))
+        self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        self.page.on("requestfailed", lambda req: req.failure == "net::ERR_ABORTED"  # cancelled by a navigation
+                     or self.errors.append(f"failed: {req.url} {req.failure}"))
+        self.page.on("request", lambda req: req.url.startswith(("file:", "data:")) or
+                     self.errors.append(f"network: {req.url}"))
+
+    def shot(self, name: str) -> Path:
+        path = ARTIFACTS / f"{name}.png"
+        atomic_write_bytes(path, self.page.screenshot(full_page=False))
+        print(f"screenshot: {path}")
+        return path
+
+
+def url(site: Path, rel: str) -> str:
+    return (site / rel).as_uri()
+
+
+def load_all_images(page) -> list[str]:
+    """Load every image of the page, lazy or hidden ones included; return the sources that failed."""
+    return page.evaluate("""async () => {
+        const images = Array.from(document.images);
+        images.forEach(img => { img.loading = "eager"; });
+        await Promise.all(images.map(img => img.complete ? null :
+            new Promise(done => { img.addEventListener("load", done); img.addEventListener("error", done); })));
+        return images.filter(img => !(img.naturalWidth > 0)).map(img => img.src);
+    }""")
+
+
+def test_every_page_has_working_links_and_images_and_no_errors(small_site, browser):
+    site = small_site
+    watch = Watch(browser)
+    todo, seen, broken = [url(site, "index.html")], set(), []
+    while todo:
+        address = todo.pop()
+        if address in seen:
+            continue
+        seen.add(address)
+        watch.page.goto(address)
+        broken += [f"{address}: image {src}" for src in load_all_images(watch.page)]
+        for href in watch.page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)"):
+            parts = urlsplit(href)
+            target = Path(unquote(parts.path))
+            if parts.scheme != "file" or not target.exists():
+                broken.append(f"{address}: link {href}")
+            elif target.suffix == ".html" and site in target.parents:
+                todo.append(href.split("#")[0])
+    pages = {urlsplit(address).path for address in seen}
+    assert len(pages) == len(list(site.rglob("*.html"))), "some pages are not reachable by links"
+    assert not broken, broken[:10]
+    assert not watch.errors, watch.errors[:10]
+
+
+def test_walk_index_layer_channel_compare_with_search_and_keys(site, browser):
+    watch = Watch(browser)
+    page = watch.page
+    page.goto(url(site, "index.html"))
+    assert page.locator("section.block").evaluate_all("s => s.map(x => x.id)") == [
+        "stem", "mixed4a", "head0", "mixed4d", "head1", "mixed5b"]
+    watch.shot("index")
+
+    page.click(f"text={FAMOUS}")
+    assert page.url.endswith(f"layers/{FAMOUS}.html")
+    visible = f"div.grid:not([hidden]) a.cell:not(.is-hidden)"
+    assert page.locator(visible).count() == 144
+    page.click("button[data-mode=photo-chelsea]")
+    assert page.url.endswith("#m=photo-chelsea")
+    assert page.locator("div.grid[data-panel=photo-chelsea]").is_visible()
+    assert not page.locator("div.grid[data-panel=noise]").is_visible()
+    page.fill("#filter", "3")
+    assert page.locator(visible).count() == 1
+    page.fill("#filter", "10-12, 140")
+    assert page.locator(visible).count() == 4 and page.locator("#filter-count").inner_text() == "4 shown"
+    page.fill("#filter", "")
+    watch.shot("layer")
+
+    page.click(f"{visible}[data-ch='3']")
+    assert page.url.endswith(f"channels/{FAMOUS}/0003.html")
+    assert page.locator("figure.large img").count() == 2
+    watch.shot("channel")
+    for key, expected in [("ArrowRight", f"{FAMOUS}/0004.html"), ("ArrowLeft", f"{FAMOUS}/0003.html"),
+                          ("ArrowDown", "head1_bottleneck_pre_relu/0003.html"),
+                          ("ArrowUp", f"{FAMOUS}/0003.html"), ("ArrowUp", "mixed4d_1x1_pre_relu/0003.html")]:
+        with page.expect_navigation():
+            page.keyboard.press(key)
+        assert page.url.endswith(expected), (key, page.url)
+
+    for query, expected in [(f"{FAMOUS}:139", f"channels/{FAMOUS}/0139.html"),
+                            ("4d 139", f"channels/{FAMOUS}/0139.html"),
+                            ("head1", "layers/head1_bottleneck_pre_relu.html")]:
+        page.fill("#search", query)
+        if query == "4d 139":
+            assert page.locator("#search-results a").first.inner_text() == f"{FAMOUS}:139"
+            watch.shot("search")
+        with page.expect_navigation():
+            page.press("#search", "Enter")
+        assert page.url.endswith(expected), (query, page.url)
+    page.fill("#search", "4d 999")
+    assert "out of range" in page.locator("#search-results").inner_text()
+
+    page.goto(url(site, "compare.html"))
+    for n, item in enumerate(["conv2d0 1", "4d 139", "head0"]):
+        page.locator("input[name=i]").nth(n).fill(item)
+    page.select_option("select[name=mode]", "photo-chelsea")
+    with page.expect_navigation():
+        page.click("#compare-form button[type=submit]")
+    figures = page.locator("#compare > figure")
+    assert figures.count() == 3
+    assert re.search(r"conv2d0_pre_relu:1.*mixed4d_3x3_bottleneck_pre_relu:139.*head0_bottleneck_pre_relu",
+                     page.locator("#compare").inner_text().replace("\n", " "))
+    assert not load_all_images(page)
+    watch.shot("compare")
+
+    page.goto(url(site, "progression.html"))
+    assert page.locator("div.progression:not([hidden]) figure").count() == len(WANTED) + 1  # and the photo
+    watch.shot("progression")
+    for name in ["about", "figures"]:
+        page.goto(url(site, f"{name}.html"))
+        watch.shot(name)
+    assert not watch.errors, watch.errors

@@ -1,0 +1,190 @@
+"""The sweep: config validation, resume and idempotence, SIGKILL safety, the lock, shards, the dask backend."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from atlas.cli import main
+from atlas.config import WorkItem, load_config
+from atlas.errors import UserError
+from atlas.manifest import MANIFEST_FILE, read_run
+from atlas.sweep import LOCK_FILE, dry_run, shard_items, sweep
+
+TINY = {"model": "synthetic:0.125", "layers": ["conv2d0_pre_relu", "mixed3a_1x1_pre_relu"], "channels": 2,
+        "render": {"octaves": 1, "steps": 2, "size": 64}, "formats": {"web": {"size": 64},
+                                                                      "thumb": {"size": 32}}}
+
+
+def write_config(folder: Path, name: str = "tiny", **changes) -> Path:
+    config = {**TINY, "output": str(folder / "output"), **changes}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def records(run_folder: Path) -> list[tuple]:
+    with sqlite3.connect(run_folder / MANIFEST_FILE) as db:  # the whole sweep's manifest
+        return db.execute("SELECT mode, layer, channel, settings_hash FROM renders ORDER BY 1, 2, 3").fetchall()
+
+
+def assert_complete(run_folder: Path, expected: int) -> None:
+    """Every record's three images exist and decode; nothing half-written is left."""
+    run = read_run(run_folder)
+    assert len(run.renders) == expected
+    assert len({r.key for r in run.renders}) == expected
+    for render in run.renders:
+        for path in (render.image, render.web, render.thumb):
+            with Image.open(run_folder / path) as image:
+                image.load()
+    assert not [p for p in run_folder.rglob("*.part*")]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"chanels": 4}, "unknown key 'chanels' (did you mean 'channels'?)"),
+    ({"render": {"step": 3}}, "unknown key 'render.step' (did you mean 'steps'?)"),
+    ({"seed": "abc"}, "seed: Input should be a valid integer"),
+    ({"channels": [0, 64]}, "channel 64 is out of range for conv2d0_pre_relu, which has 8 channels"),
+    ({"modes": ["photo"], "photos": ["nowhere.jpg"]}, "nowhere.jpg: no such file"),
+    ({"modes": ["photo"]}, "mode 'photo' needs at least one entry under photos"),
+    ({"layers": ["mixed9*"]}, "pattern 'mixed9*' matches no layer"),
+    ({"layers": ["mixed4d_3x3_botleneck_pre_relu"]}, "did you mean mixed4d_3x3_bottleneck_pre_relu"),
+])
+def test_config_errors_are_one_line_and_exit_2(tmp_path, capsys, changes, message):
+    path = write_config(tmp_path, **changes)
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "output").exists()  # nothing was created
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "none.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_sweep_records_everything_then_skips_it_and_redoes_only_changed_settings(tmp_path):
+    path = write_config(tmp_path, modes=["noise", "photo"], photos=["chelsea"], layer_dreams=True)
+    loaded = load_config(path)
+    first = sweep(loaded)
+    expected = 2 * 2 + 2 * 2 + 2  # noise + photo channels, + one whole-layer dream per layer for the photo
+    assert (first.done, first.skipped, first.failed) == (expected, 0, [])
+    assert_complete(loaded.run_folder, expected)
+    run = read_run(loaded.run_folder)
+    assert {m.id for m in run.modes} == {"noise", "photo-chelsea"}
+    assert (loaded.run_folder / "photos" / "chelsea.jpg").is_file()
+    assert all(r.versions and r.seconds > 0 and r.settings_hash for r in run.renders)
+
+    began = time.perf_counter()
+    again = sweep(loaded)
+    assert (again.done, again.skipped) == (0, expected) and time.perf_counter() - began < 30
+
+    (loaded.run_folder / run.renders[0].thumb).unlink()  # a lost file is redone
+    assert sweep(loaded).done == 1
+    changed = load_config(write_config(tmp_path, modes=["noise", "photo"], photos=["chelsea"],
+                                       layer_dreams=True, seed=1))
+    assert sweep(changed).done == expected  # new seed, new hash: everything again
+    assert_complete(loaded.run_folder, expected)
+
+
+def test_shards_are_disjoint_and_cover_everything(tmp_path):
+    items = [WorkItem("noise", f"layer{i // 7}", i % 7) for i in range(50)]
+    slices = [shard_items(items, (k, 3)) for k in (1, 2, 3)]
+    assert sorted(map(repr, sum(slices, []))) == sorted(map(repr, items))
+    assert sum(len(s) for s in slices) == len(items)
+
+    loaded = load_config(write_config(tmp_path))
+    done = [sweep(loaded, shard=f"{k}/2").done for k in (1, 2)]
+    assert done == [2, 2]
+    assert sorted(p.name for p in loaded.run_folder.glob("manifest*")) == [
+        "manifest.shard-1-of-2.sqlite", "manifest.shard-2-of-2.sqlite"]  # one writer each
+    assert_complete(loaded.run_folder, 4)  # readers see the union
+    assert sweep(loaded).done == 0  # the merged shards are the whole sweep
+
+
+def test_bad_shard_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="K/N"):
+        sweep(load_config(write_config(tmp_path)), shard="3-8")
+
+
+def test_a_second_sweep_on_the_same_output_is_refused(tmp_path, capsys):
+    from filelock import FileLock
+
+    loaded = load_config(write_config(tmp_path))
+    loaded.run_folder.mkdir(parents=True)
+    with FileLock(str(loaded.run_folder / LOCK_FILE)):
+        assert main(["sweep", str(loaded.path)]) == 2
+        assert main(["sweep", str(loaded.path), "--shard", "1/2"]) == 2
+    assert "another atlas sweep is writing" in capsys.readouterr().err
+    with FileLock(str(loaded.run_folder / f"{LOCK_FILE}.shard-1-of-2")):  # slice 1 running elsewhere
+        assert main(["sweep", str(loaded.path)]) == 2  # the whole sweep waits
+        assert main(["sweep", str(loaded.path), "--shard", "2/2"]) == 0  # another slice may run alongside
+    assert "another atlas sweep is writing" in capsys.readouterr().err
+
+
+def test_dry_run_estimates_and_writes_nothing(tmp_path):
+    import io
+
+    loaded = load_config(write_config(tmp_path))
+    out = io.StringIO()
+    assert dry_run(loaded, out=out) > 0
+    assert "4 renders in this config" in out.getvalue() and "estimated" in out.getvalue()
+    assert not loaded.run_folder.exists()
+
+
+def test_sigkill_at_any_moment_then_rerun_completes(tmp_path):
+    """Kill a real sweep process twice mid-flight; the third run finishes with every record and file whole."""
+    layers = ["conv2d0_pre_relu", "conv2d1_pre_relu", "conv2d2_pre_relu", "mixed3a_1x1_pre_relu"]
+    path = write_config(tmp_path, layers=layers, channels=4, batch_size=1)
+    run_folder = tmp_path / "output" / "tiny"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for wait_for in (1, 6):
+        process = subprocess.Popen([sys.executable, "-m", "atlas.cli", "sweep", str(path)], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 180
+        while time.time() < deadline and process.poll() is None:
+            if (run_folder / MANIFEST_FILE).exists() and len(_safe_records(run_folder)) >= wait_for:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the sweep finished before it could be killed"
+        time.sleep(0.3)  # land somewhere inside the next batch
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    killed_with = len(_safe_records(run_folder))
+    assert 0 < killed_with < 16
+    assert main(["sweep", str(path)]) == 0
+    assert_complete(run_folder, 16)
+
+
+def _safe_records(run_folder: Path) -> list[tuple]:
+    try:
+        return records(run_folder)
+    except sqlite3.Error:
+        return []
+
+
+def test_worker_processes_share_the_work(tmp_path):
+    loaded = load_config(write_config(tmp_path, workers=2, batch_size=1))
+    summary = sweep(loaded)
+    assert (summary.done, summary.failed) == (4, [])
+    assert all(f":{os.getpid()}" not in worker for worker in summary.workers)  # loky's processes, not this one
+    assert_complete(loaded.run_folder, 4)
+
+
+def test_dask_backend_on_a_local_cluster(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    loaded = load_config(write_config(tmp_path))
+    # two single-thread workers: with one core in all, joblib would run the work in this process instead
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        summary = sweep(loaded, backend="dask", scheduler=cluster.scheduler_address)
+    assert (summary.done, summary.failed) == (4, [])
+    assert summary.workers and f":{os.getpid()}" not in next(iter(summary.workers))  # rendered by dask's worker
+    assert_complete(loaded.run_folder, 4)
