@@ -5,9 +5,11 @@ Usage: python benchmarks/render_speed.py [--model synthetic] [--layers A B C] [-
        [--steps 10] [--size 224] [--repeats 3] [--precision float32 [bfloat16]] [--intra N] [--inter N]
 Both ways call `render_channels` with the same channels and settings (one octave of --steps steps at --size
 px, so the work is a reduced but real render, metrics included); only batch_size differs (and precision,
-when two are given). Rounds alternate ways and layers so that machine noise hits all of them. FLOPs are counted from the GraphDef (atlas.flops): a step
-is forward + input gradient, taken as 2 × the forward Conv2D/MatMul FLOPs; each render also runs two
-forward passes for its metrics (start and end image), counted as one more image-step.
+when two are given). Rounds alternate ways and layers so that machine noise hits all of them. FLOPs are
+counted from the GraphDef (atlas.flops): a step is forward + input gradient, taken as 2 × the forward
+Conv2D/MatMul FLOPs; each render also runs two forward passes for its metrics (start and end image), counted
+as one more image-step. The machine's speed drifts, so each render's FLOP rate is divided by the matmul rate
+timed just before and after it, and the fraction printed is the median over rounds.
 """
 
 from __future__ import annotations
