@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from atlas import transforms
 from atlas.images import to_uint8
-from atlas.model import Model
+from atlas.model import PRECISIONS, Model
 from atlas.objectives import OBJECTIVES, PER_CHANNEL
 from atlas.selection import check_channels
 
@@ -47,8 +47,10 @@ class RenderSettings:
     photo_steps: int = 10
     photo_step_size: float = 1.5
     tile: int = 512
-    # speed only
+    # speed: batch_size never changes pixels; precision "bfloat16" (opt-in) is faster on CPUs with
+    # AVX512_BF16 and gives close but different pixels, so it is part of the pixel hash when set
     batch_size: int | None = None  # None: chosen from the device
+    precision: str = "float32"  # float32 | bfloat16: of the weights and activations in gradient steps
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -58,11 +60,16 @@ class RenderSettings:
                 raise ValueError(f"{name} must be at least 1")
         if self.octave_scale < 1 or self.photo_octave_scale < 1:
             raise ValueError("octave scales must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
 
     def pixel_dict(self) -> dict[str, object]:
-        """The settings that affect pixels (everything but batch_size)."""
+        """The settings that affect pixels (everything but batch_size; precision only when not float32,
+        so hashes of float32 renders are unchanged)."""
         values = asdict(self)
         values.pop("batch_size")
+        if values["precision"] == "float32":
+            values.pop("precision")
         return values
 
     def pixel_hash(self) -> str:
@@ -88,7 +95,12 @@ class RenderResult:
 
 
 def auto_batch_size(pixels: int = 224 * 224) -> int:
-    """Images per pass: large on a GPU, a few on a CPU (where batching mainly fills the cores)."""
+    """Images per pass: large on a GPU, a few on a CPU (where batching mainly fills the cores).
+
+    On a 2-core CPU at 224 px, batch 8 takes 1.1-1.5x as many gradient steps per second as batch 1 (more at
+    deep, small-map layers; benchmarks/render_speed.py); 16 gained at most 8% more at mixed5b and lost at
+    mixed4d, so 8 stays the CPU choice.
+    """
     gpus = tf.config.list_physical_devices("GPU")
     base = 64 if gpus else 8
     return max(1, int(base * (224 * 224) / max(pixels, 1)))
@@ -101,14 +113,15 @@ def noise_start(channel: int, seed: int, settings: RenderSettings) -> np.ndarray
     return np.clip(128.0 + noise, 0, 255).astype(np.float32)
 
 
-_STEPS: dict[tuple[int, str, str, int], tuple[StepFn, StepFn]] = {}
+_STEPS: dict[tuple[int, str, str, int, str], tuple[StepFn, StepFn]] = {}
 
 
-def _step_functions(model: Model, layer: str, objective: str, levels: int) -> tuple[StepFn, StepFn]:
-    """(noise step, raw gradient) compiled once per model, layer and objective."""
-    key = (id(model), layer, objective, levels)
+def _step_functions(model: Model, layer: str, objective: str, levels: int,
+                    precision: str = "float32") -> tuple[StepFn, StepFn]:
+    """(noise step, raw gradient) compiled once per model, layer, objective and precision."""
+    key = (id(model), layer, objective, levels, precision)
     if key not in _STEPS:
-        fn, target = model.layer_fn(layer), OBJECTIVES[objective]
+        fn, target = model.layer_fn(layer, precision), OBJECTIVES[objective]
         spec = [tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None], tf.int32)]
 
         def gradient(images: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
@@ -133,7 +146,7 @@ def _step_functions(model: Model, layer: str, objective: str, levels: int) -> tu
 def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.ndarray,
                      settings: RenderSettings, seed: int) -> np.ndarray:
     """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images."""
-    step_fn, _ = _step_functions(model, layer, settings.objective, settings.laplacian_levels)
+    step_fn, _ = _step_functions(model, layer, settings.objective, settings.laplacian_levels, settings.precision)
     rng = np.random.default_rng([seed, 1 << 20])  # jitter: shared by the batch, independent of its makeup
     sizes = transforms.octave_sizes(settings.size, settings.size, settings.octaves, settings.octave_scale)
     images = transforms.resize(starts, *sizes[0])
@@ -152,7 +165,7 @@ def dream_from_photo(model: Model, layer: str, channels: np.ndarray, photo: np.n
                      settings: RenderSettings, seed: int) -> np.ndarray:
     """Classic DeepDream: octaves small to large re-injecting lost detail, tiled gradients with a random
     shift per step so memory stays bounded and no seams show; returns float images."""
-    _, grad_fn = _step_functions(model, layer, settings.objective, settings.laplacian_levels)
+    _, grad_fn = _step_functions(model, layer, settings.objective, settings.laplacian_levels, settings.precision)
     rng = np.random.default_rng([seed, 1 << 21])
     targets = tf.constant(channels, tf.int32)
     images = tf.constant(np.repeat(photo[None], len(channels), axis=0))

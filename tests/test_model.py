@@ -39,3 +39,24 @@ def test_layer_function_matches_tensorflow_import(small_model):
                                                  return_elements=[f"{name}:0"])[0],
         [tf.TensorSpec([None, None, None, 3], tf.float32)])
     np.testing.assert_allclose(ours, imported(images).numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_bfloat16_layer_function_gives_a_gradient_close_to_float32(small_model):
+    """The opt-in bfloat16 precision (weights and activations) keeps float32 inputs and outputs, and its
+    input gradient points the same way as float32's."""
+    name = "mixed4d_3x3_bottleneck_pre_relu"
+    images = tf.constant(np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype(np.float32))
+    grads = {}
+    for precision in ("float32", "bfloat16"):
+        fn = small_model.layer_fn(name, precision)
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            acts = fn(images)
+            loss = tf.reduce_mean(acts[..., 3])
+        assert acts.dtype == tf.float32
+        grads[precision] = tape.gradient(loss, images).numpy().ravel()
+    assert small_model.layer_fn(name, "bfloat16") is not small_model.layer_fn(name)
+    g32, g16 = grads["float32"], grads["bfloat16"]
+    cosine = g32 @ g16 / (np.linalg.norm(g32) * np.linalg.norm(g16))
+    assert cosine > 0.9
+    assert abs(np.linalg.norm(g16) / np.linalg.norm(g32) - 1) < 0.1

@@ -118,3 +118,10 @@ def test_tiles_cover_the_image_and_stay_bounded():
 
 def _fast():
     return {"octaves": FAST.octaves, "steps": FAST.steps}
+
+
+def test_precision_setting():
+    assert RenderSettings(precision="float32").pixel_hash() == RenderSettings().pixel_hash()
+    assert RenderSettings(precision="bfloat16").pixel_hash() != RenderSettings().pixel_hash()
+    with pytest.raises(ValueError, match="precision"):
+        RenderSettings(precision="float16")

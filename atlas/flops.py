@@ -1,0 +1,57 @@
+"""Count the multiply-add work of a layer, from the GraphDef, at a given image size.
+
+Only Conv2D and MatMul are counted (2 FLOPs per multiply-add: 2·H_out·W_out·kh·kw·c_in·c_out for a
+convolution); pooling, LRN, bias and ReLU are a few per cent at most and left out. Shapes come from
+TensorFlow's own shape inference on the layer's subgraph with a fixed input size.
+
+A gradient step of the renderer needs the forward pass and the gradient with respect to the input (not the
+weights). The input gradient of a convolution is a transposed convolution of the same size, so
+`step_flops` is taken as twice the forward count: an approximation that ignores the element-wise ops.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from tensorflow.core.framework import graph_pb2, node_def_pb2
+
+from atlas.catalogue import source_name
+
+
+def _subgraph(graph_def: graph_pb2.GraphDef, target: str) -> list[node_def_pb2.NodeDef]:
+    """The nodes `target` depends on (itself included), in the GraphDef's order."""
+    by_name = {n.name: n for n in graph_def.node}
+    needed, stack = set(), [target]
+    while stack:
+        name = stack.pop()
+        if name not in needed:
+            needed.add(name)
+            stack.extend(source_name(ref) for ref in by_name[name].input)
+    return [n for n in graph_def.node if n.name in needed]
+
+
+def forward_flops(graph_def: graph_pb2.GraphDef, target: str, height: int, width: int,
+                  input_name: str = "input") -> int:
+    """FLOPs of one image's forward pass from `input_name` up to node `target` at height × width pixels."""
+    sub = graph_pb2.GraphDef(node=_subgraph(graph_def, target))
+    with tf.Graph().as_default() as graph:
+        image = tf.compat.v1.placeholder(tf.float32, [1, height, width, 3])
+        tf.graph_util.import_graph_def(sub, {input_name: image}, name="")
+    total = 0
+    for op in graph.get_operations():
+        if op.type == "Conv2D":
+            kh, kw, cin, cout = op.inputs[1].shape.as_list()
+            out = op.outputs[0].shape.as_list()
+            spatial = out[2] * out[3] if op.get_attr("data_format") == b"NCHW" else out[1] * out[2]
+            total += 2 * spatial * kh * kw * cin * cout
+        elif op.type == "MatMul":
+            a, b = op.inputs[0].shape.as_list(), op.inputs[1].shape.as_list()
+            rows = a[1] if op.get_attr("transpose_a") else a[0]
+            inner, cols = (b[1], b[0]) if op.get_attr("transpose_b") else (b[0], b[1])
+            total += 2 * rows * inner * cols
+    return total
+
+
+def step_flops(graph_def: graph_pb2.GraphDef, target: str, height: int, width: int,
+               input_name: str = "input") -> int:
+    """FLOPs of one image's gradient step: forward plus input gradient, taken as 2 × forward."""
+    return 2 * forward_flops(graph_def, target, height, width, input_name)
