@@ -89,6 +89,7 @@ class RenderConfig(BaseModel):
     photo_steps: int = Field(default=_D.photo_steps, ge=1, le=1000)
     photo_step_size: float = Field(default=_D.photo_step_size, gt=0)
     tile: int = Field(default=_D.tile, ge=64)
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: bfloat16 on CPUs with native bf16
 
 
 class SweepConfig(BaseModel):

@@ -424,14 +424,14 @@ def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
     return sum(h * w for h, w in octave_sizes(size_h, size_w, octaves, scale)) / (224 * 224)
 
 
-def measure_step(model: Any, layer: str, batch: int, repeats: int = 2) -> float:
+def measure_step(model: Any, layer: str, batch: int, precision: str = "float32", repeats: int = 2) -> float:
     """Seconds per 224 px image-step of `layer` at this batch size, after a warm-up (the compile)."""
     import numpy as np
     import tensorflow as tf
 
     from atlas.render import _step_functions
 
-    step, _ = _step_functions(model, layer, "channel", 4)
+    step, _ = _step_functions(model, layer, "channel", 4, precision)
     images = tf.constant(np.full((batch, 224, 224, 3), 128, np.float32))
     args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0))
     step(images, *args).numpy()
@@ -451,20 +451,21 @@ def estimate(plan: Plan, loaded: LoadedConfig, model: Any, out: Any = sys.stdout
 
     settings = loaded.config.settings()
     noise_area = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale)
-    noise_steps = noise_area * settings.steps + 2 * settings.size ** 2 / 224 ** 2  # + the two metric passes
+    # + the two metric passes (start and result, forward only): a forward pass is half a step's FLOPs
+    noise_steps = noise_area * settings.steps + settings.size ** 2 / 224 ** 2
     photo_steps = {}
     for mode in modes_of(loaded):
         if mode.photo:
             h, w = load_photo(loaded.photos[mode.photo]).shape[:2]
-            photo_steps[mode.id] = octave_area(h, w, settings.photo_octaves,
-                                               settings.photo_octave_scale) * settings.photo_steps
+            photo_steps[mode.id] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
+                                    * settings.photo_steps + h * w / 224 ** 2)
     per_layer: dict[str, list[WorkItem]] = {}
     for item in plan.todo:
         per_layer.setdefault(item.layer, []).append(item)
     total = 0.0
     print(f"{'layer':<40} {'to do':>6} {'s/step':>7} {'estimate':>9}", file=out)
     for layer, items in tqdm(per_layer.items(), desc="measuring", unit="layer", disable=None, file=sys.stderr):
-        step = measure_step(model, layer, min(plan.batch_size, len(items)))
+        step = measure_step(model, layer, min(plan.batch_size, len(items)), settings.resolved_precision())
         seconds = sum(step * photo_steps.get(item.mode, noise_steps) for item in items)
         total += seconds
         print(f"{layer:<40} {len(items):>6} {step * 1000:>5.1f}ms {seconds / 60:>7.1f}min", file=out)
