@@ -424,8 +424,10 @@ def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
     return sum(h * w for h, w in octave_sizes(size_h, size_w, octaves, scale)) / (224 * 224)
 
 
-def measure_step(model: Any, layer: str, batch: int, precision: str = "float32", repeats: int = 2) -> float:
-    """Seconds per 224 px image-step of `layer` at this batch size, after a warm-up (the compile)."""
+def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
+                 repeats: int = 2) -> tuple[float, float]:
+    """(seconds per 224 px image-step of `layer` at this batch size, seconds of the first call's tracing and
+    compiling, which a sweep pays once per layer)."""
     import numpy as np
     import tensorflow as tf
 
@@ -434,16 +436,18 @@ def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
     step, _ = _step_functions(model, layer, "channel", 4, precision)
     images = tf.constant(np.full((batch, 224, 224, 3), 128, np.float32))
     args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0))
+    began = time.perf_counter()
     step(images, *args).numpy()
+    first = time.perf_counter() - began
     best = float("inf")
     for _ in range(repeats):
         began = time.perf_counter()
         step(images, *args).numpy()
         best = min(best, time.perf_counter() - began)
-    return best / batch
+    return best / batch, max(0.0, first - best)
 
 
-def estimate(plan: Plan, loaded: LoadedConfig, model: Any, out: Any = sys.stdout) -> float:
+def estimate(plan: Plan, loaded: LoadedConfig, model: Any, out: Any = sys.stdout, shard: str | None = None) -> float:
     """Print the work per layer with a time estimate from a measured step of each layer; returns seconds."""
     from tqdm import tqdm
 
@@ -465,11 +469,12 @@ def estimate(plan: Plan, loaded: LoadedConfig, model: Any, out: Any = sys.stdout
     total = 0.0
     print(f"{'layer':<40} {'to do':>6} {'s/step':>7} {'estimate':>9}", file=out)
     for layer, items in tqdm(per_layer.items(), desc="measuring", unit="layer", disable=None, file=sys.stderr):
-        step = measure_step(model, layer, min(plan.batch_size, len(items)), settings.resolved_precision())
-        seconds = sum(step * photo_steps.get(item.mode, noise_steps) for item in items)
+        step, compile_seconds = measure_step(model, layer, min(plan.batch_size, len(items)),
+                                             settings.resolved_precision())
+        seconds = sum(step * photo_steps.get(item.mode, noise_steps) for item in items) + compile_seconds
         total += seconds
         print(f"{layer:<40} {len(items):>6} {step * 1000:>5.1f}ms {seconds / 60:>7.1f}min", file=out)
-    print(f"{len(plan.items)} renders in this config{'' if len(plan.items) == len(plan.todo) else ' (this shard)'}, "
+    print(f"{len(plan.items)} renders in this config{f' (shard {shard})' if shard else ''}, "
           f"{len(plan.items) - len(plan.todo)} already done, {len(plan.todo)} to do in "
           f"{len(plan.batches)} batches of up to {plan.batch_size}; estimated {format_duration(total)} "
           "on this machine", file=out)
@@ -488,4 +493,4 @@ def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = sys.stdou
     from atlas.model import load_model
 
     model = load_model(loaded.config.model)
-    return estimate(plan_sweep(loaded, model, parse_shard(shard)), loaded, model, out)
+    return estimate(plan_sweep(loaded, model, parse_shard(shard)), loaded, model, out, shard)
