@@ -181,6 +181,7 @@ def _render_and_write(task: Task, batch: Batch) -> list[Render]:
 def _worker_model(task: Task) -> Any:
     """The model, loaded once per worker process, with TensorFlow's threads set before first use."""
     if _WORKER.get("spec") != task.model:
+        _keep_worker_alive()
         if task.threads and "threads" not in _WORKER:
             import tensorflow as tf
 
@@ -194,6 +195,18 @@ def _worker_model(task: Task) -> Any:
 
         _WORKER.update(spec=task.model, model=load_model(task.model))
     return _WORKER["model"]
+
+
+def _keep_worker_alive() -> None:
+    """loky restarts a worker whose memory grew by 300 MB since its first task, taking it for a leak; a
+    worker's memory grows by design here (one compiled function per layer, about 1.2 GB for all 59 at full
+    width, see benchmarks/layer_memory.py), and a restart would reload TensorFlow and the model. Raise the
+    threshold in this worker process only."""
+    try:
+        from joblib.externals.loky import process_executor
+    except ImportError:
+        return
+    process_executor._MAX_MEMORY_LEAK_SIZE = max(process_executor._MAX_MEMORY_LEAK_SIZE, 8 * 10 ** 9)
 
 
 # ----------------------------------------------------------------------------------------------- the sweep
@@ -212,14 +225,15 @@ def versions() -> str:
 
 
 def choose_workers(requested: int | str, batch_size: int) -> tuple[int, int | None]:
-    """(worker processes, TensorFlow threads each): one process on a GPU; on a CPU, `auto` is one process
-    using every core (measured faster than splitting the cores, see README), an explicit N splits them."""
+    """(worker processes, TensorFlow threads each). On a GPU: one process, large batches. On a CPU, `auto`
+    splits the cores into processes of up to two threads each (on 2 cores, 2 processes of 1 thread rendered
+    1.13x as fast as 1 process of 2: benchmarks/sweep_workers.py); an explicit N splits them N ways."""
     import tensorflow as tf
 
     cores = os.cpu_count() or 1
     if tf.config.list_physical_devices("GPU"):
         return 1, None
-    workers = 1 if requested == "auto" else int(requested)
+    workers = (cores if cores < 4 else cores // 2) if requested == "auto" else int(requested)
     workers = max(1, min(workers, cores))
     return workers, (None if workers == 1 else max(1, cores // workers))
 

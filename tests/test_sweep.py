@@ -19,6 +19,7 @@ from atlas.manifest import MANIFEST_FILE, read_run
 from atlas.sweep import LOCK_FILE, dry_run, shard_items, sweep
 
 TINY = {"model": "synthetic:0.125", "layers": ["conv2d0_pre_relu", "mixed3a_1x1_pre_relu"], "channels": 2,
+        "workers": 1,  # in this process: fast tests; worker processes have their own test
         "render": {"octaves": 1, "steps": 2, "size": 64}, "formats": {"web": {"size": 64},
                                                                       "thumb": {"size": 32}}}
 
