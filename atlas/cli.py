@@ -59,7 +59,8 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from atlas.config import load_config
-    from atlas.sweep import dry_run, sweep
+    from atlas.estimate import dry_run
+    from atlas.sweep import sweep
 
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")

@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 from atlas.atomic import atomic_path, remove_stale_parts
 from atlas.config import LoadedConfig, WorkItem, modes_of, resolve_work
@@ -426,85 +426,3 @@ def _dask_client(scheduler: str | None) -> Any:
     except (OSError, TimeoutError) as exc:
         raise UserError(f"cannot reach the dask scheduler {scheduler} ({exc}); start one with `dask scheduler` "
                         "or check the address") from None
-
-
-# ----------------------------------------------------------------------------------------------- dry run
-
-
-def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
-    """Pixels over all octaves, in units of 224 x 224 images (gradient cost grows with pixels)."""
-    from atlas.transforms import octave_sizes
-
-    return sum(h * w for h, w in octave_sizes(size_h, size_w, octaves, scale)) / (224 * 224)
-
-
-def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
-                 repeats: int = 2) -> tuple[float, float]:
-    """(seconds per 224 px image-step of `layer` at this batch size, seconds of the first call's tracing and
-    compiling, which a sweep pays once per layer)."""
-    import numpy as np
-    import tensorflow as tf
-
-    from atlas.render import _step_functions
-
-    step, _ = _step_functions(model, layer, "channel", 4, precision)
-    images = tf.constant(np.full((batch, 224, 224, 3), 128, np.float32))
-    args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0))
-    began = time.perf_counter()
-    step(images, *args).numpy()
-    first = time.perf_counter() - began
-    best = float("inf")
-    for _ in range(repeats):
-        began = time.perf_counter()
-        step(images, *args).numpy()
-        best = min(best, time.perf_counter() - began)
-    return best / batch, max(0.0, first - best)
-
-
-def estimate(plan: Plan, loaded: LoadedConfig, model: Any, out: Any = sys.stdout, shard: str | None = None) -> float:
-    """Print the work per layer with a time estimate from a measured step of each layer; returns seconds."""
-    from tqdm import tqdm
-
-    from atlas.images import load_photo
-
-    settings = loaded.config.settings()
-    noise_area = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale)
-    # + the two metric passes (start and result, forward only): a forward pass is half a step's FLOPs
-    noise_steps = noise_area * settings.steps + settings.size ** 2 / 224 ** 2
-    photo_steps = {}
-    for mode in modes_of(loaded):
-        if mode.photo:
-            h, w = load_photo(loaded.photos[mode.photo]).shape[:2]
-            photo_steps[mode.id] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
-                                    * settings.photo_steps + h * w / 224 ** 2)
-    per_layer: dict[str, list[WorkItem]] = {}
-    for item in plan.todo:
-        per_layer.setdefault(item.layer, []).append(item)
-    total = 0.0
-    print(f"{'layer':<40} {'to do':>6} {'s/step':>7} {'estimate':>9}", file=out)
-    for layer, items in tqdm(per_layer.items(), desc="measuring", unit="layer", disable=None, file=sys.stderr):
-        step, compile_seconds = measure_step(model, layer, min(plan.batch_size, len(items)),
-                                             settings.resolved_precision())
-        seconds = sum(step * photo_steps.get(item.mode, noise_steps) for item in items) + compile_seconds
-        total += seconds
-        print(f"{layer:<40} {len(items):>6} {step * 1000:>5.1f}ms {seconds / 60:>7.1f}min", file=out)
-    print(f"{len(plan.items)} renders in this config{f' (shard {shard})' if shard else ''}, "
-          f"{len(plan.items) - len(plan.todo)} already done, {len(plan.todo)} to do in "
-          f"{len(plan.batches)} batches of up to {plan.batch_size}; estimated {format_duration(total)} "
-          "on this machine", file=out)
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    """`1 h 23 min`, `4.2 min` or `12 s`."""
-    if seconds >= 3600:
-        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
-def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = sys.stdout) -> float:
-    """What a sweep would do and how long it would take here; writes nothing."""
-    from atlas.model import load_model
-
-    model = load_model(loaded.config.model)
-    return estimate(plan_sweep(loaded, model, parse_shard(shard)), loaded, model, out, shard)
