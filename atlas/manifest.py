@@ -103,10 +103,12 @@ def image_stem(mode: str, layer: str, channel: int) -> str:
     return f"{IMAGES_DIR}/{mode}/{layer}/{leaf}"
 
 
-def image_paths(mode: str, layer: str, channel: int, web_ext: str = "jpg") -> tuple[str, str, str]:
-    """(master, web, thumb) paths of one render, relative to the run folder."""
+def image_paths(mode: str, layer: str, channel: int, web_ext: str = "jpg",
+                thumb_ext: str | None = None) -> tuple[str, str, str]:
+    """(master, web, thumb) paths of one render, relative to the run folder; the thumbnail has the web
+    image's format unless `thumb_ext` says otherwise."""
     stem = image_stem(mode, layer, channel)
-    return f"{stem}.png", f"{stem}.web.{web_ext}", f"{stem}.thumb.{web_ext}"
+    return f"{stem}.png", f"{stem}.web.{web_ext}", f"{stem}.thumb.{thumb_ext or web_ext}"
 
 
 _COLUMNS = [f.name for f in fields(Render)]

@@ -364,9 +364,8 @@ def search_index(atlas: Atlas) -> dict[str, Any]:
     """The data behind search and compare: layers in display order, what is rendered, image path patterns."""
     modes = []
     for mode in atlas.modes:
-        ext = _web_ext(atlas, mode.id)
-        web = image_paths(mode.id, "{layer}", 0, ext)[1].replace("0000", "{cccc}")
-        thumb = image_paths(mode.id, "{layer}", 0, ext)[2].replace("0000", "{cccc}")
+        _, web, thumb = (path.replace("0000", "{cccc}")
+                         for path in image_paths(mode.id, "{layer}", 0, *_image_exts(atlas, mode.id)))
         modes.append({"id": mode.id, "kind": mode.kind, "photo": mode.photo, "web": web, "thumb": thumb,
                       "size": [atlas.web[mode.id].width, atlas.web[mode.id].height],
                       "thumbSize": [atlas.thumb[mode.id].width, atlas.thumb[mode.id].height]})
@@ -381,12 +380,12 @@ def _kernel(layer: Layer) -> str:
     return f"{layer.kernel}×{layer.kernel_w}"
 
 
-def _web_ext(atlas: Atlas, mode: str) -> str:
-    """The web images' extension of a mode (jpg unless the sweep wrote something else)."""
+def _image_exts(atlas: Atlas, mode: str) -> tuple[str, str]:
+    """The extensions of a mode's web images and thumbnails, as the sweep wrote them (jpg if none yet)."""
     for view in atlas.layers:
         for render in view.renders.get(mode, {}).values():
-            return render.web.rsplit(".", 1)[-1]
-    return "jpg"
+            return render.web.rsplit(".", 1)[-1], render.thumb.rsplit(".", 1)[-1]
+    return "jpg", "jpg"
 
 
 def _ranges(channels: list[int]) -> str:

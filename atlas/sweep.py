@@ -115,12 +115,8 @@ def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], hashes: d
     """Recorded with the current settings hash, and all three image files present."""
     if recorded.get((item.mode, item.layer, item.channel)) != hashes[item.mode]:
         return False
-    return all((folder / p).is_file() for p in _paths(item.mode, item.layer, item.channel, web_ext, thumb_ext))
-
-
-def _paths(mode: str, layer: str, channel: int, web_ext: str, thumb_ext: str) -> tuple[str, str, str]:
-    master, web, _ = image_paths(mode, layer, channel, web_ext)
-    return master, web, image_paths(mode, layer, channel, thumb_ext)[2]
+    paths = image_paths(item.mode, item.layer, item.channel, web_ext, thumb_ext)
+    return all((folder / p).is_file() for p in paths)
 
 
 def make_batches(todo: list[WorkItem], batch_size: int) -> list[Batch]:
@@ -165,8 +161,8 @@ def _render_and_write(task: Task, batch: Batch) -> list[Render]:
     folder, web, thumb = Path(task.run_folder), task.formats["web"], task.formats["thumb"]
     renders = []
     for result in results:
-        master_path, web_path, thumb_path = _paths(batch.mode, batch.layer, result.channel, web["format"],
-                                                   thumb["format"])
+        master_path, web_path, thumb_path = image_paths(batch.mode, batch.layer, result.channel, web["format"],
+                                                        thumb["format"])
         save_image(folder / master_path, result.image)
         save_image(folder / web_path, result.image, web["size"], web["quality"])
         save_image(folder / thumb_path, result.image, thumb["size"], thumb["quality"])

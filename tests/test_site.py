@@ -130,6 +130,15 @@ def test_search_index_lists_layers_in_display_order(site):
     assert "photo-chelsea" in first["dreams"]
 
 
+def test_search_index_takes_the_thumbnail_format_from_the_run(tmp_path, layers):
+    run = small_run(tmp_path / "run", layers, blocks=("head0",), thumb_ext="webp")
+    build_site(run)
+    data = json.loads((run / "site" / INDEX_JS).read_text().removeprefix("window.ATLAS_INDEX = ").rstrip()
+                      .rstrip(";"))
+    noise = data["modes"][0]
+    assert noise["web"].endswith(".web.jpg") and noise["thumb"] == "images/noise/{layer}/{cccc}.thumb.webp"
+
+
 def test_ranges():
     assert _ranges([]) == "" and _ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and _ranges([3]) == "3"
 
