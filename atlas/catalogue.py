@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import re
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from atlas.errors import UserError
 
@@ -164,13 +164,14 @@ def build_catalogue(graph: graph_pb2.GraphDef) -> list[Layer]:
     return layers
 
 
-def find_layer(layers: list[Layer], name: str) -> Layer:
-    """Look a layer up by its name or by its conv op's name; a helpful error otherwise."""
+def find_layer(layers: list[Layer], name: str, also: Iterable[str] = ()) -> Layer:
+    """Look a layer up by its name or by its conv op's name; a helpful error otherwise, suggesting the
+    closest layer names and the closest of `also` (other names the caller would accept)."""
     for layer in layers:
         if name in (layer.name, layer.op):
             return layer
     import difflib
 
-    close = difflib.get_close_matches(name, [layer.name for layer in layers], n=3)
+    close = difflib.get_close_matches(name, [layer.name for layer in layers] + sorted(also), n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "run `atlas layers` to list them"
     raise UserError(f"unknown layer '{name}': {hint}")

@@ -144,6 +144,7 @@ def cmd_dream(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from atlas.images import load_photo, save_image
+    from atlas.manifest import WHOLE_LAYER
     from atlas.model import load_model
     from atlas.render import RenderSettings, render_channels, tensor_channels, with_overrides
     from atlas.selection import parse_channels
@@ -162,7 +163,7 @@ def cmd_dream(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     name = model.tensor_name(args.layer)
     count = tensor_channels(model, name)
-    channels = parse_channels(args.channel, count, name) if args.objective != "layer" else [-1]
+    channels = parse_channels(args.channel, count, name) if args.objective != "layer" else [WHOLE_LAYER]
     target = Path(args.output)
     single = target.suffix.lower() in IMAGE_SUFFIXES
     if single and len(channels) > 1:
@@ -170,7 +171,7 @@ def cmd_dream(args: argparse.Namespace) -> None:
     with tqdm(total=len(channels), unit="image", disable=None, desc=name) as bar:
         results = render_channels(model, name, channels, photo, settings, args.seed, progress=bar.update)
     for result in results:
-        leaf = "layer" if result.channel < 0 else f"{result.channel:04d}"
+        leaf = "layer" if result.channel == WHOLE_LAYER else f"{result.channel:04d}"
         path = save_image(target if single else target / f"{name}-{leaf}.png", result.image)
         print(f"{path}  {describe_metrics(result, count)}")
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from atlas.catalogue import Layer, find_layer
 from atlas.errors import UserError
 from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
-from atlas.manifest import Mode
+from atlas.manifest import WHOLE_LAYER, Mode
 from atlas.render import RenderSettings
 from atlas.selection import check_channels, parse_channels
 from atlas.validation import load_yaml, validate
@@ -226,7 +226,7 @@ class WorkItem:
 
     mode: str  # Mode.id
     layer: str
-    channel: int  # -1 = whole-layer dream
+    channel: int  # WHOLE_LAYER for a whole-layer dream
 
 
 def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -> list[WorkItem]:
@@ -238,5 +238,5 @@ def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -
         for mode in modes:
             items.extend(WorkItem(mode.id, layer.name, c) for c in channels)
             if config.layer_dreams and mode.kind == "photo":
-                items.append(WorkItem(mode.id, layer.name, -1))
+                items.append(WorkItem(mode.id, layer.name, WHOLE_LAYER))
     return items

@@ -97,6 +97,7 @@ class Model:
     _consts: dict[str, dict[str, tf.Tensor]] = field(default_factory=dict, repr=False)
     _fns: dict[tuple[str, str], LayerFn] = field(default_factory=dict, repr=False)
     _order: list[node_def_pb2.NodeDef] = field(default_factory=list, repr=False)
+    _nodes: set[str] = field(default_factory=set, repr=False)
 
     @property
     def spec(self) -> str:
@@ -111,19 +112,13 @@ class Model:
 
     def tensor_name(self, name: str) -> str:
         """A catalogued layer's name, or any other activation node of the graph (e.g. the block output
-        `mixed4c` that classic DeepDream targets); unknown names get the catalogue's helpful error."""
+        `mixed4c` that classic DeepDream targets); unknown names get the catalogue's helpful error, which
+        also suggests block outputs."""
         nodes = self._activation_nodes()
         if name in nodes:
             return name
-        try:
-            return self.layer(name).name
-        except UserError:
-            import difflib
-
-            blocks = {n for n in nodes if "/" not in n and not n.endswith("_w") and "_" not in n}
-            close = difflib.get_close_matches(name, [layer.name for layer in self.layers] + sorted(blocks), n=3)
-            hint = f"did you mean {', '.join(close)}?" if close else "run `atlas layers` to list them"
-            raise UserError(f"unknown layer '{name}': {hint}") from None
+        blocks = {n for n in nodes if "/" not in n and "_" not in n}
+        return find_layer(self.layers, name, also=blocks).name
 
     def layer_fn(self, name: str, precision: str = "float32") -> LayerFn:
         """The differentiable function images (0..255) -> activations of `name`; built once.
@@ -139,10 +134,16 @@ class Model:
         return self._fns[key]
 
     def _activation_nodes(self) -> set[str]:
-        """Names of the graph's non-constant nodes other than the input."""
+        """Names of the graph's non-constant nodes other than the input (computed once)."""
+        if not self._nodes:
+            self._nodes = {n.name for n in self._ordered() if n.op not in ("Const", "Placeholder")}
+        return self._nodes
+
+    def _ordered(self) -> list[node_def_pb2.NodeDef]:
+        """The graph's nodes in topological order (computed once)."""
         if not self._order:
             self._order = topological_order(self.graph_def)
-        return {n.name for n in self._order if n.op not in ("Const", "Placeholder")}
+        return self._order
 
     def _constants(self, precision: str = "float32") -> dict[str, tf.Tensor]:
         if "float32" not in self._consts:
@@ -156,8 +157,7 @@ class Model:
 
     def _needed(self, target: str) -> list[node_def_pb2.NodeDef]:
         """The non-constant nodes `target` depends on, in topological order."""
-        self._activation_nodes()
-        by_name = {n.name: n for n in self._order}
+        by_name = {n.name: n for n in self._ordered()}
         needed, stack = set(), [target]
         while stack:
             name = stack.pop()
@@ -165,7 +165,7 @@ class Model:
                 continue
             needed.add(name)
             stack.extend(source_name(ref) for ref in by_name[name].input if not ref.startswith("^"))
-        return [n for n in self._order if n.name in needed and n.op != "Const" and n.name != self.input]
+        return [n for n in self._ordered() if n.name in needed and n.op != "Const" and n.name != self.input]
 
     def _build(self, target: str, precision: str = "float32") -> LayerFn:
         nodes = self._needed(target)

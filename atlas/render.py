@@ -19,11 +19,11 @@ import tensorflow as tf
 
 from atlas import transforms
 from atlas.images import to_uint8
+from atlas.manifest import WHOLE_LAYER
 from atlas.model import PRECISIONS, Model
 from atlas.objectives import OBJECTIVES, PER_CHANNEL
 from atlas.selection import check_channels
 
-WHOLE_LAYER = -1  # the channel recorded for a whole-layer objective
 StepFn = Callable[..., tf.Tensor]
 
 

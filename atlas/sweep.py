@@ -24,7 +24,8 @@ from typing import Any, Iterator
 from atlas.atomic import atomic_path, remove_stale_parts
 from atlas.config import LoadedConfig, WorkItem, modes_of, resolve_work
 from atlas.errors import UserError
-from atlas.manifest import Manifest, Mode, Render, image_paths, manifest_name, recorded_hashes, write_run_info
+from atlas.manifest import (WHOLE_LAYER, Manifest, Mode, Render, image_paths, manifest_name, recorded_hashes,
+                            write_run_info)
 from atlas.render import RenderSettings
 
 LOCK_FILE = ".sweep.lock"
@@ -126,10 +127,10 @@ def make_batches(todo: list[WorkItem], batch_size: int) -> list[Batch]:
         groups.setdefault((item.layer, item.mode), []).append(item.channel)
     batches = []
     for (layer, mode), channels in groups.items():
-        per_channel = [c for c in channels if c >= 0]
+        per_channel = [c for c in channels if c != WHOLE_LAYER]
         for i in range(0, len(per_channel), batch_size):
             batches.append(Batch(mode, layer, tuple(per_channel[i:i + batch_size])))
-        batches.extend(Batch(mode, layer, (c,)) for c in channels if c < 0)
+        batches.extend(Batch(mode, layer, (c,)) for c in channels if c == WHOLE_LAYER)
     return batches
 
 
@@ -155,7 +156,7 @@ def _render_and_write(task: Task, batch: Batch) -> list[Render]:
     model = _worker_model(task)
     photo = load_photo(task.photos[batch.mode]) if batch.mode in task.photos else None
     settings = task.settings
-    if batch.channels == (-1,):
+    if batch.channels == (WHOLE_LAYER,):
         settings = with_overrides(settings, objective="layer")
     results = render_channels(model, batch.layer, list(batch.channels), photo, settings, task.seed)
     folder, web, thumb = Path(task.run_folder), task.formats["web"], task.formats["thumb"]
