@@ -132,9 +132,9 @@ class Manifest:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(path, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL" if create else "PRAGMA query_only=0")
             self._db.execute("PRAGMA synchronous=FULL")
             if create:
+                self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(_SCHEMA)
                 self._db.commit()
         except sqlite3.DatabaseError as exc:

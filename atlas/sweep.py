@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from atlas.atomic import atomic_path, remove_stale_parts
 from atlas.config import LoadedConfig, WorkItem, modes_of, resolve_work
 from atlas.errors import UserError
-from atlas.manifest import (WHOLE_LAYER, Manifest, Mode, Render, image_paths, manifest_name, recorded_hashes,
+from atlas.manifest import (WHOLE_LAYER, Manifest, Render, image_paths, manifest_name, recorded_hashes,
                             write_run_info)
 from atlas.render import RenderSettings
 
@@ -62,7 +62,6 @@ class Outcome:
     batch: Batch
     renders: list[Render] = field(default_factory=list)
     error: str | None = None
-    seconds: float = 0.0
     worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")  # who rendered it
 
 
@@ -141,12 +140,10 @@ _WORKER: dict[str, Any] = {}
 
 def run_batch(task: Task, batch: Batch) -> Outcome:
     """Render one batch and write its images (in a worker process); errors come back as data."""
-    began = time.perf_counter()
     try:
-        renders = _render_and_write(task, batch)
+        return Outcome(batch, _render_and_write(task, batch))
     except Exception as exc:  # reported in the summary; the sweep goes on with other batches
-        return Outcome(batch, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - began)
-    return Outcome(batch, renders, seconds=time.perf_counter() - began)
+        return Outcome(batch, error=f"{type(exc).__name__}: {exc}")
 
 
 def _render_and_write(task: Task, batch: Batch) -> list[Render]:
@@ -221,7 +218,7 @@ def versions() -> str:
                        "pillow": PIL.__version__, "python": platform.python_version()}, sort_keys=True)
 
 
-def choose_workers(requested: int | str, batch_size: int) -> tuple[int, int | None]:
+def choose_workers(requested: int | str) -> tuple[int, int | None]:
     """(worker processes, TensorFlow threads each). On a GPU: one process, large batches. On a CPU, `auto`
     splits the cores into processes of up to two threads each (on 2 cores, 2 processes of 1 thread rendered
     1.13x as fast as 1 process of 2: benchmarks/sweep_workers.py); an explicit N splits them N ways."""
@@ -253,7 +250,7 @@ def plan_sweep(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None) 
     return Plan(items, todo, make_batches(todo, batch_size), hashes, batch_size)
 
 
-def prepare_run_folder(loaded: LoadedConfig, model: Any, sweep_stale: bool = True) -> list[Mode]:
+def prepare_run_folder(loaded: LoadedConfig, model: Any, versions_json: str, sweep_stale: bool = True) -> None:
     """Write run.json and copy the base photos in (atomically); sweep away temp files a kill left behind
     (not while other slices may be writing theirs)."""
     folder = loaded.run_folder
@@ -271,8 +268,7 @@ def prepare_run_folder(loaded: LoadedConfig, model: Any, sweep_stale: bool = Tru
     write_run_info(folder, loaded.name, {"spec": model.spec, "sha256": model.sha256}, model.layers, modes,
                    {"render": config.settings().pixel_dict(), "seed": config.seed,
                     "formats": config.formats.model_dump(), "layer_dreams": config.layer_dreams,
-                    "config": str(loaded.path)}, versions=json.loads(versions()))
-    return modes
+                    "config": str(loaded.path)}, versions=json.loads(versions_json))
 
 
 @dataclass
@@ -295,8 +291,7 @@ class Summary:
         return head + rows + tail + [f"failed: {f}" for f in self.failed]
 
 
-def execute(plan: Plan, task: Task, workers: int, backend: str | None = None,
-            progress: bool | None = None) -> Iterator[Outcome]:
+def execute(plan: Plan, task: Task, workers: int, backend: str | None = None) -> Iterator[Outcome]:
     """Run the plan's batches with joblib and yield outcomes as they finish."""
     import joblib
 
@@ -315,30 +310,32 @@ def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = 
 
     slice_ = parse_shard(shard)
     model = load_model(loaded.config.model)
-    plan_sweep(loaded, model, slice_)  # config errors before anything is created
+    resolve_work(loaded, model.layers, modes_of(loaded))  # config errors before anything is created
     folder = loaded.run_folder
     folder.mkdir(parents=True, exist_ok=True)
     lock = take_lock(folder, slice_)
+    client = None
     try:
         began = time.perf_counter()
         plan = plan_sweep(loaded, model, slice_)
-        prepare_run_folder(loaded, model, sweep_stale=slice_ is None)
+        stamp = versions()
+        prepare_run_folder(loaded, model, stamp, sweep_stale=slice_ is None)
         summary = Summary(skipped=len(plan.items) - len(plan.todo))
-        workers, threads = choose_workers(loaded.config.workers, plan.batch_size)
+        workers, threads = choose_workers(loaded.config.workers)
         client = _dask_client(scheduler) if backend == "dask" else None
+        photos = {m.id: str(loaded.photos[m.photo]) for m in modes_of(loaded) if m.photo}
         task = Task(model=model.spec, run_folder=str(folder), settings=loaded.config.settings(),
-                    seed=loaded.config.seed, photos={m.id: str(loaded.photos[m.photo]) for m in modes_of(loaded) if m.photo},
-                    hashes=plan.hashes, formats=loaded.config.formats.model_dump(), versions=versions(),
-                    threads=threads)
+                    seed=loaded.config.seed, photos=photos, hashes=plan.hashes,
+                    formats=loaded.config.formats.model_dump(), versions=stamp, threads=threads)
         with Manifest(folder / manifest_name(slice_), create=True) as manifest, Progress(plan.todo, out) as bars:
             for outcome in execute(plan, task, workers, backend):
                 _record(outcome, manifest, summary)
                 bars.advance(outcome.batch.layer, len(outcome.batch.channels))
-        if client is not None:
-            client.close()
         summary.seconds = time.perf_counter() - began
         return summary
     finally:
+        if client is not None:
+            client.close()
         lock.release()
 
 
