@@ -49,8 +49,8 @@ class RenderSettings:
     tile: int = 512
     # speed: batch_size never changes pixels. precision "bfloat16" (opt-in; "auto" picks it on CPUs with
     # native bfloat16, AVX512_BF16 or AMX) is 1.1-1.5x faster with the same metrics on the stand-in, but
-    # its coarser rounding lets a batched render drift far from the same channel rendered alone; bfloat16
-    # AVX512_BF16 and gives close but different pixels, so it is part of the pixel hash when set
+    # its coarser rounding lets a batched render drift far from the same channel rendered alone; its pixels
+    # differ from float32's, so it is part of the pixel hash when set
     batch_size: int | None = None  # None: chosen from the device
     precision: str = "float32"  # float32 | bfloat16 | auto: of the weights and activations in gradient steps
 
@@ -170,7 +170,7 @@ def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.
                      settings: RenderSettings, seed: int) -> np.ndarray:
     """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images."""
     step_fn, _ = _step_functions(model, layer, settings.objective, settings.laplacian_levels,
-                                     settings.resolved_precision())
+                                 settings.resolved_precision())
     rng = np.random.default_rng([seed, 1 << 20])  # jitter: shared by the batch, independent of its makeup
     sizes = transforms.octave_sizes(settings.size, settings.size, settings.octaves, settings.octave_scale)
     images = transforms.resize(starts, *sizes[0])
@@ -190,7 +190,7 @@ def dream_from_photo(model: Model, layer: str, channels: np.ndarray, photo: np.n
     """Classic DeepDream: octaves small to large re-injecting lost detail, tiled gradients with a random
     shift per step so memory stays bounded and no seams show; returns float images."""
     _, grad_fn = _step_functions(model, layer, settings.objective, settings.laplacian_levels,
-                                     settings.resolved_precision())
+                                 settings.resolved_precision())
     rng = np.random.default_rng([seed, 1 << 21])
     targets = tf.constant(channels, tf.int32)
     images = tf.constant(np.repeat(photo[None], len(channels), axis=0))
@@ -229,33 +229,46 @@ def tiled_gradient(grad_fn: StepFn, images: tf.Tensor, channels: tf.Tensor, tile
 
 
 def tensor_channels(model: Model, name: str) -> int:
-    """Channels of a catalogued layer, or of any other activation tensor (probed once on a small image)."""
+    """Channels of a catalogued layer, or of any other activation tensor (probed with one 224 px image)."""
     for layer in model.layers:
         if layer.name == name:
             return layer.channels
     return int(model.layer_fn(name)(tf.zeros([1, 224, 224, 3])).shape[-1])
 
 
-def channel_means(model: Model, layer: str, images: np.ndarray, batch: int) -> np.ndarray:
-    """Mean activation of every channel of `layer` on each image: [N, C]."""
+def per_image(model: Model, layer: str, images: np.ndarray, batch: int,
+              reduce: Callable[[tf.Tensor], tf.Tensor]) -> np.ndarray:
+    """`reduce` of `layer`'s activations for each image, evaluated `batch` images at a time."""
     fn = model.layer_fn(layer)
-    parts = [tf.reduce_mean(fn(tf.constant(images[i:i + batch], tf.float32)), axis=[1, 2]).numpy()
+    parts = [reduce(fn(tf.constant(images[i:i + batch], tf.float32))).numpy()
              for i in range(0, len(images), batch)]
     return np.concatenate(parts).astype(np.float64)
 
 
+def _mean_square(acts: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.square(acts), axis=[1, 2, 3])
+
+
+def channel_means(model: Model, layer: str, images: np.ndarray, batch: int) -> np.ndarray:
+    """Mean activation of every channel of `layer` on each image: [N, C]."""
+    return per_image(model, layer, images, batch, lambda acts: tf.reduce_mean(acts, axis=[1, 2]))
+
+
 def measure(model: Model, layer: str, channels: list[int], starts: np.ndarray, finals: np.ndarray,
             objective: str, batch: int) -> list[dict[str, float | int | bool | None]]:
-    """Start and end activation, lift, rank and specificity of each render (see RenderResult)."""
+    """Start and end activation, lift, rank and specificity of each render (see RenderResult).
+
+    `starts` holds one start image per render, or one shared by all (a photo)."""
+    count = len(finals)
+    if objective not in PER_CHANNEL:
+        start = np.resize(per_image(model, layer, starts, batch, _mean_square), count)
+        end = per_image(model, layer, finals, batch, _mean_square)
+        return [{"start": float(s), "end": float(e), "lift": float((e - s) / max(abs(s), 1e-12)), "rank": None,
+                 "specific": None} for s, e in zip(start, end)]
     start_means = channel_means(model, layer, starts, batch)
     end_means = channel_means(model, layer, finals, batch)
-    if len(start_means) == 1 and len(finals) > 1:  # one shared start image (a photo)
-        start_means = np.repeat(start_means, len(finals), axis=0)
-    if objective not in PER_CHANNEL:
-        start = [float(v) for v in _mean_square(model, layer, starts, batch, len(finals))]
-        end = [float(v) for v in _mean_square(model, layer, finals, batch, len(finals))]
-        return [{"start": s, "end": e, "lift": (e - s) / max(abs(s), 1e-12), "rank": None, "specific": None}
-                for s, e in zip(start, end)]
+    if len(start_means) == 1 and count > 1:
+        start_means = np.repeat(start_means, count, axis=0)
     sign = -1.0 if objective == "negative" else 1.0
     own = np.array(channels)
     rows = np.arange(len(own))
@@ -268,13 +281,6 @@ def measure(model: Model, layer: str, channels: list[int], starts: np.ndarray, f
         [bool(cross[j, j] > np.delete(cross[:, j], j).max()) for j in range(len(own))]
     return [{"start": float(s), "end": float(e), "lift": float((e - s) / d), "rank": int(r), "specific": p}
             for s, e, d, r, p in zip(start, end, spread, ranks, specific)]
-
-
-def _mean_square(model: Model, layer: str, images: np.ndarray, batch: int, count: int) -> np.ndarray:
-    fn = model.layer_fn(layer)
-    values = np.concatenate([tf.reduce_mean(tf.square(fn(tf.constant(images[i:i + batch]))), axis=[1, 2, 3])
-                             .numpy() for i in range(0, len(images), batch)])
-    return np.resize(values, count)
 
 
 def render_channels(model: Model, layer: str, channels: list[int] | None = None, photo: np.ndarray | None = None,
