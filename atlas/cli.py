@@ -85,6 +85,12 @@ class SweepFailed(Exception):
     """Some renders failed: the sweep ends with exit code 1 after its summary."""
 
 
+# RenderSettings fields `atlas dream` takes as --flags (besides --objective and --precision).
+DREAM_SETTINGS = [("size", int), ("octaves", int), ("octave_scale", float), ("steps", int), ("step_size", float),
+                  ("photo_octaves", int), ("photo_steps", int), ("photo_step_size", float), ("tile", int),
+                  ("batch_size", int)]
+
+
 def _dream_parser(sub: argparse._SubParsersAction) -> None:
     dream = sub.add_parser("dream", help="render one layer's channels from noise or from a photo")
     _model_arg(dream)
@@ -96,12 +102,10 @@ def _dream_parser(sub: argparse._SubParsersAction) -> None:
     dream.add_argument("-o", "--output", default=".", help="a .png/.jpg/.webp file for one image, else a folder")
     dream.add_argument("--seed", type=int, default=0)
     dream.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
-                       help="of gradient steps (default float32; bfloat16 is faster on CPUs with AVX512_BF16/AMX; auto "
-                       "picks it there)")
-    for flag, kind in [("size", int), ("octaves", int), ("octave-scale", float), ("steps", int),
-                       ("step-size", float), ("photo-octaves", int), ("photo-steps", int),
-                       ("photo-step-size", float), ("tile", int), ("batch-size", int)]:
-        dream.add_argument(f"--{flag}", type=kind, default=None, help="render setting (see README)")
+                       help="of gradient steps (default float32; bfloat16 is faster on CPUs with "
+                       "AVX512_BF16/AMX; auto picks it there)")
+    for name, kind in DREAM_SETTINGS:
+        dream.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help="render setting (see README)")
 
 
 LAYER_COLUMNS = ["index", "name", "block", "channels", "kernel", "stride", "in_channels", "depth",
@@ -150,10 +154,8 @@ def cmd_dream(args: argparse.Namespace) -> None:
     from atlas.selection import parse_channels
 
     try:
-        settings = with_overrides(RenderSettings(objective=args.objective), **{
-            key: getattr(args, key) for key in ("size", "octaves", "octave_scale", "steps", "step_size",
-                                                "photo_octaves", "photo_steps", "photo_step_size", "tile",
-                                                "batch_size", "precision")})
+        settings = with_overrides(RenderSettings(objective=args.objective), precision=args.precision,
+                                  **{name: getattr(args, name) for name, _ in DREAM_SETTINGS})
     except ValueError as exc:
         raise UserError(f"bad render setting: {exc}") from None
     if args.objective != "layer" and args.channel is None:

@@ -9,6 +9,7 @@ from typing import Any
 from atlas.config import LoadedConfig, WorkItem, modes_of
 from atlas.sweep import Plan, parse_shard, plan_sweep
 
+
 def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
     """Pixels over all octaves, in units of 224 x 224 images (gradient cost grows with pixels)."""
     from atlas.transforms import octave_sizes
@@ -39,7 +40,8 @@ def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
     return best / batch, max(0.0, first - best)
 
 
-def estimate(plan: Plan, loaded: LoadedConfig, model: Any, out: Any = sys.stdout, shard: str | None = None) -> float:
+def estimate(plan: Plan, loaded: LoadedConfig, model: Any, out: Any = sys.stdout,
+             shard: str | None = None) -> float:
     """Print the work per layer with a time estimate from a measured step of each layer; returns seconds."""
     from tqdm import tqdm
 
