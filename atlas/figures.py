@@ -21,7 +21,7 @@ from atlas.atomic import atomic_path
 from atlas.catalogue import Layer
 from atlas.errors import UserError
 from atlas.manifest import NOISE, WHOLE_LAYER, Mode, Render, Run
-from atlas.selection import check_channels, parse_channels
+from atlas.selection import check_channels, format_channels, parse_channels
 from atlas.validation import load_yaml, validate
 
 FIGURES_DIR = "figures"
@@ -246,14 +246,9 @@ class Cell:
 
 def channel_ranges(channels: list[int]) -> str:
     """`[3, 9, 10, 11, -1]` as `3,9-11,layer` (-1 is the whole-layer dream)."""
-    runs: list[list[int]] = []
-    for channel in sorted(c for c in channels if c != WHOLE_LAYER):
-        if runs and channel == runs[-1][-1] + 1:
-            runs[-1].append(channel)
-        else:
-            runs.append([channel])
-    parts = [f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs]
-    return ",".join(parts + (["layer"] if WHOLE_LAYER in channels else []))
+    ranges = format_channels([c for c in channels if c != WHOLE_LAYER])
+    parts = ([ranges] if ranges else []) + (["layer"] if WHOLE_LAYER in channels else [])
+    return ",".join(parts)
 
 
 def short_layer(name: str) -> str:

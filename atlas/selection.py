@@ -34,3 +34,14 @@ def check_channels(channels: list[int], count: int, layer: str) -> None:
     if bad:
         raise UserError(f"channel {bad[0]} is out of range for {layer}, which has {count} channels "
                         f"(0-{count - 1})")
+
+
+def format_channels(channels: list[int]) -> str:
+    """The inverse of `parse_channels`: `[9, 3, 10, 11]` as `3,9-11` (runs of consecutive channels)."""
+    runs: list[list[int]] = []
+    for channel in sorted(channels):
+        if runs and channel == runs[-1][-1] + 1:
+            runs[-1].append(channel)
+        else:
+            runs.append([channel])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)

@@ -32,6 +32,7 @@ from atlas.atomic import atomic_path, atomic_write_text
 from atlas.catalogue import Layer
 from atlas.errors import UserError
 from atlas.manifest import WHOLE_LAYER, Mode, Render, Run, image_paths, read_run
+from atlas.selection import format_channels
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 SITE_DIR = "site"
@@ -371,7 +372,7 @@ def search_index(atlas: Atlas) -> dict[str, Any]:
                       "thumbSize": [atlas.thumb[mode.id].width, atlas.thumb[mode.id].height]})
     layers = [{"name": v.name, "block": v.layer.block, "channels": v.channels, "kernel": _kernel(v.layer),
                "stride": v.layer.stride, "rf": v.layer.receptive_field, "depth": v.layer.depth,
-               "rendered": {mode: _ranges(sorted(found)) for mode, found in v.renders.items() if found},
+               "rendered": {mode: format_channels(sorted(found)) for mode, found in v.renders.items() if found},
                "dreams": {mode: r.web for mode, r in v.dreams.items()}} for v in atlas.layers]
     return {"modes": modes, "layers": layers}
 
@@ -386,20 +387,6 @@ def _image_exts(atlas: Atlas, mode: str) -> tuple[str, str]:
         for render in view.renders.get(mode, {}).values():
             return render.web.rsplit(".", 1)[-1], render.thumb.rsplit(".", 1)[-1]
     return "jpg", "jpg"
-
-
-def _ranges(channels: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    parts: list[str] = []
-    start = prev = None
-    for channel in channels + [None]:
-        if start is not None and (channel is None or channel != prev + 1):
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
-            start = None
-        if channel is not None and start is None:
-            start = channel
-        prev = channel
-    return ",".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------------------

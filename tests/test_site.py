@@ -18,7 +18,8 @@ from PIL import Image
 
 from atlas.errors import UserError
 from atlas.manifest import MANIFEST_FILE, Manifest, read_run, write_run_info
-from atlas.site import INDEX_JS, _ranges, build_site, display_order, make_server
+from atlas.selection import format_channels
+from atlas.site import INDEX_JS, build_site, display_order, make_server
 from fakerun import make_fake_run, synthetic_layers
 
 BLOCKS = ["stem", "mixed3a", "mixed3b", "mixed4a", "head0", "mixed4b", "mixed4c", "mixed4d", "head1", "mixed4e",
@@ -140,7 +141,8 @@ def test_search_index_takes_the_thumbnail_format_from_the_run(tmp_path, layers):
 
 
 def test_ranges():
-    assert _ranges([]) == "" and _ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and _ranges([3]) == "3"
+    assert format_channels([]) == "" and format_channels([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert format_channels([3]) == "3"
 
 
 def test_rebuild_rewrites_only_what_changed(tmp_path, layers):
