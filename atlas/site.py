@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from atlas.atomic import atomic_path, atomic_write_text
+from atlas.atomic import atomic_write_bytes, atomic_write_text
 from atlas.catalogue import Layer
 from atlas.errors import UserError
 from atlas.manifest import WHOLE_LAYER, Mode, Render, Run, image_paths, read_run
@@ -420,9 +420,7 @@ class _Writer:
                 return False
         except OSError:
             pass
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(data)
-            tmp.chmod(0o644)  # temp files are private; pages are for any web server to read
+        atomic_write_bytes(target, data)  # mode from the umask, like any file the user writes
         return True
 
     def _collect(self) -> None:
