@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from atlas.atomic import atomic_write_text
-from atlas.catalogue import Layer
+from atlas.catalogue import Layer, find_layer
 from atlas.errors import UserError
 
 RUN_FILE = "run.json"
@@ -194,8 +194,6 @@ class Run:
     info: dict[str, Any] = field(default_factory=dict)  # the whole run.json
 
     def layer(self, name: str) -> Layer:
-        from atlas.catalogue import find_layer
-
         return find_layer(self.layers, name)
 
     def by_key(self) -> dict[tuple[str, str, int], Render]:

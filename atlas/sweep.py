@@ -147,11 +147,11 @@ def run_batch(task: Task, batch: Batch) -> Outcome:
 
 
 def _render_and_write(task: Task, batch: Batch) -> list[Render]:
-    from atlas.images import load_photo, save_image
+    from atlas.images import save_image
     from atlas.render import render_channels, with_overrides
 
     model = _worker_model(task)
-    photo = load_photo(task.photos[batch.mode]) if batch.mode in task.photos else None
+    photo = _worker_photo(task.photos[batch.mode]) if batch.mode in task.photos else None
     settings = task.settings
     if batch.channels == (WHOLE_LAYER,):
         settings = with_overrides(settings, objective="layer")
@@ -189,6 +189,16 @@ def _worker_model(task: Task) -> Any:
 
         _WORKER.update(spec=task.model, model=load_model(task.model))
     return _WORKER["model"]
+
+
+def _worker_photo(path: str) -> Any:
+    """A base photo, decoded once per worker process (every batch of its mode starts from it)."""
+    from atlas.images import load_photo
+
+    photos = _WORKER.setdefault("photos", {})
+    if path not in photos:
+        photos[path] = load_photo(path)
+    return photos[path]
 
 
 def _keep_worker_alive() -> None:
