@@ -58,9 +58,9 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from atlas.config import load_config
-    from atlas.estimate import dry_run
-    from atlas.sweep import sweep
+    from atlas.run.config import load_config
+    from atlas.run.estimate import dry_run
+    from atlas.run.sweep import sweep
 
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
@@ -75,7 +75,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise SweepFailed(f"{len(summary.failed)} batches failed (listed above); re-run the same command to "
                           "retry them")
     if args.command == "run":
-        from atlas.site import build_site
+        from atlas.publish.site import build_site
 
         report = build_site(loaded.run_folder, progress=True)
         print(report.summary())
@@ -135,7 +135,7 @@ def format_layers(layers: list, fmt: str) -> str:
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
-    from atlas.model import load_model
+    from atlas.model.graph import load_model
 
     model = load_model(args.model)
     print(format_layers(model.layers, args.format))
@@ -148,10 +148,10 @@ def cmd_dream(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from atlas.images import load_photo, save_image
-    from atlas.manifest import WHOLE_LAYER
-    from atlas.model import load_model
-    from atlas.render import RenderSettings, render_channels, tensor_channels, with_overrides
-    from atlas.selection import parse_channels
+    from atlas.run.manifest import WHOLE_LAYER
+    from atlas.model.graph import load_model
+    from atlas.render.loop import RenderSettings, render_channels, tensor_channels, with_overrides
+    from atlas.model.selection import parse_channels
 
     try:
         settings = with_overrides(RenderSettings(objective=args.objective), precision=args.precision,
@@ -224,8 +224,8 @@ def _figure_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_figure(args: argparse.Namespace) -> None:
-    from atlas.figures import figure_job
-    from atlas.manifest import read_run
+    from atlas.publish.figures import figure_job
+    from atlas.run.manifest import read_run
 
     made, combined = figure_job(read_run(args.run), args)
     for item in made:
@@ -238,13 +238,13 @@ def cmd_figure(args: argparse.Namespace) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    from atlas.site import build_site
+    from atlas.publish.site import build_site
 
     print(build_site(args.run_folder, progress=True).summary())
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from atlas.site import serve
+    from atlas.publish.site import serve
 
     serve(args.run_folder, args.port)
 

@@ -25,7 +25,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from atlas.model import load_model
+    from atlas.model.graph import load_model
 
     model = load_model(args.model)
     layer = model.layer(args.layer)

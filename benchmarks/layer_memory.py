@@ -26,7 +26,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from atlas.model import load_model
+    from atlas.model.graph import load_model
 
     model = load_model(args.model)
     weights_mb = sum(n.attr["value"].tensor.ByteSize() for n in model.graph_def.node if n.op == "Const") / 1e6

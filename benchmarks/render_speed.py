@@ -6,7 +6,7 @@ Usage: python benchmarks/render_speed.py [--model synthetic] [--layers A B C] [-
 Both ways call `render_channels` with the same channels and settings (one octave of --steps steps at --size
 px, so the work is a reduced but real render, metrics included); only batch_size differs (and precision,
 when two are given). Rounds alternate ways and layers so that machine noise hits all of them. FLOPs are
-counted from the GraphDef (atlas.flops): a step is forward + input gradient, taken as 2 × the forward
+counted from the GraphDef (atlas.model.flops): a step is forward + input gradient, taken as 2 × the forward
 Conv2D/MatMul FLOPs; each render also runs two forward passes for its metrics (start and end image), counted
 as one more image-step. The machine's speed drifts, so each render's FLOP rate is divided by the matmul rate
 timed just before and after it, and the fraction printed is the median over rounds.
@@ -45,9 +45,9 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.intra)
     tf.config.threading.set_inter_op_parallelism_threads(args.inter)
-    from atlas.flops import step_flops
-    from atlas.model import load_model
-    from atlas.render import RenderSettings, auto_batch_size, render_channels
+    from atlas.model.flops import step_flops
+    from atlas.model.graph import load_model
+    from atlas.render.loop import RenderSettings, auto_batch_size, render_channels
 
     model = load_model(args.model)
     layers = [model.layer(name).name for name in args.layers]

@@ -21,8 +21,8 @@ import yaml
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from atlas.config import load_config  # noqa: E402
-from atlas.sweep import sweep  # noqa: E402
+from atlas.run.config import load_config  # noqa: E402
+from atlas.run.sweep import sweep  # noqa: E402
 
 LAYERS = ["conv2d2_pre_relu", "mixed4d_3x3_bottleneck_pre_relu", "mixed5b_5x5_pre_relu"]
 

@@ -4,7 +4,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
-from atlas.model import load_model  # noqa: E402
+from atlas.model.graph import load_model  # noqa: E402
 
 SMALL = "synthetic:0.125"
 

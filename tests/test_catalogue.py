@@ -1,9 +1,9 @@
 import pytest
 
-from atlas.catalogue import build_catalogue
+from atlas.model.catalogue import build_catalogue
 from atlas.errors import UserError
-from atlas.source import read_graph_bytes, resolve
-from atlas.synthetic import build_graph_def
+from atlas.model.source import read_graph_bytes, resolve
+from atlas.model.synthetic import build_graph_def
 
 
 @pytest.mark.fullsize
@@ -84,7 +84,7 @@ def test_stand_in_bytes_are_identical_across_processes():
     import subprocess
     import sys
 
-    code = ("import hashlib; from atlas.source import read_graph_bytes, resolve; "
+    code = ("import hashlib; from atlas.model.source import read_graph_bytes, resolve; "
             "print(hashlib.sha256(read_graph_bytes(resolve('synthetic:0.125'))).hexdigest())")
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}

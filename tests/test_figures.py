@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from atlas import figures
+from atlas.publish import figures
 from atlas.cli import main
 from atlas.errors import UserError
-from atlas.figures import FigureSpec, ItemSpec, SpecFile
-from atlas.manifest import WHOLE_LAYER, Run, read_run
+from atlas.publish.figures import FigureSpec, ItemSpec, SpecFile
+from atlas.run.manifest import WHOLE_LAYER, Run, read_run
 from tests.fakerun import make_fake_run, synthetic_layers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,7 +243,7 @@ def test_cli_on_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_figures_do_not_import_tensorflow():
-    code = "import sys, atlas.figures, atlas.cli; print('tensorflow' in sys.modules)"
+    code = "import sys, atlas.publish.figures, atlas.cli; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
 
@@ -265,8 +265,8 @@ def real_run(tmp_path_factory) -> Run:
     """A small real sweep of the stand-in: 4 layers x 4 channels, noise and a photo with whole-layer dreams."""
     import yaml
 
-    from atlas.config import load_config
-    from atlas.sweep import sweep
+    from atlas.run.config import load_config
+    from atlas.run.sweep import sweep
 
     folder = tmp_path_factory.mktemp("real")
     config = {"name": "real", "model": "synthetic:0.125", "channels": 4, "modes": ["noise", "photo"],

@@ -1,6 +1,6 @@
 import tensorflow as tf
 
-from atlas.flops import forward_flops, step_flops
+from atlas.model.flops import forward_flops, step_flops
 
 
 def test_first_convolution_is_counted_exactly(small_model):

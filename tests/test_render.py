@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atlas import transforms
+from atlas.render import transforms
 from atlas.errors import UserError
 from atlas.images import encode, load_photo
-from atlas.model import load_model
-from atlas.render import RenderSettings, render_channels, tile_edges
+from atlas.model.graph import load_model
+from atlas.render.loop import RenderSettings, render_channels, tile_edges
 
 FAST = RenderSettings(octaves=2, steps=4)
 
@@ -74,7 +74,7 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 def test_each_image_gets_exactly_its_own_gradient(small_model, size):
     """No cross-talk in a batch, on every fourth layer low to high: each image's gradient equals its gradient
     computed alone, up to float rounding (kernels may sum in another order for another batch size)."""
-    from atlas.render import _step_functions
+    from atlas.render.loop import _step_functions
 
     images = np.random.default_rng(size).normal(128, 20, (3, size, size, 3)).astype(np.float32)
     for layer in small_model.layers[::4]:
@@ -145,7 +145,7 @@ def _fast():
 
 
 def test_precision_setting(monkeypatch):
-    from atlas import render
+    from atlas.render import loop as render
 
     assert RenderSettings(precision="float32").pixel_hash() != RenderSettings(precision="bfloat16").pixel_hash()
     for flags, expected in [({"avx512f", "avx512_bf16"}, "bfloat16"), ({"amx_bf16"}, "bfloat16"), ({"avx2"}, "float32")]:

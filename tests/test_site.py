@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from atlas.errors import UserError
-from atlas.manifest import MANIFEST_FILE, Manifest, read_run, write_run_info
-from atlas.selection import format_channels
-from atlas.site import INDEX_JS, build_site, display_order, make_server
+from atlas.run.manifest import MANIFEST_FILE, Manifest, read_run, write_run_info
+from atlas.model.selection import format_channels
+from atlas.publish.site import INDEX_JS, build_site, display_order, make_server
 from fakerun import make_fake_run, synthetic_layers
 
 BLOCKS = ["stem", "mixed3a", "mixed3b", "mixed4a", "head0", "mixed4b", "mixed4c", "mixed4d", "head1", "mixed4e",

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from atlas.atomic import atomic_write_bytes
-from atlas.site import build_site
+from atlas.publish.site import build_site
 from fakerun import make_fake_run, synthetic_layers
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from atlas.cli import main
-from atlas.source import LABELS_NAME, PB_NAME, ZIP_NAME, resolve
-from atlas.synthetic import build_graph_def
+from atlas.model.source import LABELS_NAME, PB_NAME, ZIP_NAME, resolve
+from atlas.model.synthetic import build_graph_def
 
 
 def make_zip(with_pb: bool = True) -> bytes:

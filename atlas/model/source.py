@@ -183,7 +183,7 @@ def _extract(zf: zipfile.ZipFile, member: str, target: Path) -> None:
 def read_graph_bytes(source: ModelSource) -> bytes:
     """The serialized GraphDef of `source`."""
     if source.pb_path is None:
-        from atlas.synthetic import build_graph_def
+        from atlas.model.synthetic import build_graph_def
 
         return build_graph_def(scale=source.synthetic_scale or 1.0).SerializeToString(deterministic=True)
     try:
@@ -199,7 +199,7 @@ def read_graph_bytes(source: ModelSource) -> bytes:
 
 def write_synthetic(path: Path, scale: float = 1.0, seed: int = 0) -> Path:
     """Save the stand-in as a .pb file (for tests and for trying the file-loading path)."""
-    from atlas.synthetic import build_graph_def
+    from atlas.model.synthetic import build_graph_def
 
     atomic_write_bytes(path, build_graph_def(scale=scale, seed=seed).SerializeToString(deterministic=True))
     return path

@@ -3,7 +3,7 @@
 Two steps, one way: pure functions turn (Run, FigureSpec) into a `FigureLayout` (page size in inches, title,
 panels with boxes, image paths or None for a gap, labels, captions) without drawing anything; then
 `write_figure` / `write_combined_pdf` draw layouts with matplotlib (Agg, DejaVu Sans bundled with it).
-Figures read the run only through `atlas.manifest`; nothing here imports TensorFlow.
+Figures read the run only through `atlas.run.manifest`; nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atlas.atomic import atomic_path
-from atlas.catalogue import Layer
+from atlas.model.catalogue import Layer
 from atlas.errors import UserError
-from atlas.manifest import NOISE, WHOLE_LAYER, Mode, Render, Run
-from atlas.selection import check_channels, format_channels, parse_channels
+from atlas.run.manifest import NOISE, WHOLE_LAYER, Mode, Render, Run
+from atlas.model.selection import check_channels, format_channels, parse_channels
 from atlas.validation import load_yaml, validate
 
 FIGURES_DIR = "figures"

@@ -20,9 +20,9 @@ from google.protobuf.message import DecodeError
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tensorflow.python.framework import tensor_util
 
-from atlas.catalogue import Layer, build_catalogue, find_layer, input_name, source_name, topological_order
+from atlas.model.catalogue import Layer, build_catalogue, find_layer, input_name, source_name, topological_order
 from atlas.errors import UserError
-from atlas.source import ModelSource, read_graph_bytes, resolve
+from atlas.model.source import ModelSource, read_graph_bytes, resolve
 
 IMAGENET_MEAN = 117.0
 LayerFn = Callable[[tf.Tensor], tf.Tensor]
@@ -194,7 +194,7 @@ class Model:
 
 
 def load_model(spec: str | None = None) -> Model:
-    """Resolve `spec` (see `atlas.source.resolve`), parse the graph and catalogue it."""
+    """Resolve `spec` (see `atlas.model.source.resolve`), parse the graph and catalogue it."""
     source = resolve(spec)
     data = read_graph_bytes(source)
     origin = str(source.pb_path) if source.pb_path else source.spec

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from atlas.atomic import atomic_write_text
-from atlas.catalogue import Layer, find_layer
+from atlas.model.catalogue import Layer, find_layer
 from atlas.errors import UserError
 
 RUN_FILE = "run.json"

@@ -6,13 +6,13 @@ import sys
 import time
 from typing import Any
 
-from atlas.config import LoadedConfig, WorkItem, modes_of
-from atlas.sweep import Plan, parse_shard, plan_sweep
+from atlas.run.config import LoadedConfig, WorkItem, modes_of
+from atlas.run.sweep import Plan, parse_shard, plan_sweep
 
 
 def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
     """Pixels over all octaves, in units of 224 x 224 images (gradient cost grows with pixels)."""
-    from atlas.transforms import octave_sizes
+    from atlas.render.transforms import octave_sizes
 
     return sum(h * w for h, w in octave_sizes(size_h, size_w, octaves, scale)) / (224 * 224)
 
@@ -24,7 +24,7 @@ def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
     import numpy as np
     import tensorflow as tf
 
-    from atlas.render import _step_functions
+    from atlas.render.loop import _step_functions
 
     step, _ = _step_functions(model, layer, "channel", 4, precision)
     images = tf.constant(np.full((batch, 224, 224, 3), 128, np.float32))
@@ -84,7 +84,7 @@ def format_duration(seconds: float) -> str:
 
 def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = sys.stdout) -> float:
     """What a sweep would do and how long it would take here; writes nothing."""
-    from atlas.model import load_model
+    from atlas.model.graph import load_model
 
     model = load_model(loaded.config.model)
     return estimate(plan_sweep(loaded, model, parse_shard(shard)), loaded, model, out, shard)

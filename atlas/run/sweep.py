@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from atlas.atomic import atomic_path, remove_stale_parts
-from atlas.config import LoadedConfig, WorkItem, modes_of, resolve_work
+from atlas.run.config import LoadedConfig, WorkItem, modes_of, resolve_work
 from atlas.errors import UserError
-from atlas.manifest import (WHOLE_LAYER, Manifest, Render, image_paths, manifest_name, recorded_hashes,
+from atlas.run.manifest import (WHOLE_LAYER, Manifest, Render, image_paths, manifest_name, recorded_hashes,
                             write_run_info)
-from atlas.render import RenderSettings
+from atlas.render.loop import RenderSettings
 
 LOCK_FILE = ".sweep.lock"
 
@@ -148,7 +148,7 @@ def run_batch(task: Task, batch: Batch) -> Outcome:
 
 def _render_and_write(task: Task, batch: Batch) -> list[Render]:
     from atlas.images import save_image
-    from atlas.render import render_channels, with_overrides
+    from atlas.render.loop import render_channels, with_overrides
 
     model = _worker_model(task)
     photo = _worker_photo(task.photos[batch.mode]) if batch.mode in task.photos else None
@@ -185,7 +185,7 @@ def _worker_model(task: Task) -> Any:
             except RuntimeError:  # TensorFlow already running in this process: keep its settings
                 pass
             _WORKER["threads"] = task.threads
-        from atlas.model import load_model
+        from atlas.model.graph import load_model
 
         _WORKER.update(spec=task.model, model=load_model(task.model))
     return _WORKER["model"]
@@ -244,7 +244,7 @@ def choose_workers(requested: int | str) -> tuple[int, int | None]:
 
 def plan_sweep(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None) -> Plan:
     """Resolve the config against the catalogue, slice the shard, and drop what is already done."""
-    from atlas.render import auto_batch_size
+    from atlas.render.loop import auto_batch_size
 
     config = loaded.config
     modes = modes_of(loaded)
@@ -316,7 +316,7 @@ def execute(plan: Plan, task: Task, workers: int, backend: str | None = None) ->
 def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = None,
           scheduler: str | None = None, out: Any = sys.stderr) -> Summary:
     """Run (or resume) the sweep a config describes; returns what happened."""
-    from atlas.model import load_model
+    from atlas.model.graph import load_model
 
     slice_ = parse_shard(shard)
     model = load_model(loaded.config.model)

@@ -1,4 +1,4 @@
-"""The static gallery: reads a run folder through `atlas.manifest` and writes `<run>/site/`.
+"""The static gallery: reads a run folder through `atlas.run.manifest` and writes `<run>/site/`.
 
     site/index.html                      the network, low to high: blocks, layers, counts, a strip of renders
     site/layers/<layer>.html             every channel of a layer as a thumbnail grid, one tab per mode
@@ -29,12 +29,12 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from atlas.atomic import atomic_write_bytes, atomic_write_text
-from atlas.catalogue import Layer
+from atlas.model.catalogue import Layer
 from atlas.errors import UserError
-from atlas.manifest import WHOLE_LAYER, Mode, Render, Run, image_paths, read_run
-from atlas.selection import format_channels
+from atlas.run.manifest import WHOLE_LAYER, Mode, Render, Run, image_paths, read_run
+from atlas.model.selection import format_channels
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 SITE_DIR = "site"
 FIGURES_DIR = "figures"
 LEDGER = ".atlas-site.json"  # the files the last build wrote, so a rebuild can remove stale ones

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 
-from atlas.catalogue import source_name
+from atlas.model.catalogue import source_name
 
 
 def _subgraph(graph_def: graph_pb2.GraphDef, target: str) -> list[node_def_pb2.NodeDef]:

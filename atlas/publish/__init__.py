@@ -1,0 +1,1 @@
+"""The publish stage: the static gallery and teaching figures, read from a run folder."""

@@ -1,0 +1,1 @@
+"""The render stage: objectives, image transforms and the batched gradient-ascent loop."""
