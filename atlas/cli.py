@@ -148,10 +148,9 @@ def cmd_dream(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from atlas.images import load_photo, save_image
-    from atlas.run.manifest import WHOLE_LAYER
     from atlas.model.graph import load_model
+    from atlas.model.selection import WHOLE_LAYER, parse_channels
     from atlas.render.loop import RenderSettings, render_channels, tensor_channels, with_overrides
-    from atlas.model.selection import parse_channels
 
     try:
         settings = with_overrides(RenderSettings(objective=args.objective), precision=args.precision,

@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from atlas.run.manifest import MANIFEST_FILE, Manifest, read_run  # noqa: E402
-from atlas.publish.site import build_site  # noqa: E402
 from fakerun import make_fake_run, synthetic_layers  # noqa: E402
+
+from atlas.publish.site import build_site  # noqa: E402
+from atlas.run.manifest import MANIFEST_FILE, Manifest, read_run  # noqa: E402
 
 
 def touch_one_layer(folder: Path, layer: str) -> int:

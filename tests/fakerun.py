@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 
 from atlas.model.catalogue import Layer, build_catalogue
-from atlas.run.manifest import MANIFEST_FILE, WHOLE_LAYER, Manifest, Mode, Render, image_paths, write_run_info
 from atlas.model.synthetic import build_graph_def
+from atlas.run.manifest import MANIFEST_FILE, WHOLE_LAYER, Manifest, Mode, Render, image_paths, write_run_info
 
 PHOTOS = Path(__file__).resolve().parents[1] / "atlas" / "data" / "photos"
 

@@ -1,7 +1,7 @@
 import pytest
 
-from atlas.model.catalogue import build_catalogue
 from atlas.errors import UserError
+from atlas.model.catalogue import build_catalogue
 from atlas.model.source import read_graph_bytes, resolve
 from atlas.model.synthetic import build_graph_def
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from atlas.publish import figures
 from atlas.cli import main
 from atlas.errors import UserError
+from atlas.publish import figures
 from atlas.publish.figures import FigureSpec, ItemSpec, SpecFile
 from atlas.run.manifest import WHOLE_LAYER, Run, read_run
 from tests.fakerun import make_fake_run, synthetic_layers

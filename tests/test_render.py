@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atlas.render import transforms
 from atlas.errors import UserError
 from atlas.images import encode, load_photo
 from atlas.model.graph import load_model
+from atlas.render import transforms
 from atlas.render.loop import RenderSettings, render_channels, tile_edges
 
 FAST = RenderSettings(octaves=2, steps=4)

@@ -14,13 +14,13 @@ from urllib.error import HTTPError
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from fakerun import make_fake_run, synthetic_layers
 from PIL import Image
 
 from atlas.errors import UserError
-from atlas.run.manifest import MANIFEST_FILE, Manifest, read_run, write_run_info
 from atlas.model.selection import format_channels
 from atlas.publish.site import INDEX_JS, build_site, display_order, make_server
-from fakerun import make_fake_run, synthetic_layers
+from atlas.run.manifest import MANIFEST_FILE, Manifest, read_run, write_run_info
 
 BLOCKS = ["stem", "mixed3a", "mixed3b", "mixed4a", "head0", "mixed4b", "mixed4c", "mixed4d", "head1", "mixed4e",
           "mixed5a", "mixed5b"]

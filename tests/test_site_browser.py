@@ -12,10 +12,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from fakerun import make_fake_run, synthetic_layers
 
 from atlas.atomic import atomic_write_bytes
 from atlas.publish.site import build_site
-from fakerun import make_fake_run, synthetic_layers
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("ATLAS_ARTIFACTS", Path(__file__).resolve().parent / "artifacts" / "site"))

@@ -20,8 +20,8 @@ from google.protobuf.message import DecodeError
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tensorflow.python.framework import tensor_util
 
-from atlas.model.catalogue import Layer, build_catalogue, find_layer, input_name, source_name, topological_order
 from atlas.errors import UserError
+from atlas.model.catalogue import Layer, build_catalogue, find_layer, input_name, source_name, topological_order
 from atlas.model.source import ModelSource, read_graph_bytes, resolve
 
 IMAGENET_MEAN = 117.0

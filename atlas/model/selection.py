@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from atlas.errors import UserError
 
+WHOLE_LAYER = -1  # the `channel` of a whole-layer render (classic DeepDream): every channel at once
+
 
 def parse_channels(text: str, count: int, layer: str = "the layer") -> list[int]:
     """Expand a channel selection for a layer with `count` channels; errors name the layer and its count."""

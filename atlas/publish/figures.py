@@ -18,10 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atlas.atomic import atomic_path
-from atlas.model.catalogue import Layer
 from atlas.errors import UserError
-from atlas.run.manifest import NOISE, WHOLE_LAYER, Mode, Render, Run
-from atlas.model.selection import check_channels, format_channels, parse_channels
+from atlas.model.catalogue import Layer
+from atlas.model.selection import WHOLE_LAYER, check_channels, format_channels, parse_channels
+from atlas.run.manifest import NOISE, Mode, Render, Run
 from atlas.validation import load_yaml, validate
 
 FIGURES_DIR = "figures"

@@ -29,10 +29,10 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from atlas.atomic import atomic_write_bytes, atomic_write_text
-from atlas.model.catalogue import Layer
 from atlas.errors import UserError
-from atlas.run.manifest import WHOLE_LAYER, Mode, Render, Run, image_paths, read_run
-from atlas.model.selection import format_channels
+from atlas.model.catalogue import Layer
+from atlas.model.selection import WHOLE_LAYER, format_channels
+from atlas.run.manifest import Mode, Render, Run, image_paths, read_run
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 SITE_DIR = "site"

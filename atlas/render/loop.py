@@ -17,12 +17,11 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from atlas.render import transforms
 from atlas.images import to_uint8
-from atlas.run.manifest import WHOLE_LAYER
 from atlas.model.graph import PRECISIONS, Model
+from atlas.model.selection import WHOLE_LAYER, check_channels
+from atlas.render import transforms
 from atlas.render.objectives import OBJECTIVES, PER_CHANNEL
-from atlas.model.selection import check_channels
 
 StepFn = Callable[..., tf.Tensor]
 

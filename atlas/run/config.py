@@ -15,12 +15,12 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from atlas.model.catalogue import Layer, find_layer
 from atlas.errors import UserError
 from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
-from atlas.run.manifest import WHOLE_LAYER, Mode
+from atlas.model.catalogue import Layer, find_layer
+from atlas.model.selection import WHOLE_LAYER, check_channels, parse_channels
 from atlas.render.loop import RenderSettings
-from atlas.model.selection import check_channels, parse_channels
+from atlas.run.manifest import Mode
 from atlas.validation import load_yaml, validate
 
 _Strict = ConfigDict(extra="forbid")

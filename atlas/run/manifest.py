@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from atlas.atomic import atomic_write_text
-from atlas.model.catalogue import Layer, find_layer
 from atlas.errors import UserError
+from atlas.model.catalogue import Layer, find_layer
+from atlas.model.selection import WHOLE_LAYER
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.sqlite"
 IMAGES_DIR = "images"
-WHOLE_LAYER = -1  # the `channel` of a whole-layer (classic DeepDream) render
 NOISE = "noise"
 
 

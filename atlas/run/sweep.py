@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from atlas.atomic import atomic_path, remove_stale_parts
-from atlas.run.config import LoadedConfig, WorkItem, modes_of, resolve_work
 from atlas.errors import UserError
-from atlas.run.manifest import (WHOLE_LAYER, Manifest, Render, image_paths, manifest_name, recorded_hashes,
-                            write_run_info)
+from atlas.model.selection import WHOLE_LAYER
 from atlas.render.loop import RenderSettings
+from atlas.run.config import LoadedConfig, WorkItem, modes_of, resolve_work
+from atlas.run.manifest import Manifest, Render, image_paths, manifest_name, recorded_hashes, write_run_info
 
 LOCK_FILE = ".sweep.lock"
 
