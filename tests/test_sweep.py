@@ -14,10 +14,11 @@ from PIL import Image
 
 from atlas.cli import main
 from atlas.errors import UserError
-from atlas.run.config import WorkItem, load_config
+from atlas.run.config import load_config
 from atlas.run.estimate import dry_run
 from atlas.run.manifest import MANIFEST_FILE, read_run
-from atlas.run.sweep import LOCK_FILE, shard_items, sweep
+from atlas.run.plan import WorkItem, shard_items
+from atlas.run.sweep import LOCK_FILE, sweep
 
 TINY = {"model": "synthetic:0.125", "layers": ["conv2d0_pre_relu", "mixed3a_1x1_pre_relu"], "channels": 2,
         "workers": 1,  # in this process: fast tests; worker processes have their own test

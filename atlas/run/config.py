@@ -1,8 +1,8 @@
 """Sweep configs: YAML validated before any work starts, then resolved against the model's catalogue.
 
 Two steps, one way. `load_config(path)` checks the file on its own (keys, types, photos on disk) and gives
-a `SweepConfig`. `resolve_work(config, layers)` expands layer globs and channel selections against the
-catalogue and gives the plain list of what to render. Every mistake is one line naming the fix.
+a `LoadedConfig`. `atlas.run.plan.resolve_plan` then expands layer globs and channel selections against
+the catalogue, once, into the plan every pass over the run works from. Every mistake is one line naming the fix.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from atlas.errors import UserError
 from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
 from atlas.model.catalogue import Layer, find_layer
-from atlas.model.selection import WHOLE_LAYER, check_channels, parse_channels
+from atlas.model.selection import check_channels, parse_channels
 from atlas.render.loop import RenderSettings
 from atlas.run.manifest import Mode
 from atlas.validation import load_yaml, validate
@@ -143,6 +143,15 @@ class LoadedConfig:
     run_folder: Path
     photos: dict[str, Path]  # short name -> file
 
+    def modes(self) -> list[Mode]:
+        """The run's modes, with photo credits: noise first, then each photo."""
+        modes = [Mode.noise()] if "noise" in self.config.modes else []
+        for spec in self.config.photos:
+            file = self.photos[spec.short_name]
+            credit = spec.credit or photo_credit(spec.path)
+            modes.append(Mode.for_photo(spec.short_name, f"photos/{spec.short_name}{file.suffix.lower()}", credit))
+        return modes
+
 
 def load_config(path: str | Path) -> LoadedConfig:
     """Read and validate a sweep config; photos must exist and be readable."""
@@ -172,16 +181,6 @@ def _relative_to(config_path: Path, photo: str) -> Path:
     if candidate.is_absolute() or candidate.exists():
         return candidate
     return config_path.parent / candidate
-
-
-def modes_of(loaded: LoadedConfig) -> list[Mode]:
-    """The run's modes, with photo credits: noise first, then each photo."""
-    modes = [Mode.noise()] if "noise" in loaded.config.modes else []
-    for spec in loaded.config.photos:
-        file = loaded.photos[spec.short_name]
-        credit = spec.credit or photo_credit(spec.path)
-        modes.append(Mode.for_photo(spec.short_name, f"photos/{spec.short_name}{file.suffix.lower()}", credit))
-    return modes
 
 
 def select_layers(selection: str | list[str], layers: list[Layer]) -> list[Layer]:
@@ -218,25 +217,3 @@ def select_channels(rule: Any, layer: Layer) -> list[int]:
         return list(dict.fromkeys(rule))
     first = min(rule.first or layer.channels, layer.channels)
     return list(range(rule.start, first, rule.every or 1))
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One render to do."""
-
-    mode: str  # Mode.id
-    layer: str
-    channel: int  # WHOLE_LAYER for a whole-layer dream
-
-
-def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -> list[WorkItem]:
-    """Everything the config asks for, low layers first, each layer's modes together, channels ascending."""
-    config = loaded.config
-    items = []
-    for layer in select_layers(config.layers, layers):
-        channels = select_channels(config.channels, layer)
-        for mode in modes:
-            items.extend(WorkItem(mode.id, layer.name, c) for c in channels)
-            if config.layer_dreams and mode.kind == "photo":
-                items.append(WorkItem(mode.id, layer.name, WHOLE_LAYER))
-    return items

@@ -6,8 +6,8 @@ import sys
 import time
 from typing import Any
 
-from atlas.run.config import LoadedConfig, WorkItem, modes_of
-from atlas.run.sweep import Plan, parse_shard, plan_sweep
+from atlas.run.config import LoadedConfig
+from atlas.run.plan import RunPlan, WorkItem, make_batches, parse_shard, pending, resolve_plan
 
 
 def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
@@ -40,38 +40,40 @@ def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
     return best / batch, max(0.0, first - best)
 
 
-def estimate(plan: Plan, loaded: LoadedConfig, model: Any, out: Any = sys.stdout,
-             shard: str | None = None) -> float:
+def estimate(plan: RunPlan, model: Any, out: Any = sys.stdout) -> float:
     """Print the work per layer with a time estimate from a measured step of each layer; returns seconds."""
     from tqdm import tqdm
 
     from atlas.images import load_photo
+    from atlas.render.loop import auto_batch_size
 
-    settings = loaded.config.settings()
+    settings = plan.settings
     noise_area = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale)
     # + the two metric passes (start and result, forward only): a forward pass is half a step's FLOPs
     noise_steps = noise_area * settings.steps + settings.size ** 2 / 224 ** 2
     photo_steps = {}
-    for mode in modes_of(loaded):
-        if mode.photo:
-            h, w = load_photo(loaded.photos[mode.photo]).shape[:2]
-            photo_steps[mode.id] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
-                                    * settings.photo_steps + h * w / 224 ** 2)
+    for mode, path in plan.photos.items():
+        h, w = load_photo(path).shape[:2]
+        photo_steps[mode] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
+                             * settings.photo_steps + h * w / 224 ** 2)
+    todo = pending(plan)
+    batch_size = plan.batch_size or auto_batch_size(settings.size ** 2)
+    batches = make_batches(todo, batch_size)
     per_layer: dict[str, list[WorkItem]] = {}
-    for item in plan.todo:
+    for item in todo:
         per_layer.setdefault(item.layer, []).append(item)
     total = 0.0
     print(f"{'layer':<40} {'to do':>6} {'s/step':>7} {'estimate':>9}", file=out)
     for layer, items in tqdm(per_layer.items(), desc="measuring", unit="layer", disable=None, file=sys.stderr):
-        step, compile_seconds = measure_step(model, layer, min(plan.batch_size, len(items)),
+        step, compile_seconds = measure_step(model, layer, min(batch_size, len(items)),
                                              settings.resolved_precision())
         seconds = sum(step * photo_steps.get(item.mode, noise_steps) for item in items) + compile_seconds
         total += seconds
         print(f"{layer:<40} {len(items):>6} {step * 1000:>5.1f}ms {seconds / 60:>7.1f}min", file=out)
-    print(f"{len(plan.items)} renders in this config{f' (shard {shard})' if shard else ''}, "
-          f"{len(plan.items) - len(plan.todo)} already done, {len(plan.todo)} to do in "
-          f"{len(plan.batches)} batches of up to {plan.batch_size}; estimated {format_duration(total)} "
-          "on this machine", file=out)
+    shard = f" (shard {plan.shard[0]}/{plan.shard[1]})" if plan.shard else ""
+    print(f"{len(plan.items)} renders in this config{shard}, {len(plan.items) - len(todo)} already done, "
+          f"{len(todo)} to do in {len(batches)} batches of up to {batch_size}; estimated "
+          f"{format_duration(total)} on this machine", file=out)
     return total
 
 
@@ -87,4 +89,4 @@ def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = sys.stdou
     from atlas.model.graph import load_model
 
     model = load_model(loaded.config.model)
-    return estimate(plan_sweep(loaded, model, parse_shard(shard)), loaded, model, out, shard)
+    return estimate(resolve_plan(loaded, model, parse_shard(shard)), model, out)

@@ -9,7 +9,6 @@ a SIGKILL finishes exactly the missing work.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -25,19 +24,11 @@ from atlas.atomic import atomic_path, remove_stale_parts
 from atlas.errors import UserError
 from atlas.model.selection import WHOLE_LAYER
 from atlas.render.loop import RenderSettings
-from atlas.run.config import LoadedConfig, WorkItem, modes_of, resolve_work
-from atlas.run.manifest import Manifest, Render, image_paths, manifest_name, recorded_hashes, write_run_info
+from atlas.run.config import LoadedConfig
+from atlas.run.manifest import Manifest, Render, image_paths, manifest_name, write_run_info
+from atlas.run.plan import Batch, RunPlan, WorkItem, make_batches, parse_shard, pending, resolve_plan
 
 LOCK_FILE = ".sweep.lock"
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Channels of one layer and mode rendered in one pass."""
-
-    mode: str
-    layer: str
-    channels: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -63,74 +54,6 @@ class Outcome:
     renders: list[Render] = field(default_factory=list)
     error: str | None = None
     worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")  # who rendered it
-
-
-@dataclass
-class Plan:
-    """The sweep's work after resolving the config, the shard and what is already done."""
-
-    items: list[WorkItem]  # everything this shard owns
-    todo: list[WorkItem]
-    batches: list[Batch]
-    hashes: dict[str, str]
-    batch_size: int
-
-
-# ----------------------------------------------------------------------------------------------- planning
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """`K/N` with 1 <= K <= N, or None."""
-    if text is None:
-        return None
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {text}: write K/N, e.g. 3/8 for the third of eight slices") from None
-    if not 1 <= k <= n:
-        raise UserError(f"--shard {text}: K must be between 1 and N")
-    return k, n
-
-
-def shard_items(items: list[WorkItem], shard: tuple[int, int] | None) -> list[WorkItem]:
-    """A deterministic slice: item i belongs to shard (i mod N) + 1, so slices are disjoint, their union is
-    everything, and every slice gets a share of every layer (the costly high layers too)."""
-    if shard is None:
-        return items
-    k, n = shard
-    return [item for i, item in enumerate(items) if i % n == k - 1]
-
-
-def settings_hash(model_sha: str, settings: RenderSettings, seed: int, photo: Path | None,
-                  formats: dict[str, Any]) -> str:
-    """Hash of everything that affects a render's files: weights, pixel settings, seed, photo, formats."""
-    photo_sha = hashlib.sha256(photo.read_bytes()).hexdigest() if photo else None
-    blob = json.dumps({"model": model_sha, "render": settings.pixel_dict(), "seed": seed, "photo": photo_sha,
-                       "formats": formats}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], hashes: dict[str, str], folder: Path,
-            web_ext: str, thumb_ext: str) -> bool:
-    """Recorded with the current settings hash, and all three image files present."""
-    if recorded.get((item.mode, item.layer, item.channel)) != hashes[item.mode]:
-        return False
-    paths = image_paths(item.mode, item.layer, item.channel, web_ext, thumb_ext)
-    return all((folder / p).is_file() for p in paths)
-
-
-def make_batches(todo: list[WorkItem], batch_size: int) -> list[Batch]:
-    """Group work by (layer, mode) in order, chunked into batches; whole-layer dreams go alone."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for item in todo:
-        groups.setdefault((item.layer, item.mode), []).append(item.channel)
-    batches = []
-    for (layer, mode), channels in groups.items():
-        per_channel = [c for c in channels if c != WHOLE_LAYER]
-        for i in range(0, len(per_channel), batch_size):
-            batches.append(Batch(mode, layer, tuple(per_channel[i:i + batch_size])))
-        batches.extend(Batch(mode, layer, (c,)) for c in channels if c == WHOLE_LAYER)
-    return batches
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -242,43 +165,21 @@ def choose_workers(requested: int | str) -> tuple[int, int | None]:
     return workers, (None if workers == 1 else max(1, cores // workers))
 
 
-def plan_sweep(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None) -> Plan:
-    """Resolve the config against the catalogue, slice the shard, and drop what is already done."""
-    from atlas.render.loop import auto_batch_size
-
-    config = loaded.config
-    modes = modes_of(loaded)
-    settings = config.settings()
-    formats = config.formats.model_dump()
-    hashes = {m.id: settings_hash(model.sha256, settings, config.seed, loaded.photos.get(m.photo or ""),
-                                  formats) for m in modes}
-    items = shard_items(resolve_work(loaded, model.layers, modes), shard)
-    recorded = recorded_hashes(loaded.run_folder) if loaded.run_folder.exists() else {}
-    web_ext, thumb_ext = formats["web"]["format"], formats["thumb"]["format"]
-    todo = [i for i in items if not is_done(i, recorded, hashes, loaded.run_folder, web_ext, thumb_ext)]
-    batch_size = config.batch_size or auto_batch_size(settings.size ** 2)
-    return Plan(items, todo, make_batches(todo, batch_size), hashes, batch_size)
-
-
-def prepare_run_folder(loaded: LoadedConfig, model: Any, versions_json: str, sweep_stale: bool = True) -> None:
+def prepare_run_folder(plan: RunPlan, versions_json: str, sweep_stale: bool = True) -> None:
     """Write run.json and copy the base photos in (atomically); sweep away temp files a kill left behind
     (not while other slices may be writing theirs)."""
-    folder = loaded.run_folder
+    folder = plan.folder
     folder.mkdir(parents=True, exist_ok=True)
     if sweep_stale:
         remove_stale_parts(folder)
-    modes = modes_of(loaded)
-    for mode in modes:
+    for mode in plan.modes:
         if mode.file:
             target = folder / mode.file
             if not target.exists():
                 with atomic_path(target) as tmp:
-                    shutil.copyfile(loaded.photos[mode.photo], tmp)
-    config = loaded.config
-    write_run_info(folder, loaded.name, {"spec": model.spec, "sha256": model.sha256}, model.layers, modes,
-                   {"render": config.settings().pixel_dict(), "seed": config.seed,
-                    "formats": config.formats.model_dump(), "layer_dreams": config.layer_dreams,
-                    "config": str(loaded.path)}, versions=json.loads(versions_json))
+                    shutil.copyfile(plan.photos[mode.id], tmp)
+    write_run_info(folder, plan.name, {"spec": plan.model_spec, "sha256": plan.model_sha256}, plan.catalogue,
+                   plan.modes, plan.run_settings(), versions=json.loads(versions_json))
 
 
 @dataclass
@@ -301,44 +202,44 @@ class Summary:
         return head + rows + tail + [f"failed: {f}" for f in self.failed]
 
 
-def execute(plan: Plan, task: Task, workers: int, backend: str | None = None) -> Iterator[Outcome]:
-    """Run the plan's batches with joblib and yield outcomes as they finish."""
+def execute(batches: list[Batch], task: Task, workers: int, backend: str | None = None) -> Iterator[Outcome]:
+    """Run batches with joblib and yield outcomes as they finish."""
     import joblib
 
-    if not plan.batches:
+    if not batches:
         return
     n_jobs = workers if backend is None else -1
     with joblib.parallel_config(backend=backend or ("sequential" if workers == 1 else "loky"), n_jobs=n_jobs):
         parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
-        yield from parallel(joblib.delayed(run_batch)(task, batch) for batch in plan.batches)
+        yield from parallel(joblib.delayed(run_batch)(task, batch) for batch in batches)
 
 
 def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = None,
           scheduler: str | None = None, out: Any = sys.stderr) -> Summary:
     """Run (or resume) the sweep a config describes; returns what happened."""
     from atlas.model.graph import load_model
+    from atlas.render.loop import auto_batch_size
 
-    slice_ = parse_shard(shard)
     model = load_model(loaded.config.model)
-    resolve_work(loaded, model.layers, modes_of(loaded))  # config errors before anything is created
-    folder = loaded.run_folder
+    plan = resolve_plan(loaded, model, parse_shard(shard))  # config errors before anything is created
+    folder = plan.folder
     folder.mkdir(parents=True, exist_ok=True)
-    lock = take_lock(folder, slice_)
+    lock = take_lock(folder, plan.shard)
     client = None
     try:
         began = time.perf_counter()
-        plan = plan_sweep(loaded, model, slice_)
+        todo = pending(plan)
+        batches = make_batches(todo, plan.batch_size or auto_batch_size(plan.settings.size ** 2))
         stamp = versions()
-        prepare_run_folder(loaded, model, stamp, sweep_stale=slice_ is None)
-        summary = Summary(skipped=len(plan.items) - len(plan.todo))
-        workers, threads = choose_workers(loaded.config.workers)
+        prepare_run_folder(plan, stamp, sweep_stale=plan.shard is None)
+        summary = Summary(skipped=len(plan.items) - len(todo))
+        workers, threads = choose_workers(plan.workers)
         client = _dask_client(scheduler) if backend == "dask" else None
-        photos = {m.id: str(loaded.photos[m.photo]) for m in modes_of(loaded) if m.photo}
-        task = Task(model=model.spec, run_folder=str(folder), settings=loaded.config.settings(),
-                    seed=loaded.config.seed, photos=photos, hashes=plan.hashes,
-                    formats=loaded.config.formats.model_dump(), versions=stamp, threads=threads)
-        with Manifest(folder / manifest_name(slice_), create=True) as manifest, Progress(plan.todo, out) as bars:
-            for outcome in execute(plan, task, workers, backend):
+        task = Task(model=plan.model_spec, run_folder=str(folder), settings=plan.settings, seed=plan.seed,
+                    photos={mode: str(path) for mode, path in plan.photos.items()}, hashes=plan.hashes,
+                    formats=plan.formats, versions=stamp, threads=threads)
+        with Manifest(folder / manifest_name(plan.shard), create=True) as manifest, Progress(todo, out) as bars:
+            for outcome in execute(batches, task, workers, backend):
                 _record(outcome, manifest, summary)
                 bars.advance(outcome.batch.layer, len(outcome.batch.channels))
         summary.seconds = time.perf_counter() - began

@@ -1,0 +1,163 @@
+"""A config resolved once into a plan: the layers, channels, modes, settings hashes and work of a run.
+
+`resolve_plan(loaded, model, shard)` is the only place that turns a config into work. The sweep, the dry run
+and the other passes over a run folder take the plan as plain data and never re-read the config; what is
+already done is a question for the run folder (`pending`), asked after the plan is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atlas.errors import UserError
+from atlas.model.catalogue import Layer
+from atlas.model.selection import WHOLE_LAYER
+from atlas.render.loop import RenderSettings
+from atlas.run.config import LoadedConfig, select_channels, select_layers
+from atlas.run.manifest import Mode, image_paths, recorded_hashes
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One render to do."""
+
+    mode: str  # Mode.id
+    layer: str
+    channel: int  # WHOLE_LAYER for a whole-layer dream
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Channels of one layer and mode rendered in one pass."""
+
+    mode: str
+    layer: str
+    channels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs from its config and model, resolved once."""
+
+    name: str
+    folder: Path
+    config_path: Path
+    model_spec: str
+    model_sha256: str
+    catalogue: list[Layer]  # every layer of the model, low to high (run.json lists them all)
+    modes: list[Mode]
+    settings: RenderSettings
+    seed: int
+    formats: dict[str, dict[str, Any]]
+    layer_dreams: bool
+    photos: dict[str, Path]  # mode id -> base photo file, for photo modes
+    hashes: dict[str, str]  # mode id -> settings hash
+    items: list[WorkItem]  # everything this shard owns, in order
+    shard: tuple[int, int] | None
+    batch_size: int | None  # None: chosen from the device
+    workers: int | str  # as the config asks: a number or "auto"
+
+    @property
+    def web_ext(self) -> str:
+        return self.formats["web"]["format"]
+
+    @property
+    def thumb_ext(self) -> str:
+        return self.formats["thumb"]["format"]
+
+    def run_settings(self) -> dict[str, Any]:
+        """The settings block of run.json."""
+        return {"render": self.settings.pixel_dict(), "seed": self.seed, "formats": self.formats,
+                "layer_dreams": self.layer_dreams, "config": str(self.config_path)}
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`K/N` with 1 <= K <= N, or None."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text}: write K/N, e.g. 3/8 for the third of eight slices") from None
+    if not 1 <= k <= n:
+        raise UserError(f"--shard {text}: K must be between 1 and N")
+    return k, n
+
+
+def shard_items(items: list[WorkItem], shard: tuple[int, int] | None) -> list[WorkItem]:
+    """A deterministic slice: item i belongs to shard (i mod N) + 1, so slices are disjoint, their union is
+    everything, and every slice gets a share of every layer (the costly high layers too)."""
+    if shard is None:
+        return items
+    k, n = shard
+    return [item for i, item in enumerate(items) if i % n == k - 1]
+
+
+def settings_hash(model_sha: str, settings: RenderSettings, seed: int, photo: Path | None,
+                  formats: dict[str, Any]) -> str:
+    """Hash of everything that affects a render's files: weights, pixel settings, seed, photo, formats."""
+    photo_sha = hashlib.sha256(photo.read_bytes()).hexdigest() if photo else None
+    blob = json.dumps({"model": model_sha, "render": settings.pixel_dict(), "seed": seed, "photo": photo_sha,
+                       "formats": formats}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -> list[WorkItem]:
+    """Everything the config asks for, low layers first, each layer's modes together, channels ascending."""
+    config = loaded.config
+    items = []
+    for layer in select_layers(config.layers, layers):
+        channels = select_channels(config.channels, layer)
+        for mode in modes:
+            items.extend(WorkItem(mode.id, layer.name, c) for c in channels)
+            if config.layer_dreams and mode.kind == "photo":
+                items.append(WorkItem(mode.id, layer.name, WHOLE_LAYER))
+    return items
+
+
+def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None = None) -> RunPlan:
+    """Resolve a loaded config against the model's catalogue; every config mistake is raised here, before
+    anything is created."""
+    config = loaded.config
+    modes = loaded.modes()
+    settings = config.settings()
+    formats = config.formats.model_dump()
+    photos = {m.id: loaded.photos[m.photo] for m in modes if m.photo}
+    hashes = {m.id: settings_hash(model.sha256, settings, config.seed, photos.get(m.id), formats) for m in modes}
+    items = shard_items(resolve_work(loaded, model.layers, modes), shard)
+    return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path, model_spec=model.spec,
+                   model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
+                   seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
+                   hashes=hashes, items=items, shard=shard, batch_size=config.batch_size, workers=config.workers)
+
+
+def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], plan: RunPlan) -> bool:
+    """Recorded with the current settings hash, and all three image files present."""
+    if recorded.get((item.mode, item.layer, item.channel)) != plan.hashes[item.mode]:
+        return False
+    paths = image_paths(item.mode, item.layer, item.channel, plan.web_ext, plan.thumb_ext)
+    return all((plan.folder / p).is_file() for p in paths)
+
+
+def pending(plan: RunPlan) -> list[WorkItem]:
+    """The plan's items not yet done in its run folder."""
+    recorded = recorded_hashes(plan.folder) if plan.folder.exists() else {}
+    return [item for item in plan.items if not is_done(item, recorded, plan)]
+
+
+def make_batches(todo: list[WorkItem], batch_size: int) -> list[Batch]:
+    """Group work by (layer, mode) in order, chunked into batches; whole-layer dreams go alone."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for item in todo:
+        groups.setdefault((item.layer, item.mode), []).append(item.channel)
+    batches = []
+    for (layer, mode), channels in groups.items():
+        per_channel = [c for c in channels if c != WHOLE_LAYER]
+        for i in range(0, len(per_channel), batch_size):
+            batches.append(Batch(mode, layer, tuple(per_channel[i:i + batch_size])))
+        batches.extend(Batch(mode, layer, (c,)) for c in channels if c == WHOLE_LAYER)
+    return batches
