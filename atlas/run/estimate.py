@@ -1,4 +1,9 @@
-"""The sweep's dry run: the work a config asks for, with a time estimate from a measured step of each layer."""
+"""The sweep's dry run: the work a config asks for, with a time estimate from a measured step of each layer.
+
+The measured step is a DeepDream step at 224 px; each mode's renders cost that times their 224 px image-steps
+(`noise_cost`), which counts the method's steps, its image size and facets. A Fourier step costs about as much
+as a DeepDream step of the same size (the FFT and the warp are small beside the network; see
+benchmarks/method_speed.py), so the estimate holds for both methods."""
 
 from __future__ import annotations
 
@@ -15,6 +20,18 @@ def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
     from atlas.render.transforms import octave_sizes
 
     return sum(h * w for h, w in octave_sizes(size_h, size_w, octaves, scale)) / (224 * 224)
+
+
+def noise_cost(settings: Any) -> float:
+    """224 px image-steps of one channel's render from noise with `settings` (all its facets), plus the two
+    metric passes (start and result, forward only: a forward pass is half a step's FLOPs)."""
+    if settings.method == "fourier":
+        from atlas.render.fourier import CHAIN
+
+        steps = settings.steps * CHAIN.canvas(settings.size) ** 2 / 224 ** 2  # every step sees the canvas
+    else:
+        steps = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale) * settings.steps
+    return (steps + settings.size ** 2 / 224 ** 2) * settings.diversity
 
 
 def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
@@ -48,14 +65,11 @@ def estimate(plan: RunPlan, model: Any, out: Any = sys.stdout) -> float:
     from atlas.render.loop import auto_batch_size
 
     settings = plan.settings
-    noise_area = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale)
-    # + the two metric passes (start and result, forward only): a forward pass is half a step's FLOPs
-    noise_steps = noise_area * settings.steps + settings.size ** 2 / 224 ** 2
-    photo_steps = {}
+    costs = {mode.id: noise_cost(plan.settings_for(mode.id)) for mode in plan.modes if mode.kind != "photo"}
     for mode, path in plan.photos.items():
         h, w = load_photo(path).shape[:2]
-        photo_steps[mode] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
-                             * settings.photo_steps + h * w / 224 ** 2)
+        costs[mode] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
+                       * settings.photo_steps + h * w / 224 ** 2)
     todo = pending(plan)
     batch_size = plan.batch_size or auto_batch_size(settings.size ** 2)
     batches = make_batches(todo, batch_size)
@@ -67,7 +81,7 @@ def estimate(plan: RunPlan, model: Any, out: Any = sys.stdout) -> float:
     for layer, items in tqdm(per_layer.items(), desc="measuring", unit="layer", disable=None, file=sys.stderr):
         step, compile_seconds = measure_step(model, layer, min(batch_size, len(items)),
                                              settings.resolved_precision())
-        seconds = sum(step * photo_steps.get(item.mode, noise_steps) for item in items) + compile_seconds
+        seconds = sum(step * costs[item.mode] for item in items) + compile_seconds
         total += seconds
         print(f"{layer:<40} {len(items):>6} {step * 1000:>5.1f}ms {seconds / 60:>7.1f}min", file=out)
     shard = f" (shard {plan.shard[0]}/{plan.shard[1]})" if plan.shard else ""

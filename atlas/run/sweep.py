@@ -44,6 +44,8 @@ class Task:
     formats: dict[str, dict[str, Any]]
     versions: str
     threads: int | None  # TensorFlow threads per worker process; None: leave TensorFlow's default
+    mode_settings: dict[str, RenderSettings] = field(default_factory=dict)  # mode id -> settings, where not
+    # `settings` (another method, facets)
 
 
 @dataclass
@@ -75,7 +77,7 @@ def _render_and_write(task: Task, batch: Batch) -> list[Render]:
 
     model = _worker_model(task)
     photo = _worker_photo(task.photos[batch.mode]) if batch.mode in task.photos else None
-    settings = task.settings
+    settings = task.mode_settings.get(batch.mode, task.settings)
     if batch.channels == (WHOLE_LAYER,):
         settings = with_overrides(settings, objective="layer")
     results = render_channels(model, batch.layer, list(batch.channels), photo, settings, task.seed)
@@ -83,7 +85,7 @@ def _render_and_write(task: Task, batch: Batch) -> list[Render]:
     renders = []
     for result in results:
         master_path, web_path, thumb_path = image_paths(batch.mode, batch.layer, result.channel, web["format"],
-                                                        thumb["format"])
+                                                        thumb["format"], result.facet)
         save_image(folder / master_path, result.image)
         save_image(folder / web_path, result.image, web["size"], web["quality"])
         save_image(folder / thumb_path, result.image, thumb["size"], thumb["quality"])
@@ -91,7 +93,7 @@ def _render_and_write(task: Task, batch: Batch) -> list[Render]:
                               settings_hash=task.hashes[batch.mode], start=result.start, end=result.end,
                               lift=result.lift, rank=result.rank, specific=result.specific,
                               seconds=result.seconds, image=master_path, web=web_path, thumb=thumb_path,
-                              versions=task.versions, created=time.time()))
+                              versions=task.versions, created=time.time(), facet=result.facet))
     return renders
 
 
@@ -237,7 +239,7 @@ def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = 
         client = _dask_client(scheduler) if backend == "dask" else None
         task = Task(model=plan.model_spec, run_folder=str(folder), settings=plan.settings, seed=plan.seed,
                     photos={mode: str(path) for mode, path in plan.photos.items()}, hashes=plan.hashes,
-                    formats=plan.formats, versions=stamp, threads=threads)
+                    formats=plan.formats, versions=stamp, threads=threads, mode_settings=plan.mode_settings)
         with Manifest(folder / manifest_name(plan.shard), create=True) as manifest, Progress(todo, out) as bars:
             for outcome in execute(batches, task, workers, backend):
                 _record(outcome, manifest, summary)
