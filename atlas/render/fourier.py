@@ -87,3 +87,19 @@ def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[lis
         spectra, m, v = step(spectra, m, v, tf.constant(t + 1, tf.float32), targets, tf.constant(maps[t]), scale,
                              size_t, canvas, rate)
     return start, spectra_to_images(spectra, size)
+
+
+def step_call(model: Model, layer: str, batch: int, size: int, precision: str = "float32") -> Callable[[], None]:
+    """One Adam step of `batch` images of `layer` at `size` px, as a call that waits for its result (for the
+    dry run's measured step)."""
+    step = _step_function(model, layer, "channel", 1, 0.0, precision)
+    spectra = tf.constant(start_spectra([image_key(0, i, 0) for i in range(batch)], size, 0.01))
+    maps = tf.constant(np.stack([CHAIN.draw(np.random.default_rng(i), 1, size)[0] for i in range(batch)]))
+    args = (spectra, tf.zeros_like(spectra), tf.zeros_like(spectra), tf.constant(1.0),
+            tf.constant(np.zeros(batch, np.int32)), maps, tf.constant(param.spectrum_scale(size, size)),
+            tf.constant(size), tf.constant(CHAIN.canvas(size)), tf.constant(0.05))
+
+    def call() -> None:
+        step(*args)[0].numpy()
+
+    return call
