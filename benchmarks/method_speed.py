@@ -3,7 +3,7 @@ side in one run at the same image size and batch; then the full-atlas sweep time
 `atlas sweep CONFIG --dry-run` on configs that differ only in the method.
 
 Usage: python benchmarks/method_speed.py [--model synthetic] [--layers A B C] [--channels 8] [--batch 8]
-       [--steps 16] [--size 224] [--repeats 2] [--no-dry-run] [--dry-run-model synthetic]
+       [--steps 16] [--size 224] [--repeats 2] [--no-dry-run | --only-dry-run] [--dry-run-model synthetic]
 Both ways call `render_channels` with the same channels, size and batch: DeepDream with one octave of --steps
 steps, Fourier with --steps Adam steps (so both do --steps gradient steps per image at --size px, metrics
 included; a Fourier step sees the padded canvas, size + 12 px). Rounds alternate ways and layers so machine
@@ -22,23 +22,27 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from render_speed import LAYERS  # the same three layers as the render benchmark
 
-LAYERS = ["mixed3b_3x3_pre_relu", "mixed4d_3x3_bottleneck_pre_relu", "mixed5b_5x5_pre_relu"]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--model", default="synthetic")
     parser.add_argument("--layers", nargs="+", default=LAYERS)
     parser.add_argument("--channels", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-dry-run", action="store_true", help="skip the full-atlas estimates")
+    parser.add_argument("--only-dry-run", action="store_true", help="only the full-atlas estimates")
     parser.add_argument("--dry-run-model", default="synthetic", help="model of the full-atlas dry runs")
     args = parser.parse_args()
+    if args.only_dry_run:
+        full_atlas_estimates(args.dry_run_model)
+        return
 
     import numpy as np
 
@@ -85,11 +89,12 @@ def full_atlas_estimates(model: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name, render in variants.items():
             config = Path(folder) / "full.yaml"
-            config.write_text(f"model: {model}\nlayers: all\nchannels: all\nmodes: [noise]\nrender: {render}\n"
-                              f"output: {folder}/out\n")
+            config.write_text(f"model: {model}\nlayers: all\nchannels: all\nrender: {render}\noutput: {folder}/out\n")
             began = time.perf_counter()
             run = subprocess.run([sys.executable, "-m", "atlas.cli", "sweep", str(config), "--dry-run"],
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True)
+            if run.returncode:
+                raise SystemExit(f"the dry run failed: {run.stderr.strip().splitlines()[-1]}")
             print(f"full atlas, {name}: {run.stdout.strip().splitlines()[-1]} "
                   f"(dry run took {time.perf_counter() - began:.0f} s)")
 
