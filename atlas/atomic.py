@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
@@ -73,3 +74,40 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# errno -> (the cause, the fix) of a write that cannot succeed until the user acts
+WRITE_PROBLEMS = {
+    errno.EACCES: ("permission denied", "give your user write access to it, or set output: to a writable folder"),
+    errno.EPERM: ("operation not permitted",
+                  "give your user write access to it, or set output: to a writable folder"),
+    errno.EROFS: ("read-only file system", "set output: to a folder on a writable disk"),
+    errno.ENOSPC: ("no space left on the disk", "free some space (or set output: to another disk)"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space within your quota (or set output: to another disk)"),
+}
+
+
+def write_problem(exc: BaseException, folder: str | os.PathLike[str]) -> str | None:
+    """One line naming `folder`, the cause and the fix when `exc` is a write the user must make possible
+    (not writable, read-only, disk full, quota); None for any other error."""
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else _sqlite_errno(exc)
+    if code not in WRITE_PROBLEMS:
+        return None
+    cause, fix = WRITE_PROBLEMS[code]
+    return f"cannot write to {folder}: {cause}; {fix}, then run the same command again (finished work is kept)"
+
+
+def _sqlite_errno(exc: BaseException) -> int | None:
+    """The errno an SQLite write error stands for (a full disk, a read-only database or folder)."""
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    text = str(exc).lower()
+    if "disk is full" in text:
+        return errno.ENOSPC
+    if "readonly" in text or "read-only" in text:
+        return errno.EROFS
+    if "unable to open database" in text:
+        return errno.EACCES
+    return None
