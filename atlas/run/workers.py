@@ -36,7 +36,6 @@ IN_FLIGHT = 2  # batches queued per worker, so none waits while the parent write
 class Task:
     """What every worker needs besides its batch and the graph: plain, picklable data, no paths."""
 
-    model: str  # the model's spec, for messages
     model_sha256: str  # the graph bytes a worker gets must hash to this
     settings: RenderSettings
     seed: int
@@ -131,7 +130,7 @@ def _model(task: Task, graph: bytes | None) -> Any:
         data = graph if graph is not None else _STATE.get("graph")
         if data is None:
             raise RuntimeError("a worker got no model graph from the sweep")
-        model = load_model_bytes(data, task.model)
+        model = load_model_bytes(data, f"graph sha256:{task.model_sha256[:12]}")
         if model.sha256 != task.model_sha256:
             raise RuntimeError(f"a worker got graph bytes of sha256 {model.sha256}, not the sweep's model")
         _STATE.update(model=model, sha=model.sha256, photos={})
@@ -217,6 +216,8 @@ class LocalPool:
             executor.shutdown(wait=False, cancel_futures=True)
             for process in processes:
                 process.terminate()
+            for process in processes:
+                process.join(timeout=10)
 
     def close(self) -> None:
         for executor in self.executors:
