@@ -133,7 +133,7 @@ def _model(task: Task, graph: bytes | None) -> Any:
         model = load_model_bytes(data, f"graph sha256:{task.model_sha256[:12]}")
         if model.sha256 != task.model_sha256:
             raise RuntimeError(f"a worker got graph bytes of sha256 {model.sha256}, not the sweep's model")
-        _STATE.update(model=model, sha=model.sha256, photos={})
+        _STATE.update(model=model, sha=model.sha256)
     return _STATE["model"]
 
 
@@ -142,9 +142,10 @@ def _photo(task: Task, mode: str) -> Any:
     from atlas.images import decode_photo
 
     photos = _STATE.setdefault("photos", {})
-    if mode not in photos:
-        photos[mode] = decode_photo(task.photos[mode], mode)
-    return photos[mode]
+    key = (mode, task.hashes[mode])  # the settings hash covers the photo's bytes
+    if key not in photos:
+        photos[key] = decode_photo(task.photos[mode], mode)
+    return photos[key]
 
 
 def _fit(task: Task) -> BatchFit:
