@@ -7,16 +7,17 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 PART_MARK = ".part"
 
 
 @contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], sync_folder: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `target`; on success it is fsynced and renamed to `target`, else removed.
 
     The temp name keeps the target's suffix so that libraries which infer a format from it still work.
+    `sync_folder=False` leaves syncing the rename to the caller (`sync_folders`, once for many files).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -29,16 +30,23 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        if sync_folder:
+            _fsync_dir(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes, sync_folder: bool = True) -> None:
     """Write `data` to `target` atomically."""
-    with atomic_path(target) as tmp:
+    with atomic_path(target, sync_folder) as tmp:
         tmp.write_bytes(data)
+
+
+def sync_folders(folders: Iterable[str | os.PathLike[str]]) -> None:
+    """Make the renames into these folders durable (after writes with `sync_folder=False`)."""
+    for folder in set(map(Path, folders)):
+        _fsync_dir(folder)
 
 
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:

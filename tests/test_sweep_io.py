@@ -1,6 +1,7 @@
 """Who writes what: workers that cannot see the run folder (dask), and a sweep that cannot write stops at once."""
 
 import errno
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -103,14 +104,14 @@ FAILURES = [(errno.ENOSPC, "no space left on the disk"), (errno.EDQUOT, "disk qu
 
 
 def failing_writes(after: int, code: int):
-    """A write function that writes `after` files, then fails every time with `code`."""
-    real, written = sweep_module.write_file, []
+    """A write function that writes `after` files, then fails every time with `code` (the parent writes a
+    batch's files from several threads: `next` on a counter is atomic)."""
+    real, calls = sweep_module.write_file, itertools.count()
 
     def write(path: Path, data: bytes) -> None:
-        if len(written) >= after:
+        if next(calls) >= after:
             raise OSError(code, os.strerror(code), str(path))
         real(path, data)
-        written.append(path)
 
     return write
 
