@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -78,12 +79,12 @@ def main() -> None:
                 writing, overall, busy = rates[way][-1]
                 print(f"round {round_ + 1}: {way:5}: parent writes {writing:6.1f} renders/s, busy writing "
                       f"{busy:4.0%} of the sweep; sweep {overall:5.2f} renders/s", flush=True)
-    best = {way: (max(r[0] for r in runs), max(r[1] for r in runs)) for way, runs in rates.items()}
-    print(f"best: parent writing rate local {best['local'][0]:.1f}, dask {best['dask'][0]:.1f} renders/s "
-          f"(dask / local {best['dask'][0] / best['local'][0]:.2f}); sweep local {best['local'][1]:.2f}, dask "
-          f"{best['dask'][1]:.2f} renders/s (dask / local {best['dask'][1] / best['local'][1]:.2f}; the local "
-          "pool starts its processes, TensorFlow and the model in every sweep, the cluster's workers stay warm)")
-
+    mid = {way: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+           for way, runs in rates.items()}
+    print(f"median of {args.rounds}: parent writing rate local {mid['local'][0]:.1f}, dask {mid['dask'][0]:.1f} "
+          f"renders/s (dask / local {mid['dask'][0] / mid['local'][0]:.2f}); sweep local {mid['local'][1]:.2f}, "
+          f"dask {mid['dask'][1]:.2f} renders/s (dask / local {mid['dask'][1] / mid['local'][1]:.2f}; the local pool "
+          "starts its processes, TensorFlow and the model in every sweep, the cluster's workers stay warm)")
 
 if __name__ == "__main__":
     main()

@@ -168,9 +168,15 @@ def stop_on_write_errors(folder: Path) -> Iterator[None]:
         yield
     except (OSError, sqlite3.OperationalError) as exc:
         problem = write_problem(exc, folder)
-        if problem is None:
+        where = getattr(exc, "filename", None)
+        if problem is None or (where and not _related(Path(where).absolute(), folder.absolute())):
             raise
         raise UserError(problem) from None
+
+
+def _related(path: Path, folder: Path) -> bool:
+    """`path` is the folder, inside it, or one of the folders above it (created on the way)."""
+    return path == folder or folder in path.parents or path in folder.parents
 
 
 def take_lock(folder: Path, shard: tuple[int, int] | None) -> Any:
