@@ -54,7 +54,8 @@ def test_without_gpus_the_cpu_cores_are_split_as_before(monkeypatch):
 def test_one_worker_per_gpu_pinned_with_batches_from_memory_and_precision_from_capability(monkeypatch):
     fake_machine(monkeypatch, gpu(0), gpu(1), gpu(2), gpu(3), CPU)
     layout = resolve_layout(devices.discover_devices(), "auto", None, None, "auto")
-    assert [w.environment["CUDA_VISIBLE_DEVICES"] for w in layout.workers] == ["0", "1", "2", "3"]
+    assert [w.environment for w in layout.workers] == [
+        {"CUDA_VISIBLE_DEVICES": str(i), "TF_FORCE_GPU_ALLOW_GROWTH": "true"} for i in range(4)]
     assert all(w.threads is None and w.device.is_gpu for w in layout.workers)
     assert layout.batch_size(224 * 224) >= 64  # a 16 GB card: at least 64 images of 224 px
     assert layout.batch_size(448 * 448) == layout.batch_size(224 * 224) // 4  # scaled by image area

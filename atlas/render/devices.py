@@ -104,8 +104,11 @@ def visible(gpus: list[Device], cuda_visible: str | None) -> list[Device]:
 
 
 def gpu_environment(device: Device | None) -> dict[str, str]:
-    """Environment variables that pin a worker process to one GPU (or to none, for a CPU worker)."""
-    return {"CUDA_VISIBLE_DEVICES": str(device.index) if device is not None and device.is_gpu else "-1"}
+    """Environment variables that pin a worker process to one GPU, with memory growth on from TensorFlow's
+    start (`configure_tensorflow` does it again), or to none, for a CPU worker."""
+    if device is None or not device.is_gpu:
+        return {"CUDA_VISIBLE_DEVICES": "-1"}
+    return {"CUDA_VISIBLE_DEVICES": str(device.index), "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 
 
 def configure_tensorflow(threads: int | None) -> None:

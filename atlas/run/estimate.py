@@ -45,7 +45,9 @@ def estimate(plan: RunPlan, model: Any, out: Any = sys.stdout) -> float:
     from tqdm import tqdm
 
     from atlas.images import load_photo
+    from atlas.render.devices import configure_tensorflow
 
+    configure_tensorflow(None)  # on a GPU, measure with memory growth on, like a worker
     settings = plan.settings
     noise_area = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale)
     # + the two metric passes (start and result, forward only): a forward pass is half a step's FLOPs
