@@ -6,6 +6,7 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_sweep import assert_complete, write_config
 
 from atlas.cli import main
 from atlas.errors import UserError
@@ -17,7 +18,6 @@ from atlas.run.estimate import dry_run
 from atlas.run.layout import parse_gpus, resolve_layout
 from atlas.run.plan import resolve_plan
 from atlas.run.sweep import sweep
-from test_sweep import assert_complete, write_config
 
 CPU = Device("cpu", 0, "CPU", 24 * GIB, cores=8)
 

@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from test_sweep import assert_complete, records, write_config
 
 from atlas.cli import main
 from atlas.images import PHOTOS_DIR
@@ -19,7 +20,6 @@ from atlas.run.config import load_config
 from atlas.run.manifest import Manifest
 from atlas.run.plan import resolve_plan
 from atlas.run.sweep import make_task, sweep
-from test_sweep import assert_complete, records, write_config
 
 distributed = pytest.importorskip("dask.distributed")
 
