@@ -24,7 +24,7 @@ def _atlas(folder: Path, *args: str, env: dict[str, str] | None = None) -> subpr
     return run
 
 
-def _foreign(stderr: str) -> list[str]:
+def foreign_lines(stderr: str) -> list[str]:
     """stderr lines that are neither atlas's own nor a progress bar."""
     return [line for line in stderr.splitlines() if line.strip() and not line.startswith("atlas:")
             and not PROGRESS.match(line)]
@@ -41,20 +41,20 @@ def _sweep_config(folder: Path) -> Path:
 def test_dream_and_a_two_worker_sweep_print_only_atlas_lines(tmp_path):
     dream = _atlas(tmp_path, "dream", "--model", "synthetic:0.125", "--layer", "conv2d0_pre_relu", "--channel", "0",
                    "--size", "32", "--octaves", "1", "--steps", "2", "-o", "one.png")
-    assert (tmp_path / "one.png").is_file() and _foreign(dream.stderr) == []
+    assert (tmp_path / "one.png").is_file() and foreign_lines(dream.stderr) == []
     sweep = _atlas(tmp_path, "sweep", str(_sweep_config(tmp_path)))
     assert "on 2 worker process(es)" in sweep.stdout  # the workers really ran (and imported TensorFlow)
-    assert _foreign(sweep.stderr) == []
+    assert foreign_lines(sweep.stderr) == []
 
 
 def test_verbose_brings_tensorflows_own_lines_back_from_every_process(tmp_path):
-    plain = _foreign(subprocess.run([sys.executable, "-c", "import tensorflow"], env=_env(), capture_output=True,
+    plain = foreign_lines(subprocess.run([sys.executable, "-c", "import tensorflow"], env=_env(), capture_output=True,
                                     text=True).stderr)
     if not plain:
         pytest.skip("TensorFlow prints nothing when it starts on this machine: nothing to bring back")
     sweep = _atlas(tmp_path, "sweep", str(_sweep_config(tmp_path)), "--verbose")
     # what a bare import prints, again from the parent and from each of the 2 workers (and more on first use)
-    assert len(_foreign(sweep.stderr)) >= 3 * len(plain)
+    assert len(foreign_lines(sweep.stderr)) >= 3 * len(plain)
     dream = _atlas(tmp_path, "dream", "--model", "synthetic:0.125", "--layer", "conv2d0_pre_relu", "--channel", "0",
                    "--size", "32", "--octaves", "1", "--steps", "1", "-o", "one.png", env={"ATLAS_VERBOSE": "1"})
-    assert len(_foreign(dream.stderr)) >= len(plain)
+    assert len(foreign_lines(dream.stderr)) >= len(plain)
