@@ -514,7 +514,8 @@ def _index_js(data: dict[str, Any]) -> bytes:
 def _progress(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="page", desc="site", disable=not enabled or total < 500, leave=False)
+    # disable=None: a bar on a terminal only, never in a redirected log
+    return tqdm(total=total, unit="page", desc="site", disable=None if enabled and total >= 500 else True, leave=False)
 
 
 # ---------------------------------------------------------------------------------------------------------
