@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from atlas.atomic import atomic_path, atomic_write_bytes, remove_stale_parts, sync_folders, write_problem
+from atlas.console import import_tensorflow
 from atlas.errors import UserError
 from atlas.run.config import LoadedConfig
 from atlas.run.manifest import Manifest, manifest_name, write_run_info
@@ -260,7 +261,9 @@ def _dask_client(scheduler: str | None) -> Any:
     except ImportError:
         raise UserError("the dask backend needs dask.distributed: pip install -e \".[dask]\"") from None
     try:
-        return Client(scheduler, timeout="10s") if scheduler else Client(processes=True, dashboard_address=None)
+        client = Client(scheduler, timeout="10s") if scheduler else Client(processes=True, dashboard_address=None)
     except (OSError, TimeoutError) as exc:
         raise UserError(f"cannot reach the dask scheduler {scheduler} ({exc}); start one with `dask scheduler` "
                         "or check the address") from None
+    client.run(import_tensorflow)  # before any task: workers import TensorFlow quietly (unless verbose)
+    return client

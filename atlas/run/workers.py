@@ -69,10 +69,13 @@ _STATE: dict[str, Any] = {}  # this process's graph bytes, model, decoded photos
 
 def init_worker(environment: dict[str, str], threads: int | None, graph: bytes | None,
                 fit: tuple[int, int | None, int | None]) -> None:
-    """A local worker process's start: pin it (e.g. CUDA_VISIBLE_DEVICES) before TensorFlow starts, keep the
-    graph bytes and its batch sizes (`BatchFit`'s images, area, memory: plain values, so that nothing here
-    imports TensorFlow)."""
+    """A local worker process's start: pin it (e.g. CUDA_VISIBLE_DEVICES) before TensorFlow starts, then import
+    TensorFlow quietly; keep the graph bytes and its batch sizes (`BatchFit`'s images, area, memory: plain values,
+    so that unpickling these arguments imports no TensorFlow)."""
+    from atlas.console import import_tensorflow
+
     os.environ.update(environment)
+    import_tensorflow()
     _STATE.update(threads=threads, graph=graph, fit_args=fit)
 
 
