@@ -90,8 +90,11 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
         cmd.add_argument("config", help="a YAML config file, or a shipped config's name (`atlas configs` lists "
                          "them), e.g. demo")
         cmd.add_argument("--shard", help="K/N: render only slice K of N (for job arrays); outputs merge")
-        cmd.add_argument("--backend", choices=["loky", "dask"], default=None,
-                         help="joblib backend: worker processes here (default) or a dask.distributed cluster")
+        cmd.add_argument("--backend", choices=["local", "dask"], default=None,
+                         help="worker processes here (default: one per GPU, else splitting the CPU) or a "
+                         "dask.distributed cluster")
+        cmd.add_argument("--gpus", help="GPU ids to render on, as nvidia-smi numbers them, e.g. 0,2, or none "
+                         "(default: the config's gpus:, else all)")
         cmd.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786 (default: a local "
                          "cluster)")
         cmd.add_argument("--dry-run", action="store_true", help="list the work and estimate its time; render "
@@ -101,15 +104,17 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     from atlas.run.config import load_config
     from atlas.run.estimate import dry_run
+    from atlas.run.layout import parse_gpus
     from atlas.run.sweep import sweep
 
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
     loaded = load_config(args.config)
+    gpus = parse_gpus(args.gpus)
     if args.dry_run:
-        dry_run(loaded, args.shard)
+        dry_run(loaded, args.shard, gpus=gpus)
         return
-    summary = sweep(loaded, args.shard, args.backend, args.scheduler)
+    summary = sweep(loaded, args.shard, args.backend, args.scheduler, gpus=gpus)
     print("\n".join(summary.lines()))
     print(f"output: {loaded.run_folder}")
     if summary.failed:
