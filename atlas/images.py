@@ -42,10 +42,20 @@ def photo_credit(name_or_path: str | Path) -> str | None:
 def load_photo(name_or_path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a photo as an RGB float32 array [H, W, 3] in 0..255, upright per its EXIF orientation."""
     path = photo_path(name_or_path)
+    return _read_photo(path, str(path), max_pixels)
+
+
+def decode_photo(data: bytes, origin: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """`load_photo` of a photo file's bytes (e.g. sent to a worker that cannot see the file); `origin` names it
+    in errors."""
+    return _read_photo(io.BytesIO(data), origin, max_pixels)
+
+
+def _read_photo(source: Path | io.BytesIO, path: str, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 if image.width * image.height > max_pixels:
                     raise UserError(f"photo {path} is {image.width}x{image.height} pixels, over the limit of "
                                     f"{max_pixels:,}; scale it down first (a decompression bomb is refused)")

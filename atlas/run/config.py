@@ -11,7 +11,7 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,6 +21,7 @@ from atlas.model.catalogue import Layer, find_layer
 from atlas.model.selection import check_channels, parse_channels
 from atlas.render.loop import RenderSettings
 from atlas.run.manifest import FOURIER, NOISE, Mode
+from atlas.shipped import file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate
 
 _Strict = ConfigDict(extra="forbid")
@@ -90,7 +91,7 @@ class RenderConfig(BaseModel):
     photo_steps: int = Field(default=_D.photo_steps, ge=1, le=1000)
     photo_step_size: float = Field(default=_D.photo_step_size, gt=0)
     tile: int = Field(default=_D.tile, ge=64)
-    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: bfloat16 on CPUs with native bf16
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: see atlas.render.loop.choose_precision
     learning_rate: float = Field(default=_D.learning_rate, gt=0)  # fourier
     spectrum_std: float = Field(default=_D.spectrum_std, gt=0)  # fourier
     diversity_weight: float = Field(default=_D.diversity_weight, ge=0)
@@ -124,6 +125,7 @@ class SweepConfig(BaseModel):
     formats: Formats = Formats()
     batch_size: int | None = Field(default=None, ge=1)
     workers: int | Literal["auto"] = "auto"
+    gpus: list[Annotated[int, Field(ge=0)]] | None = None  # GPU ids as nvidia-smi numbers them; None: all; []: none
 
     @field_validator("photos", mode="after")
     @classmethod
@@ -188,10 +190,11 @@ class LoadedConfig:
 
 
 def load_config(path: str | Path) -> LoadedConfig:
-    """Read and validate a sweep config; photos must exist and be readable."""
+    """Read and validate a sweep config (a file, or the name of a shipped one); photos must exist and be
+    readable."""
     from atlas.images import load_photo
 
-    path = Path(path)
+    path = file_or_shipped(path, shipped_configs(), "config")
     config = validate(SweepConfig, load_yaml(path), str(path))
     name = config.name or path.stem
     base = Path(config.output)

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER
+from atlas.render import devices
 from atlas.render.loop import RenderSettings
 from atlas.run.config import LoadedConfig, select_channels, select_layers
+from atlas.run.layout import Layout, resolve_layout
 from atlas.run.manifest import Mode, image_paths, recorded_hashes
 
 
@@ -60,6 +62,7 @@ class RunPlan:
     shard: tuple[int, int] | None
     batch_size: int | None  # None: chosen from the device
     workers: int | str  # as the config asks: a number or "auto"
+    layout: Layout  # the worker processes, their devices and batch sizes, the precision (settings has it too)
     mode_settings: dict[str, RenderSettings] = field(default_factory=dict)  # mode id -> its settings (method,
     # steps, facets), where they differ from `settings`
 
@@ -132,13 +135,17 @@ def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -
     return items
 
 
-def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None = None) -> RunPlan:
-    """Resolve a loaded config against the model's catalogue; every config mistake is raised here, before
-    anything is created."""
+def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None = None,
+                 gpus: list[int] | None = None, remote: bool = False) -> RunPlan:
+    """Resolve a loaded config against the model's catalogue and this machine's devices (`gpus` from the
+    command line overrides the config's; `remote`: a dask cluster renders); every config mistake is raised
+    here, before anything is created."""
     config = loaded.config
     modes = loaded.modes()
-    settings = config.settings()
-    every = {m.id: config.settings(m.method, m.facets) for m in modes}
+    layout = resolve_layout(devices.discover_devices(), config.workers, config.gpus if gpus is None else gpus,
+                            config.batch_size, config.render.precision, remote)
+    settings = replace(config.settings(), precision=layout.precision)  # `auto` decided once, for every worker
+    every = {m.id: replace(config.settings(m.method, m.facets), precision=layout.precision) for m in modes}
     formats = config.formats.model_dump()
     photos = {m.id: loaded.photos[m.photo] for m in modes if m.photo}
     hashes = {m.id: settings_hash(model.sha256, every[m.id], config.seed, photos.get(m.id), formats) for m in modes}
@@ -147,7 +154,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
                    model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, batch_size=config.batch_size, workers=config.workers,
-                   mode_settings={mode: s for mode, s in every.items() if s != settings})
+                   layout=layout, mode_settings={mode: s for mode, s in every.items() if s != settings})
 
 
 def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], plan: RunPlan) -> bool:
