@@ -134,7 +134,7 @@ class SweepFailed(Exception):
 # RenderSettings fields `atlas dream` takes as --flags (besides --objective and --precision).
 DREAM_SETTINGS = [("size", int), ("octaves", int), ("octave_scale", float), ("steps", int), ("step_size", float),
                   ("photo_octaves", int), ("photo_steps", int), ("photo_step_size", float), ("tile", int),
-                  ("batch_size", int)]
+                  ("batch_size", int), ("learning_rate", float), ("diversity", int), ("diversity_weight", float)]
 
 
 def _dream_parser(sub: argparse._SubParsersAction) -> None:
@@ -144,7 +144,11 @@ def _dream_parser(sub: argparse._SubParsersAction) -> None:
     dream.add_argument("--channel", help="139, 0-15, 0,3,7-9 or all (required unless --objective layer)")
     dream.add_argument("--photo", help="a base photo (any format Pillow reads) or a shipped one: "
                        "astronaut, chelsea, coffee, rocket; without it, dreams start from noise")
-    dream.add_argument("--objective", choices=["channel", "layer", "negative"], default="channel")
+    dream.add_argument("--objective", choices=["channel", "neuron", "layer", "negative"], default="channel",
+                       help="neuron: the channel at the centre of the layer's map")
+    dream.add_argument("--method", choices=["deepdream", "fourier"], default="deepdream",
+                       help="deepdream (pixels, octaves; fast) or fourier (a decorrelated spectrum through random "
+                       "transforms, Adam; --steps default 512)")
     dream.add_argument("-o", "--output", default=".", help="a .png/.jpg/.webp file for one image, else a folder")
     dream.add_argument("--seed", type=int, default=0)
     dream.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
@@ -199,7 +203,8 @@ def cmd_dream(args: argparse.Namespace) -> None:
     from atlas.render.loop import RenderSettings, render_channels, tensor_channels, with_overrides
 
     try:
-        settings = with_overrides(RenderSettings(objective=args.objective), precision=args.precision,
+        settings = with_overrides(RenderSettings(objective=args.objective, method=args.method),
+                                  precision=args.precision,
                                   **{name: getattr(args, name) for name, _ in DREAM_SETTINGS})
     except ValueError as exc:
         raise UserError(f"bad render setting: {exc}") from None
@@ -213,12 +218,18 @@ def cmd_dream(args: argparse.Namespace) -> None:
     channels = parse_channels(args.channel, count, name) if args.objective != "layer" else [WHOLE_LAYER]
     target = Path(args.output)
     single = target.suffix.lower() in IMAGE_SUFFIXES
-    if single and len(channels) > 1:
-        raise UserError(f"{len(channels)} channels make {len(channels)} images; give -o a folder, not {target}")
-    with tqdm(total=len(channels), unit="image", disable=None, desc=name) as bar:
+    images = len(channels) * settings.diversity
+    if single and images > 1:
+        raise UserError(f"{len(channels)} channel(s) x {settings.diversity} facet(s) make {images} images; give -o a "
+                        f"folder, not {target}")
+    if photo is not None and (settings.method != "deepdream" or settings.diversity > 1):
+        raise UserError("--photo works with --method deepdream and no --diversity; the fourier method and "
+                        "facets start from noise")
+    with tqdm(total=len(channels), unit="channel", disable=None, desc=name) as bar:
         results = render_channels(model, name, channels, photo, settings, args.seed, progress=bar.update)
     for result in results:
         leaf = "layer" if result.channel == WHOLE_LAYER else f"{result.channel:04d}"
+        leaf += f"-facet{result.facet}" if settings.diversity > 1 else ""
         path = save_image(target if single else target / f"{name}-{leaf}.png", result.image)
         print(f"{path}  {describe_metrics(result, count)}")
 

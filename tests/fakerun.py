@@ -24,11 +24,12 @@ def synthetic_layers(scale: float = 1.0) -> list[Layer]:
 
 def make_fake_run(folder: Path, layers: list[Layer] | None = None, photos: tuple[str, ...] = ("chelsea",),
                   fraction: float = 1.0, size: int = 64, thumb: int = 32, layer_dreams: bool = True,
-                  seed: int = 0, thumb_ext: str | None = None) -> Path:
-    """Write run.json, images and manifest rows for `fraction` of every layer's channels in every mode."""
+                  seed: int = 0, thumb_ext: str | None = None, fourier_facets: int = 0) -> Path:
+    """Write run.json, images and manifest rows for `fraction` of every layer's channels in every mode; with
+    `fourier_facets` N, also a `fourier` mode rendered with diversity N (N images per channel)."""
     layers = layers if layers is not None else synthetic_layers(0.125)
     rng = np.random.default_rng(seed)
-    modes = [Mode.noise()]
+    modes = [Mode.noise()] + ([Mode.fourier(fourier_facets)] if fourier_facets else [])
     for name in photos:
         (folder / "photos").mkdir(parents=True, exist_ok=True)
         shutil.copy(PHOTOS / f"{name}.jpg", folder / "photos" / f"{name}.jpg")
@@ -44,13 +45,14 @@ def make_fake_run(folder: Path, layers: list[Layer] | None = None, photos: tuple
             count = max(1, int(round(layer.channels * fraction))) if fraction > 0 else 0
             channels = list(range(count)) + ([WHOLE_LAYER] if layer_dreams and mode.kind == "photo" else [])
             for channel in channels:
-                paths = image_paths(mode.id, layer.name, channel, thumb_ext=thumb_ext)
-                _write_images(folder, paths, np.roll(tile, channel * 7 + layer.index, axis=1), thumb)
-                renders.append(Render(layer=layer.name, channel=channel, mode=mode.id, seed=seed,
-                                      settings_hash="fake", start=0.1, end=2.0 + channel % 5, lift=5.0,
-                                      rank=1 + channel % 3, specific=True, seconds=0.5, image=paths[0],
-                                      web=paths[1], thumb=paths[2], versions=json.dumps({"atlas": "test"}),
-                                      created=0.0))
+                for facet in range(mode.facets):
+                    paths = image_paths(mode.id, layer.name, channel, thumb_ext=thumb_ext, facet=facet)
+                    _write_images(folder, paths, np.roll(tile, channel * 7 + layer.index + facet * 3, axis=1), thumb)
+                    renders.append(Render(layer=layer.name, channel=channel, mode=mode.id, seed=seed,
+                                          settings_hash="fake", start=0.1, end=2.0 + channel % 5, lift=5.0,
+                                          rank=1 + channel % 3, specific=True, seconds=0.5, image=paths[0],
+                                          web=paths[1], thumb=paths[2], versions=json.dumps({"atlas": "test"}),
+                                          created=0.0, facet=facet))
     with Manifest(folder / MANIFEST_FILE, create=True) as manifest:
         manifest.add(renders)
     return folder

@@ -68,3 +68,34 @@ def test_dream_user_errors_exit_2_with_one_line(tmp_path, capsys):
         assert main(["dream", "--model", "synthetic:0.125", *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (extra, err)
+
+
+def test_dream_fourier_neuron_and_diversity(tmp_path, capsys):
+    from PIL import Image
+
+    from atlas.cli import main
+
+    base = ["dream", "--model", "synthetic:0.125", "--size", "48", "--steps", "3"]
+    assert main(base + ["--layer", "mixed4a_3x3_pre_relu", "--channel", "0-1", "--objective", "neuron",
+                        "--method", "fourier", "-o", str(tmp_path / "neuron")]) == 0
+    assert sorted(f.name for f in (tmp_path / "neuron").glob("*.png")) == [
+        "mixed4a_3x3_pre_relu-0000.png", "mixed4a_3x3_pre_relu-0001.png"]
+    assert Image.open(tmp_path / "neuron" / "mixed4a_3x3_pre_relu-0000.png").size == (48, 48)
+    assert main(base + ["--layer", "mixed4e_3x3_pre_relu", "--channel", "7", "--diversity", "3",
+                        "-o", str(tmp_path / "facets")]) == 0
+    assert sorted(f.name for f in (tmp_path / "facets").glob("*.png")) == [
+        f"mixed4e_3x3_pre_relu-0007-facet{k}.png" for k in range(3)]
+    assert capsys.readouterr().out.count("lift") == 5
+
+
+def test_dream_method_errors_exit_2_with_one_line(tmp_path, capsys):
+    from atlas.cli import main
+
+    cases = [(["--method", "fourier", "--photo", "chelsea"], "--photo works with --method deepdream"),
+             (["--diversity", "2", "-o", str(tmp_path / "one.png")], "give -o a folder"),
+             (["--method", "pixels"], "invalid choice: 'pixels'"),
+             (["--diversity", "0"], "diversity must be at least 1")]
+    for extra, message in cases:
+        assert main(["dream", "--model", "synthetic:0.125", "--layer", "mixed3a", "--channel", "1", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (extra, err)

@@ -295,3 +295,21 @@ def test_every_figure_type_from_a_real_sweep(real_run, tmp_path):
         assert image.size == (round(sheet.width * DPI), round(sheet.height * DPI))
     book = figures.write_combined_pdf([sheet, progression, panel], tmp_path / "all.pdf", DPI)
     assert pdf_pages(book) == 3
+
+
+def test_figures_name_the_method_and_show_a_channels_facets(tmp_path):
+    folder = make_fake_run(tmp_path / "methods", layers=synthetic_layers(0.125)[:3], photos=(), size=32, thumb=16,
+                           fourier_facets=3)
+    run = figure_run(folder)
+    items = [ItemSpec(layer="conv2d0_pre_relu", channel=1, caption="one channel, three facets"),
+             ItemSpec(layer="conv2d0_pre_relu", channel=2, mode="noise")]
+    layout = figures.layout_figure(run, spec(kind="panel", mode="fourier", items=items))
+    assert layout.labels == ["conv2d0:1 f0", "conv2d0:1 f1", "conv2d0:1 f2", "conv2d0:2 (noise)"]
+    assert [p.image.name for p in layout.panels[:3]] == ["0001.png", "0001-facet1.png", "0001-facet2.png"]
+    assert [p.caption is not None for p in layout.panels] == [True, False, False, False]
+    words = " ".join(t.text for t in layout.texts)
+    assert "Fourier method, started from noise, 3 facets per channel" in words
+    sheet = figures.layout_figure(run, spec(kind="sheet", layer="conv2d0_pre_relu"))
+    assert "DeepDream method, started from noise" in " ".join(t.text for t in sheet.texts)
+    figures.write_figure(layout, tmp_path / "facets.png", dpi=DPI)
+    assert Image.open(tmp_path / "facets.png").size[0] > 0

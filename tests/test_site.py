@@ -250,3 +250,42 @@ def test_serve_answers_on_loopback_only(tmp_path, layers):
 def test_serve_rejects_a_bad_port(tmp_path):
     with pytest.raises(UserError, match="not a port number"):
         make_server(tmp_path, 70000)
+
+
+def test_methods_as_modes_and_facet_strips(tmp_path, layers):
+    """Two methods as two modes, one with facets: tabs and captions name the method, the channel page shows
+    every facet as a strip, and each facet's image is linked."""
+    run = small_run(tmp_path / "facets", layers, photos=(), fourier_facets=3)
+    build_site(run)
+    layer = next(layer for layer in layers if layer.block == "stem")
+    page = (run / "site" / "layers" / f"{layer.name}.html").read_text()
+    assert 'data-mode="fourier"' in page and "noise · Fourier" in page and "noise · DeepDream" in page
+    channel = (run / "site" / "channels" / layer.name / "0002.html").read_text()
+    strip = re.search(r'<div class="facets".*?</div>', channel, re.S).group(0)
+    assert re.findall(r'href="\.\./\.\./\.\./images/fourier/[^/]+/(0002[^"]*)\.web\.jpg"', strip) == [
+        "0002", "0002-facet1", "0002-facet2"]
+    assert channel.count('class="facets"') == 1  # the DeepDream mode has one image per channel
+
+
+def test_a_manifest_from_before_facets_still_reads_and_builds(tmp_path, layers):
+    """Run folders written before methods and facets existed: no `facet` column, modes without method."""
+    import sqlite3
+
+    run = small_run(tmp_path / "old", layers)
+    with sqlite3.connect(run / MANIFEST_FILE) as db:
+        db.execute("CREATE TABLE old AS SELECT layer, channel, mode, seed, settings_hash, start, \"end\", lift, rank, "
+                   "specific, seconds, image, web, thumb, versions, created FROM renders")
+        db.execute("DROP TABLE renders")
+        db.execute("ALTER TABLE old RENAME TO renders")
+    info = json.loads((run / "run.json").read_text())
+    for mode in info["modes"]:
+        del mode["method"], mode["facets"]
+    (run / "run.json").write_text(json.dumps(info))
+    before = read_run(run)
+    assert before.renders and all(r.facet == 0 for r in before.renders) and not before.facets
+    assert {m.method for m in before.modes} == {"deepdream"}
+    build_site(run)
+    assert "noise · DeepDream" in (run / "site" / "index.html").read_text()
+    with Manifest(run / MANIFEST_FILE, create=True):  # a sweep resuming it adds the column, keeping every row
+        pass
+    assert read_run(run).renders == before.renders

@@ -191,3 +191,26 @@ def test_walk_index_layer_channel_compare_with_search_and_keys(site, browser):
         page.goto(url(site, f"{name}.html"))
         watch.shot(name)
     assert not watch.errors, watch.errors
+
+
+def test_layer_page_switches_methods_and_channel_page_shows_facets(tmp_path, catalogue, browser):
+    """A run with the DeepDream and Fourier methods as two modes, the Fourier one with 4 facets per channel."""
+    layers = [layer for layer in catalogue if layer.name in CRAWLED[:2]]
+    build_site(make_fake_run(tmp_path / "methods", layers=layers, photos=(), fraction=0.5, fourier_facets=4))
+    site = tmp_path / "methods" / "site"
+    watch = Watch(browser)
+    page = watch.page
+    page.goto(url(site, "layers/conv2d0_pre_relu.html"))
+    tabs = page.locator("button[role=tab]")
+    assert tabs.evaluate_all("b => b.map(x => x.textContent.trim())") == ["noise · DeepDream", "noise · Fourier"]
+    page.click("button[data-mode=fourier]")
+    assert page.locator("div.grid[data-panel=fourier]").is_visible()
+    assert not page.locator("div.grid[data-panel=noise]").is_visible()
+    page.click("div.grid[data-panel=fourier] a.cell[data-ch='1']")
+    assert page.url.endswith("channels/conv2d0_pre_relu/0001.html")
+    strip = page.locator("figure.large .facets a")
+    assert strip.count() == 4 and page.locator("figure.large .facets img").first.is_visible()
+    assert "noise · Fourier" in page.locator("figure.large").nth(1).inner_text()
+    assert not load_all_images(page)
+    watch.shot("facets")
+    assert not watch.errors, watch.errors

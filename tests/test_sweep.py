@@ -1,5 +1,6 @@
 """The sweep: config validation, resume and idempotence, SIGKILL safety, the lock, shards, the dask backend."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -191,3 +192,73 @@ def test_dask_backend_on_a_local_cluster(tmp_path):
     assert (summary.done, summary.failed) == (4, [])
     assert summary.workers and f":{os.getpid()}" not in next(iter(summary.workers))  # rendered by dask's worker
     assert_complete(loaded.run_folder, 4)
+
+
+def test_both_methods_as_two_modes_with_facets_then_resume_and_change_one(tmp_path):
+    """modes [noise, fourier] with diversity 2: both methods render into one run, each channel's two facets
+    are recorded and written; a re-run skips everything; new fourier settings redo only the fourier mode."""
+    both = {"modes": ["noise", "fourier"], "diversity": 2, "fourier": {"steps": 4}}
+    loaded = load_config(write_config(tmp_path, **both))
+    assert (sweep(loaded).done, sweep(loaded).done) == (2 * 2 * 2 * 2, 0)  # layers x channels x modes x facets
+    run = read_run(loaded.run_folder)
+    assert [(m.id, m.method, m.facets) for m in run.modes] == [("noise", "deepdream", 2), ("fourier", "fourier", 2)]
+    assert len(run.renders) == 8 and len(run.facets) == 8  # facet 0 of every key, and each key's two facets
+    facets = run.facets[("fourier", "conv2d0_pre_relu", 1)]
+    assert [(r.facet, r.web) for r in facets] == [(0, "images/fourier/conv2d0_pre_relu/0001.web.jpg"),
+                                                  (1, "images/fourier/conv2d0_pre_relu/0001-facet1.web.jpg")]
+    assert all((loaded.run_folder / r.image).is_file() for found in run.facets.values() for r in found)
+    info = json.loads((loaded.run_folder / "run.json").read_text())
+    assert info["settings"]["mode_render"]["fourier"]["steps"] == 4
+    assert info["settings"]["mode_render"]["fourier"]["method"] == "fourier"
+
+    (loaded.run_folder / facets[1].thumb).unlink()  # a lost facet redoes its channel
+    assert sweep(loaded).done == 2
+    hashes = {r.mode: r.settings_hash for r in read_run(loaded.run_folder).renders}
+    changed = load_config(write_config(tmp_path, **{**both, "fourier": {"steps": 5}}))
+    assert sweep(changed).done == 2 * 2 * 2  # the fourier mode only
+    after = {r.mode: r.settings_hash for r in read_run(loaded.run_folder).renders}
+    assert after["noise"] == hashes["noise"] and after["fourier"] != hashes["fourier"]
+
+
+def test_render_method_fourier_alone_is_the_fourier_mode(tmp_path):
+    loaded = load_config(write_config(tmp_path, render={"method": "fourier", "steps": 3, "size": 48,
+                                                        "objective": "neuron"}))
+    assert [m.id for m in loaded.modes()] == ["fourier"]
+    summary = sweep(loaded)
+    assert (summary.done, summary.failed) == (4, [])
+    run = read_run(loaded.run_folder)
+    assert {r.mode for r in run.renders} == {"fourier"} and run.settings["render"]["steps"] == 3
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"render": {"method": "fourier"}, "modes": ["noise", "fourier"]}, "put the fourier settings under fourier:"),
+    ({"fourier": {"steps": 5}}, "add fourier to modes"),
+    ({"render": {"method": "pixels"}}, "render.method: Input should be 'deepdream' or 'fourier'"),
+    ({"diversity": 0}, "diversity: Input should be greater than or equal to 1"),
+])
+def test_method_config_errors(tmp_path, capsys, changes, message):
+    assert main(["sweep", str(write_config(tmp_path, **changes))]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_dry_run_counts_each_methods_steps_and_facets(tmp_path):
+    from atlas.render.loop import RenderSettings
+    from atlas.run.estimate import noise_cost
+
+    fourier = RenderSettings(method="fourier")
+    assert noise_cost(fourier) > 10 * noise_cost(RenderSettings())  # 512 full-size steps against 3 x 10 octaves
+    assert noise_cost(replace_settings(fourier, steps=1024)) == pytest.approx(2 * noise_cost(fourier), rel=0.01)
+    assert noise_cost(replace_settings(fourier, diversity=4)) == pytest.approx(4 * noise_cost(fourier))
+    import io
+
+    out = io.StringIO()
+    assert dry_run(load_config(write_config(tmp_path, render={"method": "fourier", "steps": 4, "size": 64})),
+                   out=out) > 0
+    assert "4 renders in this config" in out.getvalue()
+
+
+def replace_settings(settings, **changes):
+    from dataclasses import replace
+
+    return replace(settings, **changes)

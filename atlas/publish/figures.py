@@ -269,7 +269,10 @@ def find_mode(run: Run, text: str | None) -> Mode:
 
 
 def mode_words(mode: Mode) -> str:
-    return "started from noise" if mode.kind == NOISE else f"started from the photo '{mode.photo}'"
+    """How the mode's images were made: its method and its start."""
+    start = "started from noise" if mode.kind == NOISE else f"started from the photo '{mode.photo}'"
+    facets = f", {mode.facets} facets per channel" if mode.facets > 1 else ""
+    return f"{mode.method_label} method, {start}{facets}"
 
 
 def image_file(run: Run, render: Render | None) -> Path | None:
@@ -337,7 +340,12 @@ def panel_cells(run: Run, items: list[ItemSpec], default_mode: Mode) -> list[Cel
         mode = find_mode(run, item.mode) if item.mode else default_mode
         key = (mode.id, layer.name, item.channel)
         label = f"{short_layer(layer.name)}:{item.channel}" + ("" if mode == default_mode else f" ({mode.id})")
-        cells.append(Cell(key, image_file(run, renders.get(key)), label, item.caption))
+        facets = run.facets.get(key)
+        if facets:  # every facet of the channel, side by side; the caption goes with the first
+            cells.extend(Cell(key, image_file(run, facet), f"{label} f{facet.facet}",
+                              item.caption if facet.facet == 0 else None) for facet in facets)
+        else:
+            cells.append(Cell(key, image_file(run, renders.get(key)), label, item.caption))
     return cells
 
 

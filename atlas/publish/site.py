@@ -84,6 +84,8 @@ class LayerView:
     position: int  # in display order
     renders: dict[str, dict[int, Render]]  # mode id -> channel -> render (present on disk)
     dreams: dict[str, Render]  # mode id -> whole-layer render
+    facets: dict[str, dict[int, list[Render]]] = field(default_factory=dict)  # mode id -> channel -> its facets
+    # (modes rendered with diversity N; every facet present on disk)
     prev: LayerView | None = None
     next: LayerView | None = None
 
@@ -202,13 +204,18 @@ def build_atlas(run: Run) -> Atlas:
             dreams.setdefault(render.layer, {})[render.mode] = render
         else:
             per_layer.setdefault(render.layer, {}).setdefault(render.mode, {})[render.channel] = render
+    facets: dict[str, dict[str, dict[int, list[Render]]]] = {}
+    for (mode, layer_name, channel), found in run.facets.items():
+        shown = [r for r in found if r.thumb in existing and r.web in existing]
+        if len(shown) > 1:
+            facets.setdefault(layer_name, {}).setdefault(mode, {})[channel] = shown
     blocks, views = [], []
     for name, members, after in display_order(run.layers):
         block_views = []
         for layer in members:
             renders = {mode: {c: r for c, r in found.items() if 0 <= c < layer.channels}
                        for mode, found in per_layer.get(layer.name, {}).items()}
-            view = LayerView(layer, len(views), renders, dreams.get(layer.name, {}))
+            view = LayerView(layer, len(views), renders, dreams.get(layer.name, {}), facets.get(layer.name, {}))
             views.append(view)
             block_views.append(view)
         blocks.append(Block(name, block_views, after))

@@ -1,9 +1,12 @@
 """The render loop: batched gradient ascent from noise or from a photo, and the metrics of each render.
 
-`render_channels(model, layer, channels, photo, settings, seed)` is the one entry point. A batch holds one
-image per channel; the loss is the sum of each image's own objective, so every image gets its own gradient,
-and all randomness (start noise per channel, jitter per step) is seeded so that a channel rendered in a
-batch equals the same channel rendered alone.
+`render_channels(model, layer, channels, photo, settings, seed)` is the one entry point. Two methods:
+`deepdream` (the DeepDream notebook's pixel-space ascent with Laplacian-normalised gradients and octaves; from
+noise or a photo) and `fourier` (Adam on a decorrelated spectrum through random transforms, from a random
+spectrum: `atlas.render.fourier`). A batch holds one image per channel (N per channel with `diversity` N, its
+facets); the loss is the sum of each image's own objective (minus the diversity term within each channel's
+facets), so every image gets its own gradient, and all randomness is seeded per channel and facet so that a
+channel rendered in a batch equals the same channel rendered alone.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from atlas.model.graph import PRECISIONS, Model
 from atlas.model.selection import WHOLE_LAYER, check_channels
 from atlas.render import devices, transforms
 from atlas.render.devices import GIB, Device, peak_memory, reset_peak_memory
-from atlas.render.objectives import OBJECTIVES, PER_CHANNEL
+from atlas.render.fourier import dream_fourier, image_key
+from atlas.render.objectives import OBJECTIVES, PER_CHANNEL, centre, total_loss
 
 StepFn = Callable[..., tf.Tensor]
 
@@ -31,12 +35,13 @@ StepFn = Callable[..., tf.Tensor]
 class RenderSettings:
     """Everything that shapes the pixels of a render (batch_size only changes speed)."""
 
-    objective: str = "channel"  # channel | layer | negative
+    objective: str = "channel"  # channel | neuron | layer | negative
+    method: str = "deepdream"  # deepdream (pixels; from noise or a photo) | fourier (a spectrum; from noise)
     # from noise
     size: int = 224  # final side in pixels
     octaves: int = 3
     octave_scale: float = 1.4
-    steps: int = 10  # per octave
+    steps: int | None = None  # deepdream: per octave (default 10); fourier: Adam steps (default 512)
     step_size: float = 1.5
     noise: float = 10.0  # std of the start noise around mid-grey
     jitter: int = 8  # max roll in pixels per step
@@ -47,6 +52,15 @@ class RenderSettings:
     photo_steps: int = 10
     photo_step_size: float = 1.5
     tile: int = 512
+    # the fourier method (atlas.render.fourier)
+    learning_rate: float = 0.05  # Adam's
+    spectrum_std: float = 0.01  # of the random start spectrum
+    # facets: N images of each channel rendered together, pushed apart by the Gram-matrix diversity term
+    diversity: int = 1
+    # weight of the term against the mean objective of a channel's facets. The published tutorial used 1e2;
+    # on the stand-in that drowned the objective (facets kept 0.2x the lift of a single render or less), while
+    # 1 keeps each facet at >= 0.79x and still pushes the facets apart (tests/test_fourier.py)
+    diversity_weight: float = 1.0
     # speed: batch_size never changes pixels. precision "bfloat16" (opt-in; "auto" picks it on CPUs with
     # native bfloat16, AVX512_BF16 or AMX) is 1.1-1.5x faster with the same metrics on the stand-in, but
     # its coarser rounding lets a batched render drift far from the same channel rendered alone; its pixels
@@ -57,7 +71,12 @@ class RenderSettings:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
-        for name in ("size", "octaves", "steps", "photo_octaves", "photo_steps", "tile", "laplacian_levels"):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}")
+        if self.steps is None:
+            object.__setattr__(self, "steps", METHODS[self.method])
+        for name in ("size", "octaves", "steps", "photo_octaves", "photo_steps", "tile", "laplacian_levels",
+                     "diversity"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.octave_scale < 1 or self.photo_octave_scale < 1:
@@ -70,18 +89,30 @@ class RenderSettings:
         return auto_precision() if self.precision == "auto" else self.precision
 
     def pixel_dict(self) -> dict[str, object]:
-        """The settings that affect pixels (everything but batch_size; precision only when not float32,
-        so hashes of float32 renders are unchanged)."""
+        """The settings that affect pixels (everything but batch_size; precision only when not float32, the
+        method and its settings only for fourier, diversity only above 1, so hashes of earlier renders are
+        unchanged)."""
         values = asdict(self)
         values.pop("batch_size")
         values["precision"] = self.resolved_precision()
         if values["precision"] == "float32":
             values.pop("precision")
+        unused = DEEPDREAM_NOISE if self.method == "fourier" else FOURIER
+        if self.method == "fourier":
+            values["transforms"] = asdict(transforms.RobustnessChain())
+        for name in unused + (("diversity", "diversity_weight") if self.diversity == 1 else ()):
+            values.pop(name)
         return values
 
     def pixel_hash(self) -> str:
         """A short stable hash of `pixel_dict`, recorded with every render."""
         return hashlib.sha256(json.dumps(self.pixel_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+METHODS = {"deepdream": 10, "fourier": 512}  # method -> default steps
+DEEPDREAM_NOISE = ("octaves", "octave_scale", "step_size", "noise", "jitter", "laplacian_levels", "photo_octaves",
+                   "photo_octave_scale", "photo_steps", "photo_step_size", "tile")  # unused by fourier
+FOURIER = ("method", "learning_rate", "spectrum_std")
 
 
 @dataclass
@@ -97,8 +128,9 @@ class RenderResult:
     end: float  # ... on the result
     lift: float  # (end - start) / spread of the layer's channel means on the start image
     rank: int | None  # 1 = the most active channel of its layer on the result (most suppressed for negative)
-    specific: bool | None  # its own image excites it more than any other image of the batch; None when alone
+    specific: bool | None  # its own image excites it more than any other channel's image of the batch (None: alone)
     seconds: float
+    facet: int = 0  # which of the channel's `diversity` images
 
 
 def auto_precision(found: list[Device] | None = None) -> str:
@@ -180,28 +212,28 @@ class BatchFit:
         return batch // 2
 
 
-def noise_start(channel: int, seed: int, settings: RenderSettings) -> np.ndarray:
-    """The seeded start image of one channel: low-amplitude noise around mid-grey, [size, size, 3]."""
-    rng = np.random.default_rng([seed, channel + 1])
+def noise_start(channel: int, seed: int, settings: RenderSettings, facet: int = 0) -> np.ndarray:
+    """The seeded start image of one channel (and facet): low-amplitude noise around mid-grey, [size, size, 3]."""
+    rng = np.random.default_rng([seed, channel + 1] + ([facet] if facet else []))
     noise = rng.normal(0.0, settings.noise, (settings.size, settings.size, 3))
     return np.clip(128.0 + noise, 0, 255).astype(np.float32)
 
 
-_STEPS: dict[tuple[int, str, str, int, str], tuple[StepFn, StepFn]] = {}
+_STEPS: dict[tuple[int, str, str, int, str, int, float], tuple[StepFn, StepFn]] = {}
 
 
-def _step_functions(model: Model, layer: str, objective: str, levels: int,
-                    precision: str = "float32") -> tuple[StepFn, StepFn]:
-    """(noise step, raw gradient) compiled once per model, layer, objective and precision."""
-    key = (id(model), layer, objective, levels, precision)
+def _step_functions(model: Model, layer: str, objective: str, levels: int, precision: str = "float32",
+                    facets: int = 1, diversity_weight: float = 0.0) -> tuple[StepFn, StepFn]:
+    """(noise step, raw gradient) compiled once per model, layer, objective, precision and facets."""
+    key = (id(model), layer, objective, levels, precision, facets, diversity_weight)
     if key not in _STEPS:
-        fn, target = model.layer_fn(layer, precision), OBJECTIVES[objective]
+        fn = model.layer_fn(layer, precision)
         spec = [tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None], tf.int32)]
 
         def gradient(images: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
             with tf.GradientTape() as tape:
                 tape.watch(images)
-                loss = tf.reduce_sum(target(fn(images), channels))
+                loss = total_loss(fn(images), channels, objective, facets, diversity_weight)
             return tape.gradient(loss, images)
 
         def noise_step(images: tf.Tensor, channels: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor,
@@ -221,7 +253,7 @@ def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.
                      settings: RenderSettings, seed: int) -> np.ndarray:
     """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images."""
     step_fn, _ = _step_functions(model, layer, settings.objective, settings.laplacian_levels,
-                                 settings.resolved_precision())
+                                 settings.resolved_precision(), settings.diversity, settings.diversity_weight)
     rng = np.random.default_rng([seed, 1 << 20])  # jitter: shared by the batch, independent of its makeup
     sizes = transforms.octave_sizes(settings.size, settings.size, settings.octaves, settings.octave_scale)
     images = transforms.resize(starts, *sizes[0])
@@ -305,31 +337,39 @@ def channel_means(model: Model, layer: str, images: np.ndarray, batch: int) -> n
     return per_image(model, layer, images, batch, lambda acts: tf.reduce_mean(acts, axis=[1, 2]))
 
 
+def channel_values(model: Model, layer: str, images: np.ndarray, batch: int, objective: str) -> np.ndarray:
+    """What `objective` measures of every channel on each image: [N, C] (the map's centre for `neuron`)."""
+    if objective == "neuron":
+        return per_image(model, layer, images, batch, centre)
+    return channel_means(model, layer, images, batch)
+
+
 def measure(model: Model, layer: str, channels: list[int], starts: np.ndarray, finals: np.ndarray,
             objective: str, batch: int) -> list[dict[str, float | int | bool | None]]:
     """Start and end activation, lift, rank and specificity of each render (see RenderResult).
 
-    `starts` holds one start image per render, or one shared by all (a photo)."""
+    `channels` holds each image's channel (a channel appears once per facet); `starts` holds one start image
+    per render, or one shared by all (a photo)."""
     count = len(finals)
     if objective not in PER_CHANNEL:
         start = np.resize(per_image(model, layer, starts, batch, _mean_square), count)
         end = per_image(model, layer, finals, batch, _mean_square)
         return [{"start": float(s), "end": float(e), "lift": float((e - s) / max(abs(s), 1e-12)), "rank": None,
                  "specific": None} for s, e in zip(start, end)]
-    start_means = channel_means(model, layer, starts, batch)
-    end_means = channel_means(model, layer, finals, batch)
-    if len(start_means) == 1 and count > 1:
-        start_means = np.repeat(start_means, count, axis=0)
+    start_values = channel_values(model, layer, starts, batch, objective)
+    end_values = channel_values(model, layer, finals, batch, objective)
+    if len(start_values) == 1 and count > 1:
+        start_values = np.repeat(start_values, count, axis=0)
     sign = -1.0 if objective == "negative" else 1.0
     own = np.array(channels)
     rows = np.arange(len(own))
-    start, end = start_means[rows, own], end_means[rows, own]
-    spread = start_means.std(axis=1) + 1e-12
-    signed = sign * end_means
+    start, end = start_values[rows, own], end_values[rows, own]
+    spread = start_values.std(axis=1) + 1e-12
+    signed = sign * end_values
     ranks = 1 + (signed > signed[rows, own][:, None]).sum(axis=1)
-    cross = signed[:, own]  # cross[i, j]: channel j's value on image i
-    specific = [None] * len(own) if len(own) == 1 else \
-        [bool(cross[j, j] > np.delete(cross[:, j], j).max()) for j in range(len(own))]
+    cross = signed[:, own]  # cross[i, j]: image j's channel's value on image i
+    specific = [bool(cross[j, j] > cross[own != own[j], j].max()) if (own != own[j]).any() else None
+                for j in range(len(own))]
     return [{"start": float(s), "end": float(e), "lift": float((e - s) / d), "rank": int(r), "specific": p}
             for s, e, d, r, p in zip(start, end, spread, ranks, specific)]
 
@@ -339,11 +379,15 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
                     progress: Callable[[int], None] | None = None, fit: BatchFit | None = None) -> list[RenderResult]:
     """Render each channel of `layer` (from noise, or from `photo`: float RGB 0..255) with its metrics.
 
-    With the `layer` objective, `channels` is ignored and one whole-layer dream is returned. Passes hold
-    `fit`'s number of images (default: `settings.batch_size`, else `auto_batch_size`); a pass that runs out of
-    device memory is retried with half as many.
+    With the `layer` objective, `channels` is ignored and one whole-layer dream is returned. With `diversity`
+    N, each channel gets N results (facets 0..N-1, in that order). Passes hold `fit`'s number of images
+    (default: `settings.batch_size`, else `auto_batch_size`), whole channels with all their facets; a pass that
+    runs out of device memory is retried with half as many.
     """
     layer_name = model.tensor_name(layer)
+    if photo is not None and (settings.method != "deepdream" or settings.diversity > 1):
+        raise ValueError("a photo is rendered by the deepdream method with diversity 1; the fourier method and "
+                         "facets start from noise")
     if settings.objective not in PER_CHANNEL:
         channels = [WHOLE_LAYER]
     elif not channels:
@@ -356,14 +400,15 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
     first = 0
     while first < len(channels):
         batch = fit.size(layer_name, pixels)
-        chunk = list(channels[first:first + batch])
+        chunk = list(channels[first:first + max(1, batch // settings.diversity)])
+        images = len(chunk) * settings.diversity
         try:
             reset_peak_memory()
             results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch))
         except tf.errors.ResourceExhaustedError:  # pixels do not depend on the batch: retry smaller
-            fit.halve(layer_name, pixels, len(chunk))
+            fit.halve(layer_name, pixels, images)
             continue
-        fit.observe(layer_name, pixels, len(chunk), peak_memory())
+        fit.observe(layer_name, pixels, images, peak_memory())
         first += len(chunk)
         if progress:
             progress(len(chunk))
@@ -373,19 +418,25 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
 def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarray | None,
                   settings: RenderSettings, seed: int, batch: int) -> list[RenderResult]:
     began = time.perf_counter()
-    targets = np.array([max(c, 0) for c in channels], np.int32)
-    if photo is None:
-        starts = np.stack([noise_start(c, seed, settings) for c in channels])
-        finals = dream_from_noise(model, layer, targets, starts, settings, seed)
-    else:
+    images_of = [(c, f) for c in channels for f in range(settings.diversity)]  # (channel, facet) per image
+    targets = np.array([max(c, 0) for c, _ in images_of], np.int32)
+    if photo is not None:
         starts = photo[None].astype(np.float32)
         finals = dream_from_photo(model, layer, targets, starts[0], settings, seed)
+    elif settings.method == "fourier":
+        starts, finals = dream_fourier(model, layer, targets, [image_key(seed, c, f) for c, f in images_of],
+                                       settings.size, settings.steps, settings.learning_rate,
+                                       settings.spectrum_std, settings.objective, settings.diversity,
+                                       settings.diversity_weight, settings.resolved_precision())
+    else:
+        starts = np.stack([noise_start(c, seed, settings, f) for c, f in images_of])
+        finals = dream_from_noise(model, layer, targets, starts, settings, seed)
     images = to_uint8(finals)
     metrics = measure(model, layer, list(targets), to_uint8(starts).astype(np.float32),
                       images.astype(np.float32), settings.objective, batch)
-    seconds = (time.perf_counter() - began) / len(channels)
+    seconds = (time.perf_counter() - began) / len(images_of)
     return [RenderResult(layer=layer, channel=c, objective=settings.objective, seed=seed, image=image,
-                         seconds=seconds, **m) for c, image, m in zip(channels, images, metrics)]
+                         seconds=seconds, facet=f, **m) for (c, f), image, m in zip(images_of, images, metrics)]
 
 
 def with_overrides(settings: RenderSettings, **overrides: object) -> RenderSettings:

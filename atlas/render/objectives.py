@@ -2,7 +2,8 @@
 
 Every objective maps activations [B, H, W, C] and each image's target channel [B] to one value per image [B],
 so a batch of images can each chase its own channel: the loss is their sum and, because images of a batch
-never interact, every image receives exactly its own gradient.
+never interact, every image receives exactly its own gradient. The one exception is the diversity term,
+which couples the N facets of one channel (consecutive images of a batch) and nothing else.
 """
 
 from __future__ import annotations
@@ -14,16 +15,31 @@ import tensorflow as tf
 Objective = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
+def _own(values: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
+    """values [B, C] -> each image's own channel [B] (a mask, not a gather: exact per image)."""
+    mask = tf.one_hot(channels, tf.shape(values)[-1], dtype=values.dtype)
+    return tf.reduce_sum(values * mask, axis=1)
+
+
 def channel(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
     """Mean of each image's own channel (pre-ReLU): the atlas default."""
-    means = tf.reduce_mean(acts, axis=[1, 2])
-    mask = tf.one_hot(channels, tf.shape(acts)[-1], dtype=acts.dtype)  # a mask, not a gather: exact per image
-    return tf.reduce_sum(means * mask, axis=1)
+    return _own(tf.reduce_mean(acts, axis=[1, 2]), channels)
 
 
 def negative_channel(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
     """Minus the channel mean: what the channel responds to least."""
     return -channel(acts, channels)
+
+
+def centre(acts: tf.Tensor) -> tf.Tensor:
+    """The activations at the centre position of the layer's map: [B, C]."""
+    shape = tf.shape(acts)
+    return acts[:, shape[1] // 2, shape[2] // 2, :]
+
+
+def neuron(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
+    """One unit: the channel at the centre position of the map (its receptive field is the patch that matters)."""
+    return _own(centre(acts), channels)
 
 
 def layer(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
@@ -32,5 +48,33 @@ def layer(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.square(acts), axis=[1, 2, 3])
 
 
-OBJECTIVES: dict[str, Objective] = {"channel": channel, "negative": negative_channel, "layer": layer}
-PER_CHANNEL = {"channel", "negative"}
+def diversity(acts: tf.Tensor, facets: int) -> tf.Tensor:
+    """Similarity of the facets of each channel: the published diversity term.
+
+    Consecutive groups of `facets` images belong to one channel. Each image's Gram matrix of the layer's
+    channels is normalised to unit length; the term is, per group, the sum of the cosine similarities of every
+    ordered pair of different facets over the group size. Returns one value per group [B / facets].
+    """
+    shape = tf.shape(acts)
+    flat = tf.reshape(acts, [shape[0], -1, shape[3]])
+    grams = tf.matmul(flat, flat, transpose_a=True)  # [B, C, C]
+    grams = tf.reshape(grams, [shape[0] // facets, facets, -1])
+    grams = tf.math.l2_normalize(grams, axis=-1, epsilon=1e-10)
+    similar = tf.matmul(grams, grams, transpose_b=True)  # [groups, N, N]
+    off_diagonal = tf.reduce_sum(similar, axis=[1, 2]) - tf.linalg.trace(similar)
+    return off_diagonal / facets
+
+
+def total_loss(acts: tf.Tensor, channels: tf.Tensor, objective: str, facets: int = 1,
+               diversity_weight: float = 0.0) -> tf.Tensor:
+    """The scalar a render climbs: the sum of every image's objective, minus the weighted diversity term
+    (scaled by the group size, so the weight is that of a group's mean objective, as published)."""
+    loss = tf.reduce_sum(OBJECTIVES[objective](acts, channels))
+    if facets > 1:
+        loss -= diversity_weight * facets * tf.reduce_sum(diversity(acts, facets))
+    return loss
+
+
+OBJECTIVES: dict[str, Objective] = {"channel": channel, "negative": negative_channel, "neuron": neuron,
+                                    "layer": layer}
+PER_CHANNEL = {"channel", "negative", "neuron"}

@@ -1,10 +1,13 @@
-"""Image-space operations of the render loop (Lucid's `transforms`): jitter, resizing, gradient normalisation.
+"""Image-space operations of the render loops (Lucid's `transforms`): jitter, resizing, gradient normalisation,
+the random transformation chain of the Fourier method, and the finest-band share of an image's energy.
 
 All work on batches [B, H, W, 3] of float32 pixels and treat every image of a batch on its own, so a batch
 gives the result of its images one at a time (up to float rounding: kernels may sum in another order).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -77,3 +80,82 @@ def octave_sizes(height: int, width: int, octaves: int, scale: float) -> list[tu
     """Sizes from the smallest octave up to (height, width), each `scale` times the one before."""
     return [(max(1, int(round(height / scale ** k))), max(1, int(round(width / scale ** k))))
             for k in range(octaves - 1, -1, -1)]
+
+
+def finest_band_share(images: tf.Tensor | np.ndarray) -> np.ndarray:
+    """Share of each image's energy in the finest Laplacian level: [B], between 0 and 1.
+
+    An image splits into that level (`_split`'s residual) and the rest (the coarser levels, upsampled); the share
+    is the residual's energy over the sum of both (each about its mean). Pixel-grid noise lives in that level;
+    an image of smooth structure puts little energy there.
+    """
+    images = tf.cast(images, tf.float32)
+    margin = [[0, 0], [4, 4], [4, 4], [0, 0]]  # mirrored, so the image's border is no edge to the blur
+    high = _split(tf.pad(images, margin, mode="REFLECT"))[1][:, 4:-4, 4:-4]
+    rest = images - high
+    rest -= tf.reduce_mean(rest, axis=[1, 2, 3], keepdims=True)
+    fine = tf.reduce_sum(tf.square(high), axis=[1, 2, 3])
+    return (fine / (fine + tf.reduce_sum(tf.square(rest), axis=[1, 2, 3]) + 1e-12)).numpy()
+
+
+# ---------------------------------------------------------------------------- transformation robustness
+
+
+@dataclass(frozen=True)
+class RobustnessChain:
+    """The random transforms every step of the Fourier method looks through (the published defaults):
+    pad, jitter, scale, rotate, jitter. Applied as one affine warp per image on a fixed canvas, so a batch
+    keeps one shape while every image draws its own transform."""
+
+    pad: int = 12
+    jitter: int = 8
+    scales: tuple[float, ...] = tuple(1 + (i - 5) / 50 for i in range(11))  # 0.9 ... 1.1
+    angles: tuple[int, ...] = tuple(range(-10, 11)) + (0,) * 5  # degrees; no rotation more often
+    jitter_after: int = 4
+
+    def canvas(self, size: int) -> int:
+        """Side of the transformed image: padded, then cropped by both jitters."""
+        return size + 2 * self.pad - self.jitter - self.jitter_after
+
+    def draw(self, rng: np.random.Generator, steps: int, size: int) -> np.ndarray:
+        """`steps` random transforms of one image of side `size`, as affine maps from canvas (row, col) to
+        image (row, col): [steps, 6] float32 (a, b, c, d, e, f: row = a r + b c + c, col = d r + e c + f)."""
+        first = rng.integers(0, self.jitter + 1, (steps, 2)) - self.jitter / 2  # crop offset, centred
+        second = rng.integers(0, self.jitter_after + 1, (steps, 2)) - self.jitter_after / 2
+        scale = np.asarray(self.scales)[rng.integers(0, len(self.scales), steps)]
+        theta = np.deg2rad(np.asarray(self.angles, float)[rng.integers(0, len(self.angles), steps)])
+        centre_in, centre_out = (size - 1) / 2, (self.canvas(size) - 1) / 2
+        cos, sin = np.cos(theta) / scale, np.sin(theta) / scale
+        # image point = centre_in - first + R(-theta) / scale @ (canvas point - centre_out - second)
+        oy, ox = -centre_out - second[:, 0], -centre_out - second[:, 1]
+        maps = np.stack([cos, sin, centre_in - first[:, 0] + cos * oy + sin * ox,
+                         -sin, cos, centre_in - first[:, 1] - sin * oy + cos * ox], axis=1)
+        return maps.astype(np.float32)
+
+
+def affine_warp(images: tf.Tensor, maps: tf.Tensor, canvas: tf.Tensor | int, fill: float = 127.5) -> tf.Tensor:
+    """Bilinear resampling of each image [B, H, W, 3] by its own affine map [B, 6] onto a canvas x canvas
+    grid; points outside the image take the value `fill` (mid-grey, as the published padding). Built from
+    gathers, so its gradient is exact."""
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    framed = tf.pad(images - fill, [[0, 0], [1, 1], [1, 1], [0, 0]]) + fill  # a 1-pixel frame of `fill`
+    grid = tf.cast(tf.range(canvas), tf.float32)
+    rows, cols = tf.meshgrid(grid, grid, indexing="ij")
+    rows, cols = tf.reshape(rows, [1, -1]), tf.reshape(cols, [1, -1])
+    a, b, c, d, e, f = (maps[:, i:i + 1] for i in range(6))
+    src_r = tf.clip_by_value(a * rows + b * cols + c + 1.0, 0.0, tf.cast(height + 1, tf.float32))
+    src_c = tf.clip_by_value(d * rows + e * cols + f + 1.0, 0.0, tf.cast(width + 1, tf.float32))
+    r0, c0 = tf.floor(src_r), tf.floor(src_c)
+    wr, wc = (src_r - r0)[..., None], (src_c - c0)[..., None]
+    r0, c0 = tf.cast(r0, tf.int32), tf.cast(c0, tf.int32)
+    r1, c1 = tf.minimum(r0 + 1, height + 1), tf.minimum(c0 + 1, width + 1)
+    flat = tf.reshape(framed, [shape[0], -1, 3])
+    stride = width + 2
+
+    def at(r: tf.Tensor, col: tf.Tensor) -> tf.Tensor:
+        return tf.gather(flat, r * stride + col, batch_dims=1)
+
+    top = at(r0, c0) * (1 - wc) + at(r0, c1) * wc
+    bottom = at(r1, c0) * (1 - wc) + at(r1, c1) * wc
+    return tf.reshape(top * (1 - wr) + bottom * wr, [shape[0], canvas, canvas, 3])

@@ -20,7 +20,7 @@ from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
 from atlas.model.catalogue import Layer, find_layer
 from atlas.model.selection import check_channels, parse_channels
 from atlas.render.loop import RenderSettings
-from atlas.run.manifest import Mode
+from atlas.run.manifest import FOURIER, NOISE, Mode
 from atlas.shipped import file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate
 
@@ -76,11 +76,12 @@ class RenderConfig(BaseModel):
     """The render settings a config may set (see atlas.render.RenderSettings), with their ranges."""
 
     model_config = _Strict
-    objective: Literal["channel", "negative"] = "channel"
+    objective: Literal["channel", "negative", "neuron"] = "channel"
+    method: Literal["deepdream", "fourier"] = "deepdream"  # fourier: the run's noise mode is `fourier`
     size: int = Field(default=_D.size, ge=32, le=4096)
     octaves: int = Field(default=_D.octaves, ge=1, le=12)
     octave_scale: float = Field(default=_D.octave_scale, ge=1.0, le=4.0)
-    steps: int = Field(default=_D.steps, ge=1, le=1000)
+    steps: int | None = Field(default=None, ge=1, le=10000)  # of `method`; default 10 per octave, or 512
     step_size: float = Field(default=_D.step_size, gt=0)
     noise: float = Field(default=_D.noise, ge=0)
     jitter: int = Field(default=_D.jitter, ge=0)
@@ -91,6 +92,18 @@ class RenderConfig(BaseModel):
     photo_step_size: float = Field(default=_D.photo_step_size, gt=0)
     tile: int = Field(default=_D.tile, ge=64)
     precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: see atlas.render.loop.choose_precision
+    learning_rate: float = Field(default=_D.learning_rate, gt=0)  # fourier
+    spectrum_std: float = Field(default=_D.spectrum_std, gt=0)  # fourier
+    diversity_weight: float = Field(default=_D.diversity_weight, ge=0)
+
+
+class FourierConfig(BaseModel):
+    """Settings of the `fourier` mode when the run also has DeepDream modes (`render:` holds theirs)."""
+
+    model_config = _Strict
+    steps: int | None = Field(default=None, ge=1, le=10000)
+    learning_rate: float | None = Field(default=None, gt=0)
+    spectrum_std: float | None = Field(default=None, gt=0)
 
 
 class SweepConfig(BaseModel):
@@ -101,10 +114,12 @@ class SweepConfig(BaseModel):
     model: str = "inception5h"
     layers: Union[Literal["all"], list[str], str] = "all"
     channels: Channels = "all"
-    modes: list[Literal["noise", "photo"]] = Field(default_factory=lambda: ["noise"], min_length=1)
+    modes: list[Literal["noise", "fourier", "photo"]] = Field(default_factory=lambda: ["noise"], min_length=1)
     photos: list[Union[str, PhotoSpec]] = Field(default_factory=list)
     layer_dreams: bool = False  # also one whole-layer DeepDream per layer and photo
     render: RenderConfig = RenderConfig()
+    fourier: FourierConfig | None = None  # the fourier mode's own settings, beside DeepDream modes
+    diversity: int = Field(default=1, ge=1, le=16)  # facets per channel in the noise and fourier modes
     seed: int = 0
     output: str = "output"
     formats: Formats = Formats()
@@ -129,10 +144,27 @@ class SweepConfig(BaseModel):
                              "give one a name: key")
         if isinstance(self.workers, int) and self.workers < 1:
             raise ValueError("workers must be at least 1, or auto")
+        if self.render.method == FOURIER and "modes" in self.model_fields_set and set(self.modes) != {FOURIER}:
+            raise ValueError("render.method fourier makes render: the settings of the fourier mode alone; to "
+                             "render DeepDream modes too, keep method deepdream, list modes: [noise, fourier] "
+                             "and put the fourier settings under fourier:")
+        if self.fourier is not None and (self.render.method == FOURIER or FOURIER not in self.modes):
+            raise ValueError("fourier: sets the fourier mode beside DeepDream modes; add fourier to modes, or "
+                             "write its settings under render: with method: fourier when it is the only mode")
         return self
 
-    def settings(self) -> RenderSettings:
-        return RenderSettings(**self.render.model_dump(), batch_size=self.batch_size)
+    def mode_names(self) -> list[str]:
+        """The modes asked for: `render.method: fourier` alone means the fourier mode."""
+        return [FOURIER] if self.render.method == FOURIER else list(dict.fromkeys(self.modes))
+
+    def settings(self, method: str | None = None, facets: int = 1) -> RenderSettings:
+        """The render settings of modes of `method` (default: `render.method`); `render:` holds those of its
+        method, the `fourier:` block those of the fourier mode beside DeepDream modes."""
+        values = self.render.model_dump()
+        if method is not None and method != values["method"]:
+            values.update(method=method, steps=None)  # the other method's steps mean something else
+            values.update(self.fourier.model_dump(exclude_none=True) if self.fourier else {})
+        return RenderSettings(**values, diversity=facets, batch_size=self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -146,8 +178,10 @@ class LoadedConfig:
     photos: dict[str, Path]  # short name -> file
 
     def modes(self) -> list[Mode]:
-        """The run's modes, with photo credits: noise first, then each photo."""
-        modes = [Mode.noise()] if "noise" in self.config.modes else []
+        """The run's modes, with photo credits: noise and fourier first, then each photo."""
+        names, facets = self.config.mode_names(), self.config.diversity
+        modes = [Mode.noise(facets)] if NOISE in names else []
+        modes += [Mode.fourier(facets)] if FOURIER in names else []
         for spec in self.config.photos:
             file = self.photos[spec.short_name]
             credit = spec.credit or photo_credit(spec.path)

@@ -1,4 +1,8 @@
-"""The sweep's dry run: the work a config asks for, with a time estimate from a measured step of each layer."""
+"""The sweep's dry run: the work a config asks for, with a time estimate from a measured step of each layer.
+
+A step of each method the run uses is measured at 224 px on every layer (a Fourier step is an Adam step on the
+spectra through the transform chain, on the padded canvas); each mode's renders cost that step times their
+224 px image-steps (`noise_cost`), which counts the method's steps, its image size and facets."""
 
 from __future__ import annotations
 
@@ -17,25 +21,43 @@ def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
     return sum(h * w for h, w in octave_sizes(size_h, size_w, octaves, scale)) / (224 * 224)
 
 
-def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
-                 repeats: int = 2) -> tuple[float, float]:
-    """(seconds per 224 px image-step of `layer` at this batch size, seconds of the first call's tracing and
-    compiling, which a sweep pays once per layer)."""
+def noise_cost(settings: Any) -> float:
+    """224 px image-steps of one channel's render from noise with `settings` (all its facets), plus the two
+    metric passes (start and result, forward only: a forward pass is half a step's FLOPs)."""
+    if settings.method == "fourier":
+        steps = settings.steps * settings.size ** 2 / 224 ** 2  # the measured step includes its canvas
+    else:
+        steps = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale) * settings.steps
+    return (steps + settings.size ** 2 / 224 ** 2) * settings.diversity
+
+
+def measure_step(model: Any, layer: str, batch: int, precision: str = "float32", repeats: int = 2,
+                 method: str = "deepdream") -> tuple[float, float]:
+    """(seconds per 224 px image-step of `layer` with `method` at this batch size, seconds of the first call's
+    tracing and compiling, which a sweep pays once per layer)."""
     import numpy as np
     import tensorflow as tf
 
-    from atlas.render.loop import _step_functions
+    if method == "fourier":
+        from atlas.render.fourier import step_call
 
-    step, _ = _step_functions(model, layer, "channel", 4, precision)
-    images = tf.constant(np.full((batch, 224, 224, 3), 128, np.float32))
-    args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0))
+        call = step_call(model, layer, batch, 224, precision)
+    else:
+        from atlas.render.loop import _step_functions
+
+        step, _ = _step_functions(model, layer, "channel", 4, precision)
+        images = tf.constant(np.full((batch, 224, 224, 3), 128, np.float32))
+        args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0))
+
+        def call() -> None:
+            step(images, *args).numpy()
     began = time.perf_counter()
-    step(images, *args).numpy()
+    call()
     first = time.perf_counter() - began
     best = float("inf")
     for _ in range(repeats):
         began = time.perf_counter()
-        step(images, *args).numpy()
+        call()
         best = min(best, time.perf_counter() - began)
     return best / batch, max(0.0, first - best)
 
@@ -49,14 +71,12 @@ def estimate(plan: RunPlan, model: Any, out: Any = sys.stdout) -> float:
 
     configure_tensorflow(None)  # on a GPU, measure with memory growth on, like a worker
     settings = plan.settings
-    noise_area = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale)
-    # + the two metric passes (start and result, forward only): a forward pass is half a step's FLOPs
-    noise_steps = noise_area * settings.steps + settings.size ** 2 / 224 ** 2
-    photo_steps = {}
+    costs = {mode.id: noise_cost(plan.settings_for(mode.id)) for mode in plan.modes if mode.kind != "photo"}
+    methods = {mode.id: plan.settings_for(mode.id).method for mode in plan.modes}
     for mode, path in plan.photos.items():
         h, w = load_photo(path).shape[:2]
-        photo_steps[mode] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
-                             * settings.photo_steps + h * w / 224 ** 2)
+        costs[mode] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
+                       * settings.photo_steps + h * w / 224 ** 2)
     todo = pending(plan)
     batch_size = plan.layout.batch_size(settings.size ** 2)
     batches = make_batches(todo, batch_size)
@@ -67,11 +87,15 @@ def estimate(plan: RunPlan, model: Any, out: Any = sys.stdout) -> float:
     print(f"atlas: {plan.layout.describe()}", file=out)
     print(f"{'layer':<40} {'to do':>6} {'s/step':>7} {'estimate':>9}", file=out)
     for layer, items in tqdm(per_layer.items(), desc="measuring", unit="layer", disable=None, file=sys.stderr):
-        step, compile_seconds = measure_step(model, layer, min(batch_size, len(items)),
-                                             settings.resolved_precision())
-        seconds = sum(step * photo_steps.get(item.mode, noise_steps) for item in items) + compile_seconds
+        seconds, shown = 0.0, []
+        for method in sorted({methods[item.mode] for item in items}):
+            mine = [item for item in items if methods[item.mode] == method]
+            step, compile_seconds = measure_step(model, layer, min(batch_size, len(mine)),
+                                                 settings.resolved_precision(), method=method)
+            seconds += sum(step * costs[item.mode] for item in mine) + compile_seconds
+            shown.append(f"{step * 1000:>5.1f}ms")
         total += seconds
-        print(f"{layer:<40} {len(items):>6} {step * 1000:>5.1f}ms {seconds / 60:>7.1f}min", file=out)
+        print(f"{layer:<40} {len(items):>6} {' '.join(shown):>7} {seconds / 60:>7.1f}min", file=out)
     shard = f" (shard {plan.shard[0]}/{plan.shard[1]})" if plan.shard else ""
     gpu_workers = len(plan.layout.gpus)
     if gpu_workers > 1:  # measured on one of them; the others are assumed alike

@@ -12,6 +12,12 @@ TensorFlow, so reading a run is fast.
       images/<mode>/<layer>/<cccc>.png        lossless master (cccc = channel, 4 digits; `layer` = whole-layer dream)
       images/<mode>/<layer>/<cccc>.web.jpg    web image
       images/<mode>/<layer>/<cccc>.thumb.jpg  thumbnail
+      images/<mode>/<layer>/<cccc>-facet<k>.png ... facet k >= 1 of a mode rendered with diversity N (facet 0 is
+                                        the plain <cccc> files; a manifest row per facet, column `facet`)
+
+Modes: `noise` (DeepDream from noise), `fourier` (the Fourier method, from a random spectrum), `photo-<name>`
+(DeepDream from a photo). run.json records each mode's method and facets; folders written before those
+existed read as method deepdream with one facet, and their manifests (no `facet` column) as facet 0.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.sqlite"
 IMAGES_DIR = "images"
 NOISE = "noise"
+FOURIER = "fourier"
+METHOD_LABELS = {"deepdream": "DeepDream", "fourier": "Fourier"}  # how the site and figures name a method
 
 
 @dataclass(frozen=True)
@@ -42,10 +50,21 @@ class Mode:
     photo: str | None = None  # the photo's short name, e.g. "chelsea"
     file: str | None = None  # the copy inside the run folder, relative to it
     credit: str | None = None  # who made the photo and its licence
+    method: str = "deepdream"  # deepdream | fourier: how its images were made
+    facets: int = 1  # images per channel (the diversity of the render)
 
     @staticmethod
-    def noise() -> Mode:
-        return Mode(id=NOISE, kind=NOISE)
+    def noise(facets: int = 1) -> Mode:
+        return Mode(id=NOISE, kind=NOISE, facets=facets)
+
+    @staticmethod
+    def fourier(facets: int = 1) -> Mode:
+        """The Fourier method: starts from a random spectrum (noise), so its kind is noise."""
+        return Mode(id=FOURIER, kind=NOISE, method=FOURIER, facets=facets)
+
+    @property
+    def method_label(self) -> str:
+        return METHOD_LABELS.get(self.method, self.method)
 
     @staticmethod
     def for_photo(name: str, file: str | None = None, credit: str | None = None) -> Mode:
@@ -72,10 +91,15 @@ class Render:
     thumb: str
     versions: str = "{}"  # JSON: atlas, tensorflow, numpy, pillow, python
     created: float = 0.0  # unix time
+    facet: int = 0  # which of the channel's images in a mode rendered with diversity N (0 .. N-1)
 
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.mode, self.layer, self.channel)
+
+    @property
+    def facet_key(self) -> tuple[str, str, int, int]:
+        return (self.mode, self.layer, self.channel, self.facet)
 
 
 def manifest_name(shard: tuple[int, int] | None = None) -> str:
@@ -97,17 +121,17 @@ def recorded_hashes(folder: str | Path) -> dict[tuple[str, str, int], str]:
     return hashes
 
 
-def image_stem(mode: str, layer: str, channel: int) -> str:
+def image_stem(mode: str, layer: str, channel: int, facet: int = 0) -> str:
     """The image path without suffix, relative to the run folder."""
     leaf = "layer" if channel == WHOLE_LAYER else f"{channel:04d}"
-    return f"{IMAGES_DIR}/{mode}/{layer}/{leaf}"
+    return f"{IMAGES_DIR}/{mode}/{layer}/{leaf}" + (f"-facet{facet}" if facet else "")
 
 
 def image_paths(mode: str, layer: str, channel: int, web_ext: str = "jpg",
-                thumb_ext: str | None = None) -> tuple[str, str, str]:
+                thumb_ext: str | None = None, facet: int = 0) -> tuple[str, str, str]:
     """(master, web, thumb) paths of one render, relative to the run folder; the thumbnail has the web
     image's format unless `thumb_ext` says otherwise."""
-    stem = image_stem(mode, layer, channel)
+    stem = image_stem(mode, layer, channel, facet)
     return f"{stem}.png", f"{stem}.web.{web_ext}", f"{stem}.thumb.{thumb_ext or web_ext}"
 
 
@@ -116,9 +140,10 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS renders (
     layer TEXT NOT NULL, channel INTEGER NOT NULL, mode TEXT NOT NULL, seed INTEGER NOT NULL,
     settings_hash TEXT NOT NULL, start REAL, "end" REAL, lift REAL, rank INTEGER, specific INTEGER,
-    seconds REAL, image TEXT, web TEXT, thumb TEXT, versions TEXT, created REAL,
-    PRIMARY KEY (mode, layer, channel)
+    seconds REAL, image TEXT, web TEXT, thumb TEXT, versions TEXT, created REAL, facet INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (mode, layer, channel, facet)
 )"""
+_OLD_COLUMNS = [c for c in _COLUMNS if c != "facet"]  # manifests written before facets existed
 
 
 class Manifest:
@@ -137,6 +162,8 @@ class Manifest:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(_SCHEMA)
                 self._db.commit()
+                if not self._has_facets():
+                    self._add_facets()
         except sqlite3.DatabaseError as exc:
             problem = write_problem(exc, path.parent) if create else None
             if problem:  # the folder is read-only or full, the file itself is fine
@@ -153,15 +180,32 @@ class Manifest:
                                  f"({', '.join('?' * len(_COLUMNS))})", rows)
 
     def renders(self) -> list[Render]:
-        """Every recorded render, ordered by mode, layer, channel."""
-        cols = ", ".join(f'"{c}"' for c in _COLUMNS)
-        rows = self._db.execute(f"SELECT {cols} FROM renders ORDER BY mode, layer, channel").fetchall()
+        """Every recorded render (every facet), ordered by mode, layer, channel, facet."""
+        cols = ", ".join(f'"{c}"' if c != "facet" or self._has_facets() else "0" for c in _COLUMNS)
+        order = "mode, layer, channel" + (", facet" if self._has_facets() else "")
+        rows = self._db.execute(f"SELECT {cols} FROM renders ORDER BY {order}").fetchall()
         return [_from_row(row) for row in rows]
 
     def hashes(self) -> dict[tuple[str, str, int], str]:
-        """(mode, layer, channel) -> settings hash of every recorded render."""
-        rows = self._db.execute("SELECT mode, layer, channel, settings_hash FROM renders").fetchall()
+        """(mode, layer, channel) -> settings hash of every recorded render (its facet 0: a channel's facets
+        are recorded together, in one transaction)."""
+        where = " WHERE facet = 0" if self._has_facets() else ""
+        rows = self._db.execute(f"SELECT mode, layer, channel, settings_hash FROM renders{where}").fetchall()
         return {(m, l, c): h for m, l, c, h in rows}
+
+    def _has_facets(self) -> bool:
+        """Whether the table has the `facet` column (manifests written before facets existed do not)."""
+        return any(row[1] == "facet" for row in self._db.execute("PRAGMA table_info(renders)"))
+
+    def _add_facets(self) -> None:
+        """Give an older manifest the `facet` column and its key, in one transaction (rows become facet 0)."""
+        cols = ", ".join(f'"{c}"' for c in _OLD_COLUMNS)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # DDL too: Python's sqlite3 opens transactions only for DML
+            self._db.execute("ALTER TABLE renders RENAME TO renders_before_facets")
+            self._db.execute(_SCHEMA)
+            self._db.execute(f"INSERT INTO renders ({cols}) SELECT {cols} FROM renders_before_facets")
+            self._db.execute("DROP TABLE renders_before_facets")
 
     def close(self) -> None:
         self._db.close()
@@ -193,8 +237,13 @@ class Run:
     layers: list[Layer]
     modes: list[Mode]
     settings: dict[str, Any]  # render settings, seed, formats ... as the sweep used them
-    renders: list[Render] = field(default_factory=list)
+    renders: list[Render] = field(default_factory=list)  # facet 0 of every render: one per key
     info: dict[str, Any] = field(default_factory=dict)  # the whole run.json
+    facets: dict[tuple[str, str, int], list[Render]] = field(default_factory=dict)  # key -> all its facets, in
+    # order, for keys rendered with more than one
+
+    def mode(self, mode_id: str) -> Mode | None:
+        return next((mode for mode in self.modes if mode.id == mode_id), None)
 
     def layer(self, name: str) -> Layer:
         return find_layer(self.layers, name)
@@ -226,12 +275,16 @@ def read_run(folder: str | Path) -> Run:
         modes = [Mode(**mode) for mode in info["modes"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{info_path} is damaged ({exc}); re-run `atlas sweep` on its config") from None
-    latest: dict[tuple[str, str, int], Render] = {}
+    latest: dict[tuple[str, str, int, int], Render] = {}
     for path in manifest_files(folder):
         with Manifest(path) as manifest:
             for render in manifest.renders():
-                if render.key not in latest or render.created >= latest[render.key].created:
-                    latest[render.key] = render
-    renders = sorted(latest.values(), key=lambda r: (r.mode, r.layer, r.channel))
+                if render.facet_key not in latest or render.created >= latest[render.facet_key].created:
+                    latest[render.facet_key] = render
+    every = sorted(latest.values(), key=lambda r: r.facet_key)
+    facets: dict[tuple[str, str, int], list[Render]] = {}
+    for render in every:
+        facets.setdefault(render.key, []).append(render)
     return Run(folder=folder, name=info["name"], model=info.get("model", {}), layers=layers, modes=modes,
-               settings=info.get("settings", {}), renders=renders, info=info)
+               settings=info.get("settings", {}), renders=[r for r in every if r.facet == 0], info=info,
+               facets={key: found for key, found in facets.items() if len(found) > 1})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,16 @@ class RunPlan:
     batch_size: int | None  # None: chosen from the device
     workers: int | str  # as the config asks: a number or "auto"
     layout: Layout  # the worker processes, their devices and batch sizes, the precision (settings has it too)
+    mode_settings: dict[str, RenderSettings] = field(default_factory=dict)  # mode id -> its settings (method,
+    # steps, facets), where they differ from `settings`
+
+    def settings_for(self, mode: str) -> RenderSettings:
+        """The render settings of one mode."""
+        return self.mode_settings.get(mode, self.settings)
+
+    def facets(self, mode: str) -> int:
+        """Images per channel in `mode`."""
+        return self.settings_for(mode).diversity
 
     @property
     def web_ext(self) -> str:
@@ -74,8 +84,11 @@ class RunPlan:
 
     def run_settings(self) -> dict[str, Any]:
         """The settings block of run.json."""
-        return {"render": self.settings.pixel_dict(), "seed": self.seed, "formats": self.formats,
+        info = {"render": self.settings.pixel_dict(), "seed": self.seed, "formats": self.formats,
                 "layer_dreams": self.layer_dreams, "config": str(self.config_path)}
+        if self.mode_settings:
+            info["mode_render"] = {mode: settings.pixel_dict() for mode, settings in self.mode_settings.items()}
+        return info
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -132,23 +145,25 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     layout = resolve_layout(devices.discover_devices(), config.workers, config.gpus if gpus is None else gpus,
                             config.batch_size, config.render.precision, remote)
     settings = replace(config.settings(), precision=layout.precision)  # `auto` decided once, for every worker
+    every = {m.id: replace(config.settings(m.method, m.facets), precision=layout.precision) for m in modes}
     formats = config.formats.model_dump()
     photos = {m.id: loaded.photos[m.photo] for m in modes if m.photo}
-    hashes = {m.id: settings_hash(model.sha256, settings, config.seed, photos.get(m.id), formats) for m in modes}
+    hashes = {m.id: settings_hash(model.sha256, every[m.id], config.seed, photos.get(m.id), formats) for m in modes}
     items = shard_items(resolve_work(loaded, model.layers, modes), shard)
     return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path, model_spec=model.spec,
                    model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, batch_size=config.batch_size, workers=config.workers,
-                   layout=layout)
+                   layout=layout, mode_settings={mode: s for mode, s in every.items() if s != settings})
 
 
 def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], plan: RunPlan) -> bool:
-    """Recorded with the current settings hash, and all three image files present."""
+    """Recorded with the current settings hash, and the three image files of every facet present."""
     if recorded.get((item.mode, item.layer, item.channel)) != plan.hashes[item.mode]:
         return False
-    paths = image_paths(item.mode, item.layer, item.channel, plan.web_ext, plan.thumb_ext)
-    return all((plan.folder / p).is_file() for p in paths)
+    facets = plan.facets(item.mode) if item.channel != WHOLE_LAYER else 1
+    return all((plan.folder / p).is_file() for facet in range(facets)
+               for p in image_paths(item.mode, item.layer, item.channel, plan.web_ext, plan.thumb_ext, facet))
 
 
 def pending(plan: RunPlan) -> list[WorkItem]:

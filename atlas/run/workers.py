@@ -43,6 +43,8 @@ class Task:
     hashes: dict[str, str]  # mode id -> settings hash
     formats: dict[str, dict[str, Any]]
     versions: str
+    mode_settings: dict[str, RenderSettings] = field(default_factory=dict)  # mode id -> settings, where not
+    # `settings` (another method, facets)
 
 
 @dataclass
@@ -101,7 +103,7 @@ def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], di
     from atlas.render.loop import render_channels, with_overrides
 
     photo = _photo(task, batch.mode) if batch.mode in task.photos else None
-    settings = task.settings
+    settings = task.mode_settings.get(batch.mode, task.settings)
     if batch.channels == (WHOLE_LAYER,):
         settings = with_overrides(settings, objective="layer")
     results = render_channels(model, batch.layer, list(batch.channels), photo, settings, task.seed,
@@ -109,7 +111,7 @@ def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], di
     web, thumb = task.formats["web"], task.formats["thumb"]
     renders, files = [], {}
     for result in results:
-        paths = image_paths(batch.mode, batch.layer, result.channel, web["format"], thumb["format"])
+        paths = image_paths(batch.mode, batch.layer, result.channel, web["format"], thumb["format"], result.facet)
         files[paths[0]] = encode(result.image, "png")
         files[paths[1]] = encode(result.image, web["format"], web["size"], web["quality"])
         files[paths[2]] = encode(result.image, thumb["format"], thumb["size"], thumb["quality"])
@@ -117,7 +119,7 @@ def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], di
                               settings_hash=task.hashes[batch.mode], start=result.start, end=result.end,
                               lift=result.lift, rank=result.rank, specific=result.specific,
                               seconds=result.seconds, image=paths[0], web=paths[1], thumb=paths[2],
-                              versions=task.versions, created=time.time()))
+                              versions=task.versions, created=time.time(), facet=result.facet))
     return renders, files
 
 

@@ -1,0 +1,57 @@
+"""Image parameterisations (Lucid's `optvis.param`): what the optimiser changes to change the image.
+
+`pixel` is the image itself (the DeepDream method climbs pixels directly, see `atlas.render.loop`). `fourier`
+is the method of the published GoogLeNet feature visualisations: each image is a learnable spectrum of a real
+2-D FFT, every frequency scaled by 1 / max(frequency, 1 / size) so that coarse structure is as easy to change as
+fine detail, in a decorrelated colour space (the square root of the ImageNet colour covariance) and squashed to
+0..255 by a sigmoid. All functions work on batches and treat every image on its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+# The square root of ImageNet's 3x3 colour covariance (by SVD), as published with the method, normalised by its
+# largest column norm so that no colour direction is amplified.
+COLOR_CORRELATION_SVD_SQRT = np.float32([[0.26, 0.09, 0.02],
+                                         [0.27, 0.00, -0.05],
+                                         [0.27, -0.09, 0.03]])
+COLOR_DECORRELATION = COLOR_CORRELATION_SVD_SQRT / np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0).max()
+
+
+def frequencies(height: int, width: int) -> np.ndarray:
+    """The spatial frequency (cycles per pixel) of every coefficient of a real 2-D FFT: [height, width//2+1]."""
+    fy = np.fft.fftfreq(height)[:, None]
+    fx = np.fft.rfftfreq(width)[None, :]
+    return np.sqrt(fx * fx + fy * fy)
+
+
+def spectrum_scale(height: int, width: int, decay_power: float = 1.0) -> np.ndarray:
+    """Per-frequency scale 1 / max(f, 1/size)^decay, times sqrt(pixels) so the inverse FFT is unitary (which lets
+    the learning rate mean the same as for pixels): [height, width//2+1] float32."""
+    scale = 1.0 / np.maximum(frequencies(height, width), 1.0 / max(height, width)) ** decay_power
+    return (scale * np.sqrt(height * width)).astype(np.float32)
+
+
+def spectrum_shape(size: int) -> tuple[int, int, int, int]:
+    """The shape of one image's spectrum: (real/imaginary, colour, frequency rows, frequency columns)."""
+    return (2, 3, size, size // 2 + 1)
+
+
+def start_spectrum(key: list[int], size: int, std: float) -> np.ndarray:
+    """A seeded small random spectrum for one image (`key` seeds numpy's generator)."""
+    return np.random.default_rng(key).normal(0.0, std, spectrum_shape(size)).astype(np.float32)
+
+
+def fourier_images(spectra: tf.Tensor, scale: tf.Tensor, size: tf.Tensor | int) -> tf.Tensor:
+    """Spectra [B, 2, 3, size, size//2+1] -> images [B, size, size, 3] in 0..255."""
+    coefficients = tf.complex(spectra[:, 0], spectra[:, 1]) * tf.cast(scale, tf.complex64)
+    images = tf.signal.irfft2d(coefficients, fft_length=tf.stack([size, size]))  # [B, 3, size, size]
+    return to_valid_rgb(tf.transpose(images, [0, 2, 3, 1]) / 4.0)
+
+
+def to_valid_rgb(images: tf.Tensor) -> tf.Tensor:
+    """Decorrelated colour [B, H, W, 3] -> RGB in 0..255: mix by the colour matrix, then a sigmoid."""
+    mixed = tf.einsum("bhwc,dc->bhwd", images, tf.constant(COLOR_DECORRELATION))
+    return 255.0 * tf.sigmoid(mixed)
