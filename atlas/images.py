@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -41,7 +43,20 @@ def photo_credit(name_or_path: str | Path) -> str | None:
 
 def load_photo(name_or_path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a photo as an RGB float32 array [H, W, 3] in 0..255, upright per its EXIF orientation."""
-    path = photo_path(name_or_path)
+    with _opened(photo_path(name_or_path), max_pixels) as image:
+        return to_rgb(image)
+
+
+def load_photo_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read a photo as an 8-bit RGB Pillow image, upright per its EXIF orientation (the same checks and
+    conversions as `load_photo`, for passes that resize with Pillow)."""
+    with _opened(Path(path), max_pixels) as image:
+        return image if image.mode == "RGB" else Image.fromarray(to_uint8(to_rgb(image)))
+
+
+@contextmanager
+def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """The decoded, upright image of `path`; every way it can fail is one UserError naming the fix."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -50,7 +65,8 @@ def load_photo(name_or_path: str | Path, max_pixels: int = MAX_PIXELS) -> np.nda
                     raise UserError(f"photo {path} is {image.width}x{image.height} pixels, over the limit of "
                                     f"{max_pixels:,}; scale it down first (a decompression bomb is refused)")
                 image.load()
-                return to_rgb(ImageOps.exif_transpose(image))
+                upright = ImageOps.exif_transpose(image)
+        yield upright
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"photo {path} is too many pixels (a possible decompression bomb); scale it down "
                         "first") from None
