@@ -415,6 +415,7 @@ def _run_locked(plan: ExamplesPlan, run_folder: Path, model: Any, entries: list[
     state = _State(plan, layers)
     with Manifest(run_folder / MANIFEST_FILE, create=True) as manifest:
         if manifest.example_meta().get("hash") != hash_:
+            summary.restarted = bool(manifest.example_photos())
             manifest.reset_examples(meta)
         state.load(manifest.example_photos(), manifest.examples())
         by_name = {e.name: e for e in entries}
