@@ -297,6 +297,8 @@ def _figure_parser(sub: argparse._SubParsersAction) -> None:
     fig.add_argument("--photo", help="progression: base photo (default: noise renders)")
     fig.add_argument("--layers", help="progression: a,b,c (default: about 10 layers from low to high)")
     fig.add_argument("--captions", help="panel: captions in the order of the channels, separated by |")
+    fig.add_argument("--examples", action="store_const", const=True, default=None,
+                     help="sheet: one row per channel, its dream then its dataset examples (see `atlas examples`)")
     fig.add_argument("--title", help="replace the generated title")
     fig.add_argument("--columns", type=int, help="panels per row")
     fig.add_argument("--dpi", type=int, help="PNG resolution and PDF image resolution (default 200)")
