@@ -142,6 +142,8 @@ def cmd_examples(args: argparse.Namespace) -> None:
     print("\n".join(summary.lines()), file=sys.stderr if args.layer else sys.stdout)
     if args.layer:
         print(format_examples(channel_examples(run_folder, args.layer, args.channel), args.format))
+    else:
+        print(f"output: {run_folder} (`atlas build {run_folder}` shows the examples in the gallery)")
 
 
 EXAMPLE_COLUMNS = ["rank", "photo", "value", "x0", "y0", "x1", "y1", "row", "col"]

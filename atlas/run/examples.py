@@ -58,9 +58,10 @@ SKIPPED_FILE = f"{EXAMPLES_DIR}/skipped.txt"
 CROP_PX = 128  # long side of a saved patch
 THUMB_PX = 512  # long side of a photo's thumbnail
 WORK_SHORT = 896  # photos are kept at most this size (shorter side) between a batch and its checkpoint
-CHECKPOINT_SECONDS = 30.0
-CHECKPOINT_PHOTOS = 128
+CHECKPOINT_SECONDS = 60.0  # at most this much work is lost (and done again) when a pass is killed
+CHECKPOINT_BYTES = 256 * 2**20  # photos kept for cropping between checkpoints
 SHOWN_BAD = 5  # bad files named in the summary
+WRITE_THREADS = 8  # crops and thumbnails are written on this many threads (each waits on fsyncs)
 EXAMPLES_FORMAT = 1  # bump when the meaning of recorded examples changes
 
 
@@ -513,7 +514,8 @@ def _peaks_fn(model: Any, layers: tuple[str, ...]) -> Any:
 
     forward = model.layers_fn(layers)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], reduce_retracing=True)
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], reduce_retracing=True,
+                 autograph=False)
     def peaks(images: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
         out = []
         for act in forward(images):
@@ -548,7 +550,8 @@ class _Checkpoint:
         self.last = time.monotonic()
 
     def due(self) -> bool:
-        return (time.monotonic() - self.last > CHECKPOINT_SECONDS or len(self.window) >= CHECKPOINT_PHOTOS)
+        held = sum(f.work.width * f.work.height * 3 for f in self.window.values())
+        return time.monotonic() - self.last > CHECKPOINT_SECONDS or held >= CHECKPOINT_BYTES
 
     def commit(self) -> None:
         state, lists = self.state, {}
@@ -589,23 +592,27 @@ class _Checkpoint:
         for path, (photo, box) in files.items():
             if not (self.folder / path).is_file():
                 missing.setdefault(photo, []).append((path, box))
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda item: self._write_photo_files(*item), missing.items()))
+        with ThreadPoolExecutor(WRITE_THREADS) as pool:  # encoding and fsync release the GIL
+            jobs = []
+            for photo, wanted in missing.items():
+                record = self.state.photos[photo]
+                work = self.window[photo].work if photo in self.window else self._reload(record)
+                jobs += [pool.submit(self._write_file, path, work, work.width / record.width, box)
+                         for path, box in wanted]
+            for job in jobs:
+                job.result()
 
-    def _write_photo_files(self, photo: str, wanted: list[tuple[str, tuple[int, int, int, int] | None]]) -> None:
-        record = self.state.photos[photo]
-        work = self.window[photo].work if photo in self.window else self._reload(record)
-        scale = work.width / record.width
-        for path, box in wanted:
-            if box is None:
-                image = work.copy()
-                image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
-            else:
-                x0, y0, x1, y1 = (round(v * scale) for v in box)
-                image = work.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
-                if max(image.size) > CROP_PX:
-                    image.thumbnail((CROP_PX, CROP_PX), Image.Resampling.LANCZOS)
-            atomic_write_bytes(self.folder / path, encode(np.asarray(image), "jpg", quality=88))
+    def _write_file(self, path: str, work: Image.Image, scale: float, box: tuple[int, int, int, int] | None) -> None:
+        """A thumbnail of the whole photo (box None) or the crop of `box` (in original pixels)."""
+        if box is None:
+            image = work.copy()
+            image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
+        else:
+            x0, y0, x1, y1 = (round(v * scale) for v in box)
+            image = work.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+            if max(image.size) > CROP_PX:
+                image.thumbnail((CROP_PX, CROP_PX), Image.Resampling.LANCZOS)
+        atomic_write_bytes(self.folder / path, encode(np.asarray(image), "jpg", quality=85))
 
     def _reload(self, record: ExamplePhoto) -> Image.Image:
         """A recorded photo read again (crops that a removal brought into the shown top)."""
