@@ -206,12 +206,16 @@ def test_resume_adding_and_changing_photos_equals_one_uninterrupted_run(small_mo
     again = run_examples(_plan(folder, top=2, batch_size=1), resumed, small_model, progress=False)
     assert again.processed == 0 and "up to date" in again.lines()[0]
 
+    os.utime(folder / "p1.png", ns=(5, 5))  # touched, same bytes: recorded again, not processed
     _photo(folder / "new" / "n1.png", 21, (260, 300))  # adding photos processes only them
     _photo(folder / "p2.png", 22, (224, 224))  # a changed photo is processed again, its old entries gone
     os.utime(folder / "p2.png", ns=(1, 1))
     (folder / "p4.png").unlink()  # a removed photo leaves the lists
     added = run_examples(_plan(folder, top=2, batch_size=1), resumed, small_model, progress=False)
     assert (added.unchanged, added.changed, added.removed) == (5, 1, 1)
+    with Manifest(resumed / "manifest.sqlite") as manifest:
+        keys = {p.photo: p.key for p in manifest.example_photos()}
+    assert keys["p1.png"].endswith(":5")
     assert added.processed in (2, 7)  # 7 if the removals emptied a list's reserve and the pass started over
     fresh2 = tmp_path / "fresh2"
     run_examples(_plan(folder, top=2, batch_size=1), fresh2, small_model, progress=False)

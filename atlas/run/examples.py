@@ -28,7 +28,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -153,6 +153,16 @@ def _probe_image(name: str) -> Image.Image:
         if probe == wanted:
             return Image.fromarray(make())
     raise KeyError(name)
+
+
+def entry_sha(entry: Entry) -> str | None:
+    """The sha256 of an entry's bytes (of a probe's pixels); None if the file cannot be read."""
+    if entry.path is None:
+        return hashlib.sha256(_probe_image(entry.name).tobytes()).hexdigest()
+    try:
+        return hashlib.sha256(entry.path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def read_entry(entry: Entry, max_pixels: int | None = None) -> tuple[str, Image.Image]:
@@ -422,7 +432,10 @@ def _run_locked(plan: ExamplesPlan, run_folder: Path, model: Any, entries: list[
         by_name = {e.name: e for e in entries}
         recorded = dict(state.photos)
         gone = [name for name in recorded if name not in by_name]
-        changed = [e for e in entries if e.name in recorded and recorded[e.name].key != e.key]
+        touched = [e for e in entries if e.name in recorded and recorded[e.name].key != e.key]
+        same = {e.name for e in touched if entry_sha(e) == recorded[e.name].sha256}  # e.g. copied or touched
+        rekeyed = [replace(recorded[e.name], key=e.key) for e in touched if e.name in same]
+        changed = [e for e in touched if e.name not in same]
         todo = [e for e in entries if e.name not in recorded]
         summary.removed, summary.unchanged = len(gone), len(recorded) - len(gone) - len(changed)
         summary.changed = len(changed)
@@ -434,7 +447,7 @@ def _run_locked(plan: ExamplesPlan, run_folder: Path, model: Any, entries: list[
         else:
             todo = changed + todo
         writer = _Checkpoint(plan, run_folder, manifest, state, hash_, model.grids,
-                             forget=gone + [e.name for e in changed])
+                             forget=gone + [e.name for e in changed], rekeyed=[] if summary.restarted else rekeyed)
         _process(plan, model, layers, state, writer, todo, summary, progress, stop_after)
         writer.commit()
         if not state.photos:
@@ -542,11 +555,12 @@ class _Checkpoint:
     """Writes the changed top lists: their crops and thumbnails first, then one manifest transaction."""
 
     def __init__(self, plan: ExamplesPlan, run_folder: Path, manifest: Manifest, state: _State, hash_: str,
-                 grids: Any, forget: list[str]) -> None:
+                 grids: Any, forget: list[str], rekeyed: list[ExamplePhoto]) -> None:
         self.plan, self.folder, self.manifest, self.state, self.hash = plan, run_folder, manifest, state, hash_
         self.grids = grids  # Model.grids
         self.window: dict[str, Fitted] = {}  # photos processed since the last commit
         self.forget = forget
+        self.rekeyed = rekeyed  # unchanged photos recorded again with their new size and mtime
         self.last = time.monotonic()
 
     def due(self) -> bool:
@@ -566,8 +580,8 @@ class _Checkpoint:
                         files.setdefault(e.crop, (e.photo, e.box))
                         files.setdefault(state.photos[e.photo].thumb, (e.photo, None))
         self._write_files(files)
-        self.manifest.record_examples([self.window[n].record for n in self.window], self.forget, lists)
-        self.forget, self.window, self.last = [], {}, time.monotonic()
+        self.manifest.record_examples(self.rekeyed + [f.record for f in self.window.values()], self.forget, lists)
+        self.forget, self.rekeyed, self.window, self.last = [], [], {}, time.monotonic()
         state.committed = {name: top.snapshot() for name, top in state.lists.items()}
 
     def _entries(self, layer: Layer, channel: int) -> list[Example]:
