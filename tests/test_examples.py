@@ -278,3 +278,63 @@ def test_manifest_without_example_tables_reads_as_no_examples(tmp_path):
         assert manifest.examples() == [] and manifest.example_meta() == {} and manifest.example_photos() == []
     tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
     assert "examples" not in tables
+
+
+def test_run_config_with_examples_sweeps_finds_examples_and_builds_the_gallery(folder, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"model: synthetic:0.125\nlayers: [conv2d0_pre_relu, mixed3a_1x1_pre_relu]\nchannels: 1\n"
+                      f"render: {{size: 32, octaves: 1, steps: 1}}\noutput: {tmp_path / 'out'}\n"
+                      f"examples: {{folder: {folder}, top: 2}}\n")
+    assert main(["run", str(config)]) == 0
+    run = read_run(tmp_path / "out" / "tiny")
+    assert run.example_meta["top"] == 2 and run.example_meta["layers"] == ["conv2d0_pre_relu",
+                                                                          "mixed3a_1x1_pre_relu"]
+    assert len(run.examples[("conv2d0_pre_relu", 0)]) == 2
+    page = (tmp_path / "out" / "tiny" / "site" / "channels" / "conv2d0_pre_relu" / "0000.html").read_text()
+    assert "Dataset examples" in page
+    other = tmp_path / "other"
+    _photo(other / "x.png", 30)
+    assert main(["run", str(config), "--examples", str(other)]) == 0  # the command line replaces the folder
+    assert "1 photos processed" in capsys.readouterr().out
+    assert {e.photo for e in read_run(tmp_path / "out" / "tiny").examples[("conv2d0_pre_relu", 0)]} == {"x.png"}
+    config.write_text(config.read_text().replace(str(folder), str(tmp_path / "nowhere")))
+    assert main(["run", str(config)]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_sigkill_mid_pass_loses_nothing_recorded(small_model, folder, tmp_path):
+    """A real pass, checkpointing after every photo, killed once two photos are recorded; the next pass
+    completes it to the same lists as an uninterrupted one, and every recorded crop exists."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "killed"
+    code = ("import atlas.run.examples as e; e.CHECKPOINT_SECONDS = 0; from atlas.cli import main; "
+            f"main(['examples', {str(folder)!r}, '--model', 'synthetic:0.125', '-o', {str(run)!r}, '--top', '2', "
+            "'--batch-size', '1'])")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recorded, deadline = 0, time.monotonic() + 120
+    while recorded < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(run / "manifest.sqlite") as db:
+                recorded = db.execute("SELECT count(*) FROM example_photos").fetchone()[0]
+        except sqlite3.Error:
+            pass
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with Manifest(run / "manifest.sqlite") as manifest:
+        kept = manifest.example_photos()
+        complete = manifest.example_meta()["complete"]
+        assert not complete or all((run / e.crop).is_file() for e in manifest.examples() if e.crop)
+    assert len(kept) >= 2
+    assert bool(read_run(run).examples) == complete  # readers ignore a pass's lists until its crops exist
+    everything = [layer.name for layer in small_model.layers]  # as the command line asks
+    resumed = run_examples(_plan(folder, top=2, batch_size=1, layers=everything), run, small_model, progress=False)
+    assert not resumed.restarted and resumed.unchanged == len(kept) and resumed.processed == 7 - len(kept)
+    fresh = tmp_path / "fresh"
+    run_examples(_plan(folder, top=2, batch_size=1, layers=everything), fresh, small_model, progress=False)
+    assert _lists(run) == _lists(fresh)
+    assert all((run / e.crop).is_file() for entries in read_run(run).examples.values() for e in entries)

@@ -82,10 +82,10 @@ class ExamplesPlan:
         return 2 * self.top
 
     def settings_hash(self, model_sha: str) -> str:
-        """Everything that changes a recorded value, box or file: weights, size, fit, top, layers."""
-        blob = json.dumps({"model": model_sha, "size": self.size, "fit": self.fit, "top": self.top,
-                           "layers": list(self.layers), "format": EXAMPLES_FORMAT, "crop": CROP_PX,
-                           "thumb": THUMB_PX}, sort_keys=True)
+        """Everything that changes a recorded value, box or file: the folder, weights, size, fit, top, layers."""
+        blob = json.dumps({"folder": self.folder, "model": model_sha, "size": self.size, "fit": self.fit,
+                           "top": self.top, "layers": list(self.layers), "format": EXAMPLES_FORMAT,
+                           "crop": CROP_PX, "thumb": THUMB_PX}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -189,7 +189,6 @@ class Fitted:
 def fit_photo(name: str, key: str, sha: str, image: Image.Image, size: int, fit: str, hash_: str) -> Fitted:
     """Scale the shorter side to `size` (bicubic); with fit crop take the centred size x size square."""
     width, height = image.size
-    short = min(width, height)
     scaled = (size, max(size, round(height * size / width))) if width <= height else \
         (max(size, round(width * size / height)), size)
     resized = image.resize(scaled, Image.Resampling.BICUBIC)
@@ -197,13 +196,18 @@ def fit_photo(name: str, key: str, sha: str, image: Image.Image, size: int, fit:
     if fit == "crop":
         left, top = (scaled[0] - size) // 2, (scaled[1] - size) // 2
         resized = resized.crop((left, top, left + size, top + size))
-    work = image
-    if short > WORK_SHORT:
-        factor = WORK_SHORT / short
-        work = image.resize((round(width * factor), round(height * factor)), Image.Resampling.BICUBIC)
     record = ExamplePhoto(photo=name, sha256=sha, key=key, width=width, height=height, scaled_width=scaled[0],
                           scaled_height=scaled[1], left=left, top=top, thumb=example_photo_path(hash_, sha))
-    return Fitted(record, np.asarray(resized, dtype=np.float32), work)
+    return Fitted(record, np.asarray(resized, dtype=np.float32), work_copy(image))
+
+
+def work_copy(image: Image.Image) -> Image.Image:
+    """The image crops are cut from: the photo, shrunk to WORK_SHORT on its shorter side if larger."""
+    short = min(image.size)
+    if short <= WORK_SHORT:
+        return image
+    factor = WORK_SHORT / short
+    return image.resize((round(image.width * factor), round(image.height * factor)), Image.Resampling.BICUBIC)
 
 
 def patch_box(photo: ExamplePhoto, layer: Layer, offset: tuple[float, float], jump: tuple[int, int],
@@ -449,7 +453,7 @@ def _run_locked(plan: ExamplesPlan, run_folder: Path, model: Any, entries: list[
         writer = _Checkpoint(plan, run_folder, manifest, state, hash_, model.grids,
                              forget=gone + [e.name for e in changed], rekeyed=[] if summary.restarted else rekeyed)
         _process(plan, model, layers, state, writer, todo, summary, progress, stop_after)
-        writer.commit()
+        writer.commit(final=True)
         if not state.photos:
             raise UserError(f"examples folder {plan.folder} has no readable photo ({len(summary.bad)} files "
                             f"skipped: {', '.join(f'{n} ({r})' for n, r in summary.bad[:SHOWN_BAD])})")
@@ -567,27 +571,39 @@ class _Checkpoint:
         held = sum(f.work.width * f.work.height * 3 for f in self.window.values())
         return time.monotonic() - self.last > CHECKPOINT_SECONDS or held >= CHECKPOINT_BYTES
 
-    def commit(self) -> None:
+    def commit(self, final: bool = False) -> None:
+        """Record the photos since the last commit and the lists that changed. Only the final commit writes
+        crops and thumbnails (of every shown entry whose file is missing, so each file is written once, for
+        the final lists) and then marks the examples complete, in the same transaction."""
         state, lists = self.state, {}
         changed = state.changed_lists()
-        files: dict[str, tuple[str, tuple[int, int, int, int] | None]] = {}  # path -> (photo, box or whole)
         for layer in state.layers:
             for channel in changed.get(layer.name, []):
-                entries = self._entries(layer, int(channel))
-                lists[(layer.name, int(channel))] = entries
-                for e in entries:
-                    if e.crop:
-                        files.setdefault(e.crop, (e.photo, e.box))
-                        files.setdefault(state.photos[e.photo].thumb, (e.photo, None))
-        self._write_files(files)
-        self.manifest.record_examples(self.rekeyed + [f.record for f in self.window.values()], self.forget, lists)
-        self.forget, self.rekeyed, self.window, self.last = [], [], {}, time.monotonic()
+                lists[(layer.name, int(channel))] = self._entries(layer, int(channel))
+        if final:
+            self._write_files(self._shown_files())
+        self.manifest.record_examples(self.rekeyed + [f.record for f in self.window.values()], self.forget, lists,
+                                      meta={"complete": final})
+        self.forget, self.rekeyed, self.last = [], [], time.monotonic()
+        self.window = {}
         state.committed = {name: top.snapshot() for name, top in state.lists.items()}
 
-    def _entries(self, layer: Layer, channel: int) -> list[Example]:
+    def _shown_files(self) -> dict[str, tuple[str, tuple[int, int, int, int] | None]]:
+        """Run-relative path -> (photo, box; None for the photo's thumbnail) of every file the shown lists need."""
+        files: dict[str, tuple[str, tuple[int, int, int, int] | None]] = {}
+        for layer in self.state.layers:
+            shown = self.state.lists[layer.name].photo[:, :self.plan.top]
+            for channel in np.flatnonzero((shown >= 0).any(axis=1)):
+                for e in self._entries(layer, int(channel), self.plan.top):
+                    files.setdefault(e.crop, (e.photo, e.box))
+                    files.setdefault(self.state.photos[e.photo].thumb, (e.photo, None))
+        return files
+
+    def _entries(self, layer: Layer, channel: int, depth: int | None = None) -> list[Example]:
+        """A channel's list as records (the first `depth`; all by default)."""
         state, top = self.state, self.state.lists[layer.name]
         entries = []
-        for rank in range(top.depth):
+        for rank in range(depth or top.depth):
             pid = int(top.photo[channel, rank])
             if pid < 0:
                 break
@@ -602,9 +618,11 @@ class _Checkpoint:
 
     def _write_files(self, files: dict[str, tuple[str, tuple[int, int, int, int] | None]]) -> None:
         """Write the missing crops and thumbnails, reading each photo at most once."""
+        root = self.folder / examples_root(self.hash)
+        present = {p.relative_to(self.folder).as_posix() for p in root.rglob("*.jpg")} if root.is_dir() else set()
         missing: dict[str, list[tuple[str, tuple[int, int, int, int] | None]]] = {}
         for path, (photo, box) in files.items():
-            if not (self.folder / path).is_file():
+            if path not in present:
                 missing.setdefault(photo, []).append((path, box))
         with ThreadPoolExecutor(WRITE_THREADS) as pool:  # encoding and fsync release the GIL
             jobs = []
@@ -629,12 +647,11 @@ class _Checkpoint:
         atomic_write_bytes(self.folder / path, encode(np.asarray(image), "jpg", quality=85))
 
     def _reload(self, record: ExamplePhoto) -> Image.Image:
-        """A recorded photo read again (crops that a removal brought into the shown top)."""
-        root = None if record.photo.startswith(f"{PROBES}/") else Path(self.plan.folder).expanduser()
-        entry = Entry(record.photo, root / record.photo if root else None, record.key)
-        _, image = read_entry(entry)
-        return fit_photo(record.photo, record.key, record.sha256, image, self.plan.size, self.plan.fit,
-                         self.hash).work
+        """A recorded photo read again for its crops (a JPEG decoded at a reduced scale when that suffices)."""
+        if self.plan.folder == PROBES:
+            return _probe_image(record.photo)
+        path = Path(self.plan.folder).expanduser() / record.photo
+        return work_copy(load_photo_image(path, max(MAX_PIXELS, record.width * record.height), draft=WORK_SHORT))
 
 
 def _grid(plan: ExamplesPlan, photo: ExamplePhoto, layer: Layer, grids: Any) -> Any:

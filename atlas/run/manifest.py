@@ -291,9 +291,11 @@ class Manifest:
                                  [(k, json.dumps(v)) for k, v in meta.items()])
 
     def record_examples(self, photos: list[ExamplePhoto], forget: list[str],
-                        lists: dict[tuple[str, int], list[Example]]) -> None:
-        """One transaction: add processed photos, forget removed ones, and replace whole top lists."""
+                        lists: dict[tuple[str, int], list[Example]], meta: dict[str, Any] | None = None) -> None:
+        """One transaction: add processed photos, forget removed ones, replace whole top lists, update `meta`."""
         with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO example_meta VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in (meta or {}).items()])
             self._db.executemany("DELETE FROM example_photos WHERE photo = ?", [(p,) for p in forget])
             self._db.executemany(f"INSERT OR REPLACE INTO example_photos ({_quoted(_PHOTO_COLUMNS)}) VALUES "
                                  f"({', '.join('?' * len(_PHOTO_COLUMNS))})",
@@ -338,7 +340,7 @@ class Run:
     info: dict[str, Any] = field(default_factory=dict)  # the whole run.json
     examples: dict[tuple[str, int], list[Example]] = field(default_factory=dict)  # shown top lists, best first
     example_photos: dict[str, ExamplePhoto] = field(default_factory=dict)  # photo -> record
-    example_meta: dict[str, Any] = field(default_factory=dict)  # folder, top, size, fit, hash ({}: no examples)
+    example_meta: dict[str, Any] = field(default_factory=dict)  # folder, top, size, fit, hash, complete ({}: none)
 
     def layer(self, name: str) -> Layer:
         return find_layer(self.layers, name)
@@ -382,6 +384,8 @@ def read_run(folder: str | Path) -> Run:
     if (folder / MANIFEST_FILE).is_file():
         with Manifest(folder / MANIFEST_FILE) as manifest:
             run.example_meta = manifest.example_meta()
+            if not run.example_meta.get("complete", True):  # a pass is under way or was killed: crops may be missing
+                return run
             for example in manifest.examples(max_rank=run.example_meta.get("top", 0)):
                 run.examples.setdefault((example.layer, example.channel), []).append(example)
             shown = {e.photo for entries in run.examples.values() for e in entries}
