@@ -155,11 +155,7 @@ def format_examples(examples: list, fmt: str) -> str:
         return json.dumps([e.to_dict() for e in examples], indent=2)
     rows = [[e.rank, e.photo, f"{e.value:.6g}", *e.box, e.row, e.col] for e in examples]
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(EXAMPLE_COLUMNS)
-        writer.writerows(rows)
-        return out.getvalue().rstrip("\n")
+        return to_csv(EXAMPLE_COLUMNS, rows)
     return "\n".join(f"{r[0]:>3}  {r[2]:>10}  box {r[3]},{r[4]}-{r[5]},{r[6]}  at {r[7]},{r[8]}  {r[1]}"
                      for r in rows) or "no examples recorded for this channel"
 
@@ -195,6 +191,15 @@ LAYER_COLUMNS = ["index", "name", "block", "channels", "kernel", "stride", "in_c
                  "receptive_field", "cumulative_stride"]
 
 
+def to_csv(header: list[str], rows: list[list]) -> str:
+    """A header and rows as CSV text (no trailing newline)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().rstrip("\n")
+
+
 def format_layers(layers: list, fmt: str) -> str:
     """Render the catalogue as a table, JSON or CSV."""
     if fmt == "json":
@@ -202,11 +207,7 @@ def format_layers(layers: list, fmt: str) -> str:
                            "total_channels": sum(layer.channels for layer in layers)}, indent=2)
     rows = [[getattr(layer, column) for column in LAYER_COLUMNS] for layer in layers]
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(LAYER_COLUMNS)
-        writer.writerows(rows)
-        return out.getvalue().rstrip("\n")
+        return to_csv(LAYER_COLUMNS, rows)
     headers = ["#", "layer", "block", "channels", "kernel", "stride", "in", "depth", "rf px", "jump px"]
     cells = [headers] + [[str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
