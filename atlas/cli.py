@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from atlas.console import import_tensorflow, set_verbose
 from atlas.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -41,14 +42,54 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="preview a run's gallery on http://127.0.0.1:PORT (builds it if missing)")
     serve.add_argument("run_folder", metavar="RUN_FOLDER")
     serve.add_argument("--port", type=int, default=8000)
+    _configs_parser(sub)
+    _verbose_flag(parser, sub)
     return parser
+
+
+VERBOSE_HELP = "show TensorFlow's own logging too (as does ATLAS_VERBOSE=1)"
+
+
+def _verbose_flag(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+    """`--verbose` before or after the subcommand (`atlas sweep full --verbose`)."""
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    for command in sub.choices.values():
+        _verbose_after(command)
+
+
+def _verbose_after(command: argparse.ArgumentParser) -> None:
+    # SUPPRESS: when not given after the subcommand, the main parser's value stands
+    command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+
+
+def _configs_parser(sub: argparse._SubParsersAction) -> None:
+    configs = sub.add_parser("configs", help="list the shipped sweep configs; `atlas configs show NAME` prints one")
+    show = configs.add_subparsers(dest="configs_command", parser_class=_Parser).add_parser(
+        "show", help="print a shipped config, e.g. as a starting point: atlas configs show full > mine.yaml")
+    show.add_argument("name", metavar="NAME")
+    _verbose_after(show)
+
+
+def cmd_configs(args: argparse.Namespace) -> None:
+    from atlas.shipped import purpose, shipped_configs
+
+    shipped = shipped_configs()
+    if args.configs_command == "show":
+        if args.name not in shipped:
+            raise UserError(f"no shipped config is named {args.name}; the shipped configs: {', '.join(shipped)}")
+        sys.stdout.write(shipped[args.name].read_text(encoding="utf-8"))
+        return
+    width = max(map(len, shipped), default=0)
+    for name, path in shipped.items():
+        print(f"{name:<{width}}  {purpose(path)}")
 
 
 def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
     for name, text in [("sweep", "render every layer x channel a config asks for (resumable)"),
                        ("run", "sweep, then build the gallery")]:
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("config", help="a YAML config, e.g. configs/quick.yaml")
+        cmd.add_argument("config", help="a YAML config file, or a shipped config's name (`atlas configs` lists "
+                         "them), e.g. demo")
         cmd.add_argument("--shard", help="K/N: render only slice K of N (for job arrays); outputs merge")
         cmd.add_argument("--backend", choices=["loky", "dask"], default=None,
                          help="joblib backend: worker processes here (default) or a dask.distributed cluster")
@@ -271,22 +312,6 @@ def describe_metrics(result: object, channels: int) -> str:
     return text
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up chatter (oneDNN, CUDA probes) kept off the terminal."""
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow as tf
-
-            tf.config.list_physical_devices("GPU")
-            tf.get_logger().setLevel("ERROR")  # e.g. retracing notes: one tf.function per layer is by design
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 def _figure_parser(sub: argparse._SubParsersAction) -> None:
     fig = sub.add_parser("figure", help="teaching figures (contact sheet, progression, panel) as PNG or PDF")
     fig.add_argument("run", metavar="RUN_FOLDER", help="a run folder written by `atlas sweep`")
@@ -294,7 +319,8 @@ def _figure_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--sheet", metavar="LAYER", help="contact sheet of one layer's channels")
     what.add_argument("--progression", action="store_true", help="one start image across layers, low to high")
     what.add_argument("--panel", metavar="LAYER:CH,...", help="hand-picked channels, e.g. mixed4d_3x3_pre_relu:139")
-    what.add_argument("--spec", metavar="FILE", help="a YAML file describing several figures")
+    what.add_argument("--spec", metavar="FILE", help="a YAML file describing several figures, or a shipped one's "
+                      "name (lecture3)")
     fig.add_argument("--channels", help="sheet: channels to show, e.g. 0-63 (default: all)")
     fig.add_argument("--mode", help="sheet, panel: noise (default), photo-NAME or NAME")
     fig.add_argument("--photo", help="progression: base photo (default: noise renders)")
@@ -335,22 +361,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure, "build": cmd_build,
-            "serve": cmd_serve, "sweep": cmd_sweep, "run": cmd_sweep, "examples": cmd_examples}
+            "serve": cmd_serve, "sweep": cmd_sweep, "run": cmd_sweep, "configs": cmd_configs,
+            "examples": cmd_examples}
 TF_COMMANDS = {"layers", "dream", "sweep", "run", "examples"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args = build_parser().parse_args(argv)
+        set_verbose(args.verbose)
         if args.command in TF_COMMANDS:
-            import_tensorflow_quietly()
+            import_tensorflow()
         COMMANDS[args.command](args)
     except UserError as exc:
         print(f"atlas: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except SweepFailed as exc:
         print(f"atlas: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # e.g. `atlas configs | head -1`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         print("atlas: interrupted", file=sys.stderr)

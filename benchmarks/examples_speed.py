@@ -47,6 +47,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
+
+    from atlas.console import import_tensorflow
+
+    import_tensorflow()  # its start-up lines and retracing warnings off the console (unless ATLAS_VERBOSE=1)
     import tensorflow as tf
 
     from atlas.model.flops import forward_flops

@@ -8,10 +8,7 @@ Both ways compute d mean(channel 0) / d input for a batch; rounds alternate so m
 from __future__ import annotations
 
 import argparse
-import os
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main() -> None:
@@ -23,6 +20,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
+    from atlas.console import import_tensorflow
+
+    import_tensorflow()  # its start-up lines and retracing warnings off the console (unless ATLAS_VERBOSE=1)
     import tensorflow as tf
 
     from atlas.model.graph import load_model

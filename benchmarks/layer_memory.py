@@ -7,11 +7,8 @@ Prints the peak resident set size (ru_maxrss) after each stage and the ratio to 
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def peak_mb() -> float:
@@ -24,6 +21,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
 
+    from atlas.console import import_tensorflow
+
+    import_tensorflow()  # its start-up lines and retracing warnings off the console (unless ATLAS_VERBOSE=1)
     import tensorflow as tf
 
     from atlas.model.graph import load_model

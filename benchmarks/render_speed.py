@@ -15,11 +15,8 @@ timed just before and after it, and the fraction printed is the median over roun
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import replace
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 LAYERS = ["mixed3b_3x3_pre_relu", "mixed4d_3x3_bottleneck_pre_relu", "mixed5b_5x5_pre_relu"]
 
@@ -41,6 +38,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
+
+    from atlas.console import import_tensorflow
+
+    import_tensorflow()  # its start-up lines and retracing warnings off the console (unless ATLAS_VERBOSE=1)
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.intra)

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import yaml
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from atlas.console import import_tensorflow  # noqa: E402
+
+import_tensorflow()  # quietly (unless ATLAS_VERBOSE=1), before the modules below import it
 
 from atlas.run.config import load_config  # noqa: E402
 from atlas.run.sweep import sweep  # noqa: E402

@@ -22,6 +22,7 @@ from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, check_channels, format_channels, parse_channels
 from atlas.run.manifest import NOISE, Mode, Render, Run
+from atlas.shipped import file_or_shipped, shipped_figure_specs
 from atlas.validation import load_yaml, validate
 
 FIGURES_DIR = "figures"
@@ -133,7 +134,8 @@ class SpecFile(BaseModel):
 
 
 def load_spec(path: str | Path) -> SpecFile:
-    """Read and validate a figure spec file; every problem is one UserError line."""
+    """Read and validate a figure spec file (or a shipped spec's name); every problem is one UserError line."""
+    path = file_or_shipped(path, shipped_figure_specs(), "figure spec")
     return validate(SpecFile, load_yaml(path), str(path))
 
 

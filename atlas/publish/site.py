@@ -33,8 +33,8 @@ from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.run.manifest import Example, ExamplePhoto, Mode, Render, Run, image_paths, read_run
+from atlas.shipped import templates_dir
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 SITE_DIR = "site"
 FIGURES_DIR = "figures"
 LEDGER = ".atlas-site.json"  # the files the last build wrote, so a rebuild can remove stale ones
@@ -320,7 +320,7 @@ def place(rel: str, run_from_site: str) -> Place:
 
 def environment() -> Environment:
     """Jinja2 with autoescaping, strict undefined names and the site's filters."""
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+    env = Environment(loader=FileSystemLoader(templates_dir()), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(u=url_path, cccc=cccc, layer_url=layer_url, channel_url=channel_url, gain=_gain)
     return env
@@ -477,7 +477,7 @@ def _remove_empty_parents(folder: Path, stop: Path) -> None:
 
 
 def _static_files() -> Iterable[tuple[str, bytes]]:
-    root = TEMPLATES / "static"
+    root = templates_dir() / "static"
     for path in sorted(root.rglob("*")):
         if path.is_file():
             yield f"static/{path.relative_to(root).as_posix()}", path.read_bytes()
@@ -526,7 +526,8 @@ def _index_js(data: dict[str, Any]) -> bytes:
 def _progress(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="page", desc="site", disable=not enabled or total < 500, leave=False)
+    # disable=None: a bar on a terminal only, never in a redirected log
+    return tqdm(total=total, unit="page", desc="site", disable=None if enabled and total >= 500 else True, leave=False)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from atlas.model.catalogue import Layer, find_layer
 from atlas.model.selection import check_channels, parse_channels
 from atlas.render.loop import RenderSettings
 from atlas.run.manifest import Mode
+from atlas.shipped import file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate
 
 _Strict = ConfigDict(extra="forbid")
@@ -167,10 +168,11 @@ class LoadedConfig:
 
 
 def load_config(path: str | Path) -> LoadedConfig:
-    """Read and validate a sweep config; photos must exist and be readable."""
+    """Read and validate a sweep config (a file, or the name of a shipped one); photos must exist and be
+    readable."""
     from atlas.images import load_photo
 
-    path = Path(path)
+    path = file_or_shipped(path, shipped_configs(), "config")
     config = validate(SweepConfig, load_yaml(path), str(path))
     name = config.name or path.stem
     base = Path(config.output)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from atlas.atomic import atomic_path, remove_stale_parts
+from atlas.console import import_tensorflow
 from atlas.errors import UserError
 from atlas.model.selection import WHOLE_LAYER
 from atlas.render.loop import RenderSettings
@@ -209,7 +210,10 @@ def execute(batches: list[Batch], task: Task, workers: int, backend: str | None 
     if not batches:
         return
     n_jobs = workers if backend is None else -1
-    with joblib.parallel_config(backend=backend or ("sequential" if workers == 1 else "loky"), n_jobs=n_jobs):
+    backend = backend or ("sequential" if workers == 1 else "loky")
+    # each loky worker imports TensorFlow (quietly, unless verbose) before it unpickles a task
+    start = {"initializer": import_tensorflow} if backend == "loky" else {}
+    with joblib.parallel_config(backend=backend, n_jobs=n_jobs, **start):
         parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
         yield from parallel(joblib.delayed(run_batch)(task, batch) for batch in batches)
 
@@ -327,7 +331,9 @@ def _dask_client(scheduler: str | None) -> Any:
     except ImportError:
         raise UserError("the dask backend needs dask.distributed: pip install -e \".[dask]\"") from None
     try:
-        return Client(scheduler, timeout="10s") if scheduler else Client(processes=True, dashboard_address=None)
+        client = Client(scheduler, timeout="10s") if scheduler else Client(processes=True, dashboard_address=None)
     except (OSError, TimeoutError) as exc:
         raise UserError(f"cannot reach the dask scheduler {scheduler} ({exc}); start one with `dask scheduler` "
                         "or check the address") from None
+    client.run(import_tensorflow)  # before any task: workers import TensorFlow quietly (unless verbose)
+    return client
