@@ -632,8 +632,8 @@ def make_figures(run: Run, spec_file: SpecFile, dpi: int | None = None) -> tuple
 
 # ----------------------------------------------------------------------------------------------- command line
 
-KIND_OPTIONS = {"sheet": {"channels", "mode", "examples"}, "progression": {"photo", "layers"}, "panel": {"mode", "captions"},
-                "spec": set()}
+KIND_OPTIONS = {"sheet": {"channels", "mode", "examples"}, "progression": {"photo", "layers"},
+                "panel": {"mode", "captions"}, "spec": set()}
 FIGURE_OPTIONS = {"channels", "mode", "photo", "layers", "captions", "columns", "title", "output", "examples"}
 
 
