@@ -131,7 +131,9 @@ def main() -> None:
             files = sum(1 for _ in (run / "examples").rglob("*.jpg"))
             print(f"atlas examples on {args.photos_total} generated {args.size}px JPEGs, all layers, top "
                   f"{args.top}: {total:.1f} s ({summary.processed / total:.2f} photos/s end to end, incl. "
-                  f"compiling, decoding, {files:,} crop/thumbnail files and the manifest)")
+                  f"compiling, decoding, {files:,} crop/thumbnail files and the manifest); of which "
+                  f"{summary.network_seconds:.1f} s in the network (first call's compile included) and top-list "
+                  f"merges, {summary.files_seconds:.1f} s writing the files")
 
 
 if __name__ == "__main__":

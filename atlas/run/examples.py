@@ -305,6 +305,8 @@ class ExamplesSummary:
     bad: list[tuple[str, str]] = field(default_factory=list)
     bad_file: Path | None = None
     seconds: float = 0.0
+    network_seconds: float = 0.0  # in the forward passes and the merges of the top lists
+    files_seconds: float = 0.0  # writing crops and thumbnails (reading photos again for them included)
 
     def lines(self) -> list[str]:
         rate = f" ({self.processed / self.seconds:.1f} photos/s)" if self.processed and self.seconds else ""
@@ -451,7 +453,8 @@ def _run_locked(plan: ExamplesPlan, run_folder: Path, model: Any, entries: list[
         else:
             todo = changed + todo
         writer = _Checkpoint(plan, run_folder, manifest, state, hash_, model.grids,
-                             forget=gone + [e.name for e in changed], rekeyed=[] if summary.restarted else rekeyed)
+                             forget=gone + [e.name for e in changed], rekeyed=[] if summary.restarted else rekeyed,
+                             summary=summary)
         _process(plan, model, layers, state, writer, todo, summary, progress, stop_after)
         writer.commit(final=True)
         if not state.photos:
@@ -476,7 +479,9 @@ def _process(plan: ExamplesPlan, model: Any, layers: list[Layer], state: _State,
             for fitted in batch:
                 state.photos[fitted.record.photo] = fitted.record
                 writer.window[fitted.record.photo] = fitted
+            start = time.perf_counter()
             _merge(peaks, model, layers, state, batch, seen)
+            summary.network_seconds += time.perf_counter() - start
             summary.processed += len(batch)
             bar.update(len(batch))
             if writer.due():
@@ -559,12 +564,13 @@ class _Checkpoint:
     """Writes the changed top lists: their crops and thumbnails first, then one manifest transaction."""
 
     def __init__(self, plan: ExamplesPlan, run_folder: Path, manifest: Manifest, state: _State, hash_: str,
-                 grids: Any, forget: list[str], rekeyed: list[ExamplePhoto]) -> None:
+                 grids: Any, forget: list[str], rekeyed: list[ExamplePhoto], summary: ExamplesSummary) -> None:
         self.plan, self.folder, self.manifest, self.state, self.hash = plan, run_folder, manifest, state, hash_
         self.grids = grids  # Model.grids
         self.window: dict[str, Fitted] = {}  # photos processed since the last commit
         self.forget = forget
         self.rekeyed = rekeyed  # unchanged photos recorded again with their new size and mtime
+        self.summary = summary
         self.last = time.monotonic()
 
     def due(self) -> bool:
@@ -581,7 +587,9 @@ class _Checkpoint:
             for channel in changed.get(layer.name, []):
                 lists[(layer.name, int(channel))] = self._entries(layer, int(channel))
         if final:
+            start = time.perf_counter()
             self._write_files(self._shown_files())
+            self.summary.files_seconds += time.perf_counter() - start
         self.manifest.record_examples(self.rekeyed + [f.record for f in self.window.values()], self.forget, lists,
                                       meta={"complete": final})
         self.forget, self.rekeyed, self.last = [], [], time.monotonic()
