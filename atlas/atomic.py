@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 PART_MARK = ".part"
 
 
 @contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], sync_folder: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `target`; on success it is fsynced and renamed to `target`, else removed.
 
     The temp name keeps the target's suffix so that libraries which infer a format from it still work.
+    `sync_folder=False` leaves syncing the rename to the caller (`sync_folders`, once for many files).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -28,16 +30,23 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        if sync_folder:
+            _fsync_dir(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(target: str | os.PathLike[str], data: bytes, sync_folder: bool = True) -> None:
     """Write `data` to `target` atomically."""
-    with atomic_path(target) as tmp:
+    with atomic_path(target, sync_folder) as tmp:
         tmp.write_bytes(data)
+
+
+def sync_folders(folders: Iterable[str | os.PathLike[str]]) -> None:
+    """Make the renames into these folders durable (after writes with `sync_folder=False`)."""
+    for folder in set(map(Path, folders)):
+        _fsync_dir(folder)
 
 
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> None:
@@ -73,3 +82,40 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# errno -> (the cause, the fix) of a write that cannot succeed until the user acts
+WRITE_PROBLEMS = {
+    errno.EACCES: ("permission denied", "give your user write access to it, or set output: to a writable folder"),
+    errno.EPERM: ("operation not permitted",
+                  "give your user write access to it, or set output: to a writable folder"),
+    errno.EROFS: ("read-only file system", "set output: to a folder on a writable disk"),
+    errno.ENOSPC: ("no space left on the disk", "free some space (or set output: to another disk)"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space within your quota (or set output: to another disk)"),
+}
+
+
+def write_problem(exc: BaseException, folder: str | os.PathLike[str]) -> str | None:
+    """One line naming `folder`, the cause and the fix when `exc` is a write the user must make possible
+    (not writable, read-only, disk full, quota); None for any other error."""
+    code = getattr(exc, "errno", None) if isinstance(exc, OSError) else _sqlite_errno(exc)
+    if code not in WRITE_PROBLEMS:
+        return None
+    cause, fix = WRITE_PROBLEMS[code]
+    return f"cannot write to {folder}: {cause}; {fix}, then run the same command again (finished work is kept)"
+
+
+def _sqlite_errno(exc: BaseException) -> int | None:
+    """The errno an SQLite write error stands for (a full disk, a read-only database or folder)."""
+    import sqlite3
+
+    if not isinstance(exc, sqlite3.OperationalError):
+        return None
+    text = str(exc).lower()
+    if "disk is full" in text:
+        return errno.ENOSPC
+    if "readonly" in text or "read-only" in text:
+        return errno.EROFS
+    if "unable to open database" in text:
+        return errno.EACCES
+    return None

@@ -91,8 +91,11 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
         cmd.add_argument("config", help="a YAML config file, or a shipped config's name (`atlas configs` lists "
                          "them), e.g. demo")
         cmd.add_argument("--shard", help="K/N: render only slice K of N (for job arrays); outputs merge")
-        cmd.add_argument("--backend", choices=["loky", "dask"], default=None,
-                         help="joblib backend: worker processes here (default) or a dask.distributed cluster")
+        cmd.add_argument("--backend", choices=["local", "dask"], default=None,
+                         help="worker processes here (default: one per GPU, else splitting the CPU) or a "
+                         "dask.distributed cluster")
+        cmd.add_argument("--gpus", help="GPU ids to render on, as nvidia-smi numbers them, e.g. 0,2, or none "
+                         "(default: the config's gpus:, else all)")
         cmd.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786 (default: a local "
                          "cluster)")
         cmd.add_argument("--dry-run", action="store_true", help="list the work and estimate its time; render "
@@ -104,22 +107,27 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     from atlas.run.config import load_config
     from atlas.run.estimate import dry_run
+    from atlas.run.layout import parse_gpus
     from atlas.run.sweep import sweep
 
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
     loaded = load_config(args.config)
+    gpus = parse_gpus(args.gpus)
     if args.dry_run:
-        dry_run(loaded, args.shard)
+        dry_run(loaded, args.shard, gpus=gpus)
         return
-    summary = sweep(loaded, args.shard, args.backend, args.scheduler)
+    summary = sweep(loaded, args.shard, args.backend, args.scheduler, gpus=gpus)
     print("\n".join(summary.lines()))
     print(f"output: {loaded.run_folder}")
     if summary.failed:
         raise SweepFailed(f"{len(summary.failed)} batches failed (listed above); re-run the same command to "
                           "retry them")
-    if args.examples or loaded.config.examples:
-        _sweep_examples(loaded, args.examples)
+    if (args.examples or loaded.config.examples) and args.shard:
+        print(f"examples: not found by a slice of a sweep; run `atlas examples FOLDER -o {loaded.run_folder}` once "
+              "when the slices are done")
+    elif args.examples or loaded.config.examples:
+        _sweep_examples(loaded, args.examples, gpus)
     if args.command == "run":
         from atlas.publish.site import build_site
 
@@ -127,14 +135,14 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(report.summary())
 
 
-def _sweep_examples(loaded: object, folder: str | None) -> None:
+def _sweep_examples(loaded: object, folder: str | None, gpus: list[int] | None) -> None:
     """The dataset-examples pass of a config's run (after its sweep), into the same run folder."""
     from atlas.model.graph import load_model
     from atlas.run.examples import run_examples
     from atlas.run.plan import resolve_plan
 
     model = load_model(loaded.config.model)
-    plan = resolve_plan(loaded, model, examples_folder=folder)
+    plan = resolve_plan(loaded, model, gpus=gpus, examples_folder=folder)
     print("\n".join(run_examples(plan.examples, plan.folder, model).lines()))
 
 

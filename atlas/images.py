@@ -43,7 +43,15 @@ def photo_credit(name_or_path: str | Path) -> str | None:
 
 def load_photo(name_or_path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a photo as an RGB float32 array [H, W, 3] in 0..255, upright per its EXIF orientation."""
-    with _opened(photo_path(name_or_path), max_pixels) as image:
+    path = photo_path(name_or_path)
+    with _opened(path, str(path), max_pixels) as image:
+        return to_rgb(image)
+
+
+def decode_photo(data: bytes, origin: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """`load_photo` of a photo file's bytes (e.g. sent to a worker that cannot see the file); `origin` names it
+    in errors."""
+    with _opened(io.BytesIO(data), origin, max_pixels) as image:
         return to_rgb(image)
 
 
@@ -51,17 +59,18 @@ def load_photo_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int 
     """Read a photo as an 8-bit RGB Pillow image, upright per its EXIF orientation (the same checks and
     conversions as `load_photo`, for passes that resize with Pillow). `draft`: a JPEG may be decoded at a
     reduced scale (Pillow's draft mode) whose sides stay at least this many pixels: faster, for previews."""
-    with _opened(Path(path), max_pixels, draft) as image:
+    with _opened(Path(path), str(path), max_pixels, draft) as image:
         return image if image.mode == "RGB" else Image.fromarray(to_uint8(to_rgb(image)))
 
 
 @contextmanager
-def _opened(path: Path, max_pixels: int, draft: int | None = None) -> Iterator[Image.Image]:
-    """The decoded, upright image of `path`; every way it can fail is one UserError naming the fix."""
+def _opened(source: Path | io.BytesIO, path: str, max_pixels: int, draft: int | None = None
+            ) -> Iterator[Image.Image]:
+    """The decoded, upright image of `source`; every way it can fail is one UserError naming the fix."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 if image.width * image.height > max_pixels:
                     raise UserError(f"photo {path} is {image.width}x{image.height} pixels, over the limit of "
                                     f"{max_pixels:,}; scale it down first (a decompression bomb is refused)")

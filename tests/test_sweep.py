@@ -184,7 +184,7 @@ def test_worker_processes_share_the_work(tmp_path):
 def test_dask_backend_on_a_local_cluster(tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     loaded = load_config(write_config(tmp_path))
-    # two single-thread workers: with one core in all, joblib would run the work in this process instead
+    # two single-thread worker processes
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster:
         summary = sweep(loaded, backend="dask", scheduler=cluster.scheduler_address)

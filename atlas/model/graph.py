@@ -232,9 +232,17 @@ def _image_function(forward: Callable[[tf.Tensor], object]) -> Callable[[tf.Tens
 def load_model(spec: str | None = None) -> Model:
     """Resolve `spec` (see `atlas.model.source.resolve`), parse the graph and catalogue it."""
     source = resolve(spec)
-    data = read_graph_bytes(source)
+    return load_model_bytes(read_graph_bytes(source), source)
+
+
+def load_model_bytes(data: bytes, source: ModelSource | str) -> Model:
+    """A model from its serialized GraphDef (as `load_model` reads it, or as a sweep sends it to workers that
+    have neither the file nor a network); `source` is where the bytes came from, or its spec."""
+    if isinstance(source, str):
+        source = ModelSource(spec=source, pb_path=None)
     origin = str(source.pb_path) if source.pb_path else source.spec
     graph = parse_graph_def(data, origin)
     layers = build_catalogue(graph)
     return Model(source=source, graph_def=graph, layers=layers, sha256=hashlib.sha256(data).hexdigest(),
                  input=input_name(graph))
+

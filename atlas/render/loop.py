@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -20,7 +20,8 @@ import tensorflow as tf
 from atlas.images import to_uint8
 from atlas.model.graph import PRECISIONS, Model
 from atlas.model.selection import WHOLE_LAYER, check_channels
-from atlas.render import transforms
+from atlas.render import devices, transforms
+from atlas.render.devices import GIB, Device, peak_memory, reset_peak_memory
 from atlas.render.objectives import OBJECTIVES, PER_CHANNEL
 
 StepFn = Callable[..., tf.Tensor]
@@ -100,11 +101,24 @@ class RenderResult:
     seconds: float
 
 
-def auto_precision() -> str:
-    """bfloat16 on a CPU-only machine whose CPU computes bfloat16 natively; float32 everywhere else."""
-    if tf.config.list_physical_devices("GPU"):
-        return "float32"
-    return "bfloat16" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
+def auto_precision(found: list[Device] | None = None) -> str:
+    """The precision `auto` means on these devices (default: this machine's); see `choose_precision`."""
+    return choose_precision(found if found is not None else devices.discover_devices())[0]
+
+
+def choose_precision(found: list[Device]) -> tuple[str, str]:
+    """(precision, why) for `auto`. With GPUs: bfloat16 when every one has compute capability 8.0 or more
+    (Ampere and later compute it natively), else float32. On a CPU-only machine: bfloat16 when the CPU computes
+    it natively (AVX512_BF16 or AMX), else float32."""
+    gpus = [d for d in found if d.is_gpu]
+    if gpus:
+        if all(g.capability and g.capability >= (8, 0) for g in gpus):
+            return "bfloat16", "compute capability >= 8.0"
+        return "float32", "a GPU below compute capability 8.0"
+    native = sorted(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    if native:
+        return "bfloat16", f"the CPU has {native[0].upper()}"
+    return "float32", "the CPU has no native bfloat16"
 
 
 def _cpu_flags() -> set[str]:
@@ -116,16 +130,54 @@ def _cpu_flags() -> set[str]:
     return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":")[1].split()}
 
 
-def auto_batch_size(pixels: int = 224 * 224) -> int:
-    """Images per pass: large on a GPU, a few on a CPU (where batching mainly fills the cores).
+def auto_batch_size(pixels: int = 224 * 224, device: Device | None = None) -> int:
+    """Images per pass on `device` (default: this machine's first GPU, else its CPU), scaled by image area.
 
-    On a 2-core CPU at 224 px, batch 8 takes 1.1-1.5x as many gradient steps per second as batch 1 (more at
-    deep, small-map layers; benchmarks/render_speed.py); 16 gained at most 8% more at mixed5b and lost at
-    mixed4d, so 8 stays the CPU choice.
+    On a CPU, 8 at 224 px: on 2 cores batch 8 takes 1.1-1.5x as many gradient steps per second as batch 1
+    (more at deep, small-map layers; benchmarks/render_speed.py); 16 gained at most 8% more at mixed5b and lost
+    at mixed4d. On a GPU, 64 images of 224 px per 15 GiB of its memory (a 16 GB card reports 15-16 GiB), an
+    upper bound that `BatchFit` lowers to what a pass is measured to need.
     """
-    gpus = tf.config.list_physical_devices("GPU")
-    base = 64 if gpus else 8
+    device = device or devices.discover_devices()[0]
+    base = device.memory * GPU_IMAGES_PER_15_GIB / (15 * GIB) if device.is_gpu else 8
     return max(1, int(base * (224 * 224) / max(pixels, 1)))
+
+
+GPU_IMAGES_PER_15_GIB = 64
+GPU_MEMORY_USE = 0.8  # the share of a GPU's memory a pass may be measured to take
+
+
+@dataclass
+class BatchFit:
+    """How many images of a layer and size one pass takes on a device: the first guess (`auto_batch_size`),
+    lowered to what fits once a pass's peak memory was measured, and halved after an out-of-memory error."""
+
+    images: int  # images in a pass: the first guess
+    area: int | None = 224 * 224  # ... of this many pixels each, scaled to other sizes; None: at every size
+    memory: int | None = None  # the device's bytes; None: nothing to measure (a CPU)
+    limits: dict[tuple[str, int], int] = field(default_factory=dict)
+    measured: set[tuple[str, int]] = field(default_factory=set)
+
+    def size(self, layer: str, pixels: int) -> int:
+        """Images per pass of `layer` at `pixels` pixels per image."""
+        first = self.images if self.area is None else int(self.images * self.area / max(pixels, 1))
+        return self.limits.get((layer, pixels), max(1, first))
+
+    def observe(self, layer: str, pixels: int, batch: int, peak: int | None) -> None:
+        """A pass of `batch` images peaked at `peak` bytes: cap later passes so they stay within the card."""
+        key = (layer, pixels)
+        if peak is None or self.memory is None or key in self.measured:
+            return
+        self.measured.add(key)
+        fits = int(GPU_MEMORY_USE * self.memory / max(peak / batch, 1))
+        self.limits[key] = max(1, min(self.size(layer, pixels), fits))
+
+    def halve(self, layer: str, pixels: int, batch: int) -> int:
+        """After an out-of-memory error at `batch` images: the smaller size to retry with."""
+        if batch <= 1:
+            raise MemoryError(f"one image of {pixels} pixels of {layer} does not fit the device's memory")
+        self.limits[(layer, pixels)] = batch // 2
+        return batch // 2
 
 
 def noise_start(channel: int, seed: int, settings: RenderSettings) -> np.ndarray:
@@ -284,10 +336,12 @@ def measure(model: Model, layer: str, channels: list[int], starts: np.ndarray, f
 
 def render_channels(model: Model, layer: str, channels: list[int] | None = None, photo: np.ndarray | None = None,
                     settings: RenderSettings = RenderSettings(), seed: int = 0,
-                    progress: Callable[[int], None] | None = None) -> list[RenderResult]:
+                    progress: Callable[[int], None] | None = None, fit: BatchFit | None = None) -> list[RenderResult]:
     """Render each channel of `layer` (from noise, or from `photo`: float RGB 0..255) with its metrics.
 
-    With the `layer` objective, `channels` is ignored and one whole-layer dream is returned.
+    With the `layer` objective, `channels` is ignored and one whole-layer dream is returned. Passes hold
+    `fit`'s number of images (default: `settings.batch_size`, else `auto_batch_size`); a pass that runs out of
+    device memory is retried with half as many.
     """
     layer_name = model.tensor_name(layer)
     if settings.objective not in PER_CHANNEL:
@@ -297,11 +351,20 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
     else:
         check_channels(list(channels), tensor_channels(model, layer_name), layer_name)
     pixels = photo.shape[0] * photo.shape[1] if photo is not None else settings.size ** 2
-    batch = settings.batch_size or auto_batch_size(pixels)
+    fit = fit or (BatchFit(settings.batch_size, area=None) if settings.batch_size else BatchFit(auto_batch_size()))
     results: list[RenderResult] = []
-    for first in range(0, len(channels), batch):
+    first = 0
+    while first < len(channels):
+        batch = fit.size(layer_name, pixels)
         chunk = list(channels[first:first + batch])
-        results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch))
+        try:
+            reset_peak_memory()
+            results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch))
+        except tf.errors.ResourceExhaustedError:  # pixels do not depend on the batch: retry smaller
+            fit.halve(layer_name, pixels, len(chunk))
+            continue
+        fit.observe(layer_name, pixels, len(chunk), peak_memory())
+        first += len(chunk)
         if progress:
             progress(len(chunk))
     return results

@@ -11,7 +11,7 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -101,7 +101,7 @@ class RenderConfig(BaseModel):
     photo_steps: int = Field(default=_D.photo_steps, ge=1, le=1000)
     photo_step_size: float = Field(default=_D.photo_step_size, gt=0)
     tile: int = Field(default=_D.tile, ge=64)
-    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: bfloat16 on CPUs with native bf16
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: see atlas.render.loop.choose_precision
 
 
 class SweepConfig(BaseModel):
@@ -121,6 +121,7 @@ class SweepConfig(BaseModel):
     formats: Formats = Formats()
     batch_size: int | None = Field(default=None, ge=1)
     workers: int | Literal["auto"] = "auto"
+    gpus: list[Annotated[int, Field(ge=0)]] | None = None  # GPU ids as nvidia-smi numbers them; None: all; []: none
     examples: ExamplesConfig | None = None  # also find each channel's dataset examples
 
     @field_validator("photos", mode="after")

@@ -45,8 +45,9 @@ def estimate(plan: RunPlan, model: Any, out: Any = sys.stdout) -> float:
     from tqdm import tqdm
 
     from atlas.images import load_photo
-    from atlas.render.loop import auto_batch_size
+    from atlas.render.devices import configure_tensorflow
 
+    configure_tensorflow(None)  # on a GPU, measure with memory growth on, like a worker
     settings = plan.settings
     noise_area = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale)
     # + the two metric passes (start and result, forward only): a forward pass is half a step's FLOPs
@@ -57,12 +58,13 @@ def estimate(plan: RunPlan, model: Any, out: Any = sys.stdout) -> float:
         photo_steps[mode] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
                              * settings.photo_steps + h * w / 224 ** 2)
     todo = pending(plan)
-    batch_size = plan.batch_size or auto_batch_size(settings.size ** 2)
+    batch_size = plan.layout.batch_size(settings.size ** 2)
     batches = make_batches(todo, batch_size)
     per_layer: dict[str, list[WorkItem]] = {}
     for item in todo:
         per_layer.setdefault(item.layer, []).append(item)
     total = 0.0
+    print(f"atlas: {plan.layout.describe()}", file=out)
     print(f"{'layer':<40} {'to do':>6} {'s/step':>7} {'estimate':>9}", file=out)
     for layer, items in tqdm(per_layer.items(), desc="measuring", unit="layer", disable=None, file=sys.stderr):
         step, compile_seconds = measure_step(model, layer, min(batch_size, len(items)),
@@ -71,9 +73,13 @@ def estimate(plan: RunPlan, model: Any, out: Any = sys.stdout) -> float:
         total += seconds
         print(f"{layer:<40} {len(items):>6} {step * 1000:>5.1f}ms {seconds / 60:>7.1f}min", file=out)
     shard = f" (shard {plan.shard[0]}/{plan.shard[1]})" if plan.shard else ""
+    gpu_workers = len(plan.layout.gpus)
+    if gpu_workers > 1:  # measured on one of them; the others are assumed alike
+        total /= gpu_workers
+    where = f"{gpu_workers} GPU workers" if gpu_workers > 1 else "this machine"
     print(f"{len(plan.items)} renders in this config{shard}, {len(plan.items) - len(todo)} already done, "
           f"{len(todo)} to do in {len(batches)} batches of up to {batch_size}; estimated "
-          f"{format_duration(total)} on this machine", file=out)
+          f"{format_duration(total)} on {where}", file=out)
     return total
 
 
@@ -84,9 +90,11 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = sys.stdout) -> float:
-    """What a sweep would do and how long it would take here; writes nothing."""
+def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = sys.stdout,
+            gpus: list[int] | None = None) -> float:
+    """What a sweep would do on the workers and devices it would use, and how long it would take; writes
+    nothing. With GPUs, the step is measured on the first GPU visible to this process."""
     from atlas.model.graph import load_model
 
     model = load_model(loaded.config.model)
-    return estimate(resolve_plan(loaded, model, parse_shard(shard)), model, out)
+    return estimate(resolve_plan(loaded, model, parse_shard(shard), gpus), model, out)

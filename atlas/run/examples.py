@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from atlas.atomic import atomic_write_bytes, atomic_write_text
+from atlas.atomic import atomic_write_bytes, atomic_write_text, sync_folders
 from atlas.errors import UserError
 from atlas.images import MAX_PIXELS, encode, load_photo_image
 from atlas.model.catalogue import Layer
@@ -641,6 +641,7 @@ class _Checkpoint:
                          for path, box in wanted]
             for job in jobs:
                 job.result()
+        sync_folders({(self.folder / path).parent for paths in missing.values() for path, _ in paths})
 
     def _write_file(self, path: str, work: Image.Image, scale: float, box: tuple[int, int, int, int] | None) -> None:
         """A thumbnail of the whole photo (box None) or the crop of `box` (in original pixels)."""
@@ -652,7 +653,7 @@ class _Checkpoint:
             image = work.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
             if max(image.size) > CROP_PX:
                 image.thumbnail((CROP_PX, CROP_PX), Image.Resampling.LANCZOS)
-        atomic_write_bytes(self.folder / path, encode(np.asarray(image), "jpg", quality=85))
+        atomic_write_bytes(self.folder / path, encode(np.asarray(image), "jpg", quality=85), sync_folder=False)
 
     def _reload(self, record: ExamplePhoto) -> Image.Image:
         """A recorded photo read again for its crops (a JPEG decoded at a reduced scale when that suffices)."""

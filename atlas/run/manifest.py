@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from atlas.atomic import atomic_write_text
+from atlas.atomic import atomic_write_text, write_problem
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer, find_layer
 from atlas.model.selection import WHOLE_LAYER
@@ -220,6 +220,9 @@ class Manifest:
                 self._db.execute(_SCHEMA)
                 self._db.commit()
         except sqlite3.DatabaseError as exc:
+            problem = write_problem(exc, path.parent) if create else None
+            if problem:  # the folder is read-only or full, the file itself is fine
+                raise UserError(problem) from None
             raise UserError(f"{path} is not a readable atlas manifest ({exc}); move it away and re-run the "
                             "sweep, which re-records every image it finds") from None
 

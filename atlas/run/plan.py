@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER
+from atlas.render import devices
 from atlas.render.loop import RenderSettings
 from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, select_layers
 from atlas.run.examples import ExamplesPlan
+from atlas.run.layout import Layout, resolve_layout
 from atlas.run.manifest import Mode, image_paths, recorded_hashes
 from atlas.validation import validate
 
@@ -62,6 +64,7 @@ class RunPlan:
     shard: tuple[int, int] | None
     batch_size: int | None  # None: chosen from the device
     workers: int | str  # as the config asks: a number or "auto"
+    layout: Layout  # the worker processes, their devices and batch sizes, the precision (settings has it too)
     examples: ExamplesPlan | None = None  # the dataset-examples pass, if the config or command line asks
 
     @property
@@ -135,12 +138,16 @@ def resolve_examples(folder: str, layers: list[Layer], top: int | None = None, s
 
 
 def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None = None,
-                 examples_folder: str | None = None) -> RunPlan:
-    """Resolve a loaded config against the model's catalogue; every config mistake is raised here, before
-    anything is created. `examples_folder` (the command line's) adds or replaces the config's examples folder."""
+                 gpus: list[int] | None = None, remote: bool = False, examples_folder: str | None = None) -> RunPlan:
+    """Resolve a loaded config against the model's catalogue and this machine's devices (`gpus` from the
+    command line overrides the config's; `remote`: a dask cluster renders); every config mistake is raised
+    here, before anything is created. `examples_folder` (the command line's) adds or replaces the config's
+    examples folder."""
     config = loaded.config
     modes = loaded.modes()
-    settings = config.settings()
+    layout = resolve_layout(devices.discover_devices(), config.workers, config.gpus if gpus is None else gpus,
+                            config.batch_size, config.render.precision, remote)
+    settings = replace(config.settings(), precision=layout.precision)  # `auto` decided once, for every worker
     formats = config.formats.model_dump()
     photos = {m.id: loaded.photos[m.photo] for m in modes if m.photo}
     hashes = {m.id: settings_hash(model.sha256, settings, config.seed, photos.get(m.id), formats) for m in modes}
@@ -154,7 +161,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
                    model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, batch_size=config.batch_size, workers=config.workers,
-                   examples=examples)
+                   layout=layout, examples=examples)
 
 
 def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], plan: RunPlan) -> bool:

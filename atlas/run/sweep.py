@@ -1,143 +1,44 @@
-"""The sweep: every selected layer x channel x mode, rendered in batches by joblib workers, resumable.
+"""The sweep: every selected layer x channel x mode, rendered in batches by worker processes, resumable.
 
-The parent process plans the work, holds the run folder's lock, and is the only writer of the manifest.
-Workers get plain data (a `Task` and a `Batch`), render, write their images atomically and return
-`Render` records; the parent records each batch in one transaction as it arrives. A render is skipped
-when its record has the same settings hash and its three image files exist, so a re-run after a crash or
-a SIGKILL finishes exactly the missing work.
+The parent process plans the work (devices and workers included, see atlas/run/layout.py), holds the run
+folder's lock, and is the only writer of files and of the manifest. Workers (atlas/run/workers.py: local
+processes pinned one per GPU or splitting the CPU, or a dask cluster) get plain data, render, and return the
+encoded images with their records; the parent writes each batch's files atomically, then records the batch
+in one transaction. A render is skipped when its record has the same settings hash and its three image files
+exist, so a re-run after a crash or a SIGKILL finishes exactly the missing work. A write the user must make
+possible (not writable, read-only, disk full, quota) stops the sweep at once with one line.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
+import sqlite3
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from atlas.atomic import atomic_path, remove_stale_parts
+from atlas.atomic import atomic_path, atomic_write_bytes, remove_stale_parts, sync_folders, write_problem
 from atlas.console import import_tensorflow
 from atlas.errors import UserError
-from atlas.model.selection import WHOLE_LAYER
-from atlas.render.loop import RenderSettings
 from atlas.run.config import LoadedConfig
-from atlas.run.manifest import Manifest, Render, image_paths, manifest_name, write_run_info
+from atlas.run.manifest import Manifest, manifest_name, write_run_info
 from atlas.run.plan import Batch, RunPlan, WorkItem, make_batches, parse_shard, pending, resolve_plan
+from atlas.run.workers import LocalPool, Outcome, Task, adopt_model, run_batch, run_on_dask
 
 LOCK_FILE = ".sweep.lock"
+WRITE_THREADS = 4  # files written at once: their fsyncs overlap (4.5x the rate of one at a time here)
 
 
-@dataclass(frozen=True)
-class Task:
-    """What every worker needs besides its batch: plain, picklable data."""
-
-    model: str
-    run_folder: str
-    settings: RenderSettings
-    seed: int
-    photos: dict[str, str]  # mode id -> photo file
-    hashes: dict[str, str]  # mode id -> settings hash
-    formats: dict[str, dict[str, Any]]
-    versions: str
-    threads: int | None  # TensorFlow threads per worker process; None: leave TensorFlow's default
-
-
-@dataclass
-class Outcome:
-    """A finished batch: its records, or the error that stopped it."""
-
-    batch: Batch
-    renders: list[Render] = field(default_factory=list)
-    error: str | None = None
-    worker: str = field(default_factory=lambda: f"{platform.node()}:{os.getpid()}")  # who rendered it
-
-
-# ----------------------------------------------------------------------------------------------- workers
-
-_WORKER: dict[str, Any] = {}
-
-
-def run_batch(task: Task, batch: Batch) -> Outcome:
-    """Render one batch and write its images (in a worker process); errors come back as data."""
-    try:
-        return Outcome(batch, _render_and_write(task, batch))
-    except Exception as exc:  # reported in the summary; the sweep goes on with other batches
-        return Outcome(batch, error=f"{type(exc).__name__}: {exc}")
-
-
-def _render_and_write(task: Task, batch: Batch) -> list[Render]:
-    from atlas.images import save_image
-    from atlas.render.loop import render_channels, with_overrides
-
-    model = _worker_model(task)
-    photo = _worker_photo(task.photos[batch.mode]) if batch.mode in task.photos else None
-    settings = task.settings
-    if batch.channels == (WHOLE_LAYER,):
-        settings = with_overrides(settings, objective="layer")
-    results = render_channels(model, batch.layer, list(batch.channels), photo, settings, task.seed)
-    folder, web, thumb = Path(task.run_folder), task.formats["web"], task.formats["thumb"]
-    renders = []
-    for result in results:
-        master_path, web_path, thumb_path = image_paths(batch.mode, batch.layer, result.channel, web["format"],
-                                                        thumb["format"])
-        save_image(folder / master_path, result.image)
-        save_image(folder / web_path, result.image, web["size"], web["quality"])
-        save_image(folder / thumb_path, result.image, thumb["size"], thumb["quality"])
-        renders.append(Render(layer=batch.layer, channel=result.channel, mode=batch.mode, seed=task.seed,
-                              settings_hash=task.hashes[batch.mode], start=result.start, end=result.end,
-                              lift=result.lift, rank=result.rank, specific=result.specific,
-                              seconds=result.seconds, image=master_path, web=web_path, thumb=thumb_path,
-                              versions=task.versions, created=time.time()))
-    return renders
-
-
-def _worker_model(task: Task) -> Any:
-    """The model, loaded once per worker process, with TensorFlow's threads set before first use."""
-    if _WORKER.get("spec") != task.model:
-        _keep_worker_alive()
-        if task.threads and "threads" not in _WORKER:
-            import tensorflow as tf
-
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(task.threads)
-                tf.config.threading.set_inter_op_parallelism_threads(task.threads)
-            except RuntimeError:  # TensorFlow already running in this process: keep its settings
-                pass
-            _WORKER["threads"] = task.threads
-        from atlas.model.graph import load_model
-
-        _WORKER.update(spec=task.model, model=load_model(task.model))
-    return _WORKER["model"]
-
-
-def _worker_photo(path: str) -> Any:
-    """A base photo, decoded once per worker process (every batch of its mode starts from it)."""
-    from atlas.images import load_photo
-
-    photos = _WORKER.setdefault("photos", {})
-    if path not in photos:
-        photos[path] = load_photo(path)
-    return photos[path]
-
-
-def _keep_worker_alive() -> None:
-    """loky restarts a worker whose memory grew by 300 MB since its first task, taking it for a leak; a
-    worker's memory grows by design here (one compiled function per layer, about 1.2 GB for all 59 at full
-    width, see benchmarks/layer_memory.py), and a restart would reload TensorFlow and the model. Raise the
-    threshold in this worker process only."""
-    try:
-        from joblib.externals.loky import process_executor
-    except ImportError:
-        return
-    process_executor._MAX_MEMORY_LEAK_SIZE = max(process_executor._MAX_MEMORY_LEAK_SIZE, 8 * 10 ** 9)
-
-
-# ----------------------------------------------------------------------------------------------- the sweep
+def write_file(path: Path, data: bytes) -> None:
+    """How the parent writes each image file (tests replace it to fill a disk); `_record` syncs the folders."""
+    atomic_write_bytes(path, data, sync_folder=False)
 
 
 def versions() -> str:
@@ -152,18 +53,11 @@ def versions() -> str:
                        "pillow": PIL.__version__, "python": platform.python_version()}, sort_keys=True)
 
 
-def choose_workers(requested: int | str) -> tuple[int, int | None]:
-    """(worker processes, TensorFlow threads each). On a GPU: one process, large batches. On a CPU, `auto`
-    splits the cores into processes of up to two threads each (on 2 cores, 2 processes of 1 thread rendered
-    1.13x as fast as 1 process of 2: benchmarks/sweep_workers.py); an explicit N splits them N ways."""
-    import tensorflow as tf
-
-    cores = os.cpu_count() or 1
-    if tf.config.list_physical_devices("GPU"):
-        return 1, None
-    workers = (cores if cores < 4 else cores // 2) if requested == "auto" else int(requested)
-    workers = max(1, min(workers, cores))
-    return workers, (None if workers == 1 else max(1, cores // workers))
+def make_task(plan: RunPlan, versions_json: str) -> Task:
+    """What every worker needs of the plan: no paths, the photos as their bytes."""
+    return Task(model_sha256=plan.model_sha256, settings=plan.settings, seed=plan.seed,
+                photos={mode: path.read_bytes() for mode, path in plan.photos.items()}, hashes=plan.hashes,
+                formats=plan.formats, versions=versions_json)
 
 
 def prepare_run_folder(plan: RunPlan, versions_json: str, sweep_stale: bool = True) -> None:
@@ -193,6 +87,7 @@ class Summary:
     seconds: float = 0.0
     per_layer: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     workers: set[str] = field(default_factory=set)  # host:pid of every process that rendered
+    layout: str = ""  # the devices and workers, in one line
 
     def lines(self) -> list[str]:
         rows = [f"{layer:<40} {len(times):>6} {sum(times):>9.1f} {sum(times) / len(times):>8.2f}"
@@ -200,58 +95,89 @@ class Summary:
         head = [f"{'layer':<40} {'renders':>6} {'seconds':>9} {'s/image':>8}"] if rows else []
         tail = [f"renders done {self.done}, skipped {self.skipped} (already done), failed {len(self.failed)}; "
                 f"{self.seconds:.1f} s on {len(self.workers)} worker process(es)"]
-        return head + rows + tail + [f"failed: {f}" for f in self.failed]
-
-
-def execute(batches: list[Batch], task: Task, workers: int, backend: str | None = None) -> Iterator[Outcome]:
-    """Run batches with joblib and yield outcomes as they finish."""
-    import joblib
-
-    if not batches:
-        return
-    n_jobs = workers if backend is None else -1
-    backend = backend or ("sequential" if workers == 1 else "loky")
-    # each loky worker imports TensorFlow (quietly, unless verbose) before it unpickles a task
-    start = {"initializer": import_tensorflow} if backend == "loky" else {}
-    with joblib.parallel_config(backend=backend, n_jobs=n_jobs, **start):
-        parallel = joblib.Parallel(return_as="generator_unordered", batch_size=1, pre_dispatch="2*n_jobs")
-        yield from parallel(joblib.delayed(run_batch)(task, batch) for batch in batches)
+        return head + rows + [self.layout] * bool(self.layout) + tail + [f"failed: {f}" for f in self.failed]
 
 
 def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = None,
-          scheduler: str | None = None, out: Any = sys.stderr) -> Summary:
-    """Run (or resume) the sweep a config describes; returns what happened."""
+          scheduler: str | None = None, out: Any = sys.stderr, gpus: list[int] | None = None) -> Summary:
+    """Run (or resume) the sweep a config describes; returns what happened. `gpus` overrides the config's."""
     from atlas.model.graph import load_model
-    from atlas.render.loop import auto_batch_size
 
     model = load_model(loaded.config.model)
-    plan = resolve_plan(loaded, model, parse_shard(shard))  # config errors before anything is created
+    plan = resolve_plan(loaded, model, parse_shard(shard), gpus, remote=backend == "dask")  # errors first
     folder = plan.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = take_lock(folder, plan.shard)
-    client = None
+    with stop_on_write_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = take_lock(folder, plan.shard)
     try:
-        began = time.perf_counter()
-        todo = pending(plan)
-        batches = make_batches(todo, plan.batch_size or auto_batch_size(plan.settings.size ** 2))
-        stamp = versions()
-        prepare_run_folder(plan, stamp, sweep_stale=plan.shard is None)
-        summary = Summary(skipped=len(plan.items) - len(todo))
-        workers, threads = choose_workers(plan.workers)
-        client = _dask_client(scheduler) if backend == "dask" else None
-        task = Task(model=plan.model_spec, run_folder=str(folder), settings=plan.settings, seed=plan.seed,
-                    photos={mode: str(path) for mode, path in plan.photos.items()}, hashes=plan.hashes,
-                    formats=plan.formats, versions=stamp, threads=threads)
-        with Manifest(folder / manifest_name(plan.shard), create=True) as manifest, Progress(todo, out) as bars:
-            for outcome in execute(batches, task, workers, backend):
-                _record(outcome, manifest, summary)
-                bars.advance(outcome.batch.layer, len(outcome.batch.channels))
-        summary.seconds = time.perf_counter() - began
-        return summary
+        with stop_on_write_errors(folder):
+            return _sweep(plan, model, backend, scheduler, out)
     finally:
-        if client is not None:
-            client.close()
         lock.release()
+
+
+def _sweep(plan: RunPlan, model: Any, backend: str | None, scheduler: str | None, out: Any) -> Summary:
+    began = time.perf_counter()
+    todo = pending(plan)
+    batches = make_batches(todo, plan.layout.batch_size(plan.settings.size ** 2))
+    stamp = versions()
+    prepare_run_folder(plan, stamp, sweep_stale=plan.shard is None)
+    summary = Summary(skipped=len(plan.items) - len(todo), layout=plan.layout.describe())
+    print(f"atlas: {summary.layout}", file=out)
+    task = make_task(plan, stamp)
+    with Manifest(plan.folder / manifest_name(plan.shard), create=True) as manifest, Progress(todo, out) as bars, \
+            ThreadPoolExecutor(WRITE_THREADS) as writers, \
+            outcomes(plan, model, batches, task, backend, scheduler) as finished:
+        for outcome in finished:
+            _record(outcome, plan.folder, manifest, summary, writers)
+            bars.advance(outcome.batch.layer, len(outcome.batch.channels))
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+@contextmanager
+def outcomes(plan: RunPlan, model: Any, batches: list[Batch], task: Task, backend: str | None,
+             scheduler: str | None) -> Iterator[Iterator[Outcome]]:
+    """The batches' outcomes as they finish, from the plan's workers (or a dask cluster); leaving the block
+    with an error cancels what is queued and stops the workers."""
+    if not batches:
+        yield iter(())
+    elif backend == "dask":
+        from atlas.model.source import read_graph_bytes
+
+        client = _dask_client(scheduler)
+        finished = run_on_dask(client, batches, task, read_graph_bytes(model.source))
+        try:
+            yield finished
+        finally:
+            finished.close()
+            client.close()
+    elif plan.layout.in_process:
+        adopt_model(model, plan.layout.workers[0].fit())
+        yield (run_batch(task, batch) for batch in batches)
+    else:
+        from atlas.model.source import read_graph_bytes
+
+        with LocalPool(plan.layout.workers, read_graph_bytes(model.source)) as pool:
+            yield pool.run(batches, task)
+
+
+@contextmanager
+def stop_on_write_errors(folder: Path) -> Iterator[None]:
+    """Turn a write the user must make possible (permissions, read-only, full disk, quota) into one line."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        problem = write_problem(exc, folder)
+        where = getattr(exc, "filename", None)
+        if problem is None or (where and not _related(Path(where).absolute(), folder.absolute())):
+            raise
+        raise UserError(problem) from None
+
+
+def _related(path: Path, folder: Path) -> bool:
+    """`path` is the folder, inside it, or one of the folders above it (created on the way)."""
+    return path == folder or folder in path.parents or path in folder.parents
 
 
 def take_lock(folder: Path, shard: tuple[int, int] | None) -> Any:
@@ -311,21 +237,25 @@ class Progress:
         self.overall.close()
 
 
-def _record(outcome: Outcome, manifest: Manifest, summary: Summary) -> None:
-    """Record a finished batch in one transaction, or note its failure."""
+def _record(outcome: Outcome, folder: Path, manifest: Manifest, summary: Summary, writers: Executor) -> None:
+    """Write a finished batch's files (several at once, each folder synced once), then record the batch in one
+    transaction; or note its failure."""
     layer = outcome.batch.layer
     summary.workers.add(outcome.worker)
     if outcome.error:
         summary.failed.append(f"{outcome.batch.mode} {layer} channels {list(outcome.batch.channels)}: "
                               f"{outcome.error}")
         return
+    paths = [folder / path for path in outcome.files]
+    list(writers.map(write_file, paths, outcome.files.values()))  # raises the first error: nothing recorded
+    sync_folders(path.parent for path in paths)
     manifest.add(outcome.renders)
     summary.done += len(outcome.renders)
     summary.per_layer[layer].extend(r.seconds for r in outcome.renders)
 
 
 def _dask_client(scheduler: str | None) -> Any:
-    """Connect joblib's dask backend to a dask.distributed scheduler (or start a local cluster)."""
+    """A client of a dask.distributed scheduler (or of a local cluster started here)."""
     try:
         from dask.distributed import Client
     except ImportError:

@@ -1,0 +1,255 @@
+"""The worker side of a sweep: what runs in a worker process (local or on a dask cluster), and the local pool.
+
+A worker gets plain data: a `Task` (the settings, seed, hashes, formats and the base photos' bytes), a `Batch`,
+and once per process the model's GraphDef bytes. It renders and returns an `Outcome`: the records and the
+encoded image files (PNG master, web, thumbnail) as bytes. It never writes a file and is never told where the
+run folder is: the sweep's parent process writes every file and the manifest. So workers need atlas installed
+and nothing else: no shared disk, no model download.
+
+This module imports neither TensorFlow nor anything that does at import time, so a spawned worker process is
+pinned to its GPU (`init_worker` sets CUDA_VISIBLE_DEVICES) before TensorFlow starts in it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+from atlas.model.selection import WHOLE_LAYER
+from atlas.run.manifest import Render, image_paths
+
+if TYPE_CHECKING:
+    from atlas.render.loop import BatchFit, RenderSettings
+    from atlas.run.layout import Worker
+    from atlas.run.plan import Batch
+
+IN_FLIGHT = 2  # batches queued per worker, so none waits while the parent writes
+
+
+@dataclass(frozen=True)
+class Task:
+    """What every worker needs besides its batch and the graph: plain, picklable data, no paths."""
+
+    model_sha256: str  # the graph bytes a worker gets must hash to this
+    settings: RenderSettings
+    seed: int
+    photos: dict[str, bytes]  # mode id -> the base photo file's bytes
+    hashes: dict[str, str]  # mode id -> settings hash
+    formats: dict[str, dict[str, Any]]
+    versions: str
+
+
+@dataclass
+class Outcome:
+    """A finished batch: its records and files (path relative to the run folder -> bytes), or its error."""
+
+    batch: Batch
+    renders: list[Render] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    error: str | None = None
+    worker: str = field(default_factory=lambda: worker_name())  # who rendered it
+
+
+def worker_name() -> str:
+    """`host:pid`, with the GPU the process is pinned to: `host:pid gpu 2`."""
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return f"{platform.node()}:{os.getpid()}" + (f" gpu {gpu}" if gpu and gpu != "-1" else "")
+
+
+# ----------------------------------------------------------------------------------------------- in a worker
+
+_STATE: dict[str, Any] = {}  # this process's graph bytes, model, decoded photos, batch fit, TensorFlow set-up
+
+
+def init_worker(environment: dict[str, str], threads: int | None, graph: bytes | None,
+                fit: tuple[int, int | None, int | None]) -> None:
+    """A local worker process's start: pin it (e.g. CUDA_VISIBLE_DEVICES) before TensorFlow starts, then import
+    TensorFlow quietly; keep the graph bytes and its batch sizes (`BatchFit`'s images, area, memory: plain values,
+    so that unpickling these arguments imports no TensorFlow)."""
+    from atlas.console import import_tensorflow
+
+    os.environ.update(environment)
+    import_tensorflow()
+    _STATE.update(threads=threads, graph=graph, fit_args=fit)
+
+
+def adopt_model(model: Any, fit: BatchFit) -> None:
+    """Render in this very process with a model it already has (a sweep of one CPU worker)."""
+    _STATE.update(model=model, sha=model.sha256, fit=fit, configured=True)
+
+
+def run_batch(task: Task, batch: Batch, graph: bytes | None = None) -> Outcome:
+    """Render one batch into encoded files and records; errors come back as data. `graph`: the model's
+    GraphDef bytes (a dask worker gets them with every call, held once in its memory; a local worker got them
+    when it started)."""
+    try:
+        renders, files = render_batch(task, batch, _model(task, graph))
+        return Outcome(batch, renders, files)
+    except Exception as exc:  # reported in the summary; the sweep goes on with other batches
+        return Outcome(batch, error=f"{type(exc).__name__}: {exc}")
+
+
+def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], dict[str, bytes]]:
+    """Render a batch's channels and encode each result's three images."""
+    from atlas.images import encode
+    from atlas.render.loop import render_channels, with_overrides
+
+    photo = _photo(task, batch.mode) if batch.mode in task.photos else None
+    settings = task.settings
+    if batch.channels == (WHOLE_LAYER,):
+        settings = with_overrides(settings, objective="layer")
+    results = render_channels(model, batch.layer, list(batch.channels), photo, settings, task.seed,
+                              fit=_fit(task))
+    web, thumb = task.formats["web"], task.formats["thumb"]
+    renders, files = [], {}
+    for result in results:
+        paths = image_paths(batch.mode, batch.layer, result.channel, web["format"], thumb["format"])
+        files[paths[0]] = encode(result.image, "png")
+        files[paths[1]] = encode(result.image, web["format"], web["size"], web["quality"])
+        files[paths[2]] = encode(result.image, thumb["format"], thumb["size"], thumb["quality"])
+        renders.append(Render(layer=batch.layer, channel=result.channel, mode=batch.mode, seed=task.seed,
+                              settings_hash=task.hashes[batch.mode], start=result.start, end=result.end,
+                              lift=result.lift, rank=result.rank, specific=result.specific,
+                              seconds=result.seconds, image=paths[0], web=paths[1], thumb=paths[2],
+                              versions=task.versions, created=time.time()))
+    return renders, files
+
+
+def _model(task: Task, graph: bytes | None) -> Any:
+    """The model, built once per process from the graph bytes the parent sent, TensorFlow set up first."""
+    if _STATE.get("sha") != task.model_sha256:
+        from atlas.model.graph import load_model_bytes
+        from atlas.render.devices import configure_tensorflow
+
+        if not _STATE.get("configured"):
+            configure_tensorflow(_STATE.get("threads"))
+            _STATE["configured"] = True
+        data = graph if graph is not None else _STATE.get("graph")
+        if data is None:
+            raise RuntimeError("a worker got no model graph from the sweep")
+        model = load_model_bytes(data, f"graph sha256:{task.model_sha256[:12]}")
+        if model.sha256 != task.model_sha256:
+            raise RuntimeError(f"a worker got graph bytes of sha256 {model.sha256}, not the sweep's model")
+        _STATE.update(model=model, sha=model.sha256)
+    return _STATE["model"]
+
+
+def _photo(task: Task, mode: str) -> Any:
+    """A base photo, decoded once per process (every batch of its mode starts from it)."""
+    from atlas.images import decode_photo
+
+    photos = _STATE.setdefault("photos", {})
+    key = (mode, task.hashes[mode])  # the settings hash covers the photo's bytes
+    if key not in photos:
+        photos[key] = decode_photo(task.photos[mode], mode)
+    return photos[key]
+
+
+def _fit(task: Task) -> BatchFit:
+    """This process's batch sizes: given by the sweep (local workers), else from its own first device."""
+    if _STATE.get("fit") is None:
+        from atlas.render.devices import discover_devices
+        from atlas.render.loop import BatchFit, auto_batch_size
+
+        if _STATE.get("fit_args"):
+            _STATE["fit"] = BatchFit(*_STATE["fit_args"])
+            return _STATE["fit"]
+        device = discover_devices()[0]
+        size = task.settings.batch_size
+        _STATE["fit"] = BatchFit(size, None) if size else \
+            BatchFit(auto_batch_size(224 * 224, device), memory=device.memory if device.is_gpu else None)
+    return _STATE["fit"]
+
+
+# ----------------------------------------------------------------------------------------------- the local pool
+
+
+class LocalPool:
+    """One spawned single-process executor per worker of the layout, each started pinned to its device
+    (loky cannot give each process its own environment). `stop()` cancels queued work and ends the processes."""
+
+    def __init__(self, workers: list[Worker], graph: bytes) -> None:
+        self.workers, self.graph = workers, graph
+        self.executors = [self._start(w) for w in workers]
+
+    def _start(self, worker: Worker) -> ProcessPoolExecutor:
+        import multiprocessing
+
+        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=init_worker,
+                                   initargs=(worker.environment, worker.threads, self.graph,
+                                             (worker.images, worker.area, worker.fit().memory)))
+
+    def _submit(self, slot: int, task: Task, batch: Batch) -> Future:
+        try:
+            return self.executors[slot].submit(run_batch, task, batch)
+        except BrokenProcessPool:  # its process died (e.g. killed for memory): start a fresh one
+            self.executors[slot] = self._start(self.workers[slot])
+            return self.executors[slot].submit(run_batch, task, batch)
+
+    def run(self, batches: list[Batch], task: Task) -> Iterator[Outcome]:
+        """Outcomes as batches finish; each worker is kept IN_FLIGHT batches ahead."""
+        queue, running = deque(batches), {}
+        for _ in range(IN_FLIGHT):
+            for slot in range(len(self.executors)):
+                if queue:
+                    batch = queue.popleft()
+                    running[self._submit(slot, task, batch)] = (slot, batch)
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                slot, batch = running.pop(future)
+                if queue:
+                    nxt = queue.popleft()
+                    running[self._submit(slot, task, nxt)] = (slot, nxt)
+                try:
+                    yield future.result()
+                except BrokenProcessPool as exc:
+                    yield Outcome(batch, error=f"the worker process died ({exc})")
+
+    def stop(self) -> None:
+        """Cancel queued batches and end the worker processes now (a batch being rendered is dropped)."""
+        for executor in self.executors:
+            processes = list(getattr(executor, "_processes", {}).values())  # no public way before Python 3.14
+            executor.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join(timeout=10)
+
+    def close(self) -> None:
+        for executor in self.executors:
+            executor.shutdown(wait=True)
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        self.stop() if kind is not None else self.close()
+
+
+def run_on_dask(client: Any, batches: list[Batch], task: Task, graph: bytes) -> Iterator[Outcome]:
+    """Outcomes of batches run on a dask cluster: the graph bytes and the task go to every worker once
+    (scattered), then each batch is a small call; at most IN_FLIGHT batches per worker thread are queued, and
+    leaving early (an error in the parent) cancels the rest."""
+    from dask.distributed import as_completed
+
+    graph_ref = client.scatter(graph, broadcast=True)
+    task_ref = client.scatter(task, broadcast=True)
+    window = IN_FLIGHT * max(1, sum(client.nthreads().values()))
+    queue = deque(batches)
+    running = as_completed([client.submit(run_batch, task_ref, queue.popleft(), graph_ref, pure=False)
+                            for _ in range(min(window, len(queue)))])
+    try:
+        for future in running:
+            if queue:
+                running.add(client.submit(run_batch, task_ref, queue.popleft(), graph_ref, pure=False))
+            yield future.result()
+    finally:
+        client.cancel(list(running.futures))
