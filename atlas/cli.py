@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dream_parser(sub)
     _sweep_parsers(sub)
     _figure_parser(sub)
+    _examples_parser(sub)
     build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/")
     build.add_argument("run_folder", metavar="RUN_FOLDER")
     serve = sub.add_parser("serve", help="preview a run's gallery on http://127.0.0.1:PORT (builds it if missing)")
@@ -99,6 +100,8 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
                          "cluster)")
         cmd.add_argument("--dry-run", action="store_true", help="list the work and estimate its time; render "
                          "nothing")
+        cmd.add_argument("--examples", metavar="FOLDER", help="then find each channel's dataset examples in "
+                         "FOLDER (a folder of photos, or `probes`); replaces the config's examples folder")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -120,11 +123,90 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if summary.failed:
         raise SweepFailed(f"{len(summary.failed)} batches failed (listed above); re-run the same command to "
                           "retry them")
+    if (args.examples or loaded.config.examples) and args.shard:
+        print(f"examples: not found by a slice of a sweep; run `atlas examples FOLDER -o {loaded.run_folder}` once "
+              "when the slices are done")
+    elif args.examples or loaded.config.examples:
+        _sweep_examples(loaded, args.examples, gpus)
     if args.command == "run":
         from atlas.publish.site import build_site
 
         report = build_site(loaded.run_folder, progress=True)
         print(report.summary())
+
+
+def _sweep_examples(loaded: object, folder: str | None, gpus: list[int] | None) -> None:
+    """The dataset-examples pass of a config's run (after its sweep), into the same run folder."""
+    from atlas.model.graph import load_model
+    from atlas.run.examples import run_examples
+    from atlas.run.plan import resolve_plan
+
+    model = load_model(loaded.config.model)
+    plan = resolve_plan(loaded, model, gpus=gpus, examples_folder=folder)
+    print("\n".join(run_examples(plan.examples, plan.folder, model).lines()))
+
+
+def _examples_parser(sub: argparse._SubParsersAction) -> None:
+    cmd = sub.add_parser("examples", help="find the photos (and patches) of a folder that excite each channel "
+                         "most, into a run folder (resumable)")
+    cmd.add_argument("folder", metavar="FOLDER", help="a folder of photos (searched recursively), or `probes` for "
+                     "the built-in teaching probes")
+    _model_arg(cmd)
+    cmd.add_argument("-o", "--output", required=True, metavar="RUN_FOLDER",
+                     help="an existing run folder (its model is used) or a new one")
+    cmd.add_argument("--layer", help="print this layer's top list for --channel (after processing the folder)")
+    cmd.add_argument("--channel", type=int, help="with --layer: the channel whose top list to print")
+    cmd.add_argument("--format", choices=["table", "json", "csv"], default="table", help="of the printed list")
+    cmd.add_argument("--top", type=int, help="entries per channel (default 9, or as the run recorded)")
+    cmd.add_argument("--size", type=int, help="shorter side of a photo in the network's input (default 224)")
+    cmd.add_argument("--fit", choices=["crop", "whole"], help="crop: the centred square (default); whole: the "
+                     "whole scaled photo, batched with photos of the same size")
+    cmd.add_argument("--batch-size", type=int, help="photos per forward pass (default 16)")
+
+
+def cmd_examples(args: argparse.Namespace) -> None:
+    from atlas.model.graph import load_model
+    from atlas.run.config import examples_folder_of
+    from atlas.run.examples import channel_examples, run_examples
+    from atlas.run.manifest import read_run
+    from atlas.run.plan import resolve_examples
+
+    if (args.layer is None) != (args.channel is None):
+        raise UserError("--layer and --channel go together, e.g. --layer mixed4d_3x3_bottleneck_pre_relu "
+                        "--channel 139")
+    folder = examples_folder_of(args.folder)
+    run_folder = Path(args.output)
+    recorded: dict = {}
+    spec = args.model
+    if (run_folder / "run.json").is_file():
+        run = read_run(run_folder)
+        spec = spec or run.model.get("spec")
+        if run.example_meta.get("folder") == folder:  # options left out keep what the run recorded
+            recorded = run.example_meta
+    model = load_model(spec)
+    layers = [model.layer(name) for name in recorded.get("layers", [])] or model.layers
+    plan = resolve_examples(folder, layers, *(getattr(args, k) if getattr(args, k) is not None else
+                                              recorded.get(k) for k in ("top", "size", "fit")), args.batch_size)
+    summary = run_examples(plan, run_folder, model)
+    print("\n".join(summary.lines()), file=sys.stderr if args.layer else sys.stdout)
+    if args.layer:
+        print(format_examples(channel_examples(run_folder, args.layer, args.channel), args.format))
+    else:
+        print(f"output: {run_folder} (`atlas build {run_folder}` shows the examples in the gallery)")
+
+
+EXAMPLE_COLUMNS = ["rank", "photo", "value", "x0", "y0", "x1", "y1", "row", "col"]
+
+
+def format_examples(examples: list, fmt: str) -> str:
+    """A channel's top list as JSON (the output contract), CSV or a table."""
+    if fmt == "json":
+        return json.dumps([e.to_dict() for e in examples], indent=2)
+    rows = [[e.rank, e.photo, f"{e.value:.6g}", *e.box, e.row, e.col] for e in examples]
+    if fmt == "csv":
+        return to_csv(EXAMPLE_COLUMNS, rows)
+    return "\n".join(f"{r[0]:>3}  {r[2]:>10}  box {r[3]},{r[4]}-{r[5]},{r[6]}  at {r[7]},{r[8]}  {r[1]}"
+                     for r in rows) or "no examples recorded for this channel"
 
 
 class SweepFailed(Exception):
@@ -162,6 +244,15 @@ LAYER_COLUMNS = ["index", "name", "block", "channels", "kernel", "stride", "in_c
                  "receptive_field", "cumulative_stride"]
 
 
+def to_csv(header: list[str], rows: list[list]) -> str:
+    """A header and rows as CSV text (no trailing newline)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().rstrip("\n")
+
+
 def format_layers(layers: list, fmt: str) -> str:
     """Render the catalogue as a table, JSON or CSV."""
     if fmt == "json":
@@ -169,11 +260,7 @@ def format_layers(layers: list, fmt: str) -> str:
                            "total_channels": sum(layer.channels for layer in layers)}, indent=2)
     rows = [[getattr(layer, column) for column in LAYER_COLUMNS] for layer in layers]
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(LAYER_COLUMNS)
-        writer.writerows(rows)
-        return out.getvalue().rstrip("\n")
+        return to_csv(LAYER_COLUMNS, rows)
     headers = ["#", "layer", "block", "channels", "kernel", "stride", "in", "depth", "rf px", "jump px"]
     cells = [headers] + [[str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -258,6 +345,8 @@ def _figure_parser(sub: argparse._SubParsersAction) -> None:
     fig.add_argument("--photo", help="progression: base photo (default: noise renders)")
     fig.add_argument("--layers", help="progression: a,b,c (default: about 10 layers from low to high)")
     fig.add_argument("--captions", help="panel: captions in the order of the channels, separated by |")
+    fig.add_argument("--examples", action="store_const", const=True, default=None,
+                     help="sheet: one row per channel, its dream then its dataset examples (see `atlas examples`)")
     fig.add_argument("--title", help="replace the generated title")
     fig.add_argument("--columns", type=int, help="panels per row")
     fig.add_argument("--dpi", type=int, help="PNG resolution and PDF image resolution (default 200)")
@@ -291,8 +380,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure, "build": cmd_build,
-            "serve": cmd_serve, "sweep": cmd_sweep, "run": cmd_sweep, "configs": cmd_configs}
-TF_COMMANDS = {"layers", "dream", "sweep", "run"}
+            "serve": cmd_serve, "sweep": cmd_sweep, "run": cmd_sweep, "configs": cmd_configs,
+            "examples": cmd_examples}
+TF_COMMANDS = {"layers", "dream", "sweep", "run", "examples"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -42,16 +44,29 @@ def photo_credit(name_or_path: str | Path) -> str | None:
 def load_photo(name_or_path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read a photo as an RGB float32 array [H, W, 3] in 0..255, upright per its EXIF orientation."""
     path = photo_path(name_or_path)
-    return _read_photo(path, str(path), max_pixels)
+    with _opened(path, str(path), max_pixels) as image:
+        return to_rgb(image)
 
 
 def decode_photo(data: bytes, origin: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """`load_photo` of a photo file's bytes (e.g. sent to a worker that cannot see the file); `origin` names it
     in errors."""
-    return _read_photo(io.BytesIO(data), origin, max_pixels)
+    with _opened(io.BytesIO(data), origin, max_pixels) as image:
+        return to_rgb(image)
 
 
-def _read_photo(source: Path | io.BytesIO, path: str, max_pixels: int) -> np.ndarray:
+def load_photo_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
+    """Read a photo as an 8-bit RGB Pillow image, upright per its EXIF orientation (the same checks and
+    conversions as `load_photo`, for passes that resize with Pillow). `draft`: a JPEG may be decoded at a
+    reduced scale (Pillow's draft mode) whose sides stay at least this many pixels: faster, for previews."""
+    with _opened(Path(path), str(path), max_pixels, draft) as image:
+        return image if image.mode == "RGB" else Image.fromarray(to_uint8(to_rgb(image)))
+
+
+@contextmanager
+def _opened(source: Path | io.BytesIO, path: str, max_pixels: int, draft: int | None = None
+            ) -> Iterator[Image.Image]:
+    """The decoded, upright image of `source`; every way it can fail is one UserError naming the fix."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -59,8 +74,11 @@ def _read_photo(source: Path | io.BytesIO, path: str, max_pixels: int) -> np.nda
                 if image.width * image.height > max_pixels:
                     raise UserError(f"photo {path} is {image.width}x{image.height} pixels, over the limit of "
                                     f"{max_pixels:,}; scale it down first (a decompression bomb is refused)")
+                if draft:
+                    image.draft("RGB", (draft, draft))
                 image.load()
-                return to_rgb(ImageOps.exif_transpose(image))
+                upright = ImageOps.exif_transpose(image)
+        yield upright
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"photo {path} is too many pixels (a possible decompression bomb); scale it down "
                         "first") from None

@@ -3,6 +3,7 @@ site benchmark. Images are cheap coloured noise; metrics are made up but plausib
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -64,3 +65,42 @@ def _write_images(folder: Path, paths: tuple[str, str, str], pixels: np.ndarray,
     image.save(folder / paths[0])
     image.save(folder / paths[1], quality=85)
     image.resize((thumb, thumb)).save(folder / paths[2], quality=80)
+
+
+def add_fake_examples(folder: Path, layers: list[Layer], photos: tuple[str, ...] = ("chelsea", "coffee", "rocket"),
+                      top: int = 3, fraction: float = 0.5, seed: int = 0) -> Path:
+    """Record made-up dataset examples (for `fraction` of every layer's channels) through the manifest API, with
+    real thumbnail and crop files, as `atlas examples` would leave them."""
+    from atlas.run.manifest import Example, ExamplePhoto, example_crop_path, example_photo_path
+
+    rng = np.random.default_rng(seed)
+    hash_ = "fakeexamples0000"
+    records = []
+    for name in photos:
+        sha = hashlib.sha256(name.encode()).hexdigest()
+        image = Image.open(PHOTOS / f"{name}.jpg").convert("RGB")
+        thumb = example_photo_path(hash_, sha)
+        (folder / thumb).parent.mkdir(parents=True, exist_ok=True)
+        image.resize((image.width // 2, image.height // 2)).save(folder / thumb, quality=80)
+        records.append((ExamplePhoto(f"{name}.jpg", sha, "fake", image.width, image.height, image.width,
+                                     image.height, 0, 0, thumb), image))
+    lists = {}
+    for layer in layers:
+        for channel in range(max(1, int(layer.channels * fraction))):
+            entries = []
+            for rank, index in enumerate(rng.permutation(len(records))[:top], start=1):
+                photo, image = records[index]
+                row, col = (int(v) for v in rng.integers(0, 8, 2))
+                x0, y0 = int(rng.integers(0, photo.width // 2)), int(rng.integers(0, photo.height // 2))
+                box = (x0, y0, x0 + photo.width // 4, y0 + photo.height // 4)
+                crop = example_crop_path(hash_, layer.name, photo.sha256, row, col)
+                if not (folder / crop).exists():
+                    (folder / crop).parent.mkdir(parents=True, exist_ok=True)
+                    image.crop(box).resize((48, 48)).save(folder / crop, quality=80)
+                entries.append(Example(layer.name, channel, rank, photo.photo, photo.sha256, 10.0 - rank, row, col,
+                                       box, crop))
+            lists[(layer.name, channel)] = entries
+    with Manifest(folder / MANIFEST_FILE, create=True) as manifest:
+        manifest.reset_examples({"folder": "/photos", "top": top, "size": 224, "fit": "crop", "hash": hash_})
+        manifest.record_examples([photo for photo, _ in records], [], lists)
+    return folder

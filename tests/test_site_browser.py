@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from fakerun import make_fake_run, synthetic_layers
+from fakerun import add_fake_examples, make_fake_run, synthetic_layers
 
 from atlas.atomic import atomic_write_bytes
 from atlas.publish.site import build_site
@@ -48,11 +48,15 @@ def site(tmp_path_factory, catalogue) -> Path:
 @pytest.fixture(scope="module")
 def small_site(tmp_path_factory, catalogue) -> Path:
     """A half-rendered site of four narrow layers (stem, head0, mixed4d, mixed5b), small enough to crawl."""
-    return built(tmp_path_factory.mktemp("browser") / "crawl", [l for l in catalogue if l.name in CRAWLED])
+    return built(tmp_path_factory.mktemp("browser") / "crawl", [l for l in catalogue if l.name in CRAWLED],
+                 examples=True)
 
 
-def built(folder: Path, layers) -> Path:
-    build_site(make_fake_run(folder, layers=layers, fraction=0.5))
+def built(folder: Path, layers, examples: bool = False) -> Path:
+    make_fake_run(folder, layers=layers, fraction=0.5)
+    if examples:
+        add_fake_examples(folder, layers)
+    build_site(folder)
     return folder / "site"
 
 
@@ -213,4 +217,40 @@ def test_layer_page_switches_methods_and_channel_page_shows_facets(tmp_path, cat
     assert "noise · Fourier" in page.locator("figure.large").nth(1).inner_text()
     assert not load_all_images(page)
     watch.shot("facets")
+
+
+def test_examples_patches_open_the_whole_photo_with_the_box_drawn(small_site, browser):
+    watch = Watch(browser)
+    page = watch.page
+    page.goto(url(small_site, f"layers/{FAMOUS}.html"))
+    page.click("button[data-mode=examples]")
+    panel = page.locator("div.grid[data-panel=examples]")
+    assert panel.is_visible() and not page.locator("div.grid[data-panel=noise]").is_visible()
+    channels = panel.locator("a.cell").count()  # half of them have examples (add_fake_examples)
+    assert channels == 18 and panel.locator("a.cell:not(.is-missing)").count() == 9
+    assert not load_all_images(page)
+    watch.shot("layer-examples")
+
+    page.goto(url(small_site, f"channels/{FAMOUS}/0001.html"))
+    patches = page.locator("section.examples a.example")
+    assert patches.count() == 3
+    assert not load_all_images(page)
+    view = page.locator(".photo-view")
+    assert view.count() == 1 and not view.is_visible()
+    box = [int(v) for v in patches.nth(1).get_attribute("data-box").split(",")]
+    width, height = (int(v) for v in patches.nth(1).get_attribute("data-photo-size").split(","))
+    patches.nth(1).click()
+    assert view.is_visible() and page.url.endswith("0001.html")  # the page draws it; no navigation
+    page.wait_for_function("document.querySelector('.photo-view img').complete")
+    img = page.locator(".photo-view img").bounding_box()
+    drawn = page.locator(".photo-view .box").bounding_box()
+    assert drawn["x"] - img["x"] == pytest.approx(img["width"] * box[0] / width, abs=1.5)
+    assert drawn["y"] - img["y"] == pytest.approx(img["height"] * box[1] / height, abs=1.5)
+    assert drawn["width"] == pytest.approx(img["width"] * (box[2] - box[0]) / width, abs=1.5)
+    assert drawn["height"] == pytest.approx(img["height"] * (box[3] - box[1]) / height, abs=1.5)
+    watch.shot("channel-example-photo")
+    page.keyboard.press("Escape")
+    assert not view.is_visible()
+    page.goto(url(small_site, f"channels/{FAMOUS}/0012.html"))
+    assert page.locator("section.examples").count() == 0  # a channel without examples looks as before
     assert not watch.errors, watch.errors

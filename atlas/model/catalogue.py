@@ -175,3 +175,72 @@ def find_layer(layers: list[Layer], name: str, also: Iterable[str] = ()) -> Laye
     close = difflib.get_close_matches(name, [layer.name for layer in layers] + sorted(also), n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "run `atlas layers` to list them"
     raise UserError(f"unknown layer '{name}': {hint}")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where a layer's output grid sits on an input image of a given size, per axis (rows, columns)."""
+
+    size: tuple[int, int]  # output positions (rows, columns)
+    jump: tuple[int, int]  # input pixels between neighbouring positions
+    offset: tuple[float, float]  # input pixel (row, column) at the centre of output position (0, 0)
+
+
+def _window_2d(node: node_def_pb2.NodeDef, nodes: dict[str, node_def_pb2.NodeDef]
+               ) -> tuple[tuple[int, int], tuple[int, int], str] | None:
+    """((kernel rows, kernel columns), (stride rows, stride columns), padding) of a spatial op, else None."""
+    if node.op == "Conv2D":
+        shape = _filter_shape(nodes, node.input[1])
+        dilation = list(node.attr["dilations"].list.i) or [1, 1, 1, 1]
+        kernel = ((shape[0] - 1) * dilation[1] + 1, (shape[1] - 1) * dilation[2] + 1)
+    elif node.op in POOL_OPS:
+        ksize = list(node.attr["ksize"].list.i)
+        kernel = (ksize[1], ksize[2])
+    else:
+        return None
+    strides = list(node.attr["strides"].list.i)
+    return kernel, (strides[1], strides[2]), node.attr["padding"].s.decode()
+
+
+def _axis_step(size: int, offset: float, jump: int, kernel: int, stride: int, padding: str
+               ) -> tuple[int, float, int]:
+    """One window op along one axis, as TensorFlow pads it: (output size, offset, jump) after it.
+
+    SAME pads max((out - 1) * stride + kernel - size, 0) pixels, the smaller half before: so the offset of a
+    stride-2 layer depends on whether the input size is even or odd.
+    """
+    if padding == "SAME":
+        out = -(-size // stride)
+        before = max((out - 1) * stride + kernel - size, 0) // 2
+    else:
+        out = -(-(size - kernel + 1) // stride)
+        before = 0
+    return out, offset + ((kernel - 1) / 2 - before) * jump, jump * stride
+
+
+def layer_grids(graph: graph_pb2.GraphDef, height: int, width: int) -> dict[str, Grid]:
+    """The output grid of every catalogued layer (by layer name) for an input image of height x width.
+
+    Branches of one block are padded to the same centres (GoogLeNet's are), so where they meet the first
+    input's geometry is taken.
+    """
+    nodes = {n.name: n for n in graph.node}
+    start = input_name(graph)
+    geometry: dict[str, tuple[tuple[int, float, int], tuple[int, float, int]]] = {
+        start: ((height, 0.0, 1), (width, 0.0, 1))}
+    for node in topological_order(graph):
+        parents = [p for p in _spatial_inputs(node, nodes) if p in geometry]
+        if node.name == start or not parents:
+            continue
+        rows, cols = geometry[parents[0]]
+        window = _window_2d(node, nodes)
+        if window:
+            (kh, kw), (sh, sw), padding = window
+            rows = _axis_step(*rows, kh, sh, padding)
+            cols = _axis_step(*cols, kw, sw, padding)
+        geometry[node.name] = (rows, cols)
+    grids = {}
+    for layer in build_catalogue(graph):
+        rows, cols = geometry[layer.name]
+        grids[layer.name] = Grid(size=(rows[0], cols[0]), jump=(rows[2], cols[2]), offset=(rows[1], cols[1]))
+    return grids

@@ -17,10 +17,10 @@ from tensorflow.core.framework import graph_pb2, node_def_pb2
 from atlas.model.catalogue import source_name
 
 
-def _subgraph(graph_def: graph_pb2.GraphDef, target: str) -> list[node_def_pb2.NodeDef]:
-    """The nodes `target` depends on (itself included), in the GraphDef's order."""
+def _subgraph(graph_def: graph_pb2.GraphDef, targets: list[str]) -> list[node_def_pb2.NodeDef]:
+    """The nodes the `targets` depend on (themselves included, each node once), in the GraphDef's order."""
     by_name = {n.name: n for n in graph_def.node}
-    needed, stack = set(), [target]
+    needed, stack = set(), list(targets)
     while stack:
         name = stack.pop()
         if name not in needed:
@@ -29,10 +29,11 @@ def _subgraph(graph_def: graph_pb2.GraphDef, target: str) -> list[node_def_pb2.N
     return [n for n in graph_def.node if n.name in needed]
 
 
-def forward_flops(graph_def: graph_pb2.GraphDef, target: str, height: int, width: int,
+def forward_flops(graph_def: graph_pb2.GraphDef, target: str | list[str], height: int, width: int,
                   input_name: str = "input") -> int:
-    """FLOPs of one image's forward pass from `input_name` up to node `target` at height × width pixels."""
-    sub = graph_pb2.GraphDef(node=_subgraph(graph_def, target))
+    """FLOPs of one image's forward pass from `input_name` up to node `target` at height × width pixels; for a
+    list of targets, of the one pass that computes them all (each node counted once)."""
+    sub = graph_pb2.GraphDef(node=_subgraph(graph_def, [target] if isinstance(target, str) else list(target)))
     with tf.Graph().as_default() as graph:
         image = tf.compat.v1.placeholder(tf.float32, [1, height, width, 3])
         tf.graph_util.import_graph_def(sub, {input_name: image}, name="")

@@ -21,11 +21,21 @@ from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tensorflow.python.framework import tensor_util
 
 from atlas.errors import UserError
-from atlas.model.catalogue import Layer, build_catalogue, find_layer, input_name, source_name, topological_order
+from atlas.model.catalogue import (
+    Grid,
+    Layer,
+    build_catalogue,
+    find_layer,
+    input_name,
+    layer_grids,
+    source_name,
+    topological_order,
+)
 from atlas.model.source import ModelSource, read_graph_bytes, resolve
 
 IMAGENET_MEAN = 117.0
 LayerFn = Callable[[tf.Tensor], tf.Tensor]
+LayersFn = Callable[[tf.Tensor], tuple[tf.Tensor, ...]]
 PRECISIONS = {"float32": tf.float32, "bfloat16": tf.bfloat16}
 FLOAT32_ONLY = {"LRN"}  # no bfloat16 kernel on every device: computed in float32 inside a bfloat16 model
 
@@ -96,8 +106,10 @@ class Model:
     input: str = "input"
     _consts: dict[str, dict[str, tf.Tensor]] = field(default_factory=dict, repr=False)
     _fns: dict[tuple[str, str], LayerFn] = field(default_factory=dict, repr=False)
+    _multi: dict[tuple[tuple[str, ...], str], LayersFn] = field(default_factory=dict, repr=False)
     _order: list[node_def_pb2.NodeDef] = field(default_factory=list, repr=False)
     _nodes: set[str] = field(default_factory=set, repr=False)
+    _grids: dict[tuple[int, int], dict[str, Grid]] = field(default_factory=dict, repr=False)
 
     @property
     def spec(self) -> str:
@@ -130,8 +142,25 @@ class Model:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         key = (self.tensor_name(name), precision)
         if key not in self._fns:
-            self._fns[key] = self._build(key[0], precision)
+            forward = self._forward((key[0],), precision)
+            self._fns[key] = _image_function(lambda images: forward(images)[0])
         return self._fns[key]
+
+    def layers_fn(self, names: list[str] | tuple[str, ...], precision: str = "float32") -> LayersFn:
+        """One function images (0..255) -> the activations of every layer in `names`, in that order,
+        evaluating the union of the nodes they need once per call (the all-layers pass); built once."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        key = (tuple(self.tensor_name(name) for name in names), precision)
+        if key not in self._multi:
+            self._multi[key] = _image_function(self._forward(key[0], precision))
+        return self._multi[key]
+
+    def grids(self, height: int, width: int) -> dict[str, Grid]:
+        """Every layer's output grid (size, jump, receptive-field offset) on a height x width input; cached."""
+        if (height, width) not in self._grids:
+            self._grids[(height, width)] = layer_grids(self.graph_def, height, width)
+        return self._grids[(height, width)]
 
     def _activation_nodes(self) -> set[str]:
         """Names of the graph's non-constant nodes other than the input (computed once)."""
@@ -155,10 +184,10 @@ class Model:
                                        for k, v in self._consts["float32"].items()}
         return self._consts[precision]
 
-    def _needed(self, target: str) -> list[node_def_pb2.NodeDef]:
-        """The non-constant nodes `target` depends on, in topological order."""
+    def _needed(self, targets: tuple[str, ...]) -> list[node_def_pb2.NodeDef]:
+        """The non-constant nodes the `targets` depend on (the union, each once), in topological order."""
         by_name = {n.name: n for n in self._ordered()}
-        needed, stack = set(), [target]
+        needed, stack = set(), list(targets)
         while stack:
             name = stack.pop()
             if name in needed:
@@ -167,11 +196,13 @@ class Model:
             stack.extend(source_name(ref) for ref in by_name[name].input if not ref.startswith("^"))
         return [n for n in self._ordered() if n.name in needed and n.op != "Const" and n.name != self.input]
 
-    def _build(self, target: str, precision: str = "float32") -> LayerFn:
-        nodes = self._needed(target)
+    def _forward(self, targets: tuple[str, ...], precision: str = "float32") -> LayersFn:
+        """The plain Python forward pass images -> activations of `targets` (traced by `_image_function`)."""
+        nodes = self._needed(targets)
         unsupported = sorted({n.op for n in nodes if n.op not in OPS})
         if unsupported:
-            raise UserError(f"layer {target} depends on ops atlas cannot run ({', '.join(unsupported)}); "
+            raise UserError(f"layer {', '.join(targets)} depends on ops atlas cannot run "
+                            f"({', '.join(unsupported)}); "
                             "use a graph built from " + ", ".join(sorted(OPS)))
         consts = self._constants(precision)
         mean, input_node, dtype = self.mean, self.input, PRECISIONS[precision]
@@ -181,16 +212,21 @@ class Model:
                 return OPS[node.op](node, args)
             return tf.cast(OPS[node.op](node, [tf.cast(a, tf.float32) for a in args]), dtype)
 
-        def forward(images: tf.Tensor) -> tf.Tensor:
+        def forward(images: tf.Tensor) -> tuple[tf.Tensor, ...]:
             values: dict[str, tf.Tensor] = {input_node: tf.cast(images - mean, dtype)}
             for node in nodes:
                 args = [values[src] if src in values else consts[src]
                         for src in (source_name(ref) for ref in node.input if not ref.startswith("^"))]
                 values[node.name] = run(node, args)
-            return tf.cast(values[target], tf.float32)
+            return tuple(tf.cast(values[target], tf.float32) for target in targets)
 
-        return tf.function(forward, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-                           reduce_retracing=True)
+        return forward
+
+
+def _image_function(forward: Callable[[tf.Tensor], object]) -> Callable[[tf.Tensor], object]:
+    """A tf.function over batches of NHWC float32 images of any size."""
+    return tf.function(forward, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+                       reduce_retracing=True)
 
 
 def load_model(spec: str | None = None) -> Model:

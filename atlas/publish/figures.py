@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +73,7 @@ class FigureSpec(BaseModel):
     layers: list[str] | None = None  # progression (default: a spread from low to high)
     photo: str | None = None  # progression (default: noise renders)
     items: list[ItemSpec] | None = None  # panel
+    examples: bool | None = None  # sheet: each channel's dream and its dataset examples in one row
     columns: int | None = Field(default=None, ge=1, le=32)
     dpi: int | None = Field(default=None, ge=20, le=1200)
     format: Format | None = None
@@ -95,9 +96,9 @@ class FigureSpec(BaseModel):
         needs = {"sheet": "layer", "panel": "items"}.get(self.kind)
         if needs and not getattr(self, needs):
             raise ValueError(f"a {self.kind} figure needs '{needs}'")
-        allowed = {"sheet": {"layer", "channels", "mode"}, "progression": {"layers", "photo"},
+        allowed = {"sheet": {"layer", "channels", "mode", "examples"}, "progression": {"layers", "photo"},
                    "panel": {"items", "mode"}}[self.kind]
-        stray = [k for k in ("layer", "channels", "mode", "layers", "photo", "items")
+        stray = [k for k in ("layer", "channels", "mode", "layers", "photo", "items", "examples")
                  if k not in allowed and getattr(self, k) is not None]
         if stray:
             raise ValueError(f"'{stray[0]}' does not apply to a {self.kind} figure "
@@ -405,8 +406,40 @@ def footer_text(run: Run, modes: list[Mode]) -> str:
     return " · ".join([f"atlas run '{run.name}'", f"model {run.model.get('spec', '?')}", *credits])
 
 
+def example_cells(run: Run, layer: Layer, channel: int, top: int) -> list[Cell]:
+    """A channel's dataset-example patches, best first, labelled with their activation; gaps up to `top`."""
+    found = run.examples.get((layer.name, channel), [])
+    cells = [Cell(("examples", layer.name, channel), run.folder / e.crop if e.crop else None, f"{e.value:.3g}")
+             for e in found[:top]]
+    return cells + [Cell(("examples", layer.name, channel), None, "") for _ in range(top - len(cells))]
+
+
+def examples_sheet_layout(run: Run, spec: FigureSpec) -> FigureLayout:
+    """One row per channel: its dream (in `mode`, when the run has renders), then its top dataset patches."""
+    layer = run.layer(spec.layer or "")
+    if not run.examples:
+        raise UserError(f"{run.folder} has no dataset examples; run `atlas examples FOLDER -o {run.folder}` first")
+    top = int(run.example_meta.get("top", 0)) or max(len(v) for v in run.examples.values())
+    mode = find_mode(run, spec.mode) if run.modes else None
+    channels = parse_channels(spec.channels or "all", layer.channels, layer.name)
+    cells = []
+    for channel in channels:
+        patches = example_cells(run, layer, channel, top)
+        if mode:
+            cells += sheet_cells(run, layer, [channel], mode) + patches
+        else:  # no dreams to carry the channel number: the first patch does
+            cells += [replace(patches[0], label=f"ch {channel} · {patches[0].label}".rstrip(" ·"))] + patches[1:]
+    dream = f"each row: the channel's dream ({mode_words(mode)}), then " if mode else "each row: "
+    facts = [layer_facts(run, layer), f"{dream}the {top} patches of `{run.example_meta.get('folder', '?')}` that "
+             "excite it most, best first, labelled with the activation"]
+    return grid_layout(spec.name, "sheet", cells, top + (1 if mode else 0), spec.title or layer.name, facts,
+                       footer_text(run, [mode] if mode else []), run)
+
+
 def sheet_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     """A contact sheet: one layer's channels in a grid, each labelled with its number."""
+    if spec.examples:
+        return examples_sheet_layout(run, spec)
     layer = run.layer(spec.layer or "")
     mode = find_mode(run, spec.mode)
     channels = parse_channels(spec.channels or "all", layer.channels, layer.name)
@@ -459,6 +492,8 @@ def layout_figure(run: Run, spec: FigureSpec) -> FigureLayout:
 
 def default_name(run: Run, spec: FigureSpec) -> str:
     """A file name for a figure made on the command line, from what it shows."""
+    if spec.kind == "sheet" and spec.examples:
+        return f"sheet-{spec.layer}-{find_mode(run, spec.mode).id if run.modes else 'examples'}-examples"
     if spec.kind == "sheet":
         return f"sheet-{spec.layer}-{find_mode(run, spec.mode).id}"
     if spec.kind == "progression":
@@ -605,9 +640,9 @@ def make_figures(run: Run, spec_file: SpecFile, dpi: int | None = None) -> tuple
 
 # ----------------------------------------------------------------------------------------------- command line
 
-KIND_OPTIONS = {"sheet": {"channels", "mode"}, "progression": {"photo", "layers"}, "panel": {"mode", "captions"},
-                "spec": set()}
-FIGURE_OPTIONS = {"channels", "mode", "photo", "layers", "captions", "columns", "title", "output"}
+KIND_OPTIONS = {"sheet": {"channels", "mode", "examples"}, "progression": {"photo", "layers"},
+                "panel": {"mode", "captions"}, "spec": set()}
+FIGURE_OPTIONS = {"channels", "mode", "photo", "layers", "captions", "columns", "title", "output", "examples"}
 
 
 def command_kind(args: Any) -> str:
@@ -625,7 +660,7 @@ def spec_from_args(run: Run, args: Any, kind: str) -> SpecFile:
     """The one figure a command line asks for, as a spec; `-o` is relative to the current folder."""
     data: dict[str, Any] = {"kind": kind, "title": args.title, "columns": args.columns, "dpi": args.dpi}
     if kind == "sheet":
-        data.update(layer=args.sheet, channels=args.channels, mode=args.mode)
+        data.update(layer=args.sheet, channels=args.channels, mode=args.mode, examples=args.examples)
     elif kind == "progression":
         layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
         data.update(photo=args.photo, layers=layers)

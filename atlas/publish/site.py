@@ -32,7 +32,7 @@ from atlas.atomic import atomic_write_bytes, atomic_write_text
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, format_channels
-from atlas.run.manifest import Mode, Render, Run, image_paths, read_run
+from atlas.run.manifest import Example, ExamplePhoto, Mode, Render, Run, image_paths, read_run
 from atlas.shipped import templates_dir
 
 SITE_DIR = "site"
@@ -86,6 +86,7 @@ class LayerView:
     dreams: dict[str, Render]  # mode id -> whole-layer render
     facets: dict[str, dict[int, list[Render]]] = field(default_factory=dict)  # mode id -> channel -> its facets
     # (modes rendered with diversity N; every facet present on disk)
+    examples: dict[int, list[Example]] = field(default_factory=dict)  # channel -> dataset examples, best first
     prev: LayerView | None = None
     next: LayerView | None = None
 
@@ -152,6 +153,15 @@ class Atlas:
         return self.run.modes
 
     @property
+    def example_photos(self) -> dict[str, ExamplePhoto]:
+        return self.run.example_photos
+
+    @property
+    def example_meta(self) -> dict[str, Any]:
+        """The recorded examples pass's folder, top, size, fit ({} when the run has no examples)."""
+        return self.run.example_meta
+
+    @property
     def photo_modes(self) -> list[Mode]:
         return [mode for mode in self.modes if mode.kind == "photo"]
 
@@ -215,7 +225,10 @@ def build_atlas(run: Run) -> Atlas:
         for layer in members:
             renders = {mode: {c: r for c, r in found.items() if 0 <= c < layer.channels}
                        for mode, found in per_layer.get(layer.name, {}).items()}
-            view = LayerView(layer, len(views), renders, dreams.get(layer.name, {}), facets.get(layer.name, {}))
+            examples = {c: run.examples[(layer.name, c)] for c in range(layer.channels)
+                        if (layer.name, c) in run.examples}
+            view = LayerView(layer, len(views), renders, dreams.get(layer.name, {}), facets.get(layer.name, {}),
+                             examples)
             views.append(view)
             block_views.append(view)
         blocks.append(Block(name, block_views, after))

@@ -69,6 +69,17 @@ class Formats(BaseModel):
     thumb: ImageFormat = ImageFormat(size=112, format="jpg", quality=80)
 
 
+class ExamplesConfig(BaseModel):
+    """Dataset examples: the photos of `folder` (or the built-in `probes`) that excite each channel most."""
+
+    model_config = _Strict
+    folder: str
+    top: int = Field(default=9, ge=1, le=100)
+    size: int = Field(default=224, ge=32, le=2048)
+    fit: Literal["crop", "whole"] = "crop"
+    batch_size: int = Field(default=16, ge=1)
+
+
 _D = RenderSettings()  # one source of truth for the defaults
 
 
@@ -126,6 +137,7 @@ class SweepConfig(BaseModel):
     batch_size: int | None = Field(default=None, ge=1)
     workers: int | Literal["auto"] = "auto"
     gpus: list[Annotated[int, Field(ge=0)]] | None = None  # GPU ids as nvidia-smi numbers them; None: all; []: none
+    examples: ExamplesConfig | None = None  # also find each channel's dataset examples
 
     @field_validator("photos", mode="after")
     @classmethod
@@ -176,6 +188,7 @@ class LoadedConfig:
     name: str  # the run's name: `name:` or the file's stem
     run_folder: Path
     photos: dict[str, Path]  # short name -> file
+    examples_folder: str | None = None  # `examples.folder` as found on disk (or "probes")
 
     def modes(self) -> list[Mode]:
         """The run's modes, with photo credits: noise and fourier first, then each photo."""
@@ -208,7 +221,26 @@ def load_config(path: str | Path) -> LoadedConfig:
             load_photo(photos[spec.short_name])
         except UserError as exc:
             raise UserError(f"{path}: photos: {exc}") from None
-    return LoadedConfig(path=path, config=config, name=name, run_folder=base / name, photos=photos)
+    examples_folder = None
+    if config.examples:
+        examples_folder = examples_folder_of(config.examples.folder, path)
+    return LoadedConfig(path=path, config=config, name=name, run_folder=base / name, photos=photos,
+                        examples_folder=examples_folder)
+
+
+def examples_folder_of(folder: str, config_path: Path | None = None) -> str:
+    """An examples folder as given (in a config: relative to the current folder, else to the config), checked
+    to exist; `probes` is the built-in set."""
+    from atlas.probes import PROBES
+
+    if folder == PROBES:
+        return folder
+    where = _relative_to(config_path, folder) if config_path else Path(folder).expanduser()
+    if not where.is_dir():
+        origin = f"{config_path}: examples: " if config_path else ""
+        raise UserError(f"{origin}folder {folder}: no such folder; give a folder of photos, or `probes` for the "
+                        "built-in teaching probes")
+    return str(where.resolve())
 
 
 def _relative_to(config_path: Path, photo: str) -> Path:

@@ -14,10 +14,16 @@ TensorFlow, so reading a run is fast.
       images/<mode>/<layer>/<cccc>.thumb.jpg  thumbnail
       images/<mode>/<layer>/<cccc>-facet<k>.png ... facet k >= 1 of a mode rendered with diversity N (facet 0 is
                                         the plain <cccc> files; a manifest row per facet, column `facet`)
+      examples/<hash>/photos/<sha12>.jpg      dataset examples: a thumbnail of each photo in a top list
+      examples/<hash>/crops/<layer>/<sha12>-<row>-<col>.jpg   the patch a layer position sees in that photo
+      examples/skipped.txt                    files the last examples pass could not read, with the reason
 
 Modes: `noise` (DeepDream from noise), `fourier` (the Fourier method, from a random spectrum), `photo-<name>`
 (DeepDream from a photo). run.json records each mode's method and facets; folders written before those
 existed read as method deepdream with one facet, and their manifests (no `facet` column) as facet 0.
+
+Dataset examples live in the main manifest too (tables `examples`, `example_photos`, `example_meta`); run folders
+written before them have no such tables and read as runs without examples.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from atlas.model.selection import WHOLE_LAYER
 RUN_FILE = "run.json"
 MANIFEST_FILE = "manifest.sqlite"
 IMAGES_DIR = "images"
+EXAMPLES_DIR = "examples"
 NOISE = "noise"
 FOURIER = "fourier"
 METHOD_LABELS = {"deepdream": "DeepDream", "fourier": "Fourier"}  # how the site and figures name a method
@@ -135,6 +142,81 @@ def image_paths(mode: str, layer: str, channel: int, web_ext: str = "jpg",
     return f"{stem}.png", f"{stem}.web.{web_ext}", f"{stem}.thumb.{thumb_ext or web_ext}"
 
 
+def examples_root(settings_hash: str) -> str:
+    """The folder of one examples setting's files, relative to the run folder."""
+    return f"{EXAMPLES_DIR}/{settings_hash}"
+
+
+def example_photo_path(settings_hash: str, sha256: str) -> str:
+    """The thumbnail of a whole example photo, relative to the run folder."""
+    return f"{examples_root(settings_hash)}/photos/{sha256[:12]}.jpg"
+
+
+def example_crop_path(settings_hash: str, layer: str, sha256: str, row: int, col: int) -> str:
+    """The patch one layer position sees in one photo, relative to the run folder."""
+    return f"{examples_root(settings_hash)}/crops/{layer}/{sha256[:12]}-{row}-{col}.jpg"
+
+
+@dataclass(frozen=True)
+class ExamplePhoto:
+    """A photo the examples pass processed, and how it was fitted to the network's input."""
+
+    photo: str  # the path as found in the folder (POSIX, relative to it), or probes/<name>
+    sha256: str
+    key: str  # size and mtime (or the probe set's version): an unchanged key means an unchanged photo
+    width: int  # the upright photo's pixels
+    height: int
+    scaled_width: int  # after scaling its shorter side to `size`
+    scaled_height: int
+    left: int  # the centred crop's offset in the scaled photo (0 with fit: whole)
+    top: int
+    thumb: str  # run-relative path of its thumbnail
+
+
+@dataclass(frozen=True)
+class Example:
+    """One entry of a channel's top list."""
+
+    layer: str
+    channel: int
+    rank: int  # 1 = the photo that excites the channel most
+    photo: str  # ExamplePhoto.photo
+    sha256: str
+    value: float  # the maximum of the channel's pre-ReLU activation over the photo
+    row: int  # where, in the layer's map
+    col: int
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the upright original photo's pixels (x1, y1 exclusive)
+    crop: str | None  # run-relative path of the patch (None beyond the shown `top`)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The output contract of `atlas examples --format json`."""
+        return {"photo": self.photo, "value": self.value, "box": list(self.box), "position": [self.row, self.col]}
+
+
+_EXAMPLES_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS example_meta (key TEXT PRIMARY KEY, value TEXT)""",
+    """CREATE TABLE IF NOT EXISTS example_photos (
+    photo TEXT PRIMARY KEY, sha256 TEXT NOT NULL, key TEXT, width INTEGER, height INTEGER, scaled_width INTEGER,
+    scaled_height INTEGER, "left" INTEGER, top INTEGER, thumb TEXT)""",
+    """CREATE TABLE IF NOT EXISTS examples (
+    layer TEXT NOT NULL, channel INTEGER NOT NULL, rank INTEGER NOT NULL, photo TEXT NOT NULL, sha256 TEXT,
+    value REAL, "row" INTEGER, col INTEGER, x0 INTEGER, y0 INTEGER, x1 INTEGER, y1 INTEGER, crop TEXT,
+    PRIMARY KEY (layer, channel, rank))""",
+]
+_PHOTO_COLUMNS = [f.name for f in fields(ExamplePhoto)]
+_EXAMPLE_COLUMNS = ["layer", "channel", "rank", "photo", "sha256", "value", "row", "col", "x0", "y0", "x1", "y1",
+                    "crop"]
+
+
+def _quoted(columns: list[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+def _example(row: tuple[Any, ...]) -> Example:
+    layer, channel, rank, photo, sha, value, r, c, x0, y0, x1, y1, crop = row
+    return Example(layer, channel, rank, photo, sha, value, r, c, (x0, y0, x1, y1), crop)
+
+
 _COLUMNS = [f.name for f in fields(Render)]
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS renders (
@@ -207,6 +289,70 @@ class Manifest:
             self._db.execute(f"INSERT INTO renders ({cols}) SELECT {cols} FROM renders_before_facets")
             self._db.execute("DROP TABLE renders_before_facets")
 
+    # Dataset examples ----------------------------------------------------------------------------------
+
+    def has_examples(self) -> bool:
+        """Whether an examples pass ever wrote to this manifest."""
+        row = self._db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='example_meta'").fetchone()
+        return row is not None
+
+    def ensure_examples(self) -> None:
+        """Create the examples tables (a no-op when they exist)."""
+        with self._db:
+            for statement in _EXAMPLES_SCHEMA:
+                self._db.execute(statement)
+
+    def example_meta(self) -> dict[str, Any]:
+        """The settings of the recorded examples ({} if none)."""
+        if not self.has_examples():
+            return {}
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM example_meta")}
+
+    def example_photos(self) -> list[ExamplePhoto]:
+        if not self.has_examples():
+            return []
+        rows = self._db.execute(f"SELECT {_quoted(_PHOTO_COLUMNS)} FROM example_photos ORDER BY photo")
+        return [ExamplePhoto(*row) for row in rows]
+
+    def examples(self, layer: str | None = None, channel: int | None = None,
+                 max_rank: int | None = None) -> list[Example]:
+        """Recorded top-list entries (of one layer or channel), by layer, channel and rank."""
+        if not self.has_examples():
+            return []
+        where, args = ["1"], []
+        for test, value in (("layer = ?", layer), ("channel = ?", channel), ("rank <= ?", max_rank)):
+            if value is not None:
+                where.append(test)
+                args.append(value)
+        rows = self._db.execute(f"SELECT {_quoted(_EXAMPLE_COLUMNS)} FROM examples WHERE {' AND '.join(where)} "
+                                "ORDER BY layer, channel, rank", args)
+        return [_example(row) for row in rows]
+
+    def reset_examples(self, meta: dict[str, Any]) -> None:
+        """Forget every recorded example and photo, and record new settings, in one transaction."""
+        self.ensure_examples()
+        with self._db:
+            for table in ("examples", "example_photos", "example_meta"):
+                self._db.execute(f"DELETE FROM {table}")
+            self._db.executemany("INSERT INTO example_meta VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in meta.items()])
+
+    def record_examples(self, photos: list[ExamplePhoto], forget: list[str],
+                        lists: dict[tuple[str, int], list[Example]], meta: dict[str, Any] | None = None) -> None:
+        """One transaction: add processed photos, forget removed ones, replace whole top lists, update `meta`."""
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO example_meta VALUES (?, ?)",
+                                 [(k, json.dumps(v)) for k, v in (meta or {}).items()])
+            self._db.executemany("DELETE FROM example_photos WHERE photo = ?", [(p,) for p in forget])
+            self._db.executemany(f"INSERT OR REPLACE INTO example_photos ({_quoted(_PHOTO_COLUMNS)}) VALUES "
+                                 f"({', '.join('?' * len(_PHOTO_COLUMNS))})",
+                                 [tuple(getattr(p, c) for c in _PHOTO_COLUMNS) for p in photos])
+            self._db.executemany("DELETE FROM examples WHERE layer = ? AND channel = ?", list(lists))
+            self._db.executemany(
+                f"INSERT INTO examples ({_quoted(_EXAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 13)})",
+                [(e.layer, e.channel, e.rank, e.photo, e.sha256, e.value, e.row, e.col, *e.box, e.crop)
+                 for entries in lists.values() for e in entries])
+
     def close(self) -> None:
         self._db.close()
 
@@ -244,6 +390,9 @@ class Run:
 
     def mode(self, mode_id: str) -> Mode | None:
         return next((mode for mode in self.modes if mode.id == mode_id), None)
+    examples: dict[tuple[str, int], list[Example]] = field(default_factory=dict)  # shown top lists, best first
+    example_photos: dict[str, ExamplePhoto] = field(default_factory=dict)  # photo -> record
+    example_meta: dict[str, Any] = field(default_factory=dict)  # folder, top, size, fit, hash, complete ({}: none)
 
     def layer(self, name: str) -> Layer:
         return find_layer(self.layers, name)
@@ -285,6 +434,16 @@ def read_run(folder: str | Path) -> Run:
     facets: dict[tuple[str, str, int], list[Render]] = {}
     for render in every:
         facets.setdefault(render.key, []).append(render)
-    return Run(folder=folder, name=info["name"], model=info.get("model", {}), layers=layers, modes=modes,
-               settings=info.get("settings", {}), renders=[r for r in every if r.facet == 0], info=info,
-               facets={key: found for key, found in facets.items() if len(found) > 1})
+    run = Run(folder=folder, name=info["name"], model=info.get("model", {}), layers=layers, modes=modes,
+              settings=info.get("settings", {}), renders=[r for r in every if r.facet == 0], info=info,
+              facets={key: found for key, found in facets.items() if len(found) > 1})
+    if (folder / MANIFEST_FILE).is_file():
+        with Manifest(folder / MANIFEST_FILE) as manifest:
+            run.example_meta = manifest.example_meta()
+            if not run.example_meta.get("complete", True):  # a pass is under way or was killed: crops may be missing
+                return run
+            for example in manifest.examples(max_rank=run.example_meta.get("top", 0)):
+                run.examples.setdefault((example.layer, example.channel), []).append(example)
+            shown = {e.photo for entries in run.examples.values() for e in entries}
+            run.example_photos = {p.photo: p for p in manifest.example_photos() if p.photo in shown}
+    return run

@@ -18,9 +18,11 @@ from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER
 from atlas.render import devices
 from atlas.render.loop import RenderSettings
-from atlas.run.config import LoadedConfig, select_channels, select_layers
+from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, select_layers
+from atlas.run.examples import ExamplesPlan
 from atlas.run.layout import Layout, resolve_layout
 from atlas.run.manifest import Mode, image_paths, recorded_hashes
+from atlas.validation import validate
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class RunPlan:
     def facets(self, mode: str) -> int:
         """Images per channel in `mode`."""
         return self.settings_for(mode).diversity
+    examples: ExamplesPlan | None = None  # the dataset-examples pass, if the config or command line asks
 
     @property
     def web_ext(self) -> str:
@@ -135,11 +138,24 @@ def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -
     return items
 
 
+def resolve_examples(folder: str, layers: list[Layer], top: int | None = None, size: int | None = None,
+                     fit: str | None = None, batch_size: int | None = None) -> ExamplesPlan:
+    """The examples pass over `folder` (checked to exist, or `probes`) for `layers`; None picks the default."""
+    from atlas.run.config import ExamplesConfig
+
+    given = {k: v for k, v in {"top": top, "size": size, "fit": fit, "batch_size": batch_size}.items()
+             if v is not None}
+    spec = validate(ExamplesConfig, {"folder": folder, **given}, "examples")
+    return ExamplesPlan(folder=folder, top=spec.top, size=spec.size, fit=spec.fit,
+                        layers=tuple(layer.name for layer in layers), batch_size=spec.batch_size)
+
+
 def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None = None,
-                 gpus: list[int] | None = None, remote: bool = False) -> RunPlan:
+                 gpus: list[int] | None = None, remote: bool = False, examples_folder: str | None = None) -> RunPlan:
     """Resolve a loaded config against the model's catalogue and this machine's devices (`gpus` from the
     command line overrides the config's; `remote`: a dask cluster renders); every config mistake is raised
-    here, before anything is created."""
+    here, before anything is created. `examples_folder` (the command line's) adds or replaces the config's
+    examples folder."""
     config = loaded.config
     modes = loaded.modes()
     layout = resolve_layout(devices.discover_devices(), config.workers, config.gpus if gpus is None else gpus,
@@ -150,11 +166,17 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     photos = {m.id: loaded.photos[m.photo] for m in modes if m.photo}
     hashes = {m.id: settings_hash(model.sha256, every[m.id], config.seed, photos.get(m.id), formats) for m in modes}
     items = shard_items(resolve_work(loaded, model.layers, modes), shard)
+    examples = None
+    if examples_folder or config.examples:
+        folder = examples_folder_of(examples_folder) if examples_folder else loaded.examples_folder
+        given = config.examples.model_dump(exclude={"folder"}) if config.examples else {}
+        examples = resolve_examples(folder, select_layers(config.layers, model.layers), **given)
     return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path, model_spec=model.spec,
                    model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, batch_size=config.batch_size, workers=config.workers,
-                   layout=layout, mode_settings={mode: s for mode, s in every.items() if s != settings})
+                   layout=layout, examples=examples,
+                   mode_settings={mode: s for mode, s in every.items() if s != settings})
 
 
 def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], plan: RunPlan) -> bool:

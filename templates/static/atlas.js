@@ -101,6 +101,41 @@
     if (m) select(decodeURIComponent(m[1]));
   }
 
+  /* Dataset examples: a click on a patch shows its whole photo with the patch's box drawn over it, placed in
+     percent of the photo's size (the box is data on the link, never burned into an image). Esc closes. */
+  function setupExamples() {
+    var links = document.querySelectorAll("a.example[data-box]");
+    if (!links.length) return;
+    var view = document.createElement("div");
+    view.className = "photo-view";
+    view.hidden = true;
+    view.setAttribute("role", "dialog");
+    view.innerHTML = '<figure><div class="frame"><div class="box"></div></div>' +
+      '<figcaption></figcaption></figure><button type="button">Close</button>';
+    document.body.appendChild(view);
+    var box = view.querySelector(".box"), img = null;  /* the photo exists only while shown */
+    function close() { view.hidden = true; if (img) { img.remove(); img = null; } }
+    view.addEventListener("click", function (e) { if (e.target === view || e.target.tagName === "BUTTON") close(); });
+    document.addEventListener("keydown", function (e) { if (e.key === "Escape" && !view.hidden) close(); });
+    links.forEach(function (link) {
+      link.addEventListener("click", function (e) {
+        e.preventDefault();
+        var b = link.dataset.box.split(",").map(Number), size = link.dataset.photoSize.split(",").map(Number);
+        box.style.left = (100 * b[0] / size[0]) + "%";
+        box.style.top = (100 * b[1] / size[1]) + "%";
+        box.style.width = (100 * (b[2] - b[0]) / size[0]) + "%";
+        box.style.height = (100 * (b[3] - b[1]) / size[1]) + "%";
+        if (img) img.remove();
+        img = document.createElement("img");
+        img.alt = link.dataset.caption;
+        img.src = link.href;
+        box.parentNode.insertBefore(img, box);
+        view.querySelector("figcaption").textContent = link.dataset.caption;
+        view.hidden = false;
+      });
+    });
+  }
+
   /* Filter grid cells by channel number: "12", "10-20", "3, 7, 40-45". */
   function setupFilter() {
     var input = document.getElementById("filter");
@@ -209,5 +244,6 @@
   setupFilter();
   setupKeys();
   setupCompare();
+  setupExamples();
   window.atlasResolve = resolve;
 })();
