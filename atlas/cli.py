@@ -105,45 +105,39 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    from atlas.model.graph import load_model
     from atlas.run.config import load_config
-    from atlas.run.estimate import dry_run
+    from atlas.run.estimate import estimate
+    from atlas.run.examples import run_examples
     from atlas.run.layout import parse_gpus
-    from atlas.run.sweep import sweep
+    from atlas.run.plan import parse_shard, resolve_plan
+    from atlas.run.sweep import run_sweep
 
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
     loaded = load_config(args.config)
-    gpus = parse_gpus(args.gpus)
+    model = load_model(loaded.config.model)
+    plan = resolve_plan(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), remote=args.backend == "dask",
+                        examples_folder=args.examples)  # once: the sweep, the dry run and the examples take it
     if args.dry_run:
-        dry_run(loaded, args.shard, gpus=gpus)
+        estimate(plan, model)
         return
-    summary = sweep(loaded, args.shard, args.backend, args.scheduler, gpus=gpus)
+    summary = run_sweep(plan, model, args.backend, args.scheduler)
     print("\n".join(summary.lines()))
-    print(f"output: {loaded.run_folder}")
+    print(f"output: {plan.folder}")
     if summary.failed:
         raise SweepFailed(f"{len(summary.failed)} batches failed (listed above); re-run the same command to "
                           "retry them")
-    if (args.examples or loaded.config.examples) and args.shard:
-        print(f"examples: not found by a slice of a sweep; run `atlas examples FOLDER -o {loaded.run_folder}` once "
+    if plan.examples and plan.shard:
+        print(f"examples: not found by a slice of a sweep; run `atlas examples FOLDER -o {plan.folder}` once "
               "when the slices are done")
-    elif args.examples or loaded.config.examples:
-        _sweep_examples(loaded, args.examples, gpus)
+    elif plan.examples:
+        print("\n".join(run_examples(plan.examples, plan.folder, model).lines()))
     if args.command == "run":
         from atlas.publish.site import build_site
 
         report = build_site(loaded.run_folder, progress=True)
         print(report.summary())
-
-
-def _sweep_examples(loaded: object, folder: str | None, gpus: list[int] | None) -> None:
-    """The dataset-examples pass of a config's run (after its sweep), into the same run folder."""
-    from atlas.model.graph import load_model
-    from atlas.run.examples import run_examples
-    from atlas.run.plan import resolve_plan
-
-    model = load_model(loaded.config.model)
-    plan = resolve_plan(loaded, model, gpus=gpus, examples_folder=folder)
-    print("\n".join(run_examples(plan.examples, plan.folder, model).lines()))
 
 
 def _examples_parser(sub: argparse._SubParsersAction) -> None:

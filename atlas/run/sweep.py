@@ -105,6 +105,12 @@ def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = 
 
     model = load_model(loaded.config.model)
     plan = resolve_plan(loaded, model, parse_shard(shard), gpus, remote=backend == "dask")  # errors first
+    return run_sweep(plan, model, backend, scheduler, out)
+
+
+def run_sweep(plan: RunPlan, model: Any, backend: str | None = None, scheduler: str | None = None,
+              out: Any = sys.stderr) -> Summary:
+    """Run (or resume) the sweep of a resolved plan; returns what happened."""
     folder = plan.folder
     with stop_on_write_errors(folder):
         folder.mkdir(parents=True, exist_ok=True)
