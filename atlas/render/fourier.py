@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from atlas.model.graph import Model
 from atlas.render import param, transforms
-from atlas.render.objectives import total_loss
+from atlas.render.objectives import spread, total_loss
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
@@ -40,11 +40,11 @@ def _step_function(model: Model, layer: str, objective: str, facets: int, divers
 
         def step(spectra: tf.Tensor, m: tf.Tensor, v: tf.Tensor, t: tf.Tensor, channels: tf.Tensor,
                  maps: tf.Tensor, scale: tf.Tensor, size: tf.Tensor, canvas: tf.Tensor,
-                 rate: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                 rate: tf.Tensor, units: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
                 tape.watch(spectra)
                 images = transforms.affine_warp(param.fourier_images(spectra, scale, size), maps, canvas)
-                loss = total_loss(fn(images), channels, objective, facets, diversity_weight)
+                loss = total_loss(fn(images), channels, objective, facets, diversity_weight, units)
             grad = tape.gradient(loss, spectra)
             m = beta1 * m + (1 - beta1) * grad
             v = beta2 * v + (1 - beta2) * tf.square(grad)
@@ -56,13 +56,22 @@ def _step_function(model: Model, layer: str, objective: str, facets: int, divers
         _STEPS[key] = tf.function(step, input_signature=[
             spec, spec, spec, scalar, tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 6], tf.float32),
             tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
-            scalar])
+            scalar, tf.TensorSpec([None], tf.float32)])
     return _STEPS[key]
 
 
 def start_spectra(keys: list[list[int]], size: int, std: float) -> np.ndarray:
     """The seeded start spectrum of each image: [B, 2, 3, size, size//2+1]."""
     return np.stack([param.start_spectrum(key, size, std) for key in keys])
+
+
+def start_units(model: Model, layer: str, starts: np.ndarray, objective: str, facets: int) -> tf.Tensor:
+    """Each image's unit of its objective [B]: the mean `spread` of its channel's facets on their start images
+    (ones without facets, where the objective needs no unit)."""
+    if facets == 1:
+        return tf.ones([len(starts)])
+    spreads = spread(model.layer_fn(layer)(tf.constant(starts, tf.float32)), objective)
+    return tf.repeat(tf.reduce_mean(tf.reshape(spreads, [-1, facets]), axis=1), facets)
 
 
 def spectra_to_images(spectra: np.ndarray | tf.Tensor, size: int) -> np.ndarray:
@@ -79,13 +88,14 @@ def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[lis
     step = _step_function(model, layer, objective, facets, diversity_weight, precision)
     spectra = tf.constant(start_spectra(keys, size, std))
     start = spectra_to_images(spectra, size)
+    units = start_units(model, layer, start, objective, facets)
     maps = np.stack([CHAIN.draw(np.random.default_rng(key + [1 << 22]), steps, size) for key in keys], axis=1)
     m = v = tf.zeros_like(spectra)
     scale, targets = tf.constant(param.spectrum_scale(size, size)), tf.constant(channels, tf.int32)
     size_t, canvas, rate = tf.constant(size), tf.constant(CHAIN.canvas(size)), tf.constant(learning_rate, tf.float32)
     for t in range(steps):
         spectra, m, v = step(spectra, m, v, tf.constant(t + 1, tf.float32), targets, tf.constant(maps[t]), scale,
-                             size_t, canvas, rate)
+                             size_t, canvas, rate, units)
     return start, spectra_to_images(spectra, size)
 
 
@@ -97,7 +107,7 @@ def step_call(model: Model, layer: str, batch: int, size: int, precision: str = 
     maps = tf.constant(np.stack([CHAIN.draw(np.random.default_rng(i), 1, size)[0] for i in range(batch)]))
     args = (spectra, tf.zeros_like(spectra), tf.zeros_like(spectra), tf.constant(1.0),
             tf.constant(np.zeros(batch, np.int32)), maps, tf.constant(param.spectrum_scale(size, size)),
-            tf.constant(size), tf.constant(CHAIN.canvas(size)), tf.constant(0.05))
+            tf.constant(size), tf.constant(CHAIN.canvas(size)), tf.constant(0.05), tf.ones([batch]))
 
     def call() -> None:
         step(*args)[0].numpy()

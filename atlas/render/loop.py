@@ -25,7 +25,7 @@ from atlas.model.graph import PRECISIONS, Model
 from atlas.model.selection import WHOLE_LAYER, check_channels
 from atlas.render import devices, transforms
 from atlas.render.devices import GIB, Device, peak_memory, reset_peak_memory
-from atlas.render.fourier import dream_fourier, image_key
+from atlas.render.fourier import dream_fourier, image_key, start_units
 from atlas.render.objectives import OBJECTIVES, PER_CHANNEL, centre, total_loss
 
 StepFn = Callable[..., tf.Tensor]
@@ -57,10 +57,11 @@ class RenderSettings:
     spectrum_std: float = 0.01  # of the random start spectrum
     # facets: N images of each channel rendered together, pushed apart by the Gram-matrix diversity term
     diversity: int = 1
-    # weight of the term against the mean objective of a channel's facets. The published tutorial used 1e2;
-    # on the stand-in that drowned the objective (facets kept 0.2x the lift of a single render or less), while
-    # 1 keeps each facet at >= 0.79x and still pushes the facets apart (tests/test_fourier.py)
-    diversity_weight: float = 1.0
+    # weight of the term against the mean objective of a channel's facets, the objective counted in units of
+    # lift (the layer's channel spread on the start images), so one weight means the same for any network's
+    # activation scale. 0.3 keeps each facet's lift >= half a single render's with both methods on the
+    # stand-in, where 0.5 already costs it at mixed4e with DeepDream (README, Facets; tests/test_fourier.py)
+    diversity_weight: float = 0.3
     # speed: batch_size never changes pixels. precision "bfloat16" (opt-in; "auto" picks it on CPUs with
     # native bfloat16, AVX512_BF16 or AMX) is 1.1-1.5x faster with the same metrics on the stand-in, but
     # its coarser rounding lets a batched render drift far from the same channel rendered alone; its pixels
@@ -230,21 +231,24 @@ def _step_functions(model: Model, layer: str, objective: str, levels: int, preci
         fn = model.layer_fn(layer, precision)
         spec = [tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None], tf.int32)]
 
-        def gradient(images: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
+        def units_gradient(images: tf.Tensor, channels: tf.Tensor, units: tf.Tensor) -> tf.Tensor:
             with tf.GradientTape() as tape:
                 tape.watch(images)
-                loss = total_loss(fn(images), channels, objective, facets, diversity_weight)
+                loss = total_loss(fn(images), channels, objective, facets, diversity_weight, units)
             return tape.gradient(loss, images)
 
+        def gradient(images: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
+            return units_gradient(images, channels, tf.ones(tf.shape(channels)))
+
         def noise_step(images: tf.Tensor, channels: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor,
-                       step: tf.Tensor) -> tf.Tensor:
-            grad = transforms.roll(gradient(transforms.roll(images, dy, dx), channels), -dy, -dx)
+                       step: tf.Tensor, units: tf.Tensor) -> tf.Tensor:
+            grad = transforms.roll(units_gradient(transforms.roll(images, dy, dx), channels, units), -dy, -dx)
             grad = transforms.laplacian_normalize(grad, levels)
             return tf.clip_by_value(images + step * grad, 0.0, 255.0)
 
         scalar = tf.TensorSpec([], tf.int32)
-        _STEPS[key] = (tf.function(noise_step, input_signature=spec + [scalar, scalar,
-                                                                        tf.TensorSpec([], tf.float32)]),
+        _STEPS[key] = (tf.function(noise_step, input_signature=spec + [scalar, scalar, tf.TensorSpec([], tf.float32),
+                                                                        tf.TensorSpec([None], tf.float32)]),
                        tf.function(gradient, input_signature=spec))
     return _STEPS[key]
 
@@ -258,13 +262,14 @@ def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.
     sizes = transforms.octave_sizes(settings.size, settings.size, settings.octaves, settings.octave_scale)
     images = transforms.resize(starts, *sizes[0])
     targets = tf.constant(channels, tf.int32)
+    units = start_units(model, layer, starts, settings.objective, settings.diversity)
     for height, width in sizes:
         if images.shape[1:3] != (height, width):
             images = transforms.resize(images, height, width)
         for _ in range(settings.steps):
             dy, dx = (int(v) for v in rng.integers(-settings.jitter, settings.jitter + 1, 2))
             images = step_fn(images, targets, tf.constant(dy), tf.constant(dx),
-                             tf.constant(settings.step_size, tf.float32))
+                             tf.constant(settings.step_size, tf.float32), units)
     return images.numpy()
 
 

@@ -13,6 +13,7 @@ from typing import Callable
 import tensorflow as tf
 
 Objective = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+PER_CHANNEL = {"channel", "negative", "neuron"}
 
 
 def _own(values: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
@@ -65,16 +66,29 @@ def diversity(acts: tf.Tensor, facets: int) -> tf.Tensor:
     return off_diagonal / facets
 
 
+def spread(acts: tf.Tensor, objective: str) -> tf.Tensor:
+    """Each image's unit of its objective [B]: the spread (standard deviation) of the layer's channel values
+    that the objective reads (means, or the map's centre for `neuron`), or the `layer` objective's own size;
+    on the start image it is the denominator of the `lift` metric."""
+    if objective not in PER_CHANNEL:
+        return tf.abs(layer(acts, None)) + 1e-12
+    values = centre(acts) if objective == "neuron" else tf.reduce_mean(acts, axis=[1, 2])
+    return tf.math.reduce_std(values, axis=1) + 1e-12
+
+
 def total_loss(acts: tf.Tensor, channels: tf.Tensor, objective: str, facets: int = 1,
-               diversity_weight: float = 0.0) -> tf.Tensor:
+               diversity_weight: float = 0.0, units: tf.Tensor | None = None) -> tf.Tensor:
     """The scalar a render climbs: the sum of every image's objective, minus the weighted diversity term
-    (scaled by the group size, so the weight is that of a group's mean objective, as published)."""
-    loss = tf.reduce_sum(OBJECTIVES[objective](acts, channels))
-    if facets > 1:
-        loss -= diversity_weight * facets * tf.reduce_sum(diversity(acts, facets))
-    return loss
+    (scaled by the group size, so the weight is that of a group's mean objective, as published).
+
+    With facets, each image's objective is divided by its `units` [B] (its `spread` on the start image), so
+    it counts in units of lift and the weight means the same for any network's activation scale. One image's
+    objective alone needs no unit: both methods normalise each image's step, which makes them scale-free."""
+    values = OBJECTIVES[objective](acts, channels)
+    if facets == 1:
+        return tf.reduce_sum(values)
+    return tf.reduce_sum(values / units) - diversity_weight * facets * tf.reduce_sum(diversity(acts, facets))
 
 
 OBJECTIVES: dict[str, Objective] = {"channel": channel, "negative": negative_channel, "neuron": neuron,
                                     "layer": layer}
-PER_CHANNEL = {"channel", "negative", "neuron"}

@@ -47,7 +47,8 @@ def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
 
         step, _ = _step_functions(model, layer, "channel", 4, precision)
         images = tf.constant(np.full((batch, 224, 224, 3), 128, np.float32))
-        args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0))
+        args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0),
+                tf.ones([batch]))
 
         def call() -> None:
             step(images, *args).numpy()
