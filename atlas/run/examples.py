@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from atlas.atomic import atomic_write_bytes, atomic_write_text, sync_folders
+from atlas.atomic import atomic_write_bytes, atomic_write_text, stop_on_write_errors, sync_folders
 from atlas.errors import UserError
 from atlas.images import MAX_PIXELS, encode, load_photo_image
 from atlas.model.catalogue import Layer
@@ -395,7 +395,8 @@ class _State:
 
 def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progress: bool = True,
                  stop_after: int | None = None) -> ExamplesSummary:
-    """Process the plan's folder into the run folder's examples (resumable); returns what was done.
+    """Process the plan's folder into the run folder's examples (resumable); returns what was done. A write
+    the user must make possible (not writable, read-only, disk full, quota) stops the pass with one line.
 
     `stop_after` (tests) ends the pass after that many photos, as a kill would, after a checkpoint.
     """
@@ -408,14 +409,16 @@ def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progres
         raise UserError(f"examples folder {plan.folder} has no photos" + (f" ({len(bad)} unreadable entries)"
                                                                            if bad else "")
                         + "; give a folder of JPEG/PNG/... photos, or `probes`")
-    prepare_folder(run_folder, model)
-    lock = FileLock(str(run_folder / LOCK_FILE))
+    with stop_on_write_errors(run_folder):
+        prepare_folder(run_folder, model)
+        lock = FileLock(str(run_folder / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise UserError(f"another examples pass is writing to {run_folder}; wait for it to finish") from None
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise UserError(f"another examples pass is writing to {run_folder}; wait for it to finish") from None
-    try:
-        summary = _run_locked(plan, run_folder, model, entries, bad, progress, stop_after)
+        with stop_on_write_errors(run_folder):
+            summary = _run_locked(plan, run_folder, model, entries, bad, progress, stop_after)
     finally:
         lock.release()
     summary.seconds = time.perf_counter() - started
