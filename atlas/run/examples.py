@@ -174,7 +174,7 @@ def read_entry(entry: Entry, max_pixels: int | None = None) -> tuple[str, Image.
         data = entry.path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot be read ({exc.strerror})") from None
-    return hashlib.sha256(data).hexdigest(), load_photo_image(entry.path, max_pixels or MAX_PIXELS)
+    return hashlib.sha256(data).hexdigest(), load_photo_image(entry.path, max_pixels or MAX_PIXELS, data=data)
 
 
 @dataclass
