@@ -43,6 +43,7 @@ from atlas.probes import PROBES, VERSION, probe_makers
 from atlas.run.manifest import (
     EXAMPLES_DIR,
     MANIFEST_FILE,
+    RUN_FILE,
     Example,
     ExamplePhoto,
     Manifest,
@@ -327,10 +328,10 @@ class ExamplesSummary:
 
 def prepare_folder(run_folder: Path, model: Any) -> None:
     """Make `run_folder` a run folder of `model` if it is not one yet; refuse one of another model."""
-    if (run_folder / "run.json").is_file():
-        recorded = read_run(run_folder).model.get("sha256")
-        if recorded and recorded != model.sha256:
-            raise UserError(f"{run_folder} was made with another model ({read_run(run_folder).model.get('spec')}); "
+    if (run_folder / RUN_FILE).is_file():
+        recorded = read_run(run_folder).model
+        if recorded.get("sha256") and recorded["sha256"] != model.sha256:
+            raise UserError(f"{run_folder} was made with another model ({recorded.get('spec')}); "
                             "leave out --model to use the run's own, or pass another -o folder")
         return
     write_run_info(run_folder, run_folder.name, {"spec": model.spec, "sha256": model.sha256}, model.layers, [],
