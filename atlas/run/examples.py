@@ -372,8 +372,10 @@ class _State:
         self.committed = {name: lists.snapshot() for name, lists in self.lists.items()}
 
     def remove(self, names: Iterable[str]) -> None:
+        """Forget these photos and drop their entries from every list."""
+        names = list(names)  # read twice: a generator would be empty the second time
         ids = np.array([self.ids[n] for n in names if n in self.ids], np.int64)
-        for name in list(names):
+        for name in names:
             self.photos.pop(name, None)
         for lists in self.lists.values():
             lists.remove(ids)
