@@ -149,11 +149,8 @@ def list_photos(folder: str) -> tuple[list[Entry], list[tuple[str, str]]]:
 
 
 def _probe_image(name: str) -> Image.Image:
-    wanted = name.split("/", 1)[1]
-    for probe, make in probe_makers():
-        if probe == wanted:
-            return Image.fromarray(make())
-    raise KeyError(name)
+    """The image of the probe entry `probes/<name>` (a KeyError for an unknown one)."""
+    return Image.fromarray(dict(probe_makers())[name.split("/", 1)[1]]())
 
 
 def entry_sha(entry: Entry) -> str | None:
