@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from atlas.errors import UserError
 
 PART_MARK = ".part"
 
@@ -105,10 +108,26 @@ def write_problem(exc: BaseException, folder: str | os.PathLike[str]) -> str | N
     return f"cannot write to {folder}: {cause}; {fix}, then run the same command again (finished work is kept)"
 
 
+@contextmanager
+def stop_on_write_errors(folder: Path) -> Iterator[None]:
+    """Turn a write the user must make possible (permissions, read-only, full disk, quota) into one line."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        problem = write_problem(exc, folder)
+        where = getattr(exc, "filename", None)
+        if problem is None or (where and not _related(Path(where).absolute(), folder.absolute())):
+            raise
+        raise UserError(problem) from None
+
+
+def _related(path: Path, folder: Path) -> bool:
+    """`path` is the folder, inside it, or one of the folders above it (created on the way)."""
+    return path == folder or folder in path.parents or path in folder.parents
+
+
 def _sqlite_errno(exc: BaseException) -> int | None:
     """The errno an SQLite write error stands for (a full disk, a read-only database or folder)."""
-    import sqlite3
-
     if not isinstance(exc, sqlite3.OperationalError):
         return None
     text = str(exc).lower()

@@ -55,11 +55,14 @@ def decode_photo(data: bytes, origin: str, max_pixels: int = MAX_PIXELS) -> np.n
         return to_rgb(image)
 
 
-def load_photo_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
+def load_photo_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int | None = None,
+                     data: bytes | None = None) -> Image.Image:
     """Read a photo as an 8-bit RGB Pillow image, upright per its EXIF orientation (the same checks and
     conversions as `load_photo`, for passes that resize with Pillow). `draft`: a JPEG may be decoded at a
-    reduced scale (Pillow's draft mode) whose sides stay at least this many pixels: faster, for previews."""
-    with _opened(Path(path), str(path), max_pixels, draft) as image:
+    reduced scale (Pillow's draft mode) whose sides stay at least this many pixels: faster, for previews.
+    `data`: the file's bytes when the caller has read them already (`path` then only names it in errors)."""
+    source = Path(path) if data is None else io.BytesIO(data)
+    with _opened(source, str(path), max_pixels, draft) as image:
         return image if image.mode == "RGB" else Image.fromarray(to_uint8(to_rgb(image)))
 
 

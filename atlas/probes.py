@@ -7,7 +7,7 @@ orientation, frequency or colour does this channel like?".
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -86,9 +86,3 @@ def probe_makers() -> list[tuple[str, Callable[[], np.ndarray]]]:
     for v in range(0, 256, 51):
         makers.append((f"colour-grey{v:03d}", lambda v=v: np.full((PROBE_SIZE, PROBE_SIZE, 3), v, np.uint8)))
     return makers
-
-
-def iter_probes() -> Iterator[tuple[str, np.ndarray]]:
-    """(name, image) of every probe, generated one at a time."""
-    for name, make in probe_makers():
-        yield name, make()

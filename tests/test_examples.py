@@ -1,9 +1,11 @@
 """Dataset examples: top lists against brute force, boxes, receptive-field geometry, bad files, resume, CLI."""
 
+import errno
 import json
 import os
 import shutil
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -338,3 +340,21 @@ def test_sigkill_mid_pass_loses_nothing_recorded(small_model, folder, tmp_path):
     run_examples(_plan(folder, top=2, batch_size=1, layers=everything), fresh, small_model, progress=False)
     assert _lists(run) == _lists(fresh)
     assert all((run / e.crop).is_file() for entries in read_run(run).examples.values() for e in entries)
+
+
+@pytest.mark.parametrize("code, cause", [(errno.EROFS, "read-only file system"),
+                                         (errno.ENOSPC, "no space left on the disk")])
+def test_a_run_folder_that_cannot_be_written_is_one_line_exit_2(folder, tmp_path, monkeypatch, capsys, code,
+                                                                 cause):
+    run = tmp_path / "run"
+    real = Path.mkdir
+
+    def failing(self, *args, **kwargs):
+        if self == run or run.is_relative_to(self) or self.is_relative_to(run):
+            raise OSError(code, os.strerror(code), str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", failing)
+    assert main(["examples", str(folder), "--model", "synthetic:0.125", "-o", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write to {run}: {cause}" in err

@@ -26,7 +26,7 @@ from atlas.model.selection import WHOLE_LAYER, check_channels
 from atlas.render import devices, transforms
 from atlas.render.devices import GIB, Device, peak_memory, reset_peak_memory
 from atlas.render.fourier import dream_fourier, image_key, start_units
-from atlas.render.objectives import OBJECTIVES, PER_CHANNEL, centre, total_loss
+from atlas.render.objectives import OBJECTIVES, PER_CHANNEL, readout, total_loss
 
 StepFn = Callable[..., tf.Tensor]
 
@@ -337,16 +337,9 @@ def _mean_square(acts: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.square(acts), axis=[1, 2, 3])
 
 
-def channel_means(model: Model, layer: str, images: np.ndarray, batch: int) -> np.ndarray:
-    """Mean activation of every channel of `layer` on each image: [N, C]."""
-    return per_image(model, layer, images, batch, lambda acts: tf.reduce_mean(acts, axis=[1, 2]))
-
-
 def channel_values(model: Model, layer: str, images: np.ndarray, batch: int, objective: str) -> np.ndarray:
     """What `objective` measures of every channel on each image: [N, C] (the map's centre for `neuron`)."""
-    if objective == "neuron":
-        return per_image(model, layer, images, batch, centre)
-    return channel_means(model, layer, images, batch)
+    return per_image(model, layer, images, batch, lambda acts: readout(acts, objective))
 
 
 def measure(model: Model, layer: str, channels: list[int], starts: np.ndarray, finals: np.ndarray,

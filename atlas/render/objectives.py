@@ -38,6 +38,12 @@ def centre(acts: tf.Tensor) -> tf.Tensor:
     return acts[:, shape[1] // 2, shape[2] // 2, :]
 
 
+def readout(acts: tf.Tensor, objective: str) -> tf.Tensor:
+    """The value of every channel a per-channel objective reads: [B, C] (the map's centre for `neuron`, else
+    each channel's mean)."""
+    return centre(acts) if objective == "neuron" else tf.reduce_mean(acts, axis=[1, 2])
+
+
 def neuron(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
     """One unit: the channel at the centre position of the map (its receptive field is the patch that matters)."""
     return _own(centre(acts), channels)
@@ -72,8 +78,7 @@ def spread(acts: tf.Tensor, objective: str) -> tf.Tensor:
     on the start image it is the denominator of the `lift` metric."""
     if objective not in PER_CHANNEL:
         return tf.abs(layer(acts, None)) + 1e-12
-    values = centre(acts) if objective == "neuron" else tf.reduce_mean(acts, axis=[1, 2])
-    return tf.math.reduce_std(values, axis=1) + 1e-12
+    return tf.math.reduce_std(readout(acts, objective), axis=1) + 1e-12
 
 
 def total_loss(acts: tf.Tensor, channels: tf.Tensor, objective: str, facets: int = 1,

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from atlas.atomic import atomic_write_bytes, atomic_write_text, sync_folders
+from atlas.atomic import atomic_write_bytes, atomic_write_text, stop_on_write_errors, sync_folders
 from atlas.errors import UserError
 from atlas.images import MAX_PIXELS, encode, load_photo_image
 from atlas.model.catalogue import Layer
@@ -43,6 +43,7 @@ from atlas.probes import PROBES, VERSION, probe_makers
 from atlas.run.manifest import (
     EXAMPLES_DIR,
     MANIFEST_FILE,
+    RUN_FILE,
     Example,
     ExamplePhoto,
     Manifest,
@@ -148,11 +149,8 @@ def list_photos(folder: str) -> tuple[list[Entry], list[tuple[str, str]]]:
 
 
 def _probe_image(name: str) -> Image.Image:
-    wanted = name.split("/", 1)[1]
-    for probe, make in probe_makers():
-        if probe == wanted:
-            return Image.fromarray(make())
-    raise KeyError(name)
+    """The image of the probe entry `probes/<name>` (a KeyError for an unknown one)."""
+    return Image.fromarray(dict(probe_makers())[name.split("/", 1)[1]]())
 
 
 def entry_sha(entry: Entry) -> str | None:
@@ -174,7 +172,7 @@ def read_entry(entry: Entry, max_pixels: int | None = None) -> tuple[str, Image.
         data = entry.path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot be read ({exc.strerror})") from None
-    return hashlib.sha256(data).hexdigest(), load_photo_image(entry.path, max_pixels or MAX_PIXELS)
+    return hashlib.sha256(data).hexdigest(), load_photo_image(entry.path, max_pixels or MAX_PIXELS, data=data)
 
 
 @dataclass
@@ -327,10 +325,10 @@ class ExamplesSummary:
 
 def prepare_folder(run_folder: Path, model: Any) -> None:
     """Make `run_folder` a run folder of `model` if it is not one yet; refuse one of another model."""
-    if (run_folder / "run.json").is_file():
-        recorded = read_run(run_folder).model.get("sha256")
-        if recorded and recorded != model.sha256:
-            raise UserError(f"{run_folder} was made with another model ({read_run(run_folder).model.get('spec')}); "
+    if (run_folder / RUN_FILE).is_file():
+        recorded = read_run(run_folder).model
+        if recorded.get("sha256") and recorded["sha256"] != model.sha256:
+            raise UserError(f"{run_folder} was made with another model ({recorded.get('spec')}); "
                             "leave out --model to use the run's own, or pass another -o folder")
         return
     write_run_info(run_folder, run_folder.name, {"spec": model.spec, "sha256": model.sha256}, model.layers, [],
@@ -371,8 +369,10 @@ class _State:
         self.committed = {name: lists.snapshot() for name, lists in self.lists.items()}
 
     def remove(self, names: Iterable[str]) -> None:
+        """Forget these photos and drop their entries from every list."""
+        names = list(names)  # read twice: a generator would be empty the second time
         ids = np.array([self.ids[n] for n in names if n in self.ids], np.int64)
-        for name in list(names):
+        for name in names:
             self.photos.pop(name, None)
         for lists in self.lists.values():
             lists.remove(ids)
@@ -395,7 +395,8 @@ class _State:
 
 def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progress: bool = True,
                  stop_after: int | None = None) -> ExamplesSummary:
-    """Process the plan's folder into the run folder's examples (resumable); returns what was done.
+    """Process the plan's folder into the run folder's examples (resumable); returns what was done. A write
+    the user must make possible (not writable, read-only, disk full, quota) stops the pass with one line.
 
     `stop_after` (tests) ends the pass after that many photos, as a kill would, after a checkpoint.
     """
@@ -408,14 +409,16 @@ def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progres
         raise UserError(f"examples folder {plan.folder} has no photos" + (f" ({len(bad)} unreadable entries)"
                                                                            if bad else "")
                         + "; give a folder of JPEG/PNG/... photos, or `probes`")
-    prepare_folder(run_folder, model)
-    lock = FileLock(str(run_folder / LOCK_FILE))
+    with stop_on_write_errors(run_folder):
+        prepare_folder(run_folder, model)
+        lock = FileLock(str(run_folder / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise UserError(f"another examples pass is writing to {run_folder}; wait for it to finish") from None
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise UserError(f"another examples pass is writing to {run_folder}; wait for it to finish") from None
-    try:
-        summary = _run_locked(plan, run_folder, model, entries, bad, progress, stop_after)
+        with stop_on_write_errors(run_folder):
+            summary = _run_locked(plan, run_folder, model, entries, bad, progress, stop_after)
     finally:
         lock.release()
     summary.seconds = time.perf_counter() - started

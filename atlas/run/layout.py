@@ -90,8 +90,8 @@ def resolve_layout(devices: list[Device], workers: int | str, gpus: list[int] | 
     area = None if batch_size else 224 * 224
     if chosen and not remote:
         count = len(chosen) if workers == "auto" else int(workers)
-        per_gpu = Counter(chosen[i % len(chosen)].index for i in range(count))
         slots = [chosen[i % len(chosen)] for i in range(count)]
+        per_gpu = Counter(d.index for d in slots)
         made = [Worker(d, None, batch_size or max(1, auto_batch_size(224 * 224, d) // per_gpu[d.index]), area)
                 for d in slots]
         return Layout(devices, made, False, precision, why)

@@ -256,15 +256,15 @@ class Manifest:
     def add(self, renders: Iterable[Render]) -> None:
         """Insert or replace renders in one transaction."""
         rows = [tuple(_to_sql(getattr(r, c)) for c in _COLUMNS) for r in renders]
-        cols = ", ".join(f'"{c}"' for c in _COLUMNS)
         with self._db:
-            self._db.executemany(f"INSERT OR REPLACE INTO renders ({cols}) VALUES "
+            self._db.executemany(f"INSERT OR REPLACE INTO renders ({_quoted(_COLUMNS)}) VALUES "
                                  f"({', '.join('?' * len(_COLUMNS))})", rows)
 
     def renders(self) -> list[Render]:
         """Every recorded render (every facet), ordered by mode, layer, channel, facet."""
-        cols = ", ".join(f'"{c}"' if c != "facet" or self._has_facets() else "0" for c in _COLUMNS)
-        order = "mode, layer, channel" + (", facet" if self._has_facets() else "")
+        facets = self._has_facets()
+        cols = ", ".join(f'"{c}"' if c != "facet" or facets else "0" for c in _COLUMNS)
+        order = "mode, layer, channel" + (", facet" if facets else "")
         rows = self._db.execute(f"SELECT {cols} FROM renders ORDER BY {order}").fetchall()
         return [_from_row(row) for row in rows]
 
@@ -281,7 +281,7 @@ class Manifest:
 
     def _add_facets(self) -> None:
         """Give an older manifest the `facet` column and its key, in one transaction (rows become facet 0)."""
-        cols = ", ".join(f'"{c}"' for c in _OLD_COLUMNS)
+        cols = _quoted(_OLD_COLUMNS)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")  # DDL too: Python's sqlite3 opens transactions only for DML
             self._db.execute("ALTER TABLE renders RENAME TO renders_before_facets")
@@ -349,7 +349,7 @@ class Manifest:
                                  [tuple(getattr(p, c) for c in _PHOTO_COLUMNS) for p in photos])
             self._db.executemany("DELETE FROM examples WHERE layer = ? AND channel = ?", list(lists))
             self._db.executemany(
-                f"INSERT INTO examples ({_quoted(_EXAMPLE_COLUMNS)}) VALUES ({', '.join('?' * 13)})",
+                f"INSERT INTO examples ({_quoted(_EXAMPLE_COLUMNS)}) VALUES ({', '.join('?' * len(_EXAMPLE_COLUMNS))})",
                 [(e.layer, e.channel, e.rank, e.photo, e.sha256, e.value, e.row, e.col, *e.box, e.crop)
                  for entries in lists.values() for e in entries])
 

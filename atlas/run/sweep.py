@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-import sqlite3
 import sys
 import time
 from collections import defaultdict
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from atlas.atomic import atomic_path, atomic_write_bytes, remove_stale_parts, sync_folders, write_problem
+from atlas.atomic import atomic_path, atomic_write_bytes, remove_stale_parts, stop_on_write_errors, sync_folders
 from atlas.console import import_tensorflow
 from atlas.errors import UserError
 from atlas.run.config import LoadedConfig
@@ -166,24 +165,6 @@ def outcomes(plan: RunPlan, model: Any, batches: list[Batch], task: Task, backen
 
         with LocalPool(plan.layout.workers, read_graph_bytes(model.source)) as pool:
             yield pool.run(batches, task)
-
-
-@contextmanager
-def stop_on_write_errors(folder: Path) -> Iterator[None]:
-    """Turn a write the user must make possible (permissions, read-only, full disk, quota) into one line."""
-    try:
-        yield
-    except (OSError, sqlite3.OperationalError) as exc:
-        problem = write_problem(exc, folder)
-        where = getattr(exc, "filename", None)
-        if problem is None or (where and not _related(Path(where).absolute(), folder.absolute())):
-            raise
-        raise UserError(problem) from None
-
-
-def _related(path: Path, folder: Path) -> bool:
-    """`path` is the folder, inside it, or one of the folders above it (created on the way)."""
-    return path == folder or folder in path.parents or path in folder.parents
 
 
 def take_lock(folder: Path, shard: tuple[int, int] | None) -> Any:
