@@ -160,6 +160,7 @@ def _examples_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_examples(args: argparse.Namespace) -> None:
     from atlas.model.graph import load_model
+    from atlas.model.selection import check_channels
     from atlas.run.config import examples_folder_of
     from atlas.run.examples import channel_examples, run_examples
     from atlas.run.manifest import read_run
@@ -178,6 +179,9 @@ def cmd_examples(args: argparse.Namespace) -> None:
         if run.example_meta.get("folder") == folder:  # options left out keep what the run recorded
             recorded = run.example_meta
     model = load_model(spec)
+    if args.layer is not None:  # a mistyped layer or channel is told before the folder is processed, not after
+        shown = model.layer(args.layer)
+        check_channels([args.channel], shown.channels, shown.name)
     layers = [model.layer(name) for name in recorded.get("layers", [])] or model.layers
     plan = resolve_examples(folder, layers, *(getattr(args, k) if getattr(args, k) is not None else
                                               recorded.get(k) for k in ("top", "size", "fit")), args.batch_size)
