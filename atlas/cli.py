@@ -294,8 +294,11 @@ def cmd_dream(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise UserError(f"bad render setting: {exc}") from None
     if args.objective != "layer" and args.channel is None:
-        raise UserError("--channel is required with --objective channel or negative (e.g. --channel 139 "
+        raise UserError("--channel is required with --objective channel, neuron or negative (e.g. --channel 139 "
                         "or 0-15)")
+    if args.photo and (settings.method != "deepdream" or settings.diversity > 1):
+        raise UserError("--photo works with --method deepdream and no --diversity; the fourier method and "
+                        "facets start from noise")
     photo = load_photo(args.photo) if args.photo else None
     model = load_model(args.model)
     name = model.tensor_name(args.layer)
@@ -307,9 +310,6 @@ def cmd_dream(args: argparse.Namespace) -> None:
     if single and images > 1:
         raise UserError(f"{len(channels)} channel(s) x {settings.diversity} facet(s) make {images} images; give -o a "
                         f"folder, not {target}")
-    if photo is not None and (settings.method != "deepdream" or settings.diversity > 1):
-        raise UserError("--photo works with --method deepdream and no --diversity; the fourier method and "
-                        "facets start from noise")
     with tqdm(total=len(channels), unit="channel", disable=None, desc=name) as bar:
         results = render_channels(model, name, channels, photo, settings, args.seed, progress=bar.update)
     for result in results:
