@@ -136,7 +136,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.command == "run":
         from atlas.publish.site import build_site
 
-        report = build_site(loaded.run_folder, progress=True)
+        report = build_site(plan.folder, progress=True)
         print(report.summary())
 
 
