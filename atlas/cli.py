@@ -111,7 +111,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from atlas.run.examples import run_examples
     from atlas.run.layout import parse_gpus
     from atlas.run.plan import parse_shard, resolve_plan
-    from atlas.run.sweep import run_sweep
+    from atlas.run.sweep import run_sweep, stop_on_write_errors
 
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
@@ -132,7 +132,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(f"examples: not found by a slice of a sweep; run `atlas examples FOLDER -o {plan.folder}` once "
               "when the slices are done")
     elif plan.examples:
-        print("\n".join(run_examples(plan.examples, plan.folder, model).lines()))
+        with stop_on_write_errors(plan.folder):
+            print("\n".join(run_examples(plan.examples, plan.folder, model).lines()))
     if args.command == "run":
         from atlas.publish.site import build_site
 
@@ -165,6 +166,7 @@ def cmd_examples(args: argparse.Namespace) -> None:
     from atlas.run.examples import channel_examples, run_examples
     from atlas.run.manifest import read_run
     from atlas.run.plan import resolve_examples
+    from atlas.run.sweep import stop_on_write_errors
 
     if (args.layer is None) != (args.channel is None):
         raise UserError("--layer and --channel go together, e.g. --layer mixed4d_3x3_bottleneck_pre_relu "
@@ -185,7 +187,8 @@ def cmd_examples(args: argparse.Namespace) -> None:
     layers = [model.layer(name) for name in recorded.get("layers", [])] or model.layers
     plan = resolve_examples(folder, layers, *(getattr(args, k) if getattr(args, k) is not None else
                                               recorded.get(k) for k in ("top", "size", "fit")), args.batch_size)
-    summary = run_examples(plan, run_folder, model)
+    with stop_on_write_errors(run_folder):  # a folder that cannot be written: one line, as in a sweep
+        summary = run_examples(plan, run_folder, model)
     print("\n".join(summary.lines()), file=sys.stderr if args.layer else sys.stdout)
     if args.layer:
         print(format_examples(channel_examples(run_folder, args.layer, args.channel), args.format))

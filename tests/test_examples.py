@@ -338,3 +338,12 @@ def test_sigkill_mid_pass_loses_nothing_recorded(small_model, folder, tmp_path):
     run_examples(_plan(folder, top=2, batch_size=1, layers=everything), fresh, small_model, progress=False)
     assert _lists(run) == _lists(fresh)
     assert all((run / e.crop).is_file() for entries in read_run(run).examples.values() for e in entries)
+
+
+@pytest.mark.parametrize("where", ["file", "file/sub"])
+def test_an_output_that_a_file_is_in_the_way_of_is_one_line_exit_2(folder, tmp_path, capsys, where):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["examples", str(folder), "--model", "synthetic:0.125", "-o", str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "a file is in the way" in err and str(tmp_path / where) in err
+    assert (tmp_path / "file").read_text() == "not a folder"
