@@ -420,7 +420,7 @@ def examples_sheet_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     if not run.examples:
         raise UserError(f"{run.folder} has no dataset examples; run `atlas examples FOLDER -o {run.folder}` first")
     top = int(run.example_meta.get("top", 0)) or max(len(v) for v in run.examples.values())
-    mode = find_mode(run, spec.mode) if run.modes else None
+    mode = find_mode(run, spec.mode) if run.modes or spec.mode else None  # --mode without renders: one line
     channels = parse_channels(spec.channels or "all", layer.channels, layer.name)
     dreams = sheet_cells(run, layer, channels, mode) if mode else []  # one pass over the renders, not one per row
     cells = []
