@@ -95,6 +95,8 @@ WRITE_PROBLEMS = {
     errno.EROFS: ("read-only file system", "set output: to a folder on a writable disk"),
     errno.ENOSPC: ("no space left on the disk", "free some space (or set output: to another disk)"),
     errno.EDQUOT: ("disk quota exceeded", "free some space within your quota (or set output: to another disk)"),
+    errno.ENOTDIR: ("a file is in the way of a folder on that path", "move the file, or write to another folder"),
+    errno.EEXIST: ("a file is in the way of a folder on that path", "move the file, or write to another folder"),
 }
 
 

@@ -136,7 +136,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.command == "run":
         from atlas.publish.site import build_site
 
-        report = build_site(loaded.run_folder, progress=True)
+        report = build_site(plan.folder, progress=True)
         print(report.summary())
 
 
@@ -160,6 +160,7 @@ def _examples_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_examples(args: argparse.Namespace) -> None:
     from atlas.model.graph import load_model
+    from atlas.model.selection import check_channels
     from atlas.run.config import examples_folder_of
     from atlas.run.examples import channel_examples, run_examples
     from atlas.run.manifest import read_run
@@ -178,10 +179,13 @@ def cmd_examples(args: argparse.Namespace) -> None:
         if run.example_meta.get("folder") == folder:  # options left out keep what the run recorded
             recorded = run.example_meta
     model = load_model(spec)
+    if args.layer is not None:  # a mistyped layer or channel is told before the folder is processed, not after
+        shown = model.layer(args.layer)
+        check_channels([args.channel], shown.channels, shown.name)
     layers = [model.layer(name) for name in recorded.get("layers", [])] or model.layers
     plan = resolve_examples(folder, layers, *(getattr(args, k) if getattr(args, k) is not None else
                                               recorded.get(k) for k in ("top", "size", "fit")), args.batch_size)
-    summary = run_examples(plan, run_folder, model)
+    summary = run_examples(plan, run_folder, model)  # a folder it cannot write: one line, as in a sweep
     print("\n".join(summary.lines()), file=sys.stderr if args.layer else sys.stdout)
     if args.layer:
         print(format_examples(channel_examples(run_folder, args.layer, args.channel), args.format))
@@ -290,8 +294,11 @@ def cmd_dream(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise UserError(f"bad render setting: {exc}") from None
     if args.objective != "layer" and args.channel is None:
-        raise UserError("--channel is required with --objective channel or negative (e.g. --channel 139 "
+        raise UserError("--channel is required with --objective channel, neuron or negative (e.g. --channel 139 "
                         "or 0-15)")
+    if args.photo and (settings.method != "deepdream" or settings.diversity > 1):
+        raise UserError("--photo works with --method deepdream and no --diversity; the fourier method and "
+                        "facets start from noise")
     photo = load_photo(args.photo) if args.photo else None
     model = load_model(args.model)
     name = model.tensor_name(args.layer)
@@ -303,9 +310,6 @@ def cmd_dream(args: argparse.Namespace) -> None:
     if single and images > 1:
         raise UserError(f"{len(channels)} channel(s) x {settings.diversity} facet(s) make {images} images; give -o a "
                         f"folder, not {target}")
-    if photo is not None and (settings.method != "deepdream" or settings.diversity > 1):
-        raise UserError("--photo works with --method deepdream and no --diversity; the fourier method and "
-                        "facets start from noise")
     with tqdm(total=len(channels), unit="channel", disable=None, desc=name) as bar:
         results = render_channels(model, name, channels, photo, settings, args.seed, progress=bar.update)
     for result in results:

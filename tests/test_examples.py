@@ -358,3 +358,23 @@ def test_a_run_folder_that_cannot_be_written_is_one_line_exit_2(folder, tmp_path
     assert main(["examples", str(folder), "--model", "synthetic:0.125", "-o", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cannot write to {run}: {cause}" in err
+
+
+@pytest.mark.parametrize("where", ["file", "file/sub"])
+def test_an_output_that_a_file_is_in_the_way_of_is_one_line_exit_2(folder, tmp_path, capsys, where):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["examples", str(folder), "--model", "synthetic:0.125", "-o", str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "a file is in the way" in err and str(tmp_path / where) in err
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_an_examples_sheet_of_a_run_without_renders_refuses_a_mode(folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["examples", str(folder), "--model", "synthetic:0.125", "-o", str(run), "--top", "2"]) == 0
+    sheet = ["figure", str(run), "--sheet", "conv2d0_pre_relu", "--channels", "0-1", "--examples", "--dpi", "20"]
+    assert main(sheet) == 0  # no renders: each row is the channel's patches
+    capsys.readouterr()
+    assert main([*sheet, "--mode", "noise"]) == 2  # not silently a sheet without the asked-for dreams
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown mode or photo 'noise'" in err

@@ -169,3 +169,12 @@ def test_worker_processes_are_stopped_when_the_parent_cannot_write(tmp_path, mon
     assert "no space left on the disk" in capsys.readouterr().err
     assert records(loaded.run_folder) == []
     assert multiprocessing.active_children() == []  # queued batches cancelled, the workers ended
+
+
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "output").write_text("not a folder")
+    loaded = load_config(write_config(tmp_path))
+    assert main(["sweep", str(loaded.path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write to {loaded.run_folder}: a file is in the way" in err
+    assert (tmp_path / "output").read_text() == "not a folder"

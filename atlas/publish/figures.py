@@ -420,13 +420,14 @@ def examples_sheet_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     if not run.examples:
         raise UserError(f"{run.folder} has no dataset examples; run `atlas examples FOLDER -o {run.folder}` first")
     top = int(run.example_meta.get("top", 0)) or max(len(v) for v in run.examples.values())
-    mode = find_mode(run, spec.mode) if run.modes else None
+    mode = find_mode(run, spec.mode) if run.modes or spec.mode else None  # --mode without renders: one line
     channels = parse_channels(spec.channels or "all", layer.channels, layer.name)
+    dreams = sheet_cells(run, layer, channels, mode) if mode else []  # one pass over the renders, not one per row
     cells = []
-    for channel in channels:
+    for row, channel in enumerate(channels):
         patches = example_cells(run, layer, channel, top)
         if mode:
-            cells += sheet_cells(run, layer, [channel], mode) + patches
+            cells += [dreams[row]] + patches
         else:  # no dreams to carry the channel number: the first patch does
             cells += [replace(patches[0], label=f"ch {channel} · {patches[0].label}".rstrip(" ·"))] + patches[1:]
     dream = f"each row: the channel's dream ({mode_words(mode)}), then " if mode else "each row: "
