@@ -138,7 +138,7 @@ def test_walk_index_layer_channel_compare_with_search_and_keys(site, browser):
 
     page.click(f"text={FAMOUS}")
     assert page.url.endswith(f"layers/{FAMOUS}.html")
-    visible = f"div.grid:not([hidden]) a.cell:not(.is-hidden)"
+    visible = "div.grid:not([hidden]) a.cell:not(.is-hidden)"
     assert page.locator(visible).count() == 144
     page.click("button[data-mode=photo-chelsea]")
     assert page.url.endswith("#m=photo-chelsea")

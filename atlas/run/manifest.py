@@ -218,7 +218,7 @@ def _example(row: tuple[Any, ...]) -> Example:
 
 
 _COLUMNS = [f.name for f in fields(Render)]
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS renders (
     layer TEXT NOT NULL, channel INTEGER NOT NULL, mode TEXT NOT NULL, seed INTEGER NOT NULL,
     settings_hash TEXT NOT NULL, start REAL, "end" REAL, lift REAL, rank INTEGER, specific INTEGER,
