@@ -62,11 +62,10 @@ class RunPlan:
     hashes: dict[str, str]  # mode id -> settings hash
     items: list[WorkItem]  # everything this shard owns, in order
     shard: tuple[int, int] | None
-    batch_size: int | None  # None: chosen from the device
-    workers: int | str  # as the config asks: a number or "auto"
     layout: Layout  # the worker processes, their devices and batch sizes, the precision (settings has it too)
     mode_settings: dict[str, RenderSettings] = field(default_factory=dict)  # mode id -> its settings (method,
     # steps, facets), where they differ from `settings`
+    examples: ExamplesPlan | None = None  # the dataset-examples pass, if the config or command line asks
 
     def settings_for(self, mode: str) -> RenderSettings:
         """The render settings of one mode."""
@@ -75,7 +74,6 @@ class RunPlan:
     def facets(self, mode: str) -> int:
         """Images per channel in `mode`."""
         return self.settings_for(mode).diversity
-    examples: ExamplesPlan | None = None  # the dataset-examples pass, if the config or command line asks
 
     @property
     def web_ext(self) -> str:
@@ -174,8 +172,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path, model_spec=model.spec,
                    model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
-                   hashes=hashes, items=items, shard=shard, batch_size=config.batch_size, workers=config.workers,
-                   layout=layout, examples=examples,
+                   hashes=hashes, items=items, shard=shard, layout=layout, examples=examples,
                    mode_settings={mode: s for mode, s in every.items() if s != settings})
 
 
