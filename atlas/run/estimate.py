@@ -63,8 +63,10 @@ def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
     return best / batch, max(0.0, first - best)
 
 
-def estimate(plan: RunPlan, model: Any, out: Any = sys.stdout) -> float:
-    """Print the work per layer with a time estimate from a measured step of each layer; returns seconds."""
+def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
+    """Print the work per layer (to `out`, else the stdout of the moment of the call) with a time estimate from
+    a measured step of each layer; returns seconds."""
+    out = sys.stdout if out is None else out
     from tqdm import tqdm
 
     from atlas.images import load_photo
@@ -115,7 +117,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = sys.stdout,
+def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = None,
             gpus: list[int] | None = None) -> float:
     """What a sweep would do on the workers and devices it would use, and how long it would take; writes
     nothing. With GPUs, the step is measured on the first GPU visible to this process."""

@@ -98,7 +98,7 @@ class Summary:
 
 
 def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = None,
-          scheduler: str | None = None, out: Any = sys.stderr, gpus: list[int] | None = None) -> Summary:
+          scheduler: str | None = None, out: Any = None, gpus: list[int] | None = None) -> Summary:
     """Run (or resume) the sweep a config describes; returns what happened. `gpus` overrides the config's."""
     from atlas.model.graph import load_model
 
@@ -108,8 +108,10 @@ def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = 
 
 
 def run_sweep(plan: RunPlan, model: Any, backend: str | None = None, scheduler: str | None = None,
-              out: Any = sys.stderr) -> Summary:
-    """Run (or resume) the sweep of a resolved plan; returns what happened."""
+              out: Any = None) -> Summary:
+    """Run (or resume) the sweep of a resolved plan; returns what happened. `out` (progress and the device line)
+    is the stderr of the moment of the call unless given."""
+    out = sys.stderr if out is None else out
     folder = plan.folder
     with stop_on_write_errors(folder):
         folder.mkdir(parents=True, exist_ok=True)
