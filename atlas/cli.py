@@ -163,7 +163,7 @@ def cmd_examples(args: argparse.Namespace) -> None:
     from atlas.model.selection import check_channels
     from atlas.run.config import examples_folder_of
     from atlas.run.examples import channel_examples, run_examples
-    from atlas.run.manifest import read_run
+    from atlas.run.manifest import RUN_FILE, read_examples_meta, read_run_info
     from atlas.run.plan import resolve_examples
 
     if (args.layer is None) != (args.channel is None):
@@ -173,11 +173,11 @@ def cmd_examples(args: argparse.Namespace) -> None:
     run_folder = Path(args.output)
     recorded: dict = {}
     spec = args.model
-    if (run_folder / "run.json").is_file():
-        run = read_run(run_folder)
-        spec = spec or run.model.get("spec")
-        if run.example_meta.get("folder") == folder:  # options left out keep what the run recorded
-            recorded = run.example_meta
+    if (run_folder / RUN_FILE).is_file():  # the run's model and examples settings, not its render rows
+        spec = spec or read_run_info(run_folder).get("model", {}).get("spec")
+        meta = read_examples_meta(run_folder)
+        if meta.get("folder") == folder:  # options left out keep what the run recorded
+            recorded = meta
     model = load_model(spec)
     if args.layer is not None:  # a mistyped layer or channel is told before the folder is processed, not after
         shown = model.layer(args.layer)

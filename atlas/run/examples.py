@@ -39,6 +39,7 @@ from atlas.atomic import atomic_write_bytes, atomic_write_text, stop_on_write_er
 from atlas.errors import UserError
 from atlas.images import MAX_PIXELS, encode, load_photo_image
 from atlas.model.catalogue import Layer
+from atlas.model.selection import check_channels
 from atlas.probes import PROBES, VERSION, probe_makers
 from atlas.run.manifest import (
     EXAMPLES_DIR,
@@ -51,6 +52,7 @@ from atlas.run.manifest import (
     example_photo_path,
     examples_root,
     read_run,
+    read_run_info,
     write_run_info,
 )
 
@@ -326,7 +328,7 @@ class ExamplesSummary:
 def prepare_folder(run_folder: Path, model: Any) -> None:
     """Make `run_folder` a run folder of `model` if it is not one yet; refuse one of another model."""
     if (run_folder / RUN_FILE).is_file():
-        recorded = read_run(run_folder).model
+        recorded = read_run_info(run_folder).get("model", {})
         if recorded.get("sha256") and recorded["sha256"] != model.sha256:
             raise UserError(f"{run_folder} was made with another model ({recorded.get('spec')}); "
                             "leave out --model to use the run's own, or pass another -o folder")
@@ -692,8 +694,6 @@ def _remove_unused(run_folder: Path, hash_: str, sweep_files: bool) -> None:
 def channel_examples(run_folder: str | Path, layer: str, channel: int) -> list[Example]:
     """The shown top list of one channel, best first (empty if the run has none)."""
     run = read_run(run_folder)
-    name = run.layer(layer).name
-    if not 0 <= channel < run.layer(name).channels:
-        raise UserError(f"channel {channel} is out of range for {name}, which has {run.layer(name).channels} "
-                        "channels")
-    return run.examples.get((name, channel), [])
+    found = run.layer(layer)
+    check_channels([channel], found.channels, found.name)
+    return run.examples.get((found.name, channel), [])

@@ -40,6 +40,7 @@ from atlas.model.catalogue import Layer, find_layer
 from atlas.model.selection import WHOLE_LAYER
 
 RUN_FILE = "run.json"
+RUN_KEYS = ("name", "layers", "modes")  # what every reader of run.json relies on
 MANIFEST_FILE = "manifest.sqlite"
 IMAGES_DIR = "images"
 EXAMPLES_DIR = "examples"
@@ -411,19 +412,41 @@ def write_run_info(folder: str | Path, name: str, model: dict[str, Any], layers:
     return path
 
 
-def read_run(folder: str | Path) -> Run:
-    """Read a run folder written by `atlas sweep`; a clear error if it is not one."""
-    folder = Path(folder)
-    info_path = folder / RUN_FILE
+def read_run_info(folder: str | Path) -> dict[str, Any]:
+    """A run folder's `run.json` alone (no manifest rows): what a pass needs to know of an existing run, e.g.
+    its model; a clear error if the folder is not a run folder or the file is damaged."""
+    info_path = Path(folder) / RUN_FILE
     if not info_path.is_file():
         raise UserError(f"{folder} is not an atlas run folder (no {RUN_FILE}); pass the output folder of "
                         "`atlas sweep`, e.g. output/quick")
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{info_path} is damaged ({exc}); re-run `atlas sweep` on its config") from None
+    missing = [key for key in RUN_KEYS if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise UserError(f"{info_path} is damaged (no {', '.join(missing)}); re-run `atlas sweep` on its config")
+    return info
+
+
+def read_examples_meta(folder: str | Path) -> dict[str, Any]:
+    """The settings of a run folder's recorded dataset examples ({} if none), without reading its renders."""
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        return {}
+    with Manifest(path) as manifest:
+        return manifest.example_meta()
+
+
+def read_run(folder: str | Path) -> Run:
+    """Read a run folder written by `atlas sweep`; a clear error if it is not one."""
+    folder = Path(folder)
+    info = read_run_info(folder)
+    try:
         layers = [Layer(**layer) for layer in info["layers"]]
         modes = [Mode(**mode) for mode in info["modes"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{info_path} is damaged ({exc}); re-run `atlas sweep` on its config") from None
+        raise UserError(f"{folder / RUN_FILE} is damaged ({exc}); re-run `atlas sweep` on its config") from None
     latest: dict[tuple[str, str, int, int], Render] = {}
     for path in manifest_files(folder):
         with Manifest(path) as manifest:
