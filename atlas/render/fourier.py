@@ -4,7 +4,8 @@ The method of the published GoogLeNet feature visualisations (Lucid's `render_vi
 `to_valid_rgb(decorrelate=True)` and `standard_transforms`), batched one image per channel (or N per channel,
 its facets) like the DeepDream method. All randomness is drawn per image from (seed, channel, facet): the start
 spectrum and every step's transform, so a channel rendered in a batch equals the channel rendered alone up to
-float rounding; Adam's update is element-wise, so it never mixes images either.
+float rounding; Adam's update is element-wise, so it never mixes images either. The same loop optimises plain
+pixels (`param.PIXEL`), the baseline the method's smoothness is measured against.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
 CHAIN = transforms.RobustnessChain()
 
-_STEPS: dict[tuple[int, str, str, int, float, str], Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]] = {}
+_STEPS: dict[tuple[int, str, str, int, float, str, str], Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]] = {}
 
 
 def image_key(seed: int, channel: int, facet: int) -> list[int]:
@@ -31,28 +32,30 @@ def image_key(seed: int, channel: int, facet: int) -> list[int]:
 
 
 def _step_function(model: Model, layer: str, objective: str, facets: int, diversity_weight: float,
-                   precision: str) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
-    """One Adam step on the spectra, compiled once per model, layer, objective, facets and precision."""
-    key = (id(model), layer, objective, facets, diversity_weight, precision)
+                   precision: str, parameterisation: param.Parameterisation = param.FOURIER
+                   ) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """One Adam step on the parameters, compiled once per model, layer, objective, facets, precision and
+    parameterisation."""
+    key = (id(model), layer, objective, facets, diversity_weight, precision, parameterisation.name)
     if key not in _STEPS:
         fn = model.layer_fn(layer, precision)
         beta1, beta2 = ADAM_BETAS
 
-        def step(spectra: tf.Tensor, m: tf.Tensor, v: tf.Tensor, t: tf.Tensor, channels: tf.Tensor,
-                 maps: tf.Tensor, scale: tf.Tensor, size: tf.Tensor, canvas: tf.Tensor,
+        def step(params: tf.Tensor, m: tf.Tensor, v: tf.Tensor, t: tf.Tensor, channels: tf.Tensor,
+                 maps: tf.Tensor, constants: tf.Tensor, size: tf.Tensor, canvas: tf.Tensor,
                  rate: tf.Tensor, units: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
-                tape.watch(spectra)
-                images = transforms.affine_warp(param.fourier_images(spectra, scale, size), maps, canvas)
+                tape.watch(params)
+                images = transforms.affine_warp(parameterisation.images(params, constants, size), maps, canvas)
                 loss = total_loss(fn(images), channels, objective, facets, diversity_weight, units)
-            grad = tape.gradient(loss, spectra)
+            grad = tape.gradient(loss, params)
             m = beta1 * m + (1 - beta1) * grad
             v = beta2 * v + (1 - beta2) * tf.square(grad)
             m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
-            return spectra + rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON), m, v  # ascent
+            return params + rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON), m, v  # ascent
 
         scalar = tf.TensorSpec([], tf.float32)
-        spec = tf.TensorSpec([None, 2, 3, None, None], tf.float32)
+        spec = tf.TensorSpec([None] * (1 + len(parameterisation.shape(1))), tf.float32)
         _STEPS[key] = tf.function(step, input_signature=[
             spec, spec, spec, scalar, tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 6], tf.float32),
             tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
@@ -60,9 +63,10 @@ def _step_function(model: Model, layer: str, objective: str, facets: int, divers
     return _STEPS[key]
 
 
-def start_spectra(keys: list[list[int]], size: int, std: float) -> np.ndarray:
-    """The seeded start spectrum of each image: [B, 2, 3, size, size//2+1]."""
-    return np.stack([param.start_spectrum(key, size, std) for key in keys])
+def start_params(keys: list[list[int]], size: int, std: float,
+                 parameterisation: param.Parameterisation = param.FOURIER) -> np.ndarray:
+    """The seeded start parameters of each image, e.g. spectra [B, 2, 3, size, size//2+1]."""
+    return np.stack([parameterisation.start(key, size, std) for key in keys])
 
 
 def start_units(model: Model, layer: str, starts: np.ndarray, objective: str, facets: int) -> tf.Tensor:
@@ -74,36 +78,39 @@ def start_units(model: Model, layer: str, starts: np.ndarray, objective: str, fa
     return tf.repeat(tf.reduce_mean(tf.reshape(spreads, [-1, facets]), axis=1), facets)
 
 
-def spectra_to_images(spectra: np.ndarray | tf.Tensor, size: int) -> np.ndarray:
-    """Float images 0..255 [B, size, size, 3] of spectra."""
-    return param.fourier_images(tf.constant(spectra), param.spectrum_scale(size, size), size).numpy()
+def params_to_images(params: np.ndarray | tf.Tensor, size: int,
+                     parameterisation: param.Parameterisation = param.FOURIER) -> np.ndarray:
+    """Float images 0..255 [B, size, size, 3] of parameters (spectra by default)."""
+    return parameterisation.images(tf.constant(params), tf.constant(parameterisation.constants(size)), size).numpy()
 
 
 def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[list[int]], size: int, steps: int,
                   learning_rate: float, std: float, objective: str, facets: int = 1, diversity_weight: float = 0.0,
-                  precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+                  precision: str = "float32", parameterisation: param.Parameterisation = param.FOURIER,
+                  on_step: Callable[[], None] = lambda: None) -> tuple[np.ndarray, np.ndarray]:
     """Optimise one spectrum per image (`keys[i]` seeds image i) for `steps` Adam steps; returns the float
     (start, final) images. With `facets` > 1, consecutive groups of that many images share a channel and the
-    diversity term pushes them apart."""
-    step = _step_function(model, layer, objective, facets, diversity_weight, precision)
-    spectra = tf.constant(start_spectra(keys, size, std))
-    start = spectra_to_images(spectra, size)
+    diversity term pushes them apart. `param.PIXEL` optimises pixels instead, by the same steps."""
+    step = _step_function(model, layer, objective, facets, diversity_weight, precision, parameterisation)
+    params = tf.constant(start_params(keys, size, std, parameterisation))
+    start = params_to_images(params, size, parameterisation)
     units = start_units(model, layer, start, objective, facets)
     maps = np.stack([CHAIN.draw(np.random.default_rng(key + [1 << 22]), steps, size) for key in keys], axis=1)
-    m = v = tf.zeros_like(spectra)
-    scale, targets = tf.constant(param.spectrum_scale(size, size)), tf.constant(channels, tf.int32)
+    m = v = tf.zeros_like(params)
+    constants, targets = tf.constant(parameterisation.constants(size)), tf.constant(channels, tf.int32)
     size_t, canvas, rate = tf.constant(size), tf.constant(CHAIN.canvas(size)), tf.constant(learning_rate, tf.float32)
     for t in range(steps):
-        spectra, m, v = step(spectra, m, v, tf.constant(t + 1, tf.float32), targets, tf.constant(maps[t]), scale,
-                             size_t, canvas, rate, units)
-    return start, spectra_to_images(spectra, size)
+        params, m, v = step(params, m, v, tf.constant(t + 1, tf.float32), targets, tf.constant(maps[t]), constants,
+                            size_t, canvas, rate, units)
+        on_step()
+    return start, params_to_images(params, size, parameterisation)
 
 
 def step_call(model: Model, layer: str, batch: int, size: int, precision: str = "float32") -> Callable[[], None]:
     """One Adam step of `batch` images of `layer` at `size` px, as a call that waits for its result (for the
     dry run's measured step)."""
     step = _step_function(model, layer, "channel", 1, 0.0, precision)
-    spectra = tf.constant(start_spectra([image_key(0, i, 0) for i in range(batch)], size, 0.01))
+    spectra = tf.constant(start_params([image_key(0, i, 0) for i in range(batch)], size, 0.01))
     maps = tf.constant(np.stack([CHAIN.draw(np.random.default_rng(i), 1, size)[0] for i in range(batch)]))
     args = (spectra, tf.zeros_like(spectra), tf.zeros_like(spectra), tf.constant(1.0),
             tf.constant(np.zeros(batch, np.int32)), maps, tf.constant(param.spectrum_scale(size, size)),

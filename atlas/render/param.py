@@ -1,13 +1,17 @@
 """Image parameterisations (Lucid's `optvis.param`): what the optimiser changes to change the image.
 
-`pixel` is the image itself (the DeepDream method climbs pixels directly, see `atlas.render.loop`). `fourier`
-is the method of the published GoogLeNet feature visualisations: each image is a learnable spectrum of a real
-2-D FFT, every frequency scaled by 1 / max(frequency, 1 / size) so that coarse structure is as easy to change as
-fine detail, in a decorrelated colour space (the square root of the ImageNet colour covariance) and squashed to
+`PIXEL` is the image itself, squashed by a sigmoid (Lucid's `image(fft=False, decorrelate=False)`: plain
+pixel-space ascent, the baseline the Fourier method is measured against; the DeepDream method climbs raw pixels
+in `atlas.render.loop`). `FOURIER` is the method of the published GoogLeNet feature visualisations: each image
+is a learnable spectrum of a real 2-D FFT, every frequency scaled by 1 / max(frequency, 1 / size) so that coarse
+structure is as easy to change as fine detail, in a decorrelated colour space (the square root of the ImageNet colour covariance) and squashed to
 0..255 by a sigmoid. All functions work on batches and treat every image on its own.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -39,11 +43,6 @@ def spectrum_shape(size: int) -> tuple[int, int, int, int]:
     return (2, 3, size, size // 2 + 1)
 
 
-def start_spectrum(key: list[int], size: int, std: float) -> np.ndarray:
-    """A seeded small random spectrum for one image (`key` seeds numpy's generator)."""
-    return np.random.default_rng(key).normal(0.0, std, spectrum_shape(size)).astype(np.float32)
-
-
 def fourier_images(spectra: tf.Tensor, scale: tf.Tensor, size: tf.Tensor | int) -> tf.Tensor:
     """Spectra [B, 2, 3, size, size//2+1] -> images [B, size, size, 3] in 0..255."""
     coefficients = tf.complex(spectra[:, 0], spectra[:, 1]) * tf.cast(scale, tf.complex64)
@@ -55,3 +54,27 @@ def to_valid_rgb(images: tf.Tensor) -> tf.Tensor:
     """Decorrelated colour [B, H, W, 3] -> RGB in 0..255: mix by the colour matrix, then a sigmoid."""
     mixed = tf.einsum("bhwc,dc->bhwd", images, tf.constant(COLOR_DECORRELATION))
     return 255.0 * tf.sigmoid(mixed)
+
+
+def pixel_images(pixels: tf.Tensor, _constants: tf.Tensor, _size: tf.Tensor | int) -> tf.Tensor:
+    """Pixel parameters [B, size, size, 3] -> images in 0..255 by a sigmoid, colour not decorrelated."""
+    return 255.0 * tf.sigmoid(pixels)
+
+
+@dataclass(frozen=True)
+class Parameterisation:
+    """What the Adam loop (`atlas.render.fourier`) optimises for each image, and how that becomes the image."""
+
+    name: str
+    shape: Callable[[int], tuple[int, ...]]  # one image's parameters, for an image of side `size`
+    constants: Callable[[int], np.ndarray]  # fixed per size, passed to `images` (the spectrum's scale) [R, C]
+    images: Callable[[tf.Tensor, tf.Tensor, tf.Tensor | int], tf.Tensor]  # (params [B, ...], constants, size)
+
+    def start(self, key: list[int], size: int, std: float) -> np.ndarray:
+        """Seeded small random parameters of one image (`key` seeds numpy's generator)."""
+        return np.random.default_rng(key).normal(0.0, std, self.shape(size)).astype(np.float32)
+
+
+FOURIER = Parameterisation("fourier", spectrum_shape, lambda size: spectrum_scale(size, size), fourier_images)
+PIXEL = Parameterisation("pixel", lambda size: (size, size, 3), lambda size: np.zeros((0, 0), np.float32),
+                         pixel_images)
