@@ -310,7 +310,8 @@ def cmd_dream(args: argparse.Namespace) -> None:
     if single and images > 1:
         raise UserError(f"{len(channels)} channel(s) x {settings.diversity} facet(s) make {images} images; give -o a "
                         f"folder, not {target}")
-    with tqdm(total=len(channels), unit="channel", disable=None, desc=name) as bar:
+    steps_bar = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} channels [{elapsed}<{remaining}]"
+    with tqdm(total=len(channels), disable=None, desc=name, bar_format=steps_bar) as bar:  # moves every step
         results = render_channels(model, name, channels, photo, settings, args.seed, progress=bar.update)
     for result in results:
         leaf = "layer" if result.channel == WHOLE_LAYER else f"{result.channel:04d}"

@@ -155,3 +155,15 @@ def test_precision_setting(monkeypatch):
     assert RenderSettings().resolved_precision() == "float32"  # the default: batches equal lone renders
     with pytest.raises(ValueError, match="precision"):
         RenderSettings(precision="float16")
+
+
+@pytest.mark.parametrize("method", ["deepdream", "fourier"])
+def test_progress_moves_with_every_gradient_step(small_model, method):
+    """A long pass moves the bar step by step: fractions of its channels, summing to them, never beyond."""
+    settings = RenderSettings(method=method, size=32, octaves=2, steps=3, batch_size=2)
+    told: list[float] = []
+    render_channels(small_model, "mixed3a_1x1_pre_relu", [0, 1, 2], settings=settings, progress=told.append)
+    steps = 6 if method == "deepdream" else 3  # per pass: octaves x steps, or Adam steps
+    assert len(told) == 2 * steps and all(amount > 0 for amount in told)
+    assert told[0] == pytest.approx(2 / steps)  # the first pass holds channels 0 and 1
+    assert max(np.cumsum(told)) == pytest.approx(3) and sum(told) == pytest.approx(3)

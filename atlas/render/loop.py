@@ -254,7 +254,7 @@ def _step_functions(model: Model, layer: str, objective: str, levels: int, preci
 
 
 def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.ndarray,
-                     settings: RenderSettings, seed: int) -> np.ndarray:
+                     settings: RenderSettings, seed: int, on_step: Callable[[], None] = lambda: None) -> np.ndarray:
     """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images."""
     step_fn, _ = _step_functions(model, layer, settings.objective, settings.laplacian_levels,
                                  settings.resolved_precision(), settings.diversity, settings.diversity_weight)
@@ -270,11 +270,12 @@ def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.
             dy, dx = (int(v) for v in rng.integers(-settings.jitter, settings.jitter + 1, 2))
             images = step_fn(images, targets, tf.constant(dy), tf.constant(dx),
                              tf.constant(settings.step_size, tf.float32), units)
+            on_step()
     return images.numpy()
 
 
 def dream_from_photo(model: Model, layer: str, channels: np.ndarray, photo: np.ndarray,
-                     settings: RenderSettings, seed: int) -> np.ndarray:
+                     settings: RenderSettings, seed: int, on_step: Callable[[], None] = lambda: None) -> np.ndarray:
     """Classic DeepDream: octaves small to large re-injecting lost detail, tiled gradients with a random
     shift per step so memory stays bounded and no seams show; returns float images."""
     _, grad_fn = _step_functions(model, layer, settings.objective, settings.laplacian_levels,
@@ -295,6 +296,7 @@ def dream_from_photo(model: Model, layer: str, channels: np.ndarray, photo: np.n
         for _ in range(settings.photo_steps):
             grad = transforms.mean_abs_normalize(tiled_gradient(grad_fn, images, targets, settings.tile, rng))
             images = tf.clip_by_value(images + settings.photo_step_size * grad, 0.0, 255.0)
+            on_step()
     return images.numpy()
 
 
@@ -374,13 +376,14 @@ def measure(model: Model, layer: str, channels: list[int], starts: np.ndarray, f
 
 def render_channels(model: Model, layer: str, channels: list[int] | None = None, photo: np.ndarray | None = None,
                     settings: RenderSettings = RenderSettings(), seed: int = 0,
-                    progress: Callable[[int], None] | None = None, fit: BatchFit | None = None) -> list[RenderResult]:
+                    progress: Callable[[float], None] | None = None, fit: BatchFit | None = None) -> list[RenderResult]:
     """Render each channel of `layer` (from noise, or from `photo`: float RGB 0..255) with its metrics.
 
     With the `layer` objective, `channels` is ignored and one whole-layer dream is returned. With `diversity`
     N, each channel gets N results (facets 0..N-1, in that order). Passes hold `fit`'s number of images
     (default: `settings.batch_size`, else `auto_batch_size`), whole channels with all their facets; a pass that
-    runs out of device memory is retried with half as many.
+    runs out of device memory is retried with half as many. `progress` is told the channels done, in fractions
+    after every gradient step (so a bar moves during a long pass), summing to the number of channels.
     """
     layer_name = model.tensor_name(layer)
     if photo is not None and (settings.method != "deepdream" or settings.diversity > 1):
@@ -400,35 +403,73 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
         batch = fit.size(layer_name, pixels)
         chunk = list(channels[first:first + max(1, batch // settings.diversity)])
         images = len(chunk) * settings.diversity
+        tick = StepProgress(progress, len(chunk), gradient_steps(settings, photo is not None))
         try:
             reset_peak_memory()
-            results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch))
+            results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch, tick))
         except tf.errors.ResourceExhaustedError:  # pixels do not depend on the batch: retry smaller
+            tick.undo()
             fit.halve(layer_name, pixels, images)
             continue
         fit.observe(layer_name, pixels, images, peak_memory())
         first += len(chunk)
-        if progress:
-            progress(len(chunk))
+        tick.finish()
     return results
 
 
+def gradient_steps(settings: RenderSettings, from_photo: bool) -> int:
+    """Gradient steps each image of a pass takes."""
+    if from_photo:
+        return settings.photo_octaves * settings.photo_steps
+    return settings.steps * (settings.octaves if settings.method == "deepdream" else 1)
+
+
+@dataclass
+class StepProgress:
+    """Reports a pass of `channels` channels to `report` a fraction per gradient step, and the rest when done."""
+
+    report: Callable[[float], None] | None
+    channels: int
+    steps: int
+    taken: int = 0
+    told: float = 0.0
+
+    def __call__(self) -> None:
+        """One gradient step of the pass is done (the last one is told by `finish`, with the metrics)."""
+        self.taken += 1
+        if self.report and self.taken < self.steps:
+            self.told += self.channels / self.steps
+            self.report(self.channels / self.steps)
+
+    def finish(self) -> None:
+        if self.report:
+            self.report(self.channels - self.told)
+        self.told = self.channels
+
+    def undo(self) -> None:
+        """The pass failed and will be retried: take back what was reported."""
+        if self.report and self.told:
+            self.report(-self.told)
+        self.taken, self.told = 0, 0.0
+
+
 def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarray | None,
-                  settings: RenderSettings, seed: int, batch: int) -> list[RenderResult]:
+                  settings: RenderSettings, seed: int, batch: int, on_step: Callable[[], None]) -> list[RenderResult]:
     began = time.perf_counter()
     images_of = [(c, f) for c in channels for f in range(settings.diversity)]  # (channel, facet) per image
     targets = np.array([max(c, 0) for c, _ in images_of], np.int32)
     if photo is not None:
         starts = photo[None].astype(np.float32)
-        finals = dream_from_photo(model, layer, targets, starts[0], settings, seed)
+        finals = dream_from_photo(model, layer, targets, starts[0], settings, seed, on_step)
     elif settings.method == "fourier":
         starts, finals = dream_fourier(model, layer, targets, [image_key(seed, c, f) for c, f in images_of],
                                        settings.size, settings.steps, settings.learning_rate,
                                        settings.spectrum_std, settings.objective, settings.diversity,
-                                       settings.diversity_weight, settings.resolved_precision())
+                                       settings.diversity_weight, settings.resolved_precision(),
+                                       on_step=on_step)
     else:
         starts = np.stack([noise_start(c, seed, settings, f) for c, f in images_of])
-        finals = dream_from_noise(model, layer, targets, starts, settings, seed)
+        finals = dream_from_noise(model, layer, targets, starts, settings, seed, on_step)
     images = to_uint8(finals)
     metrics = measure(model, layer, list(targets), to_uint8(starts).astype(np.float32),
                       images.astype(np.float32), settings.objective, batch)
