@@ -279,11 +279,13 @@ def test_a_manifest_from_before_facets_still_reads_and_builds(tmp_path, layers):
         db.execute("ALTER TABLE old RENAME TO renders")
     info = json.loads((run / "run.json").read_text())
     for mode in info["modes"]:
-        del mode["method"], mode["facets"]
+        del mode["method"], mode["facets"], mode["objective"]
+    info["settings"]["render"]["objective"] = "negative"  # modes without one take their settings' objective
     (run / "run.json").write_text(json.dumps(info))
     before = read_run(run)
     assert before.renders and all(r.facet == 0 for r in before.renders) and not before.facets
-    assert {m.method for m in before.modes} == {"deepdream"}
+    assert {m.method for m in before.modes} == {"deepdream"} and {m.objective for m in before.modes} == {"negative"}
+    assert not before.centre_units
     build_site(run)
     assert "noise · DeepDream" in (run / "site" / "index.html").read_text()
     with Manifest(run / MANIFEST_FILE, create=True):  # a sweep resuming it adds the column, keeping every row
