@@ -118,7 +118,7 @@ def test_receptive_field_offsets_match_the_gradient_support(small_model, size):
                  "mixed3b_5x5_pre_relu"]:
         layer, grid = small_model.layer(name), grids[name]
         row = col = grid.size[0] // 2
-        rows, cols = _gradient_support(small_model, name, size, lambda act: act[:, row, col, :])
+        rows, cols = _gradient_support(small_model, name, size, lambda act, r=row, c=col: act[:, r, c, :])
         half = (layer.receptive_field - 1) / 2
         centre = (grid.offset[0] + row * grid.jump[0], grid.offset[1] + col * grid.jump[1])
         assert (rows[0], rows[-1]) == (max(0, centre[0] - half), min(size - 1, centre[0] + half)), name
