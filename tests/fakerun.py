@@ -13,7 +13,8 @@ from PIL import Image
 
 from atlas.model.catalogue import Layer, build_catalogue
 from atlas.model.synthetic import build_graph_def
-from atlas.run.manifest import MANIFEST_FILE, WHOLE_LAYER, Manifest, Mode, Render, image_paths, write_run_info
+from atlas.run.manifest import (MANIFEST_FILE, WHOLE_LAYER, CentreUnits, Manifest, Mode, Render, image_paths,
+                                 write_run_info)
 
 PHOTOS = Path(__file__).resolve().parents[1] / "atlas" / "data" / "photos"
 
@@ -25,20 +26,24 @@ def synthetic_layers(scale: float = 1.0) -> list[Layer]:
 
 def make_fake_run(folder: Path, layers: list[Layer] | None = None, photos: tuple[str, ...] = ("chelsea",),
                   fraction: float = 1.0, size: int = 64, thumb: int = 32, layer_dreams: bool = True,
-                  seed: int = 0, thumb_ext: str | None = None, fourier_facets: int = 0) -> Path:
+                  seed: int = 0, thumb_ext: str | None = None, fourier_facets: int = 0,
+                  neuron: dict[str, tuple[int, int, int, int]] | None = None) -> Path:
     """Write run.json, images and manifest rows for `fraction` of every layer's channels in every mode; with
-    `fourier_facets` N, also a `fourier` mode rendered with diversity N (N images per channel)."""
+    `fourier_facets` N, also a `fourier` mode rendered with diversity N (N images per channel); with `neuron`
+    (layer -> box), every mode maximises the neuron objective and the noise modes record those centre-unit boxes."""
     layers = layers if layers is not None else synthetic_layers(0.125)
     rng = np.random.default_rng(seed)
-    modes = [Mode.noise()] + ([Mode.fourier(fourier_facets)] if fourier_facets else [])
+    objective = "neuron" if neuron else "channel"
+    modes = [Mode.noise(objective=objective)] + ([Mode.fourier(fourier_facets, objective)] if fourier_facets else [])
     for name in photos:
         (folder / "photos").mkdir(parents=True, exist_ok=True)
         shutil.copy(PHOTOS / f"{name}.jpg", folder / "photos" / f"{name}.jpg")
-        modes.append(Mode.for_photo(name, f"photos/{name}.jpg", "test credit, CC0"))
+        modes.append(Mode.for_photo(name, f"photos/{name}.jpg", "test credit, CC0", objective))
+    units = {mode.id: CentreUnits(size, size, neuron) for mode in modes if mode.kind == "noise"} if neuron else None
     settings = {"render": {"size": size}, "seed": seed,
                 "formats": {"web": {"size": size, "format": "jpg"}, "thumb": {"size": thumb, "format": "jpg"}}}
     write_run_info(folder, folder.name, {"spec": "synthetic:0.125", "sha256": "0" * 64}, layers, modes,
-                   settings, versions={"atlas": "test"})
+                   settings, units, versions={"atlas": "test"})
     tile = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     renders = []
     for mode in modes:

@@ -14,8 +14,9 @@ from PIL import Image
 
 from atlas.cli import main
 from atlas.images import PHOTOS_DIR
-from atlas.model.catalogue import layer_grids
+from atlas.model.catalogue import centre_unit_box, layer_grids
 from atlas.probes import probe_makers
+from atlas.render.objectives import neuron
 from atlas.run.examples import ExamplesPlan, TopLists, list_photos, run_examples
 from atlas.run.manifest import Manifest, read_run
 
@@ -116,19 +117,38 @@ def test_receptive_field_offsets_match_the_gradient_support(small_model, size):
     for name in ["conv2d0_pre_relu", "conv2d1_pre_relu", "conv2d2_pre_relu", "mixed3a_1x1_pre_relu",
                  "mixed3b_5x5_pre_relu"]:
         layer, grid = small_model.layer(name), grids[name]
-        images = tf.constant(np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)), tf.float32)
         row = col = grid.size[0] // 2
-        with tf.GradientTape() as tape:
-            tape.watch(images)
-            act = small_model.layer_fn(name)(images)
-            assert tuple(act.shape[1:3]) == grid.size
-            unit = tf.reduce_sum(act[:, row, col, :] ** 2)
-        support = np.abs(tape.gradient(unit, images).numpy()).sum(axis=(0, 3)) > 0
-        rows, cols = np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
+        rows, cols = _gradient_support(small_model, name, size, lambda act, r=row, c=col: act[:, r, c, :])
         half = (layer.receptive_field - 1) / 2
         centre = (grid.offset[0] + row * grid.jump[0], grid.offset[1] + col * grid.jump[1])
         assert (rows[0], rows[-1]) == (max(0, centre[0] - half), min(size - 1, centre[0] + half)), name
         assert (cols[0], cols[-1]) == (max(0, centre[1] - half), min(size - 1, centre[1] + half)), name
+
+
+def _gradient_support(model, name, size, unit):
+    """Rows and columns of the input pixels where the gradient of `unit(activations)` [B, C] (squared, summed
+    over 4 random size x size images) is nonzero, ascending."""
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        act = model.layer_fn(name)(images)
+        assert tuple(act.shape[1:3]) == model.grids(size, size)[name].size
+        value = tf.reduce_sum(unit(act) ** 2)
+    support = np.abs(tape.gradient(value, images).numpy()).sum(axis=(0, 3)) > 0
+    return np.flatnonzero(support.any(axis=1)), np.flatnonzero(support.any(axis=0))
+
+
+@pytest.mark.parametrize("size", [48, 49, 97])
+def test_centre_unit_box_is_the_gradient_support_of_the_neuron_objective(small_model, size):
+    """The box recorded for `neuron` renders bounds exactly the pixels the objective's unit depends on (the
+    unit the objective itself reads, whatever the parity of the map), clipped to the image."""
+    grids = layer_grids(small_model.graph_def, size, size)
+    for name in ["conv2d0_pre_relu", "conv2d2_pre_relu", "mixed3a_3x3_pre_relu", "mixed3b_5x5_pre_relu",
+                 "mixed4a_1x1_pre_relu"]:
+        box = centre_unit_box(grids[name], small_model.layer(name).receptive_field, size, size)
+        rows, cols = _gradient_support(small_model, name, size,
+                                       lambda act: tf.stack([neuron(act, tf.fill([4], c)) for c in range(2)], 1))
+        assert box == (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1), (name, box)
 
 
 def test_top_lists_merge_keeps_one_entry_per_photo_and_exact_after_removal():

@@ -267,6 +267,37 @@ def test_methods_as_modes_and_facet_strips(tmp_path, layers):
     assert channel.count('class="facets"') == 1  # the DeepDream mode has one image per channel
 
 
+def test_neuron_renders_say_their_objective_and_outline_the_centre_units_receptive_field(tmp_path, layers):
+    """A neuron run's channel page names the objective and draws each noise mode's recorded box over its image,
+    in percent of the recorded render size; a layer without a box, a photo mode and a channel run draw none."""
+    stem = [layer for layer in layers if layer.block == "stem"]
+    boxes = {stem[0].name: (24, 20, 31, 33), stem[2].name: (0, 8, 64, 64)}  # on 64 px renders
+    run = small_run(tmp_path / "neuron", layers, neuron=boxes, fourier_facets=1)
+    build_site(run)
+    for layer, box in boxes.items():
+        page = (run / "site" / "channels" / layer / "0000.html").read_text()
+        figures = re.findall(r'<figure class="large">.*?</figure>', page, re.S)
+        assert len(figures) == 3 and page.count("objective: neuron (centre unit)") == 3  # noise, fourier, photo
+        for figure in figures[:2]:
+            style = re.search(r'class="unit-outline" style="([^"]*)"', figure).group(1)
+            percent = dict((k.strip(), float(v.strip().rstrip("%"))) for k, v in
+                           (part.split(":") for part in style.split(";")))
+            drawn = (percent["left"], percent["top"], percent["left"] + percent["width"],
+                     percent["top"] + percent["height"])
+            assert [v * 64 / 100 for v in drawn] == pytest.approx(box, abs=1e-3)
+            assert f'data-box="{",".join(map(str, box))}"' in figure
+            assert f"outline its receptive field ({box[2] - box[0]}×{box[3] - box[1]} px of 64×64)" in figure
+        assert "unit-outline" not in figures[2]  # photo: its tiles shift every step, no one unit
+    assert "unit-outline" not in (run / "site" / "channels" / stem[1].name / "0000.html").read_text()
+    assert "neuron (centre unit)" in (run / "site" / "about.html").read_text()
+
+
+def test_channel_renders_say_their_objective_and_draw_no_outline(site, layers):
+    run, _ = site
+    page = (run / "site" / "channels" / layers[5].name / "0000.html").read_text()
+    assert "objective: channel" in page and "unit-outline" not in page and "outline-toggle" not in page
+
+
 def test_a_manifest_from_before_facets_still_reads_and_builds(tmp_path, layers):
     """Run folders written before methods and facets existed: no `facet` column, modes without method."""
     import sqlite3
@@ -279,11 +310,13 @@ def test_a_manifest_from_before_facets_still_reads_and_builds(tmp_path, layers):
         db.execute("ALTER TABLE old RENAME TO renders")
     info = json.loads((run / "run.json").read_text())
     for mode in info["modes"]:
-        del mode["method"], mode["facets"]
+        del mode["method"], mode["facets"], mode["objective"]
+    info["settings"]["render"]["objective"] = "negative"  # modes without one take their settings' objective
     (run / "run.json").write_text(json.dumps(info))
     before = read_run(run)
     assert before.renders and all(r.facet == 0 for r in before.renders) and not before.facets
-    assert {m.method for m in before.modes} == {"deepdream"}
+    assert {m.method for m in before.modes} == {"deepdream"} and {m.objective for m in before.modes} == {"negative"}
+    assert not before.centre_units
     build_site(run)
     assert "noise · DeepDream" in (run / "site" / "index.html").read_text()
     with Manifest(run / MANIFEST_FILE, create=True):  # a sweep resuming it adds the column, keeping every row

@@ -219,6 +219,30 @@ def test_layer_page_switches_methods_and_channel_page_shows_facets(tmp_path, cat
     watch.shot("facets")
 
 
+def test_neuron_render_outlines_the_centre_units_receptive_field(tmp_path, catalogue, browser):
+    """The outline drawn over a neuron render is the recorded box, scaled with the image; the caption's
+    checkbox hides it."""
+    layers = [layer for layer in catalogue if layer.name in CRAWLED[:2]]
+    box = (22, 18, 41, 50)  # on 64 px renders
+    build_site(make_fake_run(tmp_path / "neuron", layers=layers, photos=(), neuron={CRAWLED[0]: box}))
+    watch = Watch(browser)
+    page = watch.page
+    page.goto(url(tmp_path / "neuron" / "site", f"channels/{CRAWLED[0]}/0001.html"))
+    assert not load_all_images(page)
+    img = page.locator("figure.large img").bounding_box()
+    assert img["width"] > 200  # shown larger than the 64 px image: the box must scale with it
+    drawn = page.locator("figure.large .unit-outline").bounding_box()
+    scale = img["width"] / 64
+    assert drawn["x"] - img["x"] == pytest.approx(box[0] * scale, abs=1.5)
+    assert drawn["y"] - img["y"] == pytest.approx(box[1] * scale, abs=1.5)
+    assert drawn["width"] == pytest.approx((box[2] - box[0]) * scale, abs=1.5)
+    assert drawn["height"] == pytest.approx((box[3] - box[1]) * scale, abs=1.5)
+    watch.shot("channel-neuron-outline")
+    page.locator(".outline-toggle input").uncheck()
+    assert not page.locator(".unit-outline").is_visible()
+    assert not watch.errors, watch.errors
+
+
 def test_examples_patches_open_the_whole_photo_with_the_box_drawn(small_site, browser):
     watch = Watch(browser)
     page = watch.page

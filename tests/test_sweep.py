@@ -83,6 +83,8 @@ def test_sweep_records_everything_then_skips_it_and_redoes_only_changed_settings
     assert_complete(loaded.run_folder, expected)
     run = read_run(loaded.run_folder)
     assert {m.id for m in run.modes} == {"noise", "photo-chelsea"}
+    assert {m.objective for m in run.modes} == {"channel"} and not run.centre_units  # no unit to outline
+    assert "centre_units" not in json.loads((loaded.run_folder / "run.json").read_text())
     assert (loaded.run_folder / "photos" / "chelsea.jpg").is_file()
     assert all(r.versions and r.seconds > 0 and r.settings_hash for r in run.renders)
 
@@ -228,6 +230,31 @@ def test_render_method_fourier_alone_is_the_fourier_mode(tmp_path):
     assert (summary.done, summary.failed) == (4, [])
     run = read_run(loaded.run_folder)
     assert {r.mode for r in run.renders} == {"fourier"} and run.settings["render"]["steps"] == 3
+
+
+def test_neuron_runs_record_each_noise_modes_centre_unit_box_per_layer(tmp_path, small_model):
+    """A neuron sweep records the objective of every mode and, for modes from noise (both methods), the box of
+    the centre unit's receptive field in every layer at the render size; a photo mode gets no box (its tiles
+    are shifted at random every step, so no one unit is maximised)."""
+    from atlas.model.catalogue import centre_unit_box
+
+    loaded = load_config(write_config(tmp_path, modes=["noise", "fourier", "photo"], photos=["chelsea"],
+                                      channels=1, render={**TINY["render"], "objective": "neuron", "size": 48,
+                                                          "steps": 1, "photo_steps": 1, "photo_octaves": 1},
+                                      fourier={"steps": 1}))
+    assert sweep(loaded).failed == []
+    run = read_run(loaded.run_folder)
+    assert {m.id: m.objective for m in run.modes} == dict.fromkeys(["noise", "fourier", "photo-chelsea"], "neuron")
+    assert set(run.centre_units) == {"noise", "fourier"}
+    grids = small_model.grids(48, 48)
+    for units in run.centre_units.values():
+        assert (units.width, units.height) == (48, 48)
+        assert set(units.boxes) == {layer.name for layer in small_model.layers}  # every layer, for any shard
+        for layer in small_model.layers:
+            assert units.boxes[layer.name] == centre_unit_box(grids[layer.name], layer.receptive_field, 48, 48)
+    rendered = next(r for r in run.renders if r.mode == "noise")
+    with Image.open(loaded.run_folder / rendered.image) as image:
+        assert image.size == (48, 48)  # the box is in the rendered image's pixels
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Iterable
@@ -244,3 +245,19 @@ def layer_grids(graph: graph_pb2.GraphDef, height: int, width: int) -> dict[str,
         rows, cols = geometry[layer.name]
         grids[layer.name] = Grid(size=(rows[0], cols[0]), jump=(rows[2], cols[2]), offset=(rows[1], cols[1]))
     return grids
+
+
+def centre_index(size: int) -> int:
+    """The centre position of a map `size` positions long, as the `neuron` objective reads it: the middle one
+    of an odd size, the later of the two middle ones of an even size. Works on tensors too."""
+    return size // 2
+
+
+def centre_unit_box(grid: Grid, receptive_field: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """The input pixels the centre unit of a layer sees on a height x width image, as (x0, y0, x1, y1) with x1
+    and y1 exclusive, clipped to the image: its `receptive_field` square centred on `offset + index x jump`."""
+    half = (receptive_field - 1) / 2
+    row, col = centre_index(grid.size[0]), centre_index(grid.size[1])
+    cy, cx = grid.offset[0] + row * grid.jump[0], grid.offset[1] + col * grid.jump[1]
+    return (max(0, math.floor(cx - half)), max(0, math.floor(cy - half)),
+            min(width, math.ceil(cx + half + 1)), min(height, math.ceil(cy + half + 1)))

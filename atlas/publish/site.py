@@ -76,6 +76,27 @@ class Size:
     height: int
 
 
+@dataclass(frozen=True)
+class Outline:
+    """The receptive field of the unit a `neuron` render maximises, drawn over its image: the box in the rendered
+    image's pixels as the run recorded it, placed in percent of the image so it scales with it."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive)
+    size: Size  # of the rendered image
+
+    @property
+    def style(self) -> str:
+        """CSS placing the box over its image."""
+        x0, y0, x1, y1 = self.box
+        width, height = self.size.width, self.size.height
+        return (f"left: {_percent(x0, width)}; top: {_percent(y0, height)}; width: {_percent(x1 - x0, width)}; "
+                f"height: {_percent(y1 - y0, height)}")
+
+
+def _percent(value: int, total: int) -> str:
+    return f"{100 * value / total:.6g}%"
+
+
 @dataclass
 class LayerView:
     """One layer with everything its pages show."""
@@ -87,6 +108,7 @@ class LayerView:
     facets: dict[str, dict[int, list[Render]]] = field(default_factory=dict)  # mode id -> channel -> its facets
     # (modes rendered with diversity N; every facet present on disk)
     examples: dict[int, list[Example]] = field(default_factory=dict)  # channel -> dataset examples, best first
+    outlines: dict[str, Outline] = field(default_factory=dict)  # mode id -> its neuron renders' unit (noise modes)
     prev: LayerView | None = None
     next: LayerView | None = None
 
@@ -227,8 +249,10 @@ def build_atlas(run: Run) -> Atlas:
                        for mode, found in per_layer.get(layer.name, {}).items()}
             examples = {c: run.examples[(layer.name, c)] for c in range(layer.channels)
                         if (layer.name, c) in run.examples}
+            outlines = {mode: Outline(units.boxes[layer.name], Size(units.width, units.height))
+                        for mode, units in run.centre_units.items() if layer.name in units.boxes}
             view = LayerView(layer, len(views), renders, dreams.get(layer.name, {}), facets.get(layer.name, {}),
-                             examples)
+                             examples, outlines)
             views.append(view)
             block_views.append(view)
         blocks.append(Block(name, block_views, after))

@@ -12,6 +12,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from atlas.model.catalogue import centre_index
+
 Objective = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 PER_CHANNEL = {"channel", "negative", "neuron"}
 
@@ -33,9 +35,9 @@ def negative_channel(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
 
 
 def centre(acts: tf.Tensor) -> tf.Tensor:
-    """The activations at the centre position of the layer's map: [B, C]."""
+    """The activations at the centre position of the layer's map: [B, C] (`centre_index` of each axis)."""
     shape = tf.shape(acts)
-    return acts[:, shape[1] // 2, shape[2] // 2, :]
+    return acts[:, centre_index(shape[1]), centre_index(shape[2]), :]
 
 
 def readout(acts: tf.Tensor, objective: str) -> tf.Tensor:

@@ -191,14 +191,15 @@ class LoadedConfig:
     examples_folder: str | None = None  # `examples.folder` as found on disk (or "probes")
 
     def modes(self) -> list[Mode]:
-        """The run's modes, with photo credits: noise and fourier first, then each photo."""
-        names, facets = self.config.mode_names(), self.config.diversity
-        modes = [Mode.noise(facets)] if NOISE in names else []
-        modes += [Mode.fourier(facets)] if FOURIER in names else []
+        """The run's modes, with photo credits and the objective: noise and fourier first, then each photo."""
+        names, facets, objective = self.config.mode_names(), self.config.diversity, self.config.render.objective
+        modes = [Mode.noise(facets, objective)] if NOISE in names else []
+        modes += [Mode.fourier(facets, objective)] if FOURIER in names else []
         for spec in self.config.photos:
             file = self.photos[spec.short_name]
             credit = spec.credit or photo_credit(spec.path)
-            modes.append(Mode.for_photo(spec.short_name, f"photos/{spec.short_name}{file.suffix.lower()}", credit))
+            modes.append(Mode.for_photo(spec.short_name, f"photos/{spec.short_name}{file.suffix.lower()}", credit,
+                                        objective))
         return modes
 
 

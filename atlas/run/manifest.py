@@ -19,8 +19,11 @@ TensorFlow, so reading a run is fast.
       examples/skipped.txt                    files the last examples pass could not read, with the reason
 
 Modes: `noise` (DeepDream from noise), `fourier` (the Fourier method, from a random spectrum), `photo-<name>`
-(DeepDream from a photo). run.json records each mode's method and facets; folders written before those
-existed read as method deepdream with one facet, and their manifests (no `facet` column) as facet 0.
+(DeepDream from a photo). run.json records each mode's method, facets and objective; folders written before those
+existed read as method deepdream with one facet and the objective of their render settings, and their manifests
+(no `facet` column) as facet 0. A run whose noise modes maximise the `neuron` objective also records, per such mode,
+the receptive-field box of that unit in every layer (`centre_units`, see `CentreUnits`); other runs, and folders
+written before it, have none.
 
 Dataset examples live in the main manifest too (tables `examples`, `example_photos`, `example_meta`); run folders
 written before them have no such tables and read as runs without examples.
@@ -41,12 +44,14 @@ from atlas.model.selection import WHOLE_LAYER
 
 RUN_FILE = "run.json"
 RUN_KEYS = ("name", "layers", "modes")  # what every reader of run.json relies on
+CENTRE_UNITS = "centre_units"  # run.json: mode id -> CentreUnits, for noise modes rendered with `neuron`
 MANIFEST_FILE = "manifest.sqlite"
 IMAGES_DIR = "images"
 EXAMPLES_DIR = "examples"
 NOISE = "noise"
 FOURIER = "fourier"
 METHOD_LABELS = {"deepdream": "DeepDream", "fourier": "Fourier"}  # how the site and figures name a method
+OBJECTIVE_LABELS = {"neuron": "neuron (centre unit)", "negative": "negative channel"}  # ... an objective
 
 
 @dataclass(frozen=True)
@@ -60,23 +65,46 @@ class Mode:
     credit: str | None = None  # who made the photo and its licence
     method: str = "deepdream"  # deepdream | fourier: how its images were made
     facets: int = 1  # images per channel (the diversity of the render)
+    objective: str = "channel"  # channel | neuron | negative: what its channel renders maximise
 
     @staticmethod
-    def noise(facets: int = 1) -> Mode:
-        return Mode(id=NOISE, kind=NOISE, facets=facets)
+    def noise(facets: int = 1, objective: str = "channel") -> Mode:
+        return Mode(id=NOISE, kind=NOISE, facets=facets, objective=objective)
 
     @staticmethod
-    def fourier(facets: int = 1) -> Mode:
+    def fourier(facets: int = 1, objective: str = "channel") -> Mode:
         """The Fourier method: starts from a random spectrum (noise), so its kind is noise."""
-        return Mode(id=FOURIER, kind=NOISE, method=FOURIER, facets=facets)
+        return Mode(id=FOURIER, kind=NOISE, method=FOURIER, facets=facets, objective=objective)
 
     @property
     def method_label(self) -> str:
         return METHOD_LABELS.get(self.method, self.method)
 
+    @property
+    def objective_label(self) -> str:
+        return OBJECTIVE_LABELS.get(self.objective, self.objective)
+
     @staticmethod
-    def for_photo(name: str, file: str | None = None, credit: str | None = None) -> Mode:
-        return Mode(id=f"photo-{name}", kind="photo", photo=name, file=file, credit=credit)
+    def for_photo(name: str, file: str | None = None, credit: str | None = None, objective: str = "channel") -> Mode:
+        return Mode(id=f"photo-{name}", kind="photo", photo=name, file=file, credit=credit, objective=objective)
+
+
+@dataclass(frozen=True)
+class CentreUnits:
+    """Where the unit that a noise mode's `neuron` renders maximise sits in their images: per layer, the box of
+    its receptive field, (x0, y0, x1, y1) in the rendered image's pixels (x1, y1 exclusive), clipped to it."""
+
+    width: int  # the rendered image's pixels (the web image and thumbnail are scaled copies)
+    height: int
+    boxes: dict[str, tuple[int, int, int, int]]  # layer -> box
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "boxes": {k: list(v) for k, v in self.boxes.items()}}
+
+    @staticmethod
+    def from_dict(values: dict[str, Any]) -> CentreUnits:
+        return CentreUnits(int(values["width"]), int(values["height"]),
+                           {layer: tuple(int(v) for v in box) for layer, box in values["boxes"].items()})
 
 
 @dataclass(frozen=True)
@@ -388,6 +416,7 @@ class Run:
     info: dict[str, Any] = field(default_factory=dict)  # the whole run.json
     facets: dict[tuple[str, str, int], list[Render]] = field(default_factory=dict)  # key -> all its facets, in
     # order, for keys rendered with more than one
+    centre_units: dict[str, CentreUnits] = field(default_factory=dict)  # mode id -> its neuron renders' unit
 
     def mode(self, mode_id: str) -> Mode | None:
         return next((mode for mode in self.modes if mode.id == mode_id), None)
@@ -403,10 +432,13 @@ class Run:
 
 
 def write_run_info(folder: str | Path, name: str, model: dict[str, Any], layers: list[Layer],
-                   modes: list[Mode], settings: dict[str, Any], **extra: Any) -> Path:
+                   modes: list[Mode], settings: dict[str, Any], centre_units: dict[str, CentreUnits] | None = None,
+                   **extra: Any) -> Path:
     """Write `run.json` atomically; returns its path."""
     info = {"name": name, "model": model, "layers": [layer.to_dict() for layer in layers],
             "modes": [asdict(mode) for mode in modes], "settings": settings, **extra}
+    if centre_units:
+        info[CENTRE_UNITS] = {mode: units.to_dict() for mode, units in centre_units.items()}
     path = Path(folder) / RUN_FILE
     atomic_write_text(path, json.dumps(info, indent=1, sort_keys=True) + "\n")
     return path
@@ -438,14 +470,21 @@ def read_examples_meta(folder: str | Path) -> dict[str, Any]:
         return manifest.example_meta()
 
 
+def _recorded_objective(info: dict[str, Any], mode: str) -> str:
+    """A mode's objective as its render settings in run.json record it (for folders written before modes did)."""
+    settings = info.get("settings", {})
+    return settings.get("mode_render", {}).get(mode, settings.get("render", {})).get("objective", "channel")
+
+
 def read_run(folder: str | Path) -> Run:
     """Read a run folder written by `atlas sweep`; a clear error if it is not one."""
     folder = Path(folder)
     info = read_run_info(folder)
     try:
         layers = [Layer(**layer) for layer in info["layers"]]
-        modes = [Mode(**mode) for mode in info["modes"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        modes = [Mode(**{"objective": _recorded_objective(info, mode["id"]), **mode}) for mode in info["modes"]]
+        centre_units = {mode: CentreUnits.from_dict(units) for mode, units in info.get(CENTRE_UNITS, {}).items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{folder / RUN_FILE} is damaged ({exc}); re-run `atlas sweep` on its config") from None
     latest: dict[tuple[str, str, int, int], Render] = {}
     for path in manifest_files(folder):
@@ -459,7 +498,7 @@ def read_run(folder: str | Path) -> Run:
         facets.setdefault(render.key, []).append(render)
     run = Run(folder=folder, name=info["name"], model=info.get("model", {}), layers=layers, modes=modes,
               settings=info.get("settings", {}), renders=[r for r in every if r.facet == 0], info=info,
-              facets={key: found for key, found in facets.items() if len(found) > 1})
+              facets={key: found for key, found in facets.items() if len(found) > 1}, centre_units=centre_units)
     if (folder / MANIFEST_FILE).is_file():
         with Manifest(folder / MANIFEST_FILE) as manifest:
             run.example_meta = manifest.example_meta()

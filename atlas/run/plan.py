@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import UserError
-from atlas.model.catalogue import Layer
+from atlas.model.catalogue import Layer, centre_unit_box
 from atlas.model.selection import WHOLE_LAYER
 from atlas.render import devices
 from atlas.render.loop import RenderSettings
 from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, select_layers
 from atlas.run.examples import ExamplesPlan
 from atlas.run.layout import Layout, resolve_layout
-from atlas.run.manifest import Mode, image_paths, recorded_hashes
+from atlas.run.manifest import NOISE, CentreUnits, Mode, image_paths, recorded_hashes
 from atlas.validation import validate
 
 
@@ -66,6 +66,8 @@ class RunPlan:
     mode_settings: dict[str, RenderSettings] = field(default_factory=dict)  # mode id -> its settings (method,
     # steps, facets), where they differ from `settings`
     examples: ExamplesPlan | None = None  # the dataset-examples pass, if the config or command line asks
+    centre_units: dict[str, CentreUnits] = field(default_factory=dict)  # noise mode id -> where the unit of its
+    # `neuron` renders sits in every layer (none for other objectives)
 
     def settings_for(self, mode: str) -> RenderSettings:
         """The render settings of one mode."""
@@ -123,6 +125,13 @@ def settings_hash(model_sha: str, settings: RenderSettings, seed: int, photo: Pa
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def centre_units(model: Any, size: int) -> CentreUnits:
+    """The receptive-field box of every layer's centre unit (the one `neuron` maximises) on size x size images."""
+    grids = model.grids(size, size)
+    return CentreUnits(size, size, {layer.name: centre_unit_box(grids[layer.name], layer.receptive_field, size, size)
+                                    for layer in model.layers})
+
+
 def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -> list[WorkItem]:
     """Everything the config asks for, low layers first, each layer's modes together, channels ascending."""
     config = loaded.config
@@ -164,6 +173,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     photos = {m.id: loaded.photos[m.photo] for m in modes if m.photo}
     hashes = {m.id: settings_hash(model.sha256, every[m.id], config.seed, photos.get(m.id), formats) for m in modes}
     items = shard_items(resolve_work(loaded, model.layers, modes), shard)
+    units = {m.id: centre_units(model, every[m.id].size) for m in modes if m.kind == NOISE and m.objective == "neuron"}
     examples = None
     if examples_folder or config.examples:
         folder = examples_folder_of(examples_folder) if examples_folder else loaded.examples_folder
@@ -173,7 +183,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
                    model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples,
-                   mode_settings={mode: s for mode, s in every.items() if s != settings})
+                   mode_settings={mode: s for mode, s in every.items() if s != settings}, centre_units=units)
 
 
 def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], plan: RunPlan) -> bool:
