@@ -289,3 +289,26 @@ def replace_settings(settings, **changes):
     from dataclasses import replace
 
     return replace(settings, **changes)
+
+
+def test_the_site_counts_missing_renders_among_those_the_config_asks_for(tmp_path):
+    """run.json records each mode's asked-for channels (over every shard), so the gallery calls a render missing
+    only if the config asks for it: not the rest of the catalogue, which a 2-layer run never meant to render."""
+    from atlas.publish.site import build_site
+
+    loaded = load_config(write_config(tmp_path))
+    assert sweep(loaded, shard="1/2").done == 2
+    info = json.loads((loaded.run_folder / "run.json").read_text())
+    assert info["planned"] == {"noise": {"conv2d0_pre_relu": "0-1", "mixed3a_1x1_pre_relu": "0-1"}}
+    assert build_site(loaded.run_folder).missing_renders == 2  # the other shard's half
+    sweep(loaded, shard="2/2")
+    report = build_site(loaded.run_folder)
+    assert report.missing_renders == 0 and "renders missing" not in report.summary()
+    assert "4 of 4 asked for rendered" in (report.out / "index.html").read_text()
+    gone = read_run(loaded.run_folder).renders[0]
+    (loaded.run_folder / gone.thumb).unlink()
+    assert build_site(loaded.run_folder).missing_renders == 1
+    del info["planned"]  # a folder written before the selection was recorded: every catalogued channel counts
+    (loaded.run_folder / "run.json").write_text(json.dumps(info))
+    catalogue = sum(layer.channels for layer in read_run(loaded.run_folder).layers)
+    assert build_site(loaded.run_folder).missing_renders == catalogue - 3

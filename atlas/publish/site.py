@@ -53,7 +53,7 @@ class SiteReport:
     pages_written: int = 0  # files (pages and assets) whose bytes changed or that were new
     pages_unchanged: int = 0  # files left alone because their bytes were already right
     pages_removed: int = 0  # stale files of an earlier build
-    missing_renders: int = 0  # (mode, channel) pairs of the catalogue with no image yet
+    missing_renders: int = 0  # (mode, channel) pairs the run asks for with no image yet
     seconds: float = 0.0
 
     @property
@@ -109,6 +109,7 @@ class LayerView:
     # (modes rendered with diversity N; every facet present on disk)
     examples: dict[int, list[Example]] = field(default_factory=dict)  # channel -> dataset examples, best first
     outlines: dict[str, Outline] = field(default_factory=dict)  # mode id -> its neuron renders' unit (noise modes)
+    planned: dict[str, list[int]] | None = None  # mode id -> the channels the run asks for (None: every channel)
     prev: LayerView | None = None
     next: LayerView | None = None
 
@@ -128,8 +129,13 @@ class LayerView:
     def rendered_in(self, mode: str) -> int:
         return len(self.renders.get(mode, {}))
 
+    def asked(self, mode: str) -> set[int]:
+        """The channels the run asks for in this layer and mode (every channel, in older run folders)."""
+        return set(range(self.channels)) if self.planned is None else set(self.planned.get(mode, []))
+
     def missing(self, modes: list[Mode]) -> int:
-        return sum(self.channels - self.rendered_in(mode.id) for mode in modes)
+        """Renders the run asks for in this layer that are not there."""
+        return sum(len(self.asked(mode.id) - set(self.renders.get(mode.id, {}))) for mode in modes)
 
     def strip(self, modes: list[Mode], count: int = STRIP) -> list[Render]:
         """A few representative renders: the highest-gain channels of the first mode that has any."""
@@ -196,8 +202,11 @@ class Atlas:
         return sum(view.missing(self.modes) for view in self.layers)
 
     def counts(self, mode: str) -> tuple[int, int]:
-        """(rendered, total) channels of a mode."""
-        return sum(view.rendered_in(mode) for view in self.layers), self.total_channels
+        """(rendered, asked for) channels of a mode: of the run's selection, or of the whole catalogue in older
+        run folders."""
+        asked = [view.asked(mode) for view in self.layers]
+        return (sum(len(a & set(view.renders.get(mode, {}))) for a, view in zip(asked, self.layers)),
+                sum(len(a) for a in asked))
 
 
 def display_order(layers: list[Layer]) -> list[tuple[str, list[Layer], str | None]]:
@@ -251,8 +260,10 @@ def build_atlas(run: Run) -> Atlas:
                         if (layer.name, c) in run.examples}
             outlines = {mode: Outline(units.boxes[layer.name], Size(units.width, units.height))
                         for mode, units in run.centre_units.items() if layer.name in units.boxes}
+            planned = None if run.planned is None else {mode: layers.get(layer.name, [])
+                                                        for mode, layers in run.planned.items()}
             view = LayerView(layer, len(views), renders, dreams.get(layer.name, {}), facets.get(layer.name, {}),
-                             examples, outlines)
+                             examples, outlines, planned)
             views.append(view)
             block_views.append(view)
         blocks.append(Block(name, block_views, after))

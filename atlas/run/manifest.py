@@ -4,7 +4,9 @@ The sweep is the only writer. The site and the figures only read, through `read_
 TensorFlow, so reading a run is fast.
 
     output/<run>/
-      run.json                          name, model, layer catalogue, modes (with photo credits), settings
+      run.json                          name, model, layer catalogue, modes (with photo credits), settings, and
+                                        `planned`: per mode and layer the channels the config asks for
+                                        ("0-15,20"; over every shard), what readers count as missing
       manifest.sqlite                   one row per finished render (table `renders`)
       manifest.shard-K-of-N.sqlite      ... of a `--shard K/N` sweep: one file per slice, so slices run at once
                                         and merge by copying folders together; readers take the union
@@ -40,10 +42,11 @@ from typing import Any, Iterable
 from atlas.atomic import atomic_write_text, write_problem
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer, find_layer
-from atlas.model.selection import WHOLE_LAYER
+from atlas.model.selection import WHOLE_LAYER, parse_channels
 
 RUN_FILE = "run.json"
 RUN_KEYS = ("name", "layers", "modes")  # what every reader of run.json relies on
+PLANNED = "planned"  # run.json: mode id -> layer -> the channels the config asks for ("0-15,20")
 CENTRE_UNITS = "centre_units"  # run.json: mode id -> CentreUnits, for noise modes rendered with `neuron`
 MANIFEST_FILE = "manifest.sqlite"
 IMAGES_DIR = "images"
@@ -417,6 +420,8 @@ class Run:
     facets: dict[tuple[str, str, int], list[Render]] = field(default_factory=dict)  # key -> all its facets, in
     # order, for keys rendered with more than one
     centre_units: dict[str, CentreUnits] = field(default_factory=dict)  # mode id -> its neuron renders' unit
+    planned: dict[str, dict[str, list[int]]] | None = None  # mode id -> layer -> the channels the last sweep's
+    # config asked for; None in folders written before it was recorded (then every catalogued channel counts)
 
     def mode(self, mode_id: str) -> Mode | None:
         return next((mode for mode in self.modes if mode.id == mode_id), None)
@@ -476,6 +481,15 @@ def _recorded_objective(info: dict[str, Any], mode: str) -> str:
     return settings.get("mode_render", {}).get(mode, settings.get("render", {})).get("objective", "channel")
 
 
+def _planned(recorded: dict[str, dict[str, str]] | None, counts: dict[str, int]
+             ) -> dict[str, dict[str, list[int]]] | None:
+    """run.json's `planned` selections expanded to channel lists (None if the run did not record them)."""
+    if recorded is None:
+        return None
+    return {mode: {layer: parse_channels(text, counts[layer], layer) for layer, text in layers.items()}
+            for mode, layers in recorded.items()}
+
+
 def read_run(folder: str | Path) -> Run:
     """Read a run folder written by `atlas sweep`; a clear error if it is not one."""
     folder = Path(folder)
@@ -484,7 +498,8 @@ def read_run(folder: str | Path) -> Run:
         layers = [Layer(**layer) for layer in info["layers"]]
         modes = [Mode(**{"objective": _recorded_objective(info, mode["id"]), **mode}) for mode in info["modes"]]
         centre_units = {mode: CentreUnits.from_dict(units) for mode, units in info.get(CENTRE_UNITS, {}).items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        planned = _planned(info.get(PLANNED), {layer.name: layer.channels for layer in layers})
+    except (ValueError, KeyError, TypeError, AttributeError, UserError) as exc:
         raise UserError(f"{folder / RUN_FILE} is damaged ({exc}); re-run `atlas sweep` on its config") from None
     latest: dict[tuple[str, str, int, int], Render] = {}
     for path in manifest_files(folder):
@@ -498,7 +513,8 @@ def read_run(folder: str | Path) -> Run:
         facets.setdefault(render.key, []).append(render)
     run = Run(folder=folder, name=info["name"], model=info.get("model", {}), layers=layers, modes=modes,
               settings=info.get("settings", {}), renders=[r for r in every if r.facet == 0], info=info,
-              facets={key: found for key, found in facets.items() if len(found) > 1}, centre_units=centre_units)
+              facets={key: found for key, found in facets.items() if len(found) > 1}, centre_units=centre_units,
+              planned=planned)
     if (folder / MANIFEST_FILE).is_file():
         with Manifest(folder / MANIFEST_FILE) as manifest:
             run.example_meta = manifest.example_meta()

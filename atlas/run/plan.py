@@ -15,7 +15,7 @@ from typing import Any
 
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer, centre_unit_box
-from atlas.model.selection import WHOLE_LAYER
+from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.render import devices
 from atlas.render.loop import RenderSettings
 from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, select_layers
@@ -68,6 +68,8 @@ class RunPlan:
     examples: ExamplesPlan | None = None  # the dataset-examples pass, if the config or command line asks
     centre_units: dict[str, CentreUnits] = field(default_factory=dict)  # noise mode id -> where the unit of its
     # `neuron` renders sits in every layer (none for other objectives)
+    planned: dict[str, dict[str, str]] = field(default_factory=dict)  # mode id -> layer -> the channels the
+    # config asks for, as a selection ("0-15,20"), over every shard: what the site counts as missing
 
     def settings_for(self, mode: str) -> RenderSettings:
         """The render settings of one mode."""
@@ -132,6 +134,16 @@ def centre_units(model: Any, size: int) -> CentreUnits:
                                     for layer in model.layers})
 
 
+def planned_channels(work: list[WorkItem]) -> dict[str, dict[str, str]]:
+    """Each mode's asked-for channels per layer, as selections (whole-layer dreams left out)."""
+    planned: dict[str, dict[str, list[int]]] = {}
+    for item in work:
+        if item.channel != WHOLE_LAYER:
+            planned.setdefault(item.mode, {}).setdefault(item.layer, []).append(item.channel)
+    return {mode: {layer: format_channels(channels) for layer, channels in layers.items()}
+            for mode, layers in planned.items()}
+
+
 def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -> list[WorkItem]:
     """Everything the config asks for, low layers first, each layer's modes together, channels ascending."""
     config = loaded.config
@@ -172,7 +184,8 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     formats = config.formats.model_dump()
     photos = {m.id: loaded.photos[m.photo] for m in modes if m.photo}
     hashes = {m.id: settings_hash(model.sha256, every[m.id], config.seed, photos.get(m.id), formats) for m in modes}
-    items = shard_items(resolve_work(loaded, model.layers, modes), shard)
+    work = resolve_work(loaded, model.layers, modes)
+    items = shard_items(work, shard)
     units = {m.id: centre_units(model, every[m.id].size) for m in modes if m.kind == NOISE and m.objective == "neuron"}
     examples = None
     if examples_folder or config.examples:
@@ -183,7 +196,8 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
                    model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples,
-                   mode_settings={mode: s for mode, s in every.items() if s != settings}, centre_units=units)
+                   mode_settings={mode: s for mode, s in every.items() if s != settings}, centre_units=units,
+                   planned=planned_channels(work))
 
 
 def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], plan: RunPlan) -> bool:
