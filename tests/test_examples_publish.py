@@ -66,3 +66,14 @@ def test_figure_examples_without_examples_is_one_line(tmp_path, layers, capsys):
     folder = make_fake_run(tmp_path / "plain", layers=layers)
     assert main(["figure", str(folder), "--sheet", LAYER, "--examples"]) == 2
     assert "no dataset examples" in capsys.readouterr().err
+
+
+def test_an_example_whose_patch_is_gone_is_not_shown(tmp_path, layers):
+    """As with renders: a patch deleted from the run folder leaves no broken image on the channel page."""
+    run_folder = add_fake_examples(make_fake_run(tmp_path / "ex", layers=layers, fraction=0.5), layers)
+    first, *rest = read_run(run_folder).examples[(LAYER, 1)]
+    (run_folder / first.crop).unlink()
+    build_site(run_folder)
+    channel = (run_folder / "site" / f"channels/{LAYER}/0001.html").read_text()
+    shown = re.findall(r'<a class="example" href="[^"]+" data-box="(\d+,\d+,\d+,\d+)"', channel)
+    assert shown == [",".join(map(str, e.box)) for e in rest] and first.crop not in channel

@@ -234,7 +234,8 @@ def display_order(layers: list[Layer]) -> list[tuple[str, list[Layer], str | Non
 
 
 def build_atlas(run: Run) -> Atlas:
-    """Group the run's renders by layer and mode; a render whose files are gone counts as missing."""
+    """Group the run's renders by layer and mode; a render whose files are gone counts as missing, and a
+    dataset example whose patch is gone is not shown."""
     existing = _existing_files(run.folder)
     per_layer: dict[str, dict[str, dict[int, Render]]] = {}
     dreams: dict[str, dict[str, Render]] = {}
@@ -256,8 +257,8 @@ def build_atlas(run: Run) -> Atlas:
         for layer in members:
             renders = {mode: {c: r for c, r in found.items() if 0 <= c < layer.channels}
                        for mode, found in per_layer.get(layer.name, {}).items()}
-            examples = {c: run.examples[(layer.name, c)] for c in range(layer.channels)
-                        if (layer.name, c) in run.examples}
+            examples = {c: shown for c in range(layer.channels)
+                        if (shown := [e for e in run.examples.get((layer.name, c), []) if e.crop in existing])}
             outlines = {mode: Outline(units.boxes[layer.name], Size(units.width, units.height))
                         for mode, units in run.centre_units.items() if layer.name in units.boxes}
             planned = None if run.planned is None else {mode: layers.get(layer.name, [])
@@ -274,12 +275,13 @@ def build_atlas(run: Run) -> Atlas:
 
 
 def _existing_files(folder: Path) -> set[str]:
-    """Run-relative paths (POSIX) of every file under images/: one walk instead of a stat per render."""
+    """Run-relative paths (POSIX) of every file under images/ and examples/: one walk instead of a stat per
+    render or example patch."""
     found: set[str] = set()
-    root = folder / "images"
-    for parent, _, files in os.walk(root):
-        rel = Path(parent).relative_to(folder).as_posix()
-        found.update(f"{rel}/{name}" for name in files)
+    for root in (folder / "images", folder / "examples"):
+        for parent, _, files in os.walk(root):
+            rel = Path(parent).relative_to(folder).as_posix()
+            found.update(f"{rel}/{name}" for name in files)
     return found
 
 
