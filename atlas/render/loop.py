@@ -253,6 +253,19 @@ def _step_functions(model: Model, layer: str, objective: str, levels: int, preci
     return _STEPS[key]
 
 
+def step_call(model: Model, layer: str, batch: int, size: int, precision: str = "float32") -> Callable[[], None]:
+    """One DeepDream step of `batch` grey images of `layer` at `size` px, as a call that waits for its result
+    (for the dry run's measured step)."""
+    step, _ = _step_functions(model, layer, "channel", RenderSettings().laplacian_levels, precision)
+    images = tf.constant(np.full((batch, size, size, 3), 128, np.float32))
+    args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0), tf.ones([batch]))
+
+    def call() -> None:
+        step(images, *args).numpy()
+
+    return call
+
+
 def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.ndarray,
                      settings: RenderSettings, seed: int, on_step: Callable[[], None] = lambda: None) -> np.ndarray:
     """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images."""

@@ -35,23 +35,11 @@ def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
                  method: str = "deepdream") -> tuple[float, float]:
     """(seconds per 224 px image-step of `layer` with `method` at this batch size, seconds of the first call's
     tracing and compiling, which a sweep pays once per layer)."""
-    import numpy as np
-    import tensorflow as tf
-
     if method == "fourier":
         from atlas.render.fourier import step_call
-
-        call = step_call(model, layer, batch, 224, precision)
     else:
-        from atlas.render.loop import _step_functions
-
-        step, _ = _step_functions(model, layer, "channel", 4, precision)
-        images = tf.constant(np.full((batch, 224, 224, 3), 128, np.float32))
-        args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0),
-                tf.ones([batch]))
-
-        def call() -> None:
-            step(images, *args).numpy()
+        from atlas.render.loop import step_call
+    call = step_call(model, layer, batch, 224, precision)
     began = time.perf_counter()
     call()
     first = time.perf_counter() - began
