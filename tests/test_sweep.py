@@ -304,7 +304,7 @@ def test_the_site_counts_missing_renders_among_those_the_config_asks_for(tmp_pat
     sweep(loaded, shard="2/2")
     report = build_site(loaded.run_folder)
     assert report.missing_renders == 0 and "renders missing" not in report.summary()
-    assert "4 of 4 asked for rendered" in (report.out / "index.html").read_text()
+    assert "4 rendered of the 4 asked for" in (report.out / "index.html").read_text()
     gone = read_run(loaded.run_folder).renders[0]
     (loaded.run_folder / gone.thumb).unlink()
     assert build_site(loaded.run_folder).missing_renders == 1
