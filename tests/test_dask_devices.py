@@ -17,6 +17,7 @@ from atlas.run.config import load_config
 from atlas.run.layout import resolve_cluster_layout
 from atlas.run.plan import resolve_plan
 from atlas.run.sweep import sweep
+from atlas.run import workers
 from atlas.run.workers import cluster_devices
 
 distributed = pytest.importorskip("dask.distributed")
@@ -108,3 +109,12 @@ def test_a_dask_sweep_and_dry_run_plan_from_the_cluster_and_render(cluster, tmp_
 def test_gpus_on_the_command_line_is_refused_with_dask(tmp_path, capsys):
     assert main(["sweep", str(write_config(tmp_path)), "--backend", "dask", "--gpus", "0"]) == 2
     assert "on a dask cluster each worker renders on its first visible GPU" in capsys.readouterr().err
+
+
+def test_a_scheduler_without_workers_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(workers, "WORKERS_TIMEOUT", 1)
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None) as empty:
+        code = main(["sweep", str(write_config(tmp_path)), "--backend", "dask", "--scheduler",
+                     empty.scheduler_address, "--dry-run"])
+    assert code == 2
+    assert f"no dask worker joined the scheduler {empty.scheduler_address} in 1 s" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from what each worker process reported it renders on (`atlas.run.workers.cluster
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -79,7 +80,7 @@ class Layout:
         gpus = sum(d.is_gpu for d in found)
         what = ", ".join(_count(n, noun) for n, noun in ((gpus, "GPU"), (len(found) - gpus, "CPU")) if n)
         first = self.workers[0]
-        batches = f"batches of {first.images} images" + (f" of {first.area ** 0.5:.0f} px" if first.area else "")
+        batches = f"batches of {first.images} images" + (f" of {math.isqrt(first.area)} px" if first.area else "")
         return f"dask cluster: {_count(len(found), 'worker')}, {what} ({_kinds(found)}): {precision}, {batches}"
 
 
