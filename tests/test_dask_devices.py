@@ -11,13 +11,12 @@ from test_sweep import assert_complete, write_config
 
 from atlas.cli import main
 from atlas.render import devices
-from atlas.render.devices import GIB
 from atlas.render.loop import auto_batch_size
+from atlas.run import workers
 from atlas.run.config import load_config
 from atlas.run.layout import resolve_cluster_layout
 from atlas.run.plan import resolve_plan
 from atlas.run.sweep import sweep
-from atlas.run import workers
 from atlas.run.workers import cluster_devices
 
 distributed = pytest.importorskip("dask.distributed")
