@@ -112,7 +112,7 @@ def test_gpus_on_the_command_line_is_refused_with_dask(tmp_path, capsys):
 
 def test_a_scheduler_without_workers_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(workers, "WORKERS_TIMEOUT", 1)
-    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None) as empty:
+    with distributed.LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0") as empty:
         code = main(["sweep", str(write_config(tmp_path)), "--backend", "dask", "--scheduler",
                      empty.scheduler_address, "--dry-run"])
     assert code == 2

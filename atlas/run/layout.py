@@ -76,7 +76,7 @@ class Layout:
     def _describe_cluster(self, precision: str) -> str:
         """`dask cluster: 4 workers, 4 GPUs (4x A100 40 GB, capability 8.0): bfloat16 (compute capability >= 8.0),
         batches of 170 images of 224 px`."""
-        found = [w.device for w in self.workers]
+        found = sorted((w.device for w in self.workers), key=lambda d: (not d.is_gpu, d.name, d.memory))
         gpus = sum(d.is_gpu for d in found)
         what = ", ".join(_count(n, noun) for n, noun in ((gpus, "GPU"), (len(found) - gpus, "CPU")) if n)
         first = self.workers[0]
