@@ -110,19 +110,20 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from atlas.run.estimate import estimate
     from atlas.run.examples import run_examples
     from atlas.run.layout import parse_gpus
-    from atlas.run.plan import parse_shard, resolve_plan
-    from atlas.run.sweep import run_sweep
+    from atlas.run.plan import parse_shard
+    from atlas.run.sweep import planned, run_sweep
 
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
     loaded = load_config(args.config)
     model = load_model(loaded.config.model)
-    plan = resolve_plan(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), remote=args.backend == "dask",
-                        examples_folder=args.examples)  # once: the sweep, the dry run and the examples take it
-    if args.dry_run:
-        estimate(plan, model)
-        return
-    summary = run_sweep(plan, model, args.backend, args.scheduler)
+    # the plan once (for dask, from the cluster's devices): the sweep, the dry run and the examples take it
+    with planned(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), args.backend, args.scheduler,
+                 args.examples) as (plan, client):
+        if args.dry_run:
+            estimate(plan, model)
+            return
+        summary = run_sweep(plan, model, client)
     print("\n".join(summary.lines()))
     print(f"output: {plan.folder}")
     if summary.failed:

@@ -88,10 +88,12 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
         total += seconds
         print(f"{layer:<40} {len(items):>6} {' '.join(shown):>7} {seconds / 60:>7.1f}min", file=out)
     shard = f" (shard {plan.shard[0]}/{plan.shard[1]})" if plan.shard else ""
-    gpu_workers = len(plan.layout.gpus)
+    gpu_workers = 0 if plan.layout.remote else len(plan.layout.gpus)
     if gpu_workers > 1:  # measured on one of them; the others are assumed alike
         total /= gpu_workers
     where = f"{gpu_workers} GPU workers" if gpu_workers > 1 else "this machine"
+    if plan.layout.remote:
+        where += f" (measured here: the dask cluster's {len(plan.layout.workers)} workers were not timed)"
     print(f"{len(plan.items)} renders in this config{shard}, {len(plan.items) - len(todo)} already done, "
           f"{len(todo)} to do in {len(batches)} batches of up to {batch_size}; estimated "
           f"{format_duration(total)} on {where}", file=out)

@@ -4,11 +4,13 @@
 `workers`, `gpus`, `batch_size` and `precision` into a `Layout`, once, as part of the run's plan. With GPUs:
 one worker per GPU (`workers: auto`), each pinned to its card, batches from the card's memory. Without: the
 CPU's cores split into processes of up to two threads (on 2 cores, 2 processes of 1 thread rendered 1.13x
-as fast as 1 process of 2: benchmarks/sweep_workers.py).
+as fast as 1 process of 2: benchmarks/sweep_workers.py). On a dask cluster, `resolve_cluster_layout` does the same
+from what each worker process reported it renders on (`atlas.run.workers.cluster_devices`).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -45,7 +47,7 @@ class Layout:
     in_process: bool
     precision: str
     why: str  # why this precision
-    remote: bool = False  # a dask cluster renders; `workers` only sizes the batches
+    remote: bool = False  # a dask cluster renders: `workers` are its worker processes, one device each
 
     def batch_size(self, pixels: int) -> int:
         """Images per batch handed to a worker: the largest first guess of any worker."""
@@ -60,12 +62,10 @@ class Layout:
         thread, bfloat16 (the CPU has AVX512_BF16)`."""
         precision = f"{self.precision} ({self.why})"
         if self.remote:
-            return f"dask cluster: each worker renders on its own devices, {precision}"
+            return self._describe_cluster(precision)
         used = sorted({w.device for w in self.workers}, key=lambda d: d.index)
         if used and used[0].is_gpu:
-            kinds = ", ".join(f"{n}x {name}" if n > 1 else name
-                              for name, n in Counter(d.short() for d in used).items())
-            return (f"{_count(len(used), 'GPU')} ({kinds}): {_count(len(self.workers), 'worker')} "
+            return (f"{_count(len(used), 'GPU')} ({_kinds(used)}): {_count(len(self.workers), 'worker')} "
                     f"(ids {', '.join(str(d.index) for d in used)}), {precision}")
         found = "no GPU found" if not any(d.is_gpu for d in self.devices) else "GPUs not used"
         cores = next(d.cores for d in self.devices if not d.is_gpu)
@@ -73,13 +73,28 @@ class Layout:
             f"{len(self.workers)} processes of {_count(self.workers[0].threads or 1, 'thread')} each"
         return f"{found}: rendering on {cores} CPU cores in {where}, {precision}"
 
+    def _describe_cluster(self, precision: str) -> str:
+        """`dask cluster: 4 workers, 4 GPUs (4x A100 40 GB, capability 8.0): bfloat16 (compute capability >= 8.0),
+        batches of 170 images of 224 px`."""
+        found = sorted((w.device for w in self.workers), key=lambda d: (not d.is_gpu, d.name, d.memory))
+        gpus = sum(d.is_gpu for d in found)
+        what = ", ".join(_count(n, noun) for n, noun in ((gpus, "GPU"), (len(found) - gpus, "CPU")) if n)
+        first = self.workers[0]
+        batches = f"batches of {first.images} images" + (f" of {math.isqrt(first.area)} px" if first.area else "")
+        return f"dask cluster: {_count(len(found), 'worker')}, {what} ({_kinds(found)}): {precision}, {batches}"
+
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
+def _kinds(found: list[Device]) -> str:
+    """`2x A100 40 GB, capability 8.0, 2 CPU cores`: each kind of device with how many there are."""
+    return ", ".join(f"{n}x {name}" if n > 1 else name for name, n in Counter(d.short() for d in found).items())
+
+
 def resolve_layout(devices: list[Device], workers: int | str, gpus: list[int] | None, batch_size: int | None,
-                   precision: str, remote: bool = False) -> Layout:
+                   precision: str) -> Layout:
     """The workers for these devices and settings; `gpus` picks GPUs by id (None: all, []: none)."""
     chosen = pick_gpus(devices, gpus)
     cpu = next(d for d in devices if not d.is_gpu)
@@ -88,7 +103,7 @@ def resolve_layout(devices: list[Device], workers: int | str, gpus: list[int] | 
     else:
         why = "set in the config"
     area = None if batch_size else 224 * 224
-    if chosen and not remote:
+    if chosen:
         count = len(chosen) if workers == "auto" else int(workers)
         slots = [chosen[i % len(chosen)] for i in range(count)]
         per_gpu = Counter(d.index for d in slots)
@@ -98,7 +113,23 @@ def resolve_layout(devices: list[Device], workers: int | str, gpus: list[int] | 
     count, threads = cpu_workers(workers, cpu.cores)
     first = batch_size or auto_batch_size(224 * 224, cpu)
     made = [Worker(cpu, threads, first, area) for _ in range(count)]
-    return Layout(devices, made, count == 1 and not remote, precision, why, remote)
+    return Layout(devices, made, count == 1, precision, why)
+
+
+def resolve_cluster_layout(found: list[Device], batch_size: int | None, precision: str) -> Layout:
+    """The layout of a dask cluster whose worker processes render on `found` (one device each, as they
+    reported): `auto` precision is bfloat16 only when every worker renders on a GPU of compute capability 8.0 or
+    more; one batching serves every worker, so batches are the smallest worker device's automatic size (an
+    explicit `batch_size` wins)."""
+    if precision != "auto":
+        why = "set in the config"
+    elif all(d.is_gpu for d in found):
+        precision, why = choose_precision(found)
+    else:
+        precision, why = "float32", "a worker renders on a CPU"
+    images = batch_size or min(auto_batch_size(224 * 224, d) for d in found)
+    made = [Worker(d, None, images, None if batch_size else 224 * 224) for d in found]
+    return Layout(found, made, False, precision, why, remote=True)
 
 
 def cpu_workers(requested: int | str, cores: int) -> tuple[int, int | None]:

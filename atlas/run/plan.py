@@ -17,10 +17,11 @@ from atlas.errors import UserError
 from atlas.model.catalogue import Layer, centre_unit_box
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.render import devices
+from atlas.render.devices import Device
 from atlas.render.loop import RenderSettings
 from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, select_layers
 from atlas.run.examples import ExamplesPlan
-from atlas.run.layout import Layout, resolve_layout
+from atlas.run.layout import Layout, resolve_cluster_layout, resolve_layout
 from atlas.run.manifest import NOISE, CentreUnits, Mode, image_paths, recorded_hashes
 from atlas.validation import validate
 
@@ -170,15 +171,19 @@ def resolve_examples(folder: str, layers: list[Layer], top: int | None = None, s
 
 
 def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None = None,
-                 gpus: list[int] | None = None, remote: bool = False, examples_folder: str | None = None) -> RunPlan:
+                 gpus: list[int] | None = None, cluster: list[Device] | None = None,
+                 examples_folder: str | None = None) -> RunPlan:
     """Resolve a loaded config against the model's catalogue and this machine's devices (`gpus` from the
-    command line overrides the config's; `remote`: a dask cluster renders); every config mistake is raised
-    here, before anything is created. `examples_folder` (the command line's) adds or replaces the config's
-    examples folder."""
+    command line overrides the config's), or a dask cluster's (`cluster`: what each worker process renders on;
+    `workers` and `gpus` do not apply there); every config mistake is raised here, before anything is created.
+    `examples_folder` (the command line's) adds or replaces the config's examples folder."""
     config = loaded.config
     modes = loaded.modes()
-    layout = resolve_layout(devices.discover_devices(), config.workers, config.gpus if gpus is None else gpus,
-                            config.batch_size, config.render.precision, remote)
+    if cluster is not None:
+        layout = resolve_cluster_layout(cluster, config.batch_size, config.render.precision)
+    else:
+        layout = resolve_layout(devices.discover_devices(), config.workers, config.gpus if gpus is None else gpus,
+                                config.batch_size, config.render.precision)
     settings = replace(config.settings(), precision=layout.precision)  # `auto` decided once, for every worker
     every = {m.id: replace(config.settings(m.method, m.facets), precision=layout.precision) for m in modes}
     formats = config.formats.model_dump()

@@ -29,7 +29,7 @@ from atlas.errors import UserError
 from atlas.run.config import LoadedConfig
 from atlas.run.manifest import Manifest, manifest_name, write_run_info
 from atlas.run.plan import Batch, RunPlan, WorkItem, make_batches, parse_shard, pending, resolve_plan
-from atlas.run.workers import LocalPool, Outcome, Task, adopt_model, run_batch, run_on_dask
+from atlas.run.workers import LocalPool, Outcome, Task, adopt_model, cluster_devices, run_batch, run_on_dask
 
 LOCK_FILE = ".sweep.lock"
 WRITE_THREADS = 4  # files written at once: their fsyncs overlap (4.5x the rate of one at a time here)
@@ -104,14 +104,37 @@ def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = 
     from atlas.model.graph import load_model
 
     model = load_model(loaded.config.model)
-    plan = resolve_plan(loaded, model, parse_shard(shard), gpus, remote=backend == "dask")  # errors first
-    return run_sweep(plan, model, backend, scheduler, out)
+    with planned(loaded, model, parse_shard(shard), gpus, backend, scheduler) as (plan, client):
+        return run_sweep(plan, model, client, out)
 
 
-def run_sweep(plan: RunPlan, model: Any, backend: str | None = None, scheduler: str | None = None,
-              out: Any = None) -> Summary:
-    """Run (or resume) the sweep of a resolved plan; returns what happened. `out` (progress and the device line)
-    is the stderr of the moment of the call unless given."""
+@contextmanager
+def planned(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None, gpus: list[int] | None,
+            backend: str | None, scheduler: str | None,
+            examples_folder: str | None = None) -> Iterator[tuple[RunPlan, Any]]:
+    """The run's plan, resolved once against the devices that will render, with the dask client to render on
+    (None for the local backend). For `backend` dask the cluster is connected first (a local one started without
+    `scheduler`), its workers' devices decide the plan, and the client is closed on leaving the block."""
+    if backend != "dask":
+        yield resolve_plan(loaded, model, shard, gpus, examples_folder=examples_folder), None
+        return
+    if gpus is not None:
+        raise UserError("--gpus picks this machine's GPUs; on a dask cluster each worker renders on its first "
+                        "visible GPU: start one worker per GPU (CUDA_VISIBLE_DEVICES=N dask worker ADDRESS)")
+    client = _dask_client(scheduler)
+    try:
+        yield resolve_plan(loaded, model, shard, gpus, cluster=cluster_devices(client),
+                           examples_folder=examples_folder), client
+    finally:
+        client.close()
+
+
+def run_sweep(plan: RunPlan, model: Any, client: Any = None, out: Any = None) -> Summary:
+    """Run (or resume) the sweep of a resolved plan, on the dask `client` when the plan is a cluster's (see
+    `planned`); returns what happened. `out` (progress and the device line) is the stderr of the moment of the
+    call unless given."""
+    if plan.layout.remote != (client is not None):
+        raise ValueError("a dask cluster's plan runs with its client, and only such a plan does")
     out = sys.stderr if out is None else out
     folder = plan.folder
     with stop_on_write_errors(folder):
@@ -119,12 +142,12 @@ def run_sweep(plan: RunPlan, model: Any, backend: str | None = None, scheduler: 
         lock = take_lock(folder, plan.shard)
     try:
         with stop_on_write_errors(folder):
-            return _sweep(plan, model, backend, scheduler, out)
+            return _sweep(plan, model, client, out)
     finally:
         lock.release()
 
 
-def _sweep(plan: RunPlan, model: Any, backend: str | None, scheduler: str | None, out: Any) -> Summary:
+def _sweep(plan: RunPlan, model: Any, client: Any, out: Any) -> Summary:
     began = time.perf_counter()
     todo = pending(plan)
     batches = make_batches(todo, plan.layout.batch_size(plan.settings.size ** 2))
@@ -135,7 +158,7 @@ def _sweep(plan: RunPlan, model: Any, backend: str | None, scheduler: str | None
     task = make_task(plan, stamp)
     with Manifest(plan.folder / manifest_name(plan.shard), create=True) as manifest, Progress(todo, out) as bars, \
             ThreadPoolExecutor(WRITE_THREADS) as writers, \
-            outcomes(plan, model, batches, task, backend, scheduler) as finished:
+            outcomes(plan, model, batches, task, client) as finished:
         for outcome in finished:
             _record(outcome, plan.folder, manifest, summary, writers)
             bars.advance(outcome.batch.layer, len(outcome.batch.channels))
@@ -144,22 +167,20 @@ def _sweep(plan: RunPlan, model: Any, backend: str | None, scheduler: str | None
 
 
 @contextmanager
-def outcomes(plan: RunPlan, model: Any, batches: list[Batch], task: Task, backend: str | None,
-             scheduler: str | None) -> Iterator[Iterator[Outcome]]:
-    """The batches' outcomes as they finish, from the plan's workers (or a dask cluster); leaving the block
-    with an error cancels what is queued and stops the workers."""
+def outcomes(plan: RunPlan, model: Any, batches: list[Batch], task: Task,
+             client: Any) -> Iterator[Iterator[Outcome]]:
+    """The batches' outcomes as they finish, from the plan's workers (or the dask cluster of `client`); leaving
+    the block with an error cancels what is queued and stops the workers."""
     if not batches:
         yield iter(())
-    elif backend == "dask":
+    elif client is not None:
         from atlas.model.source import read_graph_bytes
 
-        client = _dask_client(scheduler)
         finished = run_on_dask(client, batches, task, read_graph_bytes(model.source))
         try:
             yield finished
         finally:
             finished.close()
-            client.close()
     elif plan.layout.in_process:
         adopt_model(model, plan.layout.workers[0].fit())
         yield (run_batch(task, batch) for batch in batches)

@@ -19,17 +19,19 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from atlas.model.selection import WHOLE_LAYER
 from atlas.run.manifest import Render, image_paths
 
 if TYPE_CHECKING:
+    from atlas.render.devices import Device
     from atlas.render.loop import BatchFit, RenderSettings
     from atlas.run.layout import Worker
     from atlas.run.plan import Batch
 
 IN_FLIGHT = 2  # batches queued per worker, so none waits while the parent writes
+WORKERS_TIMEOUT = 30  # seconds a sweep waits for the first dask worker to join the scheduler
 
 
 @dataclass(frozen=True)
@@ -162,11 +164,17 @@ def _fit(task: Task) -> BatchFit:
         if _STATE.get("fit_args"):
             _STATE["fit"] = BatchFit(*_STATE["fit_args"])
             return _STATE["fit"]
-        device = discover_devices()[0]
+        device = rendering_device(discover_devices)
         size = task.settings.batch_size
         _STATE["fit"] = BatchFit(size, None) if size else \
             BatchFit(auto_batch_size(224 * 224, device), memory=device.memory if device.is_gpu else None)
     return _STATE["fit"]
+
+
+def rendering_device(discover: Callable[[], list[Device]]) -> Device:
+    """What a worker process that is not pinned by the sweep (a dask worker) renders on: the first device
+    `discover` lists, i.e. its first visible GPU, else its CPU (TensorFlow's default device)."""
+    return discover()[0]
 
 
 # ----------------------------------------------------------------------------------------------- the local pool
@@ -234,6 +242,22 @@ class LocalPool:
 
     def __exit__(self, kind: object, *exc: object) -> None:
         self.stop() if kind is not None else self.close()
+
+
+def cluster_devices(client: Any, discover: Callable[[], list[Device]] | None = None) -> list[Device]:
+    """The device each worker process of a dask cluster renders on, in the order of the workers' addresses, asked
+    of the workers themselves (`discover`, default: `atlas.render.devices.discover_devices` as it is at the call,
+    runs in every worker process). Waits up to WORKERS_TIMEOUT seconds for a first worker to join."""
+    from atlas.errors import UserError
+    from atlas.render import devices
+
+    try:
+        client.wait_for_workers(1, timeout=WORKERS_TIMEOUT)
+    except TimeoutError:
+        raise UserError(f"no dask worker joined the scheduler {client.scheduler.address} in {WORKERS_TIMEOUT} s; "
+                        "start workers (`dask worker ADDRESS`) and run again") from None
+    found = client.run(rendering_device, discover or devices.discover_devices)
+    return [found[address] for address in sorted(found)]
 
 
 def run_on_dask(client: Any, batches: list[Batch], task: Task, graph: bytes) -> Iterator[Outcome]:
