@@ -111,14 +111,14 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from atlas.run.examples import run_examples
     from atlas.run.layout import parse_gpus
     from atlas.run.plan import parse_shard
-    from atlas.run.sweep import planned, run_sweep
+    from atlas.run.sweep import plan_and_client, run_sweep
 
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
     loaded = load_config(args.config)
     model = load_model(loaded.config.model)
     # the plan once (for dask, from the cluster's devices): the sweep, the dry run and the examples take it
-    with planned(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), args.backend, args.scheduler,
+    with plan_and_client(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), args.backend, args.scheduler,
                  args.examples) as (plan, client):
         if args.dry_run:
             estimate(plan, model)

@@ -104,12 +104,12 @@ def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = 
     from atlas.model.graph import load_model
 
     model = load_model(loaded.config.model)
-    with planned(loaded, model, parse_shard(shard), gpus, backend, scheduler) as (plan, client):
+    with plan_and_client(loaded, model, parse_shard(shard), gpus, backend, scheduler) as (plan, client):
         return run_sweep(plan, model, client, out)
 
 
 @contextmanager
-def planned(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None, gpus: list[int] | None,
+def plan_and_client(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None, gpus: list[int] | None,
             backend: str | None, scheduler: str | None,
             examples_folder: str | None = None) -> Iterator[tuple[RunPlan, Any]]:
     """The run's plan, resolved once against the devices that will render, with the dask client to render on
@@ -131,8 +131,8 @@ def planned(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None, gpu
 
 def run_sweep(plan: RunPlan, model: Any, client: Any = None, out: Any = None) -> Summary:
     """Run (or resume) the sweep of a resolved plan, on the dask `client` when the plan is a cluster's (see
-    `planned`); returns what happened. `out` (progress and the device line) is the stderr of the moment of the
-    call unless given."""
+    `plan_and_client`); returns what happened. `out` (progress and the device line) is the stderr of the moment
+    of the call unless given."""
     if plan.layout.remote != (client is not None):
         raise ValueError("a dask cluster's plan runs with its client, and only such a plan does")
     out = sys.stderr if out is None else out
