@@ -444,26 +444,27 @@ class StepProgress:
     report: Callable[[float], None] | None
     channels: int
     steps: int
-    taken: int = 0
-    told: float = 0.0
+    taken: int = 0  # steps reported so far (the last one is told by `finish`, with the metrics)
+
+    @property
+    def told(self) -> float:
+        return self.channels * self.taken / self.steps
 
     def __call__(self) -> None:
-        """One gradient step of the pass is done (the last one is told by `finish`, with the metrics)."""
-        self.taken += 1
-        if self.report and self.taken < self.steps:
-            self.told += self.channels / self.steps
+        """One gradient step of the pass is done."""
+        if self.report and self.taken + 1 < self.steps:
+            self.taken += 1
             self.report(self.channels / self.steps)
 
     def finish(self) -> None:
         if self.report:
             self.report(self.channels - self.told)
-        self.told = self.channels
 
     def undo(self) -> None:
         """The pass failed and will be retried: take back what was reported."""
-        if self.report and self.told:
+        if self.report and self.taken:
             self.report(-self.told)
-        self.taken, self.told = 0, 0.0
+        self.taken = 0
 
 
 def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarray | None,
