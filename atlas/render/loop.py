@@ -132,6 +132,7 @@ class RenderResult:
     specific: bool | None  # its own image excites it more than any other channel's image of the batch (None: alone)
     seconds: float
     facet: int = 0  # which of the channel's `diversity` images
+    batch: int = 1  # images in the pass that rendered it: another batch size may round (and so drift) otherwise
 
 
 def auto_precision(found: list[Device] | None = None) -> str:
@@ -489,7 +490,8 @@ def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarr
                       images.astype(np.float32), settings.objective, batch)
     seconds = (time.perf_counter() - began) / len(images_of)
     return [RenderResult(layer=layer, channel=c, objective=settings.objective, seed=seed, image=image,
-                         seconds=seconds, facet=f, **m) for (c, f), image, m in zip(images_of, images, metrics)]
+                         seconds=seconds, facet=f, batch=len(images_of), **m)
+            for (c, f), image, m in zip(images_of, images, metrics)]
 
 
 def with_overrides(settings: RenderSettings, **overrides: object) -> RenderSettings:
