@@ -12,7 +12,7 @@ from atlas.render import fourier, param, transforms
 from atlas.render.loop import RenderSettings, render_channels
 from atlas.render.objectives import diversity, spread, total_loss
 
-# small and short, so the suite stays fast; the real defaults (224 px, 512 steps) are in benchmarks/README
+# small and short, so the suite stays fast; the real defaults (224 px, 512 steps) are in docs/benchmarks.md
 FOURIER = RenderSettings(method="fourier", size=64, steps=128)
 DEEPDREAM = RenderSettings(size=64)
 
@@ -42,7 +42,7 @@ def _fourier_loop(model, layer: str, channels: list[int], parameterisation) -> n
 def test_fourier_against_the_noise_method_over_ten_layers(small_model):
     """Issue 12's check over ten layers low to high: specificity at least the DeepDream method's, and a higher
     climb. Its finest-level share is not compared with DeepDream's here: on the stand-in it is higher (0.26
-    against 0.17 here; `benchmarks/finest_band.py` and README, "Fourier against DeepDream"); the next test
+    against 0.17 here; `benchmarks/finest_band.py` and docs/dream.md, "Pixel-scale noise"); the next test
     pins the method's noise removal against pixel-space ascent, as published."""
     specific, lifts = {}, {}
     for settings in (DEEPDREAM, FOURIER):

@@ -64,7 +64,7 @@ class RenderSettings:
     # weight of the term against the mean objective of a channel's facets, the objective counted in units of
     # lift (the layer's channel spread on the start images), so one weight means the same for any network's
     # activation scale. 0.3 keeps each facet's lift >= half a single render's with both methods on the
-    # stand-in, where 0.5 already costs it at mixed4e with DeepDream (README, Facets; tests/test_fourier.py)
+    # stand-in, where 0.5 already costs it at mixed4e with DeepDream (docs/dream.md, Facets; tests/test_fourier.py)
     diversity_weight: float = 0.3
     # speed: the same batch size gives the same bytes on the same machine; another one may drift (see above).
     # precision "bfloat16" (opt-in; "auto" picks it on CPUs with
