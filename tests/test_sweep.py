@@ -313,3 +313,21 @@ def test_the_site_counts_missing_renders_among_those_the_config_asks_for(tmp_pat
     (loaded.run_folder / "run.json").write_text(json.dumps(info))
     catalogue = sum(layer.channels for layer in read_run(loaded.run_folder).layers)
     assert build_site(loaded.run_folder).missing_renders == catalogue - 3
+
+
+def test_each_worker_keeps_to_the_layers_it_started():
+    """Every mode of a layer goes to one worker process (its functions are traced once, not in each process);
+    plan order holds within a layer, and a worker with nothing of its own left helps with the longest layer."""
+    from atlas.run.plan import Batch
+    from atlas.run.workers import LayerQueue
+
+    batches = [Batch(mode, f"layer{i}", (c,)) for i in range(4) for mode in ("noise", "photo") for c in (0, 1)]
+    queue, taken = LayerQueue(batches), {0: [], 1: []}
+    for slot in [0, 1] * 8:
+        taken[slot].append(queue.take(slot))
+    assert not queue and sorted(taken[0] + taken[1], key=batches.index) == batches
+    assert {b.layer for b in taken[0]} == {"layer0", "layer2"} and {b.layer for b in taken[1]} == {"layer1", "layer3"}
+    assert all(sorted(mine, key=batches.index) == mine for mine in taken.values())
+    uneven = LayerQueue([Batch("noise", "a", (c,)) for c in range(3)] + [Batch("noise", "b", (0,))])
+    got = [uneven.take(slot).layer for slot in (0, 1, 1, 1)]
+    assert got == ["a", "b", "a", "a"]  # worker 1 finished its layer, so it helps with a

@@ -226,7 +226,7 @@ class Model:
 def _image_function(forward: Callable[[tf.Tensor], object]) -> Callable[[tf.Tensor], object]:
     """A tf.function over batches of NHWC float32 images of any size."""
     return tf.function(forward, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-                       reduce_retracing=True)
+                       reduce_retracing=True, autograph=False)  # plain Python loops over nodes: nothing to convert
 
 
 def load_model(spec: str | None = None) -> Model:

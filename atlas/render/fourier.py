@@ -59,7 +59,7 @@ def _step_function(model: Model, layer: str, objective: str, facets: int, divers
         _STEPS[key] = tf.function(step, input_signature=[
             spec, spec, spec, scalar, tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 6], tf.float32),
             tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
-            scalar, tf.TensorSpec([None], tf.float32)])
+            scalar, tf.TensorSpec([None], tf.float32)], autograph=False)
     return _STEPS[key]
 
 

@@ -243,19 +243,25 @@ def _step_functions(model: Model, layer: str, objective: str, levels: int, preci
                 loss = total_loss(fn(images), channels, objective, facets, diversity_weight, units)
             return tape.gradient(loss, images)
 
+        # traced once and called by both functions below: building the backward graph is most of a layer's
+        # first-call cost on a narrow network (autograph is off: there is no data-dependent Python control flow)
+        traced = tf.function(units_gradient, input_signature=spec + [tf.TensorSpec([None], tf.float32)],
+                             autograph=False)
+
         def gradient(images: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
-            return units_gradient(images, channels, tf.ones(tf.shape(channels)))
+            return traced(images, channels, tf.ones(tf.shape(channels)))
 
         def noise_step(images: tf.Tensor, channels: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor,
                        step: tf.Tensor, units: tf.Tensor) -> tf.Tensor:
-            grad = transforms.roll(units_gradient(transforms.roll(images, dy, dx), channels, units), -dy, -dx)
+            grad = transforms.roll(traced(transforms.roll(images, dy, dx), channels, units), -dy, -dx)
             grad = transforms.laplacian_normalize(grad, levels)
             return tf.clip_by_value(images + step * grad, 0.0, 255.0)
 
         scalar = tf.TensorSpec([], tf.int32)
         _STEPS[key] = (tf.function(noise_step, input_signature=spec + [scalar, scalar, tf.TensorSpec([], tf.float32),
-                                                                        tf.TensorSpec([None], tf.float32)]),
-                       tf.function(gradient, input_signature=spec))
+                                                                        tf.TensorSpec([None], tf.float32)],
+                                   autograph=False),
+                       tf.function(gradient, input_signature=spec, autograph=False))
     return _STEPS[key]
 
 

@@ -195,6 +195,31 @@ def rendering_device(discover: Callable[[], list[Device]]) -> Device:
 # ----------------------------------------------------------------------------------------------- the local pool
 
 
+class LayerQueue:
+    """Batches in plan order, handed out so that each worker keeps to the layers it started: a layer's functions
+    are traced and compiled once per process that renders it (on a narrow network that costs as much as the
+    rendering), so every mode of a layer goes to one process. A worker whose layers are done starts the next
+    untouched layer, and when none is left helps with the layer that has the most batches left."""
+
+    def __init__(self, batches: list[Batch]) -> None:
+        self.layers: dict[str, deque[Batch]] = {}  # in plan order
+        for batch in batches:
+            self.layers.setdefault(batch.layer, deque()).append(batch)
+        self.owner: dict[str, int] = {}
+
+    def __bool__(self) -> bool:
+        return any(self.layers.values())
+
+    def take(self, slot: int) -> Batch:
+        """The next batch for the worker in `slot` (the queue must not be empty)."""
+        left = [layer for layer, queue in self.layers.items() if queue]
+        layer = next((name for name in left if self.owner.get(name) == slot), None) \
+            or next((name for name in left if name not in self.owner), None) \
+            or max(left, key=lambda name: len(self.layers[name]))
+        self.owner.setdefault(layer, slot)
+        return self.layers[layer].popleft()
+
+
 class LocalPool:
     """One spawned single-process executor per worker of the layout, each started pinned to its device
     (loky cannot give each process its own environment). `stop()` cancels queued work and ends the processes."""
@@ -219,19 +244,19 @@ class LocalPool:
             return self.executors[slot].submit(run_batch, task, batch)
 
     def run(self, batches: list[Batch], task: Task) -> Iterator[Outcome]:
-        """Outcomes as batches finish; each worker is kept IN_FLIGHT batches ahead."""
-        queue, running = deque(batches), {}
+        """Outcomes as batches finish; each worker is kept IN_FLIGHT batches ahead, on layers of its own."""
+        queue, running = LayerQueue(batches), {}
         for _ in range(IN_FLIGHT):
             for slot in range(len(self.executors)):
                 if queue:
-                    batch = queue.popleft()
+                    batch = queue.take(slot)
                     running[self._submit(slot, task, batch)] = (slot, batch)
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 slot, batch = running.pop(future)
                 if queue:
-                    nxt = queue.popleft()
+                    nxt = queue.take(slot)
                     running[self._submit(slot, task, nxt)] = (slot, nxt)
                 try:
                     yield future.result()
