@@ -237,7 +237,8 @@ def _dream_parser(sub: argparse._SubParsersAction) -> None:
                        help="of gradient steps (default float32; bfloat16 is faster on CPUs with "
                        "AVX512_BF16/AMX; auto picks it there)")
     for name, kind in DREAM_SETTINGS:
-        dream.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help="render setting (see README)")
+        dream.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                           help="render setting (see docs/dream.md)")
 
 
 LAYER_COLUMNS = ["index", "name", "block", "channels", "kernel", "stride", "in_channels", "depth",

@@ -38,31 +38,51 @@ def test_metrics_hold_over_ten_layers_low_to_high(half_model):
     assert top / total >= 0.75, f"top-10% rank {top}/{total}"
 
 
-@pytest.mark.parametrize("layer, octaves", [("conv2d0_pre_relu", 3), ("mixed3b_1x1_pre_relu", 3),
-                                            ("mixed4d_1x1_pre_relu", 1)])
-def test_batched_equals_alone(small_model, layer, octaves):
-    """Pixel equality up to rounding where rounding stays rounding. Measured on every third layer of the
-    0.125 stand-in: at one octave 15 of 20 layers agree within 1 level, at the default three octaves 8 of 20;
-    in the others rounding grows into drift (next test)."""
-    settings = RenderSettings(octaves=octaves)
-    batched = render_channels(small_model, layer, [0, 1, 2, 3], settings=replace(settings, batch_size=4))
-    alone = render_channels(small_model, layer, [2], settings=replace(settings, batch_size=1))[0]
-    difference = np.abs(batched[2].image.astype(int) - alone.image.astype(int))
-    assert difference.max() <= 2 and difference.mean() < 0.05
-    assert alone.end == pytest.approx(batched[2].end, rel=1e-3, abs=1e-3)
-    assert alone.specific is None and batched[2].specific is not None
+STEP_LAYERS = range(0, 59, 6)  # every sixth layer, conv2d0 to mixed5b
 
 
-@pytest.mark.parametrize("layer", ["mixed4d_3x3_bottleneck_pre_relu", "mixed5b_5x5_pre_relu"])
-def test_batched_and_alone_reach_the_same_result_in_deep_layers(small_model, layer):
-    """On random weights, rounding differences between batch sizes grow through ReLU and max-pool switches
-    over the small octaves; the images drift apart but stay the same channel's dream with the same metrics."""
+@pytest.mark.parametrize("index", STEP_LAYERS)
+def test_one_batched_step_equals_the_step_alone(small_model, index):
+    """Where rounding stays rounding: one gradient step of a channel in a batch of four is the same step alone,
+    within one grey level (the kernels of another batch size may add in another order, on any CPU)."""
+    layer = small_model.layers[index]
+    settings, channels = RenderSettings(octaves=1, steps=1), list(range(min(4, layer.channels)))
+    batched = render_channels(small_model, layer.name, channels, settings=replace(settings, batch_size=4))
+    alone = render_channels(small_model, layer.name, channels[-1:], settings=replace(settings, batch_size=1))[0]
+    difference = np.abs(batched[-1].image.astype(int) - alone.image.astype(int))
+    assert difference.max() <= 1 and difference.mean() < 0.01, layer.name
+    assert alone.end == pytest.approx(batched[-1].end, rel=1e-3, abs=1e-3)
+    assert (alone.batch, batched[-1].batch) == (1, len(channels))
+    assert alone.specific is None and (batched[-1].specific is not None or len(channels) == 1)
+
+
+def test_same_batch_size_same_bytes(small_model):
+    """Same machine, same batch size, same precision: the same bytes, for every channel of a batch."""
+    settings = replace(FAST, batch_size=4)
+    first, again = (render_channels(small_model, "mixed4d_1x1_pre_relu", [0, 1, 2, 3], settings=settings)
+                    for _ in range(2))
+    assert [encode(r.image) for r in first] == [encode(r.image) for r in again]
+
+
+# Measured (benchmarks/batch_drift.py, every third layer of the 0.125 stand-in, default settings) on AVX2 oneDNN
+# kernels and on TensorFlow's own (TF_ENABLE_ONEDNN_OPTS=0): see docs/dream.md#reproducibility for the figures.
+DRIFT = {"corr": 0.5, "rank": 2, "end": 0.25}
+
+
+@pytest.mark.parametrize("layer", ["mixed3a_3x3_pre_relu", "mixed4d_1x1_pre_relu", "mixed4d_3x3_bottleneck_pre_relu",
+                                   "mixed5b_5x5_pre_relu"])
+def test_a_whole_render_in_another_batch_is_the_same_channels_dream(small_model, layer):
+    """On random weights a whole render amplifies that rounding through ReLU and max-pool switches, so the images
+    of one channel rendered in a batch and alone may drift apart; what survives drift is tested: the lone render
+    correlates with its batched twin more than with any other channel's image, keeps its rank within two
+    places and its end activation within 25%."""
     batched = render_channels(small_model, layer, [0, 1, 2, 3], settings=RenderSettings(batch_size=4))
     alone = render_channels(small_model, layer, [2], settings=RenderSettings(batch_size=1))[0]
-    same, other = (_correlation(batched[i].image, alone.image) for i in (2, 1))
-    assert same > 0.4 > abs(other)
-    assert abs(alone.rank - batched[2].rank) <= 1
-    assert alone.end == pytest.approx(batched[2].end, rel=0.2)
+    same, other = _correlation(batched[2].image, alone.image), max(
+        _correlation(batched[i].image, alone.image) for i in (0, 1, 3))
+    assert same > max(DRIFT["corr"], other), (same, other)
+    assert abs(alone.rank - batched[2].rank) <= DRIFT["rank"]
+    assert alone.end == pytest.approx(batched[2].end, rel=DRIFT["end"])
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,6 +105,19 @@ def test_each_image_gets_exactly_its_own_gradient(small_model, size):
             alone = gradient(tf.constant(images[i:i + 1]), tf.constant(channels[i:i + 1])).numpy()
             scale = np.abs(alone).max() + 1e-30
             assert np.abs(together[i] - alone[0]).max() <= 1e-4 * scale, layer.name
+
+
+@pytest.mark.parametrize("layer", ["conv2d2_pre_relu", "mixed3b_5x5_pre_relu", "mixed4e_3x3_pre_relu"])
+def test_each_channels_facets_get_exactly_their_own_gradient(small_model, layer):
+    """With facets the diversity term couples a channel's own images only: two channels' facets in one batch get
+    the gradients of each channel's facets computed alone, up to float rounding."""
+    from atlas.render.loop import _step_functions
+
+    images = np.random.default_rng(3).normal(128, 20, (6, 64, 64, 3)).astype(np.float32)
+    _, gradient = _step_functions(small_model, layer, "channel", 4, facets=3, diversity_weight=0.3)
+    together = gradient(tf.constant(images), tf.constant([1, 1, 1, 4, 4, 4])).numpy()
+    alone = gradient(tf.constant(images[3:]), tf.constant([4, 4, 4])).numpy()
+    assert np.abs(together[3:] - alone).max() <= 1e-4 * np.abs(alone).max()
 
 
 def test_same_seed_same_png_bytes(small_model):

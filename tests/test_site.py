@@ -315,10 +315,11 @@ def test_a_manifest_from_before_facets_still_reads_and_builds(tmp_path, layers):
     (run / "run.json").write_text(json.dumps(info))
     before = read_run(run)
     assert before.renders and all(r.facet == 0 for r in before.renders) and not before.facets
+    assert all(r.batch is None and r.device == "" for r in before.renders)  # not recorded back then
     assert {m.method for m in before.modes} == {"deepdream"} and {m.objective for m in before.modes} == {"negative"}
     assert not before.centre_units
     build_site(run)
     assert "noise · DeepDream" in (run / "site" / "index.html").read_text()
-    with Manifest(run / MANIFEST_FILE, create=True):  # a sweep resuming it adds the column, keeping every row
-        pass
+    with Manifest(run / MANIFEST_FILE, create=True) as manifest:  # a sweep resuming it adds the columns,
+        assert {"facet", "batch", "device"} <= manifest._columns()  # keeping every row
     assert read_run(run).renders == before.renders

@@ -6,7 +6,10 @@ noise or a photo) and `fourier` (Adam on a decorrelated spectrum through random 
 spectrum: `atlas.render.fourier`). A batch holds one image per channel (N per channel with `diversity` N, its
 facets); the loss is the sum of each image's own objective (minus the diversity term within each channel's
 facets), so every image gets its own gradient, and all randomness is seeded per channel and facet so that a
-channel rendered in a batch equals the same channel rendered alone.
+channel's step in a batch equals its step alone up to float rounding (kernels of another batch size may add in
+another order). A whole render can amplify that rounding into drift to the same channel's dream: the same batch
+size on the same machine gives the same bytes, another one the same dream within the measured tolerance of
+docs/dream.md (benchmarks/batch_drift.py).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ StepFn = Callable[..., tf.Tensor]
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """Everything that shapes the pixels of a render (batch_size only changes speed)."""
+    """Everything that shapes the pixels of a render. batch_size is not part of the pixel hash: another batch size
+    rounds differently, which a whole render may amplify into drift to the same channel's dream (docs/dream.md)."""
 
     objective: str = "channel"  # channel | neuron | layer | negative
     method: str = "deepdream"  # deepdream (pixels; from noise or a photo) | fourier (a spectrum; from noise)
@@ -60,9 +64,10 @@ class RenderSettings:
     # weight of the term against the mean objective of a channel's facets, the objective counted in units of
     # lift (the layer's channel spread on the start images), so one weight means the same for any network's
     # activation scale. 0.3 keeps each facet's lift >= half a single render's with both methods on the
-    # stand-in, where 0.5 already costs it at mixed4e with DeepDream (README, Facets; tests/test_fourier.py)
+    # stand-in, where 0.5 already costs it at mixed4e with DeepDream (docs/dream.md, Facets; tests/test_fourier.py)
     diversity_weight: float = 0.3
-    # speed: batch_size never changes pixels. precision "bfloat16" (opt-in; "auto" picks it on CPUs with
+    # speed: the same batch size gives the same bytes on the same machine; another one may drift (see above).
+    # precision "bfloat16" (opt-in; "auto" picks it on CPUs with
     # native bfloat16, AVX512_BF16 or AMX) is 1.1-1.5x faster with the same metrics on the stand-in, but
     # its coarser rounding lets a batched render drift far from the same channel rendered alone; its pixels
     # differ from float32's, so it is part of the pixel hash when set
@@ -132,6 +137,7 @@ class RenderResult:
     specific: bool | None  # its own image excites it more than any other channel's image of the batch (None: alone)
     seconds: float
     facet: int = 0  # which of the channel's `diversity` images
+    batch: int = 1  # images in the pass that rendered it: another batch size may round (and so drift) otherwise
 
 
 def auto_precision(found: list[Device] | None = None) -> str:
@@ -416,7 +422,7 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
         try:
             reset_peak_memory()
             results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch, tick))
-        except tf.errors.ResourceExhaustedError:  # pixels do not depend on the batch: retry smaller
+        except tf.errors.ResourceExhaustedError:  # retry smaller (rounding may differ: recorded as `batch`)
             tick.undo()
             fit.halve(layer_name, pixels, images)
             continue
@@ -491,7 +497,8 @@ def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarr
     metrics = measure(model, layer, list(targets), start_values[0], images.astype(np.float32), objective, batch)
     seconds = (time.perf_counter() - began) / len(images_of)
     return [RenderResult(layer=layer, channel=c, objective=settings.objective, seed=seed, image=image,
-                         seconds=seconds, facet=f, **m) for (c, f), image, m in zip(images_of, images, metrics)]
+                         seconds=seconds, facet=f, batch=len(images_of), **m)
+            for (c, f), image, m in zip(images_of, images, metrics)]
 
 
 def with_overrides(settings: RenderSettings, **overrides: object) -> RenderSettings:

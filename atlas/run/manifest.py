@@ -131,6 +131,8 @@ class Render:
     versions: str = "{}"  # JSON: atlas, tensorflow, numpy, pillow, python
     created: float = 0.0  # unix time
     facet: int = 0  # which of the channel's images in a mode rendered with diversity N (0 .. N-1)
+    batch: int | None = None  # images in the pass that rendered it (None: recorded before passes were)
+    device: str = ""  # what rendered it: `host cpu` or `host gpu N` (empty: recorded before devices were)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -255,9 +257,12 @@ CREATE TABLE IF NOT EXISTS renders (
     layer TEXT NOT NULL, channel INTEGER NOT NULL, mode TEXT NOT NULL, seed INTEGER NOT NULL,
     settings_hash TEXT NOT NULL, start REAL, "end" REAL, lift REAL, rank INTEGER, specific INTEGER,
     seconds REAL, image TEXT, web TEXT, thumb TEXT, versions TEXT, created REAL, facet INTEGER NOT NULL DEFAULT 0,
+    batch INTEGER, device TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (mode, layer, channel, facet)
 )"""
-_OLD_COLUMNS = [c for c in _COLUMNS if c != "facet"]  # manifests written before facets existed
+_LATER = {"facet": "0", "batch": "NULL", "device": "''"}  # columns added since the first manifests, their default
+_ADDED = {"batch": "INTEGER", "device": "TEXT NOT NULL DEFAULT ''"}  # added to a manifest in place
+_OLD_COLUMNS = [c for c in _COLUMNS if c not in _LATER]  # manifests written before facets existed
 
 
 class Manifest:
@@ -278,6 +283,7 @@ class Manifest:
                 self._db.commit()
                 if not self._has_facets():
                     self._add_facets()
+                self._add_columns()
         except sqlite3.DatabaseError as exc:
             problem = write_problem(exc, path.parent) if create else None
             if problem:  # the folder is read-only or full, the file itself is fine
@@ -294,9 +300,9 @@ class Manifest:
 
     def renders(self) -> list[Render]:
         """Every recorded render (every facet), ordered by mode, layer, channel, facet."""
-        facets = self._has_facets()
-        cols = ", ".join(f'"{c}"' if c != "facet" or facets else "0" for c in _COLUMNS)
-        order = "mode, layer, channel" + (", facet" if facets else "")
+        present = self._columns()
+        cols = ", ".join(f'"{c}"' if c in present else _LATER[c] for c in _COLUMNS)
+        order = "mode, layer, channel" + (", facet" if "facet" in present else "")
         rows = self._db.execute(f"SELECT {cols} FROM renders ORDER BY {order}").fetchall()
         return [_from_row(row) for row in rows]
 
@@ -307,9 +313,21 @@ class Manifest:
         rows = self._db.execute(f"SELECT mode, layer, channel, settings_hash FROM renders{where}").fetchall()
         return {(m, l, c): h for m, l, c, h in rows}
 
+    def _columns(self) -> set[str]:
+        """The columns the renders table has (older manifests lack some of `_LATER`)."""
+        return {row[1] for row in self._db.execute("PRAGMA table_info(renders)")}
+
     def _has_facets(self) -> bool:
         """Whether the table has the `facet` column (manifests written before facets existed do not)."""
-        return any(row[1] == "facet" for row in self._db.execute("PRAGMA table_info(renders)"))
+        return "facet" in self._columns()
+
+    def _add_columns(self) -> None:
+        """Give an older manifest the columns added after facets (`batch`, `device`), empty for its rows."""
+        present = self._columns()
+        for column, kind in _ADDED.items():
+            if column not in present:  # each ALTER is atomic; one killed between them is finished next time
+                self._db.execute(f'ALTER TABLE renders ADD COLUMN "{column}" {kind}')
+        self._db.commit()
 
     def _add_facets(self) -> None:
         """Give an older manifest the `facet` column and its key, in one transaction (rows become facet 0)."""

@@ -62,8 +62,22 @@ class Outcome:
 
 def worker_name() -> str:
     """`host:pid`, with the GPU the process is pinned to: `host:pid gpu 2`."""
+    gpu = _pinned_gpu()
+    return f"{platform.node()}:{os.getpid()}" + (f" gpu {gpu}" if gpu else "")
+
+
+def device_name() -> str:
+    """What this process renders on, as the manifest records it: `host gpu 2`, or `host cpu` (a dask worker that
+    is not pinned renders on the device `_fit` found for it)."""
+    found = _STATE.get("device")
+    gpu = str(found.index) if found is not None and found.is_gpu else _pinned_gpu()
+    return f"{platform.node()} " + (f"gpu {gpu}" if gpu else "cpu")
+
+
+def _pinned_gpu() -> str:
+    """The GPU id(s) CUDA_VISIBLE_DEVICES pins this process to, or '' (none, or hidden with -1)."""
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    return f"{platform.node()}:{os.getpid()}" + (f" gpu {gpu}" if gpu and gpu != "-1" else "")
+    return "" if gpu == "-1" else gpu
 
 
 # ----------------------------------------------------------------------------------------------- in a worker
@@ -126,7 +140,8 @@ def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], di
                               settings_hash=task.hashes[batch.mode], start=result.start, end=result.end,
                               lift=result.lift, rank=result.rank, specific=result.specific,
                               seconds=result.seconds, image=paths[0], web=paths[1], thumb=paths[2],
-                              versions=task.versions, created=time.time(), facet=result.facet))
+                              versions=task.versions, created=time.time(), facet=result.facet,
+                              batch=result.batch, device=device_name()))
     return renders, files
 
 
@@ -169,7 +184,7 @@ def _fit(task: Task) -> BatchFit:
         if _STATE.get("fit_args"):
             _STATE["fit"] = BatchFit(*_STATE["fit_args"])
             return _STATE["fit"]
-        device = rendering_device(discover_devices)
+        device = _STATE["device"] = rendering_device(discover_devices)
         size = task.settings.batch_size
         _STATE["fit"] = BatchFit(size, None) if size else \
             BatchFit(auto_batch_size(224 * 224, device), memory=device.memory if device.is_gpu else None)
