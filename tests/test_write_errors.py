@@ -124,3 +124,20 @@ def test_write_errors_on_other_paths_still_raise(tmp_path):
         raise OSError(errno.EACCES, "denied", str(tmp_path / "elsewhere" / "file"))
     with pytest.raises(ValueError), atomic.stop_on_write_errors(tmp_path / "out"):
         raise ValueError("a bug")
+
+
+def test_a_model_cache_that_cannot_be_written_is_one_line(isolated_cache, capsys, monkeypatch):
+    """The real model's zip is in the cache, but extracting its graph there fails (a read-only cache)."""
+    from atlas.model import source
+    from tests.test_source import make_zip
+
+    isolated_cache.mkdir(parents=True)
+    (isolated_cache / source.ZIP_NAME).write_bytes(make_zip())
+
+    def read_only(target, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
+
+    monkeypatch.setattr(source, "atomic_path", read_only)
+    assert main(["layers", "--model", "inception5h"]) == 2
+    assert "set ATLAS_CACHE_DIR to a folder on a writable disk" in one_line(capsys, "read-only file system",
+                                                                             isolated_cache)
