@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import pytest
@@ -77,13 +78,18 @@ def start_sweep(tmp_path: Path, *flags: str, **changes) -> tuple[subprocess.Pope
     return process, tmp_path / "output" / "orphans"
 
 
-def kill_mid_sweep(process: subprocess.Popen, run_folder: Path, workers: int) -> list[psutil.Process]:
-    """Wait until the sweep's workers have rendered a few batches (so they are inside the next ones), SIGKILL the
-    sweep's process and return every process it had started."""
+def spawned(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The worker processes among them (multiprocessing's spawned children, not its resource tracker)."""
+    return [p for p in processes if "spawn_main" in " ".join(p.info["cmdline"] or [])]
+
+
+def kill_when(process: subprocess.Popen, ready: Callable[[], bool], settle: float = 0.2) -> list[psutil.Process]:
+    """Wait until `ready()` (then `settle` seconds more), SIGKILL the sweep's process and return every process it
+    had started."""
     deadline = time.monotonic() + 240
-    while process.poll() is None and time.monotonic() < deadline and rendered(run_folder) < workers:
+    while process.poll() is None and time.monotonic() < deadline and not ready():
         time.sleep(0.05)
-    time.sleep(0.2)
+    time.sleep(settle)
     started = descendants(process.pid)
     assert process.poll() is None, "the sweep finished before it could be killed"
     process.send_signal(signal.SIGKILL)
@@ -94,23 +100,24 @@ def kill_mid_sweep(process: subprocess.Popen, run_folder: Path, workers: int) ->
 def test_sigkilled_sweep_leaves_no_worker_alive(tmp_path):
     process, run_folder = start_sweep(tmp_path, workers=2)
     try:
-        started = kill_mid_sweep(process, run_folder, 2)
+        # both workers have rendered a batch, so they are inside their next ones
+        started = kill_when(process, lambda: rendered(run_folder) >= 2)
     finally:
         process.kill()
-    workers = [p for p in started if "spawn_main" in " ".join(p.info["cmdline"] or [])]  # and multiprocessing's tracker
-    assert len(workers) == 2
+    assert len(spawned(started)) == 2
     assert not wait_until_gone(started), "worker processes outlived their killed sweep"
 
 
 def test_sigkilled_sweep_on_a_local_dask_cluster_leaves_no_worker_alive(tmp_path):
-    """dask's nannies watch their parent the same way (a pipe whose end closes when the parent dies)."""
+    """dask's worker processes watch their parent the same way (a pipe whose end closes when the parent dies).
+    Killed once they are up, not mid-batch, to keep the test short (measured mid-batch too: see the docs)."""
     pytest.importorskip("dask.distributed")
-    process, run_folder = start_sweep(tmp_path, "--backend", "dask", workers=2)
+    process, _ = start_sweep(tmp_path, "--backend", "dask")
     try:
-        started = kill_mid_sweep(process, run_folder, 1)
+        started = kill_when(process, lambda: bool(spawned(descendants(process.pid))), settle=2.0)
     finally:
         process.kill()
-    assert started
+    assert spawned(started)
     assert not wait_until_gone(started), "dask's worker processes outlived their killed sweep"
 
 
