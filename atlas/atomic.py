@@ -87,36 +87,44 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-# errno -> (the cause, the fix) of a write that cannot succeed until the user acts
+# errno -> (the cause, the fix, where else to write) of a write that cannot succeed until the user acts
 WRITE_PROBLEMS = {
-    errno.EACCES: ("permission denied", "give your user write access to it, or set output: to a writable folder"),
-    errno.EPERM: ("operation not permitted",
-                  "give your user write access to it, or set output: to a writable folder"),
-    errno.EROFS: ("read-only file system", "set output: to a folder on a writable disk"),
-    errno.ENOSPC: ("no space left on the disk", "free some space (or set output: to another disk)"),
-    errno.EDQUOT: ("disk quota exceeded", "free some space within your quota (or set output: to another disk)"),
-    errno.ENOTDIR: ("a file is in the way of a folder on that path", "move the file, or write to another folder"),
-    errno.EEXIST: ("a file is in the way of a folder on that path", "move the file, or write to another folder"),
+    errno.EACCES: ("permission denied", "give your user write access to it", "a writable folder"),
+    errno.EPERM: ("operation not permitted", "give your user write access to it", "a writable folder"),
+    errno.EROFS: ("read-only file system", "mount that disk writable", "a folder on a writable disk"),
+    errno.ENOSPC: ("no space left on the disk", "free some space", "a folder on another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space within your quota", "a folder on another disk"),
+    errno.ENOTDIR: ("a file is in the way of a folder on that path", "move the file", "another folder"),
+    errno.EEXIST: ("a file is in the way of a folder on that path", "move the file", "another folder"),
 }
+SWEEP_OUTPUT = "set output: to"  # how a user points a config's sweep elsewhere
+OUTPUT_FLAG = "give -o"  # how a user points a command with -o elsewhere
 
 
-def write_problem(exc: BaseException, folder: str | os.PathLike[str]) -> str | None:
+def write_problem(exc: BaseException, folder: str | os.PathLike[str], elsewhere: str | None = SWEEP_OUTPUT,
+                  resumable: bool = True) -> str | None:
     """One line naming `folder`, the cause and the fix when `exc` is a write the user must make possible
-    (not writable, read-only, disk full, quota); None for any other error."""
+    (not writable, read-only, disk full, quota, a file in the way); None for any other error. `elsewhere`: how to
+    write to another folder instead (None: the command cannot); `resumable`: a re-run keeps finished work."""
     code = getattr(exc, "errno", None) if isinstance(exc, OSError) else _sqlite_errno(exc)
     if code not in WRITE_PROBLEMS:
         return None
-    cause, fix = WRITE_PROBLEMS[code]
-    return f"cannot write to {folder}: {cause}; {fix}, then run the same command again (finished work is kept)"
+    cause, fix, other = WRITE_PROBLEMS[code]
+    fix += f", or {elsewhere} {other}" if elsewhere else ""
+    again = "run the same command again" + (" (finished work is kept)" if resumable else "")
+    return f"cannot write to {folder}: {cause}; {fix}, then {again}"
 
 
 @contextmanager
-def stop_on_write_errors(folder: Path) -> Iterator[None]:
-    """Turn a write the user must make possible (permissions, read-only, full disk, quota) into one line."""
+def stop_on_write_errors(folder: str | os.PathLike[str], elsewhere: str | None = SWEEP_OUTPUT,
+                         resumable: bool = True) -> Iterator[None]:
+    """Turn a write under `folder` that the user must make possible (permissions, read-only, full disk, quota, a
+    file in the way) into one line (`write_problem`); other errors, and errors on other paths, pass."""
+    folder = Path(folder)
     try:
         yield
     except (OSError, sqlite3.OperationalError) as exc:
-        problem = write_problem(exc, folder)
+        problem = write_problem(exc, folder, elsewhere, resumable)
         where = getattr(exc, "filename", None)
         if problem is None or (where and not _related(Path(where).absolute(), folder.absolute())):
             raise

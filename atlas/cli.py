@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from atlas.atomic import OUTPUT_FLAG, stop_on_write_errors
 from atlas.console import import_tensorflow, set_verbose
 from atlas.errors import UserError
 
@@ -186,7 +187,7 @@ def cmd_examples(args: argparse.Namespace) -> None:
     layers = [model.layer(name) for name in recorded.get("layers", [])] or model.layers
     plan = resolve_examples(folder, layers, *(getattr(args, k) if getattr(args, k) is not None else
                                               recorded.get(k) for k in ("top", "size", "fit")), args.batch_size)
-    summary = run_examples(plan, run_folder, model)  # a folder it cannot write: one line, as in a sweep
+    summary = run_examples(plan, run_folder, model, elsewhere=OUTPUT_FLAG)  # a folder it cannot write: one line
     print("\n".join(summary.lines()), file=sys.stderr if args.layer else sys.stdout)
     if args.layer:
         print(format_examples(channel_examples(run_folder, args.layer, args.channel), args.format))
@@ -312,13 +313,17 @@ def cmd_dream(args: argparse.Namespace) -> None:
     if single and images > 1:
         raise UserError(f"{len(channels)} channel(s) x {settings.diversity} facet(s) make {images} images; give -o a "
                         f"folder, not {target}")
+    folder = target.parent if single else target
+    with stop_on_write_errors(folder, OUTPUT_FLAG, resumable=False):  # told now, not after the renders
+        folder.mkdir(parents=True, exist_ok=True)
     steps_bar = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} channels [{elapsed}<{remaining}]"
     with tqdm(total=len(channels), disable=None, desc=name, bar_format=steps_bar) as bar:  # moves every step
         results = render_channels(model, name, channels, photo, settings, args.seed, progress=bar.update)
     for result in results:
         leaf = "layer" if result.channel == WHOLE_LAYER else f"{result.channel:04d}"
         leaf += f"-facet{result.facet}" if settings.diversity > 1 else ""
-        path = save_image(target if single else target / f"{name}-{leaf}.png", result.image)
+        with stop_on_write_errors(folder, OUTPUT_FLAG, resumable=False):  # e.g. the disk filled up meanwhile
+            path = save_image(target if single else target / f"{name}-{leaf}.png", result.image)
         print(f"{path}  {describe_metrics(result, count)}")
 
 

@@ -38,6 +38,15 @@ def shipped_figure_specs() -> dict[str, Path]:
     return {path.stem: path for path in sorted((_folder("atlas.configs") / "figures").glob(f"*{CONFIG_SUFFIX}"))}
 
 
+def config_name(path: Path) -> str:
+    """How run.json records a config: a shipped config by its name (`demo`; not its path inside the installed
+    package, which names a site-packages folder of one machine), any other file by its path."""
+    for name, shipped in shipped_configs().items():
+        if path.is_file() and path.resolve() == shipped.resolve():
+            return name
+    return str(path)
+
+
 def purpose(path: Path) -> str:
     """A shipped file's one-line purpose: its first comment line."""
     for line in path.read_text(encoding="utf-8").splitlines():

@@ -10,7 +10,7 @@ import tensorflow as tf
 from atlas.images import to_uint8
 from atlas.render import fourier, param, transforms
 from atlas.render.loop import RenderSettings, render_channels
-from atlas.render.objectives import diversity, spread, total_loss
+from atlas.render.objectives import diversity, reading, spread, total_loss
 
 # small and short, so the suite stays fast; the real defaults (224 px, 512 steps) are in docs/benchmarks.md
 FOURIER = RenderSettings(method="fourier", size=64, steps=128)
@@ -151,7 +151,8 @@ def test_diversity_weight_is_scale_free():
     acts = tf.constant(np.random.default_rng(0).normal(0.5, 1.0, (4, 5, 5, 6)), tf.float32)
     channels = tf.constant([1, 1, 4, 4])
     for objective in ("channel", "neuron"):
-        losses = [float(total_loss(k * acts, channels, objective, 2, 0.5, spread(k * acts, objective)))
+        losses = [float(total_loss(k * acts, channels, objective, 2, 0.5,
+                                   tf.constant(spread(reading(k * acts, objective).numpy(), objective), tf.float32)))
                   for k in (1.0, 30.0)]
         assert losses[0] == pytest.approx(losses[1], rel=1e-4) and losses[0] != 0
     assert float(total_loss(acts, channels, "channel", 2, 0.5, tf.ones([4]))) != pytest.approx(

@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from atlas.atomic import atomic_path, atomic_write_bytes
+from atlas.atomic import atomic_path, atomic_write_bytes, stop_on_write_errors
 from atlas.errors import UserError
 
 DEFAULT_MODEL = "inception5h"
@@ -96,7 +96,8 @@ def _inception5h() -> ModelSource:
     archive = folder / ZIP_NAME
     if not archive.is_file():
         download(model_url(), archive, expected_sha256())
-    source = _from_zip(archive, folder)
+    with stop_on_write_errors(folder, f"set {ENV_CACHE} to", resumable=False):  # extracting into the cache
+        source = _from_zip(archive, folder)
     return ModelSource(spec=DEFAULT_MODEL, pb_path=source.pb_path, labels_path=source.labels_path)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from atlas.atomic import atomic_path
+from atlas.atomic import OUTPUT_FLAG, atomic_path, stop_on_write_errors
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, check_channels, format_channels, parse_channels
@@ -626,21 +626,26 @@ class Made:
     path: Path
 
 
-def make_figures(run: Run, spec_file: SpecFile, dpi: int | None = None) -> tuple[list[Made], Path | None]:
-    """Lay out and write every figure of a spec (and its combined PDF); `dpi` overrides every dpi in it."""
+def make_figures(run: Run, spec_file: SpecFile, dpi: int | None = None,
+                 elsewhere: str | None = OUTPUT_FLAG) -> tuple[list[Made], Path | None]:
+    """Lay out and write every figure of a spec (and its combined PDF); `dpi` overrides every dpi in it. A folder
+    that cannot be written is one line (`stop_on_write_errors`) telling how to write `elsewhere`."""
     layouts = [layout_figure(run, spec) for spec in spec_file.figures]  # every user error before any file
     made = []
     for spec, layout in zip(spec_file.figures, layouts):
         path = figure_path(run, spec, spec_file.format)
-        made.append(Made(layout, write_figure(layout, path, dpi or spec.dpi or spec_file.dpi)))
+        with stop_on_write_errors(path.parent, elsewhere, resumable=False):
+            made.append(Made(layout, write_figure(layout, path, dpi or spec.dpi or spec_file.dpi)))
     combined = combined_path(run, spec_file)
     if combined:
-        write_combined_pdf([m.layout for m in made], combined, dpi or spec_file.dpi)
+        with stop_on_write_errors(combined.parent, elsewhere, resumable=False):
+            write_combined_pdf([m.layout for m in made], combined, dpi or spec_file.dpi)
     return made, combined
 
 
 # ----------------------------------------------------------------------------------------------- command line
 
+SPEC_OUTPUT = "set the spec's output: to"  # how a figure spec's figures are written elsewhere
 KIND_OPTIONS = {"sheet": {"channels", "mode", "examples"}, "progression": {"photo", "layers"},
                 "panel": {"mode", "captions"}, "spec": set()}
 FIGURE_OPTIONS = {"channels", "mode", "photo", "layers", "captions", "columns", "title", "output", "examples"}
@@ -679,4 +684,4 @@ def figure_job(run: Run, args: Any) -> tuple[list[Made], Path | None]:
     """Everything `atlas figure` does short of printing: parse, lay out, write."""
     kind = command_kind(args)
     spec_file = load_spec(args.spec) if kind == "spec" else spec_from_args(run, args, kind)
-    return make_figures(run, spec_file, args.dpi)
+    return make_figures(run, spec_file, args.dpi, SPEC_OUTPUT if kind == "spec" else OUTPUT_FLAG)

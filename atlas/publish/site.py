@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from atlas.atomic import atomic_write_bytes, atomic_write_text
+from atlas.atomic import atomic_write_bytes, atomic_write_text, stop_on_write_errors
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, format_channels
@@ -539,13 +539,14 @@ def build_site(run_folder: str | Path, out: str | Path | None = None, progress: 
     run_from_site = Path(os.path.relpath(run_folder.resolve(), out.resolve())).as_posix()
     atlas = build_atlas(run)
     report = SiteReport(out=out, missing_renders=atlas.missing)
-    writer = _Writer(out, report)
-    try:
-        _write_all(writer, atlas, run_from_site, progress)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
+    with stop_on_write_errors(out, elsewhere=None):  # a site that cannot be written: one line
+        writer = _Writer(out, report)
+        try:
+            _write_all(writer, atlas, run_from_site, progress)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
     report.seconds = time.perf_counter() - started
     return report
 

@@ -15,9 +15,10 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from atlas.images import to_uint8
 from atlas.model.graph import Model
 from atlas.render import param, transforms
-from atlas.render.objectives import spread, total_loss
+from atlas.render.objectives import facet_units, reading, total_loss
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
@@ -69,13 +70,13 @@ def start_params(keys: list[list[int]], size: int, std: float,
     return np.stack([parameterisation.start(key, size, std) for key in keys])
 
 
-def start_units(model: Model, layer: str, starts: np.ndarray, objective: str, facets: int) -> tf.Tensor:
-    """Each image's unit of its objective [B]: the mean `spread` of its channel's facets on their start images
-    (ones without facets, where the objective needs no unit)."""
+def start_units(model: Model, layer: str, starts: np.ndarray, objective: str, facets: int) -> np.ndarray:
+    """Each image's unit of its objective [B] (`facet_units`), for a caller that has not evaluated its start
+    images already: evaluates them (as 8-bit images, as the lift metric sees them)."""
     if facets == 1:
-        return tf.ones([len(starts)])
-    spreads = spread(model.layer_fn(layer)(tf.constant(starts, tf.float32)), objective)
-    return tf.repeat(tf.reduce_mean(tf.reshape(spreads, [-1, facets]), axis=1), facets)
+        return np.ones(len(starts), np.float32)
+    acts = model.layer_fn(layer)(tf.constant(to_uint8(starts).astype(np.float32)))
+    return facet_units(reading(acts, objective).numpy(), objective, facets)
 
 
 def params_to_images(params: np.ndarray | tf.Tensor, size: int,
@@ -87,14 +88,17 @@ def params_to_images(params: np.ndarray | tf.Tensor, size: int,
 def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[list[int]], size: int, steps: int,
                   learning_rate: float, std: float, objective: str, facets: int = 1, diversity_weight: float = 0.0,
                   precision: str = "float32", parameterisation: param.Parameterisation = param.FOURIER,
-                  on_step: Callable[[], None] = lambda: None) -> tuple[np.ndarray, np.ndarray]:
+                  on_step: Callable[[], None] = lambda: None,
+                  units_of: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Optimise one spectrum per image (`keys[i]` seeds image i) for `steps` Adam steps; returns the float
     (start, final) images. With `facets` > 1, consecutive groups of that many images share a channel and the
-    diversity term pushes them apart. `param.PIXEL` optimises pixels instead, by the same steps."""
+    diversity term pushes them apart. `param.PIXEL` optimises pixels instead, by the same steps. `units_of`: the
+    start images -> each image's unit (`facet_units`), for a caller that evaluates the start images anyway
+    (default: `start_units`)."""
     step = _step_function(model, layer, objective, facets, diversity_weight, precision, parameterisation)
     params = tf.constant(start_params(keys, size, std, parameterisation))
     start = params_to_images(params, size, parameterisation)
-    units = start_units(model, layer, start, objective, facets)
+    units = tf.constant(units_of(start) if units_of else start_units(model, layer, start, objective, facets))
     maps = np.stack([CHAIN.draw(np.random.default_rng(key + [1 << 22]), steps, size) for key in keys], axis=1)
     m = v = tf.zeros_like(params)
     constants, targets = tf.constant(parameterisation.constants(size)), tf.constant(channels, tf.int32)

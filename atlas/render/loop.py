@@ -28,8 +28,8 @@ from atlas.model.graph import PRECISIONS, Model
 from atlas.model.selection import WHOLE_LAYER, check_channels
 from atlas.render import devices, transforms
 from atlas.render.devices import GIB, Device, peak_memory, reset_peak_memory
-from atlas.render.fourier import dream_fourier, image_key, start_units
-from atlas.render.objectives import OBJECTIVES, PER_CHANNEL, readout, total_loss
+from atlas.render.fourier import dream_fourier, image_key
+from atlas.render.objectives import OBJECTIVES, PER_CHANNEL, facet_units, reading, spread, total_loss
 
 StepFn = Callable[..., tf.Tensor]
 
@@ -279,15 +279,17 @@ def step_call(model: Model, layer: str, batch: int, size: int, precision: str = 
 
 
 def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.ndarray,
-                     settings: RenderSettings, seed: int, on_step: Callable[[], None] = lambda: None) -> np.ndarray:
-    """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images."""
+                     settings: RenderSettings, seed: int, on_step: Callable[[], None] = lambda: None,
+                     units: np.ndarray | None = None) -> np.ndarray:
+    """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images.
+    `units`: each image's unit of its objective (`facet_units` of its start image; needed with facets)."""
     step_fn, _ = _step_functions(model, layer, settings.objective, settings.laplacian_levels,
                                  settings.resolved_precision(), settings.diversity, settings.diversity_weight)
     rng = np.random.default_rng([seed, 1 << 20])  # jitter: shared by the batch, independent of its makeup
     sizes = transforms.octave_sizes(settings.size, settings.size, settings.octaves, settings.octave_scale)
     images = transforms.resize(starts, *sizes[0])
     targets = tf.constant(channels, tf.int32)
-    units = start_units(model, layer, starts, settings.objective, settings.diversity)
+    units = tf.constant(np.ones(len(starts), np.float32) if units is None else units)
     for height, width in sizes:
         if images.shape[1:3] != (height, width):
             images = transforms.resize(images, height, width)
@@ -360,43 +362,37 @@ def per_image(model: Model, layer: str, images: np.ndarray, batch: int,
     return np.concatenate(parts).astype(np.float64)
 
 
-def _mean_square(acts: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_mean(tf.square(acts), axis=[1, 2, 3])
+def readings(model: Model, layer: str, images: np.ndarray, batch: int, objective: str) -> np.ndarray:
+    """What `objective` reads of each image (`reading`: every channel's value [N, C], the map's centre for
+    `neuron`; the whole-layer value [N] for `layer`)."""
+    return per_image(model, layer, images, batch, lambda acts: reading(acts, objective))
 
 
-def channel_values(model: Model, layer: str, images: np.ndarray, batch: int, objective: str) -> np.ndarray:
-    """What `objective` measures of every channel on each image: [N, C] (the map's centre for `neuron`)."""
-    return per_image(model, layer, images, batch, lambda acts: readout(acts, objective))
-
-
-def measure(model: Model, layer: str, channels: list[int], starts: np.ndarray, finals: np.ndarray,
+def measure(model: Model, layer: str, channels: list[int], start_values: np.ndarray, finals: np.ndarray,
             objective: str, batch: int) -> list[dict[str, float | int | bool | None]]:
     """Start and end activation, lift, rank and specificity of each render (see RenderResult).
 
-    `channels` holds each image's channel (a channel appears once per facet); `starts` holds one start image
-    per render, or one shared by all (a photo)."""
+    `channels` holds each image's channel (a channel appears once per facet); `start_values` holds the
+    `readings` of one start image per render, or of one shared by all (a photo)."""
     count = len(finals)
-    if objective not in PER_CHANNEL:
-        start = np.resize(per_image(model, layer, starts, batch, _mean_square), count)
-        end = per_image(model, layer, finals, batch, _mean_square)
-        return [{"start": float(s), "end": float(e), "lift": float((e - s) / max(abs(s), 1e-12)), "rank": None,
-                 "specific": None} for s, e in zip(start, end)]
-    start_values = channel_values(model, layer, starts, batch, objective)
-    end_values = channel_values(model, layer, finals, batch, objective)
+    end_values = readings(model, layer, finals, batch, objective)
     if len(start_values) == 1 and count > 1:
         start_values = np.repeat(start_values, count, axis=0)
+    spreads = spread(start_values, objective)
+    if objective not in PER_CHANNEL:
+        return [{"start": float(s), "end": float(e), "lift": float((e - s) / d), "rank": None, "specific": None}
+                for s, e, d in zip(start_values, end_values, spreads)]
     sign = -1.0 if objective == "negative" else 1.0
     own = np.array(channels)
     rows = np.arange(len(own))
     start, end = start_values[rows, own], end_values[rows, own]
-    spread = start_values.std(axis=1) + 1e-12
     signed = sign * end_values
     ranks = 1 + (signed > signed[rows, own][:, None]).sum(axis=1)
     cross = signed[:, own]  # cross[i, j]: image j's channel's value on image i
     specific = [bool(cross[j, j] > cross[own != own[j], j].max()) if (own != own[j]).any() else None
                 for j in range(len(own))]
     return [{"start": float(s), "end": float(e), "lift": float((e - s) / d), "rank": int(r), "specific": p}
-            for s, e, d, r, p in zip(start, end, spread, ranks, specific)]
+            for s, e, d, r, p in zip(start, end, spreads, ranks, specific)]
 
 
 def render_channels(model: Model, layer: str, channels: list[int] | None = None, photo: np.ndarray | None = None,
@@ -484,21 +480,27 @@ def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarr
     began = time.perf_counter()
     images_of = [(c, f) for c in channels for f in range(settings.diversity)]  # (channel, facet) per image
     targets = np.array([max(c, 0) for c, _ in images_of], np.int32)
+    objective, start_values = settings.objective, []  # the start images' readings: evaluated once, here
+
+    def units_of(starts: np.ndarray) -> np.ndarray:
+        """Evaluate the start images (as 8-bit images, as the metrics see them); each image's unit of its objective
+        follows from the same readings as its lift."""
+        start_values.append(readings(model, layer, to_uint8(starts).astype(np.float32), batch, objective))
+        return facet_units(start_values[0], objective, settings.diversity)
+
     if photo is not None:
-        starts = photo[None].astype(np.float32)
-        finals = dream_from_photo(model, layer, targets, starts[0], settings, seed, on_step)
+        units_of(photo[None])
+        finals = dream_from_photo(model, layer, targets, photo.astype(np.float32), settings, seed, on_step)
     elif settings.method == "fourier":
-        starts, finals = dream_fourier(model, layer, targets, [image_key(seed, c, f) for c, f in images_of],
-                                       settings.size, settings.steps, settings.learning_rate,
-                                       settings.spectrum_std, settings.objective, settings.diversity,
-                                       settings.diversity_weight, settings.resolved_precision(),
-                                       on_step=on_step)
+        _, finals = dream_fourier(model, layer, targets, [image_key(seed, c, f) for c, f in images_of],
+                                  settings.size, settings.steps, settings.learning_rate, settings.spectrum_std,
+                                  objective, settings.diversity, settings.diversity_weight,
+                                  settings.resolved_precision(), on_step=on_step, units_of=units_of)
     else:
         starts = np.stack([noise_start(c, seed, settings, f) for c, f in images_of])
-        finals = dream_from_noise(model, layer, targets, starts, settings, seed, on_step)
+        finals = dream_from_noise(model, layer, targets, starts, settings, seed, on_step, units_of(starts))
     images = to_uint8(finals)
-    metrics = measure(model, layer, list(targets), to_uint8(starts).astype(np.float32),
-                      images.astype(np.float32), settings.objective, batch)
+    metrics = measure(model, layer, list(targets), start_values[0], images.astype(np.float32), objective, batch)
     seconds = (time.perf_counter() - began) / len(images_of)
     return [RenderResult(layer=layer, channel=c, objective=settings.objective, seed=seed, image=image,
                          seconds=seconds, facet=f, batch=len(images_of), **m)

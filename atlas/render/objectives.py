@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 
 from atlas.model.catalogue import centre_index
@@ -74,13 +75,30 @@ def diversity(acts: tf.Tensor, facets: int) -> tf.Tensor:
     return off_diagonal / facets
 
 
-def spread(acts: tf.Tensor, objective: str) -> tf.Tensor:
-    """Each image's unit of its objective [B]: the spread (standard deviation) of the layer's channel values
-    that the objective reads (means, or the map's centre for `neuron`), or the `layer` objective's own size;
-    on the start image it is the denominator of the `lift` metric."""
+def reading(acts: tf.Tensor, objective: str) -> tf.Tensor:
+    """What an objective reads of each image: every channel's value [B, C] (`readout`) for a per-channel
+    objective, the whole-layer value [B] for `layer`. Of the start images, this is all a render's lift needs."""
+    return readout(acts, objective) if objective in PER_CHANNEL else layer(acts, None)
+
+
+def spread(values: np.ndarray, objective: str) -> np.ndarray:
+    """Each image's unit of its objective [B], from its `reading` `values`: the spread (standard deviation) of
+    the layer's channel values, or the `layer` objective's own size. The one definition: of the start images it is
+    both the denominator of the `lift` metric and, with facets, the unit each facet's objective counts in."""
+    values = np.asarray(values, np.float64)
     if objective not in PER_CHANNEL:
-        return tf.abs(layer(acts, None)) + 1e-12
-    return tf.math.reduce_std(readout(acts, objective), axis=1) + 1e-12
+        return np.abs(values) + 1e-12
+    return values.std(axis=1) + 1e-12
+
+
+def facet_units(values: np.ndarray, objective: str, facets: int) -> np.ndarray:
+    """Each image's unit of its objective [B] in a render of `facets` images per channel (consecutive): the mean
+    `spread` of its channel's facets on their start images (`values`: their `reading`); ones without facets,
+    where the objective needs no unit."""
+    if facets == 1:
+        return np.ones(len(values), np.float32)
+    spreads = spread(values, objective)
+    return np.repeat(spreads.reshape(-1, facets).mean(axis=1), facets).astype(np.float32)
 
 
 def total_loss(acts: tf.Tensor, channels: tf.Tensor, objective: str, facets: int = 1,
@@ -88,7 +106,7 @@ def total_loss(acts: tf.Tensor, channels: tf.Tensor, objective: str, facets: int
     """The scalar a render climbs: the sum of every image's objective, minus the weighted diversity term
     (scaled by the group size, so the weight is that of a group's mean objective, as published).
 
-    With facets, each image's objective is divided by its `units` [B] (its `spread` on the start image), so
+    With facets, each image's objective is divided by its `units` [B] (`facet_units` of the start images), so
     it counts in units of lift and the weight means the same for any network's activation scale. One image's
     objective alone needs no unit: both methods normalise each image's step, which makes them scale-free."""
     values = OBJECTIVES[objective](acts, channels)

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from atlas.atomic import atomic_write_bytes, atomic_write_text, stop_on_write_errors, sync_folders
+from atlas.atomic import SWEEP_OUTPUT, atomic_write_bytes, atomic_write_text, stop_on_write_errors, sync_folders
 from atlas.errors import UserError
 from atlas.images import MAX_PIXELS, encode, load_photo_image
 from atlas.model.catalogue import Layer
@@ -396,9 +396,10 @@ class _State:
 
 
 def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progress: bool = True,
-                 stop_after: int | None = None) -> ExamplesSummary:
+                 stop_after: int | None = None, elsewhere: str | None = SWEEP_OUTPUT) -> ExamplesSummary:
     """Process the plan's folder into the run folder's examples (resumable); returns what was done. A write
-    the user must make possible (not writable, read-only, disk full, quota) stops the pass with one line.
+    the user must make possible (not writable, read-only, disk full, quota) stops the pass with one line, which
+    tells how to write elsewhere with `elsewhere` (the config's output:, or `atlas examples -o`).
 
     `stop_after` (tests) ends the pass after that many photos, as a kill would, after a checkpoint.
     """
@@ -411,7 +412,7 @@ def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progres
         raise UserError(f"examples folder {plan.folder} has no photos" + (f" ({len(bad)} unreadable entries)"
                                                                            if bad else "")
                         + "; give a folder of JPEG/PNG/... photos, or `probes`")
-    with stop_on_write_errors(run_folder):
+    with stop_on_write_errors(run_folder, elsewhere):
         prepare_folder(run_folder, model)
         lock = FileLock(str(run_folder / LOCK_FILE))
         try:
@@ -419,7 +420,7 @@ def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progres
         except Timeout:
             raise UserError(f"another examples pass is writing to {run_folder}; wait for it to finish") from None
     try:
-        with stop_on_write_errors(run_folder):
+        with stop_on_write_errors(run_folder, elsewhere):
             summary = _run_locked(plan, run_folder, model, entries, bad, progress, stop_after)
     finally:
         lock.release()

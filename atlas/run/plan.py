@@ -23,6 +23,7 @@ from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, 
 from atlas.run.examples import ExamplesPlan
 from atlas.run.layout import Layout, resolve_cluster_layout, resolve_layout
 from atlas.run.manifest import NOISE, CentreUnits, Mode, image_paths, recorded_hashes
+from atlas.shipped import config_name
 from atlas.validation import validate
 
 
@@ -51,6 +52,7 @@ class RunPlan:
     name: str
     folder: Path
     config_path: Path
+    config: str  # what run.json records of the config: a shipped one's name (`demo`), else its path
     model_spec: str
     model_sha256: str
     catalogue: list[Layer]  # every layer of the model, low to high (run.json lists them all)
@@ -91,7 +93,7 @@ class RunPlan:
     def run_settings(self) -> dict[str, Any]:
         """The settings block of run.json."""
         info = {"render": self.settings.pixel_dict(), "seed": self.seed, "formats": self.formats,
-                "layer_dreams": self.layer_dreams, "config": str(self.config_path)}
+                "layer_dreams": self.layer_dreams, "config": self.config}
         if self.mode_settings:
             info["mode_render"] = {mode: settings.pixel_dict() for mode, settings in self.mode_settings.items()}
         return info
@@ -197,7 +199,8 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
         folder = examples_folder_of(examples_folder) if examples_folder else loaded.examples_folder
         given = config.examples.model_dump(exclude={"folder"}) if config.examples else {}
         examples = resolve_examples(folder, select_layers(config.layers, model.layers), **given)
-    return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path, model_spec=model.spec,
+    return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path,
+                   config=config_name(loaded.path), model_spec=model.spec,
                    model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples,

@@ -86,12 +86,17 @@ _STATE: dict[str, Any] = {}  # this process's graph bytes, model, decoded photos
 
 
 def init_worker(environment: dict[str, str], threads: int | None, graph: bytes | None,
-                fit: tuple[int, int | None, int | None]) -> None:
-    """A local worker process's start: pin it (e.g. CUDA_VISIBLE_DEVICES) before TensorFlow starts, then import
-    TensorFlow quietly; keep the graph bytes and its batch sizes (`BatchFit`'s images, area, memory: plain values,
-    so that unpickling these arguments imports no TensorFlow)."""
+                fit: tuple[int, int | None, int | None], parent: int | None = None, deathsig: bool = False) -> None:
+    """A local worker process's start: tie its life to its `parent` process (see atlas/run/lifeline.py), pin it
+    (e.g. CUDA_VISIBLE_DEVICES) before TensorFlow starts, then import TensorFlow quietly; keep the graph bytes and
+    its batch sizes (`BatchFit`'s images, area, memory: plain values, so that unpickling these arguments imports no
+    TensorFlow). `deathsig`: the parent's main thread started this process (so Linux may kill it with that
+    thread)."""
     from atlas.console import import_tensorflow
+    from atlas.run.lifeline import exit_with_parent
 
+    if parent is not None:
+        exit_with_parent(parent, deathsig)
     os.environ.update(environment)
     import_tensorflow()
     _STATE.update(threads=threads, graph=graph, fit_args=fit)
@@ -222,19 +227,28 @@ class LayerQueue:
 
 class LocalPool:
     """One spawned single-process executor per worker of the layout, each started pinned to its device
-    (loky cannot give each process its own environment). `stop()` cancels queued work and ends the processes."""
+    (loky cannot give each process its own environment), and ending by itself within about a second when this
+    process dies, however it is killed (atlas/run/lifeline.py). `stop()` cancels queued work and ends the
+    processes."""
 
     def __init__(self, workers: list[Worker], graph: bytes) -> None:
         self.workers, self.graph = workers, graph
         self.executors = [self._start(w) for w in workers]
 
     def _start(self, worker: Worker) -> ProcessPoolExecutor:
+        """A worker's executor, its process started now, by this thread (so whether Linux's parent-death signal
+        is safe is known: only when this is the main thread, which lives as long as the process)."""
         import multiprocessing
+        import threading
 
-        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=init_worker,
-                                   initargs=(worker.environment, worker.threads, self.graph,
-                                             (worker.images, worker.area, worker.fit().memory)))
+        main = threading.current_thread() is threading.main_thread()
+        executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=init_worker,
+                                       initargs=(worker.environment, worker.threads, self.graph,
+                                                 (worker.images, worker.area, worker.fit().memory), os.getpid(),
+                                                 main))
+        executor.submit(os.getpid)  # starts the process in this thread (Python 3.9+ spawns on submit)
+        return executor
 
     def _submit(self, slot: int, task: Task, batch: Batch) -> Future:
         try:
