@@ -17,13 +17,13 @@ import tensorflow as tf
 
 from atlas.model.graph import Model
 from atlas.render import param, transforms
-from atlas.render.objectives import spread, total_loss
+from atlas.render.objectives import Objective, spread, total_loss
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
 CHAIN = transforms.RobustnessChain()
 
-_STEPS: dict[tuple[int, str, str, int, float, str, str], Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]] = {}
+_STEPS: dict[tuple[int, str, str | Objective, int, float, str, str], Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]] = {}
 
 
 def image_key(seed: int, channel: int, facet: int) -> list[int]:
@@ -31,7 +31,7 @@ def image_key(seed: int, channel: int, facet: int) -> list[int]:
     return [seed, channel + 1, facet]
 
 
-def _step_function(model: Model, layer: str, objective: str, facets: int, diversity_weight: float,
+def _step_function(model: Model, layer: str, objective: str | Objective, facets: int, diversity_weight: float,
                    precision: str, parameterisation: param.Parameterisation = param.FOURIER
                    ) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
     """One Adam step on the parameters, compiled once per model, layer, objective, facets, precision and
@@ -85,7 +85,7 @@ def params_to_images(params: np.ndarray | tf.Tensor, size: int,
 
 
 def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[list[int]], size: int, steps: int,
-                  learning_rate: float, std: float, objective: str, facets: int = 1, diversity_weight: float = 0.0,
+                  learning_rate: float, std: float, objective: str | Objective, facets: int = 1, diversity_weight: float = 0.0,
                   precision: str = "float32", parameterisation: param.Parameterisation = param.FOURIER,
                   on_step: Callable[[], None] = lambda: None) -> tuple[np.ndarray, np.ndarray]:
     """Optimise one spectrum per image (`keys[i]` seeds image i) for `steps` Adam steps; returns the float
