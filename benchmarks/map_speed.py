@@ -1,7 +1,7 @@
 """Activation-atlas speed: the sampling pass, UMAP, cell rendering, and a whole map end to end.
 
 Usage: python benchmarks/map_speed.py [--model synthetic] [--photos 2000] [--umap-samples 100000]
-       [--layers mixed3b mixed4c mixed5b] [--cells 48] [--skip-end-to-end]
+       [--layers mixed3b mixed4c mixed5b] [--skip-end-to-end]
 
 Measured in one run, on this machine:
   1. sampling: samples per second of the pass over generated photos (all map layers in one forward pass, 50
@@ -9,8 +9,8 @@ Measured in one run, on this machine:
   2. UMAP: the seconds umap-learn takes for --umap-samples vectors at mixed4c's width (random vectors with
      the samples' spread; UMAP's cost depends on the count and width, not on the values), first call in the
      process (numba compiled or loaded from its cache) and a second call;
-  3. rendering: cells per second with the default DeepDream cell settings, a batch of --cells cells of
-     mixed4c, and Fourier's for comparison (a tenth of its steps, scaled up);
+  3. rendering: cells per second with the default DeepDream cell settings, the cells of a 12 x 12 grid of
+     mixed4c from the sampled photos, and Fourier's for comparison (a tenth of its steps, timed and scaled up);
   4. end to end: `atlas map` of the --layers from --photos generated photos with the defaults (DeepDream).
 """
 
@@ -45,7 +45,6 @@ def main() -> None:
     parser.add_argument("--sample-photos", type=int, default=200, help="photos of the sampling measurement")
     parser.add_argument("--umap-samples", type=int, default=100_000)
     parser.add_argument("--layers", nargs="+", default=["mixed3b", "mixed4c", "mixed5b"])
-    parser.add_argument("--cells", type=int, default=48)
     parser.add_argument("--skip-end-to-end", action="store_true")
     args = parser.parse_args()
 

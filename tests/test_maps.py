@@ -208,17 +208,35 @@ def test_direction_objective_matches_its_numpy_form_and_prefers_its_direction():
 
 
 def test_cell_renders_are_specific_and_resumable(small_model, photos, tmp_path):
-    plan = _plan(small_model, photos, layers=["mixed4c"], grid=[4], render=True, render_size=64, steps=8,
-                 samples=400)
+    """With the default cell settings (128 px, 2 octaves of 12 DeepDream steps, power 3), on ~40 cells."""
+    plan = _plan(small_model, photos, layers=["mixed4c"], grid=[10], render=True, size=160, per_photo=64,
+                 samples=700)
     run = tmp_path / "run"
     summary = run_map(plan, run, small_model, progress=False)
     data = read_map(run, "mixed4c")
     with Manifest(run / "manifest.sqlite") as manifest:
         rows = manifest.map_cells("mixed4c")
-    assert summary.rendered == len(data.cells) == len(rows) >= 5
+    assert summary.rendered == len(data.cells) == len(rows) >= 20
     assert all((run / cell.render).is_file() for cell in data.cells)
     share = np.mean([r.specific for r in rows])
     assert share >= 0.9, share
     assert summary.specific["mixed4c"] == share
     again = run_map(plan, run, small_model, progress=False)
     assert again.rendered == 0  # every cell recorded with these settings
+
+
+def test_run_config_with_map_and_the_map_flag(photos, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model: synthetic:0.125\nlayers: [conv2d0_pre_relu]\nchannels: 1\nrender: {size: 32, octaves: 1, "
+                      "steps: 1}\nmap: {folder: probes, layers: [mixed4c], samples: 300, per_photo: 16, grid: [3], "
+                      f"neighbours: 10, size: {SIZE}, render: false}}\n")
+    assert main(["run", str(config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "map: probes" in out and "mixed4c" in out
+    assert main(["run", str(config), "--map", str(photos)]) == 0
+    run = tmp_path / "output" / "tiny"
+    data = read_map(run, "mixed4c")
+    assert data.info["folder"] == str(photos) and data.grids == [3] and data.cells
+    assert (run / "site" / "maps" / "mixed4c.html").is_file() and (run / "site" / "maps.html").is_file()
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2

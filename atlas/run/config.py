@@ -104,7 +104,7 @@ class MapConfig(BaseModel):
     render_size: int | None = Field(default=None, ge=32, le=1024)  # cells' side in pixels (default 128)
     steps: int | None = Field(default=None, ge=1, le=10000)  # deepdream: per octave (12); fourier: Adam (256)
     octaves: int | None = Field(default=None, ge=1, le=12)  # deepdream (2)
-    power: float = Field(default=1.0, ge=0)  # of the cosine in the direction objective
+    power: float = Field(default=3.0, ge=0)  # of the cosine in the direction objective (docs/maps.md)
     render: bool = True  # false: sample and lay out only
 
     @field_validator("grid", mode="after")

@@ -92,7 +92,7 @@ class MapPlan:
     size: int = 224  # photos' shorter side, centred square (as the examples pass's `fit: crop`)
     batch_size: int = 16  # photos per forward pass
     crops: int = 4  # photo crops shown per cell
-    power: float = 1.0  # of the cosine in the direction objective
+    power: float = 3.0  # of the cosine in the direction objective (docs/maps.md: why 3)
     render: RenderSettings = field(default_factory=default_cell_settings)
     render_cells: bool = True  # False: sample and lay out only
     fit: str = "crop"
