@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--umap-samples", type=int, default=100_000)
     parser.add_argument("--layers", nargs="+", default=["mixed3b", "mixed4c", "mixed5b"])
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--parts", default="1234", help="which measurements to run, e.g. 13")
+    parser.add_argument("--render-grid", type=int, default=12, help="cells a side of the rendered grid (part 3)")
     args = parser.parse_args()
 
     import numpy as np
@@ -62,16 +64,17 @@ def main() -> None:
         plan = resolve_map(str(root / "photos"), model, 0, layers=args.layers, render=False)
         summary = MapSummary(folder=plan.folder)
         began = time.perf_counter()
-        state = sample_photos(plan, root / "run", model, summary, progress=False)
+        state = sample_photos(plan, root / "run", model, summary, progress=False) if "1" in args.parts else None
         seconds = time.perf_counter() - began
-        total = sum(state["counts"].values())
-        print(f"1. sampling: {len(state['photos'])} photos, {total:,} samples over {len(args.layers)} layers in "
+        total = sum(state["counts"].values()) if state else 0
+        if state:
+            print(f"1. sampling: {len(state['photos'])} photos, {total:,} samples over {len(args.layers)} layers in "
               f"{seconds:.1f} s: {total / seconds:,.0f} samples/s, {len(state['photos']) / seconds:.1f} photos/s")
 
         width = model.layer_fn("mixed4c")(np.zeros((1, 224, 224, 3), np.float32)).shape[-1]
         rng = np.random.default_rng(0)
         vectors = np.maximum(rng.normal(size=(args.umap_samples, width)), 0).astype(np.float32)
-        for attempt in ("first", "second"):
+        for attempt in ("first", "second") if "2" in args.parts else ():
             began = time.perf_counter()
             umap_layout(vectors, plan)
             print(f"2. UMAP ({attempt} call): {args.umap_samples:,} samples x {width} channels in "
@@ -79,17 +82,14 @@ def main() -> None:
 
         from dataclasses import replace
 
-        small = replace(plan, layers=("mixed4c",), samples=args.sample_photos * 50, grids=(12,), min_samples=2,
-                        render_cells=True)
+        small = replace(plan, layers=("mixed4c",), samples=args.sample_photos * 50, grids=(args.render_grid,),
+                        min_samples=2, render_cells=True)
         from atlas.run.maps import layout_layer, write_crops
 
         state = sample_photos(small, root / "cells", model, MapSummary(folder=small.folder), progress=False)
         layout_layer(small, root / "cells", model, "mixed4c", state)
         write_crops(small, root / "cells", model)
-        from atlas.run.mapfiles import read_map
-
-        cells = read_map(root / "cells", "mixed4c").cells
-        for method in ("deepdream", "fourier"):
+        for method in ("deepdream", "fourier") if "3" in args.parts else ():
             from atlas.run.maps import default_cell_settings
 
             settings = default_cell_settings(method)
@@ -106,7 +106,7 @@ def main() -> None:
                   f"{'2 octaves x 12 steps' if method == 'deepdream' else '256 steps (timed at 25, x10)'}): "
                   f"{done} cells in {seconds:.1f} s: {done / seconds:.2f} cells/s")
 
-        if not args.skip_end_to_end:
+        if not args.skip_end_to_end and "4" in args.parts:
             write_photos(root / "many", args.photos, seed=1)
             plan = resolve_map(str(root / "many"), model, 0, layers=args.layers)
             began = time.perf_counter()

@@ -667,7 +667,7 @@ def specific_share(run_folder: Path, layer: str) -> float:
 # ---------------------------------------------------------------------------------------------------------
 # The dry run
 
-UMAP_SECONDS_PER_SAMPLE = 1.0e-3  # measured: benchmarks/map_speed.py (2 cores; grows a little faster than n)
+UMAP_SECONDS_PER_SAMPLE = 5.0e-3  # 20,000 x 512 took 112 s on 2 loaded cores (docs/maps.md): an upper bound
 UMAP_FIRST_CALL_SECONDS = 10.0  # numba compiling umap-learn's functions on first use in a process
 
 
