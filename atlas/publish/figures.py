@@ -499,11 +499,11 @@ def map_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     title = spec.title or f"Activation atlas of {data.layer}"
     texts = [Text(MARGIN, MARGIN, title, TITLE_PT, "bold")]
     y = MARGIN + TITLE_PT * LINE / POINTS
-    facts = [f"{info['samples']:,} activation vectors from {info['photos']:,} photos of {info['folder']}, laid out "
-             f"by UMAP ({info['umap']['n_neighbors']} neighbours, min_dist {info['umap']['min_dist']}, "
-             f"{info['umap']['metric']})",
-             f"{grid}×{grid} grid: {len(cells)} cells of at least {info['min_samples']} samples, each the render of "
-             "its mean activation (direction objective)"]
+    facts = [(f"{info['samples']:,} activation vectors from {info['photos']:,} photos of {info['folder']}, laid "
+              f"out by UMAP ({info['umap']['n_neighbors']} neighbours, min_dist {info['umap']['min_dist']}, "
+              f"{info['umap']['metric']})"),
+             (f"{grid}×{grid} grid: {len(cells)} cells of at least {info['min_samples']} samples, each the render "
+              "of its mean activation (direction objective)")]
     for line in facts:
         texts.append(Text(MARGIN, y, line, FACTS_PT))
         y += FACTS_PT * LINE / POINTS
