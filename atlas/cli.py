@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_parsers(sub)
     _figure_parser(sub)
     _examples_parser(sub)
+    _map_parser(sub)
     build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/")
     build.add_argument("run_folder", metavar="RUN_FOLDER")
     serve = sub.add_parser("serve", help="preview a run's gallery on http://127.0.0.1:PORT (builds it if missing)")
@@ -103,6 +104,8 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
                          "nothing")
         cmd.add_argument("--examples", metavar="FOLDER", help="then find each channel's dataset examples in "
                          "FOLDER (a folder of photos, or `probes`); replaces the config's examples folder")
+        cmd.add_argument("--map", metavar="FOLDER", help="then make activation atlases from the photos of FOLDER "
+                         "(or `probes`) of the config's map layers (default mixed3b, mixed4c, mixed5b)")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -120,9 +123,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     model = load_model(loaded.config.model)
     # the plan once (for dask, from the cluster's devices): the sweep, the dry run and the examples take it
     with plan_and_client(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), args.backend, args.scheduler,
-                 args.examples) as (plan, client):
+                 args.examples, args.map) as (plan, client):
         if args.dry_run:
             estimate(plan, model)
+            if plan.map:
+                from atlas.run.maps import estimate_map
+
+                estimate_map(plan.map, plan.folder, model)
             return
         summary = run_sweep(plan, model, client)
     print("\n".join(summary.lines()))
@@ -135,6 +142,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
               "when the slices are done")
     elif plan.examples:
         print("\n".join(run_examples(plan.examples, plan.folder, model).lines()))
+    if plan.map and plan.shard:
+        print(f"map: not made by a slice of a sweep; run `atlas map FOLDER -o {plan.folder}` once the slices are done")
+    elif plan.map:
+        from atlas.run.maps import run_map
+
+        print("\n".join(run_map(plan.map, plan.folder, model).lines()))
     if args.command == "run":
         from atlas.publish.site import build_site
 
@@ -193,6 +206,53 @@ def cmd_examples(args: argparse.Namespace) -> None:
         print(format_examples(channel_examples(run_folder, args.layer, args.channel), args.format))
     else:
         print(f"output: {run_folder} (`atlas build {run_folder}` shows the examples in the gallery)")
+
+
+def _map_parser(sub: argparse._SubParsersAction) -> None:
+    cmd = sub.add_parser("map", help="activation atlases: sample layers' activations over a folder of photos, lay "
+                         "them out with UMAP, render every grid cell, into a run folder (resumable)")
+    cmd.add_argument("folder", metavar="FOLDER", help="a folder of photos (searched recursively), or `probes`")
+    _model_arg(cmd)
+    cmd.add_argument("-o", "--output", required=True, metavar="RUN_FOLDER",
+                     help="an existing run folder (its model is used) or a new one")
+    cmd.add_argument("--layer", nargs="+", metavar="LAYER", help="layers to map: catalogued layers or block outputs "
+                     "(default: mixed3b mixed4c mixed5b)")
+    cmd.add_argument("--samples", type=int, help="activation vectors per layer, at most (default 100000)")
+    cmd.add_argument("--per-photo", type=int, help="positions sampled per photo and layer (default 50)")
+    cmd.add_argument("--grid", type=int, nargs="+", help="cells a side of each zoom level (default 10 20 40)")
+    cmd.add_argument("--min-samples", type=int, help="a cell with fewer samples is dropped (default 5)")
+    cmd.add_argument("--neighbours", type=int, help="UMAP n_neighbors (default 50)")
+    cmd.add_argument("--method", choices=["deepdream", "fourier"], help="how cells are rendered (default "
+                     "deepdream)")
+    cmd.add_argument("--render-size", type=int, help="cells' side in pixels (default 128)")
+    cmd.add_argument("--steps", type=int, help="deepdream: steps per octave (default 12); fourier: Adam steps "
+                     "(default 256)")
+    cmd.add_argument("--seed", type=int, default=0)
+    cmd.add_argument("--no-render", action="store_true", help="sample and lay out only")
+    cmd.add_argument("--dry-run", action="store_true", help="estimate the work and its time; write nothing")
+
+
+def cmd_map(args: argparse.Namespace) -> None:
+    from atlas.model.graph import load_model
+    from atlas.run.config import examples_folder_of
+    from atlas.run.manifest import RUN_FILE, read_run_info
+    from atlas.run.maps import estimate_map, run_map
+    from atlas.run.plan import resolve_map
+
+    folder = examples_folder_of(args.folder, key="map")
+    run_folder = Path(args.output)
+    spec = args.model
+    if (run_folder / RUN_FILE).is_file():
+        spec = spec or read_run_info(run_folder).get("model", {}).get("spec")
+    model = load_model(spec)
+    plan = resolve_map(folder, model, args.seed, layers=args.layer, samples=args.samples, per_photo=args.per_photo,
+                       grid=args.grid, min_samples=args.min_samples, neighbours=args.neighbours, method=args.method,
+                       render_size=args.render_size, steps=args.steps, render=False if args.no_render else None)
+    if args.dry_run:
+        estimate_map(plan, run_folder, model)
+        return
+    print("\n".join(run_map(plan, run_folder, model).lines()))
+    print(f"output: {run_folder} (`atlas build {run_folder}` shows the maps in the gallery)")
 
 
 EXAMPLE_COLUMNS = ["rank", "photo", "value", "x0", "y0", "x1", "y1", "row", "col"]
@@ -344,6 +404,7 @@ def _figure_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--sheet", metavar="LAYER", help="contact sheet of one layer's channels")
     what.add_argument("--progression", action="store_true", help="one start image across layers, low to high")
     what.add_argument("--panel", metavar="LAYER:CH,...", help="hand-picked channels, e.g. mixed4d_3x3_pre_relu:139")
+    what.add_argument("--map", metavar="LAYER", help="a poster of the layer's activation atlas (see `atlas map`)")
     what.add_argument("--spec", metavar="FILE", help="a YAML file describing several figures, or a shipped one's "
                       "name (lecture3)")
     fig.add_argument("--channels", help="sheet: channels to show, e.g. 0-63 (default: all)")
@@ -353,6 +414,7 @@ def _figure_parser(sub: argparse._SubParsersAction) -> None:
     fig.add_argument("--captions", help="panel: captions in the order of the channels, separated by |")
     fig.add_argument("--examples", action="store_const", const=True, default=None,
                      help="sheet: one row per channel, its dream then its dataset examples (see `atlas examples`)")
+    fig.add_argument("--grid", type=int, help="map: the zoom level, as cells a side (default: the finest)")
     fig.add_argument("--title", help="replace the generated title")
     fig.add_argument("--columns", type=int, help="panels per row")
     fig.add_argument("--dpi", type=int, help="PNG resolution and PDF image resolution (default 200)")
@@ -387,8 +449,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure, "build": cmd_build,
             "serve": cmd_serve, "sweep": cmd_sweep, "run": cmd_sweep, "configs": cmd_configs,
-            "examples": cmd_examples}
-TF_COMMANDS = {"layers", "dream", "sweep", "run", "examples"}
+            "examples": cmd_examples, "map": cmd_map}
+TF_COMMANDS = {"layers", "dream", "sweep", "run", "examples", "map"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,3 +109,40 @@ def add_fake_examples(folder: Path, layers: list[Layer], photos: tuple[str, ...]
         manifest.reset_examples({"folder": "/photos", "top": top, "size": 224, "fit": "crop", "hash": hash_})
         manifest.record_examples([photo for photo, _ in records], [], lists)
     return folder
+
+
+def add_fake_map(folder: Path, layer: str, sources: list[tuple[str, int]], grids: tuple[int, ...] = (3, 6),
+                 fraction: float = 0.6, rendered: float = 0.8, seed: int = 0) -> Path:
+    """Write a made-up activation atlas of `layer` (whose channels are `sources`: catalogued layer and channel)
+    as `atlas map` leaves it: cells.json, directions, renders for `rendered` of the kept cells, photo crops."""
+    from atlas.run.mapfiles import CELLS_FILE, MapCell, cell_leaf, map_dir
+
+    rng = np.random.default_rng(seed)
+    root = folder / map_dir(layer)
+    crop = f"{map_dir(layer)}/crops/fake-0-0.jpg"
+    (folder / crop).parent.mkdir(parents=True, exist_ok=True)
+    Image.open(PHOTOS / "chelsea.jpg").convert("RGB").resize((48, 48)).save(folder / crop, quality=80)
+    cells = []
+    for zoom, grid in enumerate(grids):
+        for row in range(grid):
+            for col in range(grid):
+                if rng.random() > fraction:
+                    continue
+                leaf = cell_leaf(grid, row, col)
+                direction = rng.normal(size=len(sources)).astype(np.float32)
+                (root / "directions" / leaf).parent.mkdir(parents=True, exist_ok=True)
+                np.save(root / "directions" / f"{leaf}.npy", direction)
+                render = f"{map_dir(layer)}/cells/{leaf}.png"
+                if rng.random() < rendered:
+                    (folder / render).parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / render)
+                top = np.argsort(-direction)[:4]
+                channels = [{"source": int(c), "layer": sources[c][0], "channel": sources[c][1],
+                             "weight": float(direction[c] / np.linalg.norm(direction))} for c in top]
+                cells.append(MapCell(zoom, grid, row, col, int(rng.integers(5, 90)), f"directions/{leaf}.npy", render,
+                                     channels, [{"photo": "chelsea.jpg", "row": 0, "col": 0, "crop": crop}]))
+    info = {"layer": layer, "format": 1, "hash": "fake", "samples": sum(c.count for c in cells if c.zoom == 0),
+            "photos": 12, "channels": len(sources), "folder": "/photos", "grids": list(grids), "min_samples": 5,
+            "seed": seed, "umap": {"n_neighbors": 50, "min_dist": 0.05, "metric": "cosine"}}
+    (root / CELLS_FILE).write_text(json.dumps({**info, "cells": [c.to_dict() for c in cells]}))
+    return folder

@@ -162,6 +162,30 @@ class Model:
             self._grids[(height, width)] = layer_grids(self.graph_def, height, width)
         return self._grids[(height, width)]
 
+    def channel_sources(self, name: str) -> list[tuple[str, int]] | None:
+        """For each channel of the tensor `name`, the catalogued layer and channel it is: itself for a catalogued
+        layer; for a block output such as `mixed4c`, its branches' channels, traced back through ReLUs and the
+        concatenation; None where a channel is not one catalogued channel (e.g. a pool or an add)."""
+        by_name = {n.name: n for n in self._ordered()}
+        channels = {layer.name: layer.channels for layer in self.layers}
+
+        def trace(node_name: str) -> list[tuple[str, int]] | None:
+            if node_name in channels:
+                return [(node_name, c) for c in range(channels[node_name])]
+            node = by_name.get(node_name)
+            inputs = [source_name(ref) for ref in node.input if not ref.startswith("^")] if node else []
+            inputs = [i for i in inputs if by_name[i].op != "Const"]
+            if node is None or not inputs:
+                return None
+            if node.op in ("Relu", "Relu6", "Identity") and len(inputs) == 1:
+                return trace(inputs[0])
+            if node.op in ("ConcatV2", "Concat"):
+                parts = [trace(i) for i in inputs]
+                return None if any(p is None for p in parts) else [c for p in parts for c in p]
+            return None
+
+        return trace(self.tensor_name(name))
+
     def _activation_nodes(self) -> set[str]:
         """Names of the graph's non-constant nodes other than the input (computed once)."""
         if not self._nodes:

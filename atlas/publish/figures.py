@@ -1,4 +1,5 @@
-"""Teaching figures from a run folder: contact sheets, layer progressions and channel panels, as PNG or PDF.
+"""Teaching figures from a run folder: contact sheets, layer progressions, channel panels and activation-atlas
+posters, as PNG or PDF.
 
 Two steps, one way: pure functions turn (Run, FigureSpec) into a `FigureLayout` (page size in inches, title,
 panels with boxes, image paths or None for a gap, labels, captions) without drawing anything; then
@@ -22,6 +23,7 @@ from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, check_channels, format_channels, parse_channels
 from atlas.run.manifest import NOISE, Mode, Render, Run
+from atlas.run.mapfiles import read_map
 from atlas.shipped import file_or_shipped, shipped_figure_specs
 from atlas.validation import load_yaml, validate
 
@@ -42,7 +44,7 @@ CAPTION_LINES = 3
 ASCENT = 0.93  # DejaVu Sans ascent, in ems
 POINTS = 72.0
 
-Kind = Literal["sheet", "progression", "panel"]
+Kind = Literal["sheet", "progression", "panel", "map"]
 Format = Literal["png", "pdf"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -67,7 +69,8 @@ class FigureSpec(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     kind: Kind
     title: str | None = None  # replaces the generated title
-    layer: str | None = None  # sheet
+    layer: str | None = None  # sheet, map
+    grid: int | None = Field(default=None, ge=1)  # map: the zoom level's cells a side (default: the finest)
     channels: str | None = None  # sheet: "0-63", "0,3,7-9", "all" (default)
     mode: str | None = None  # sheet, panel: noise (default), photo-NAME or NAME
     layers: list[str] | None = None  # progression (default: a spread from low to high)
@@ -93,12 +96,12 @@ class FigureSpec(BaseModel):
 
     @model_validator(mode="after")
     def _keys_fit_kind(self) -> FigureSpec:
-        needs = {"sheet": "layer", "panel": "items"}.get(self.kind)
+        needs = {"sheet": "layer", "panel": "items", "map": "layer"}.get(self.kind)
         if needs and not getattr(self, needs):
             raise ValueError(f"a {self.kind} figure needs '{needs}'")
         allowed = {"sheet": {"layer", "channels", "mode", "examples"}, "progression": {"layers", "photo"},
-                   "panel": {"items", "mode"}}[self.kind]
-        stray = [k for k in ("layer", "channels", "mode", "layers", "photo", "items", "examples")
+                   "panel": {"items", "mode"}, "map": {"layer", "grid"}}[self.kind]
+        stray = [k for k in ("layer", "channels", "mode", "layers", "photo", "items", "examples", "grid")
                  if k not in allowed and getattr(self, k) is not None]
         if stray:
             raise ValueError(f"'{stray[0]}' does not apply to a {self.kind} figure "
@@ -483,7 +486,42 @@ def panel_layout(run: Run, spec: FigureSpec) -> FigureLayout:
                        footer_text(run, list(dict.fromkeys(modes))), run)
 
 
-LAYOUTS = {"sheet": sheet_layout, "progression": progression_layout, "panel": panel_layout}
+def map_layout(run: Run, spec: FigureSpec) -> FigureLayout:
+    """A poster of a layer's activation atlas at one zoom level: every kept cell's render at its place in the
+    grid, touching its neighbours; unrendered cells are gaps, empty cells stay white."""
+    data = read_map(run.folder, spec.layer or "")
+    grid = spec.grid or max(data.grids)
+    if grid not in data.grids:
+        raise UserError(f"the map of {data.layer} has no {grid} x {grid} grid; its grids: "
+                        f"{', '.join(map(str, data.grids))}")
+    cells = data.level(grid)
+    info = data.info
+    title = spec.title or f"Activation atlas of {data.layer}"
+    texts = [Text(MARGIN, MARGIN, title, TITLE_PT, "bold")]
+    y = MARGIN + TITLE_PT * LINE / POINTS
+    facts = [(f"{info['samples']:,} activation vectors from {info['photos']:,} photos of {info['folder']}, laid "
+              f"out by UMAP ({info['umap']['n_neighbors']} neighbours, min_dist {info['umap']['min_dist']}, "
+              f"{info['umap']['metric']})"),
+             (f"{grid}×{grid} grid: {len(cells)} cells of at least {info['min_samples']} samples, each the render "
+              "of its mean activation (direction objective)")]
+    for line in facts:
+        texts.append(Text(MARGIN, y, line, FACTS_PT))
+        y += FACTS_PT * LINE / POINTS
+    y += GAP * 2
+    side = (PAGE_WIDTH - 2 * MARGIN) / grid
+    panels = []
+    for cell in cells:
+        image = run.folder / cell.render
+        box = Box(MARGIN + cell.col * side, y + cell.row * side, side, side)
+        panels.append(Panel(box, image if image.is_file() else None, "", LABEL_PT_MIN, None,
+                            ("map", data.layer, cell.grid * 1_000_000 + cell.row * 1_000 + cell.col)))
+    y += grid * side + GAP
+    texts.append(Text(MARGIN, y, footer_text(run, []), FOOTER_PT))
+    height = y + FOOTER_PT * LINE / POINTS + MARGIN
+    return FigureLayout(spec.name, "map", PAGE_WIDTH, round(height, 4), title, texts, panels)
+
+
+LAYOUTS = {"sheet": sheet_layout, "progression": progression_layout, "panel": panel_layout, "map": map_layout}
 
 
 def layout_figure(run: Run, spec: FigureSpec) -> FigureLayout:
@@ -499,6 +537,8 @@ def default_name(run: Run, spec: FigureSpec) -> str:
         return f"sheet-{spec.layer}-{find_mode(run, spec.mode).id}"
     if spec.kind == "progression":
         return f"progression-{find_mode(run, spec.photo).id}"
+    if spec.kind == "map":
+        return f"map-{spec.layer}" + (f"-{spec.grid}" if spec.grid else "")
     picked = ",".join(f"{i.layer}:{i.channel}:{i.mode}" for i in spec.items or [])
     return f"panel-{find_mode(run, spec.mode).id}-{hashlib.sha1(picked.encode()).hexdigest()[:8]}"
 
@@ -647,13 +687,15 @@ def make_figures(run: Run, spec_file: SpecFile, dpi: int | None = None,
 
 SPEC_OUTPUT = "set the spec's output: to"  # how a figure spec's figures are written elsewhere
 KIND_OPTIONS = {"sheet": {"channels", "mode", "examples"}, "progression": {"photo", "layers"},
-                "panel": {"mode", "captions"}, "spec": set()}
-FIGURE_OPTIONS = {"channels", "mode", "photo", "layers", "captions", "columns", "title", "output", "examples"}
+                "panel": {"mode", "captions"}, "map": {"grid"}, "spec": set()}
+FIGURE_OPTIONS = {"channels", "mode", "photo", "layers", "captions", "columns", "title", "output", "examples",
+                  "grid"}
 
 
 def command_kind(args: Any) -> str:
     """Which figure the command line asks for; options that belong to another kind are a user error."""
-    kind = "sheet" if args.sheet else "progression" if args.progression else "panel" if args.panel else "spec"
+    kind = ("sheet" if args.sheet else "progression" if args.progression else "panel" if args.panel
+            else "map" if getattr(args, "map", None) else "spec")
     allowed = KIND_OPTIONS[kind] | ({"columns", "title", "output"} if kind != "spec" else set())
     stray = sorted(o for o in FIGURE_OPTIONS - allowed if getattr(args, o) is not None)
     if stray:
@@ -667,6 +709,8 @@ def spec_from_args(run: Run, args: Any, kind: str) -> SpecFile:
     data: dict[str, Any] = {"kind": kind, "title": args.title, "columns": args.columns, "dpi": args.dpi}
     if kind == "sheet":
         data.update(layer=args.sheet, channels=args.channels, mode=args.mode, examples=args.examples)
+    elif kind == "map":
+        data.update(layer=args.map, grid=args.grid)
     elif kind == "progression":
         layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
         data.update(photo=args.photo, layers=layers)

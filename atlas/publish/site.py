@@ -6,6 +6,9 @@
     site/compare.html                    two to four channels or layers side by side (picked in the page)
     site/progression.html                one base photo dreamed at each layer, low to high
     site/figures.html, site/about.html   figures of the run; model, settings, photo credits, counts
+    site/maps/<layer>.html               a layer's activation atlas: its grid of cell renders at each zoom level;
+                                         a cell shows its sample count, top channels and photo crops
+    site/maps.html                       the run's maps side by side (the compare view), at one zoom level
     site/atlas-index.js                  the small JSON index behind search and compare
     site/static/                         CSS, JavaScript and the placeholder image, copied from templates/static/
 
@@ -33,6 +36,7 @@ from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.run.manifest import Example, ExamplePhoto, Mode, Render, Run, image_paths, read_run
+from atlas.run.mapfiles import MapCell, MapData, map_layers, read_map
 from atlas.shipped import templates_dir
 
 SITE_DIR = "site"
@@ -175,6 +179,7 @@ class Atlas:
     web: dict[str, Size]  # mode id -> web image size
     photos: dict[str, Size] = field(default_factory=dict)  # mode id -> base photo size (present on disk)
     figures: list[tuple[str, Size | None]] = field(default_factory=list)  # run-relative path, size of a PNG
+    maps: list[MapView] = field(default_factory=list)  # the run's activation atlases
 
     @property
     def modes(self) -> list[Mode]:
@@ -233,6 +238,41 @@ def display_order(layers: list[Layer]) -> list[tuple[str, list[Layer], str | Non
     return order
 
 
+@dataclass
+class MapView:
+    """A layer's activation atlas as the site shows it: its zoom levels, which cells have a render on disk, and
+    which catalogued layers have channel pages to link to."""
+
+    data: MapData
+    existing: set[str]  # run-relative paths of the files present on disk (renders, crops)
+    pages: set[str]  # layers with channel pages in this site
+
+    @property
+    def layer(self) -> str:
+        return self.data.layer
+
+    @property
+    def levels(self) -> list[tuple[int, list[MapCell]]]:
+        return [(grid, self.data.level(grid)) for grid in self.data.grids]
+
+    def has_render(self, cell: MapCell) -> bool:
+        return cell.render in self.existing
+
+    @property
+    def rendered_cells(self) -> int:
+        return sum(self.has_render(c) for c in self.data.cells)
+
+
+def map_url(layer: str) -> str:
+    """A map page's path from the site root."""
+    return f"maps/{quote(layer)}.html"
+
+
+def build_maps(run: Run, existing: set[str], pages: set[str]) -> list[MapView]:
+    """The run folder's maps (none in runs without them)."""
+    return [MapView(read_map(run.folder, layer), existing, pages) for layer in map_layers(run.folder)]
+
+
 def build_atlas(run: Run) -> Atlas:
     """Group the run's renders by layer and mode; a render whose files are gone counts as missing, and a
     dataset example whose patch is gone is not shown."""
@@ -271,14 +311,15 @@ def build_atlas(run: Run) -> Atlas:
     for before, after_view in zip(views, views[1:]):
         before.next, after_view.prev = after_view, before
     return Atlas(run=run, blocks=blocks, layers=views, thumb=_mode_sizes(run, "thumb", DEFAULT_THUMB),
-                 web=_mode_sizes(run, "web", DEFAULT_WEB), photos=_photo_sizes(run), figures=_figures(run.folder))
+                 web=_mode_sizes(run, "web", DEFAULT_WEB), photos=_photo_sizes(run), figures=_figures(run.folder),
+                 maps=build_maps(run, existing, {v.name for v in views}))
 
 
 def _existing_files(folder: Path) -> set[str]:
-    """Run-relative paths (POSIX) of every file under images/ and examples/: one walk instead of a stat per
-    render or example patch."""
+    """Run-relative paths (POSIX) of every file under images/, examples/ and maps/: one walk instead of a stat per
+    render, example patch or map cell."""
     found: set[str] = set()
-    for root in (folder / "images", folder / "examples"):
+    for root in (folder / "images", folder / "examples", folder / "maps"):
         for parent, _, files in os.walk(root):
             rel = Path(parent).relative_to(folder).as_posix()
             found.update(f"{rel}/{name}" for name in files)
@@ -367,7 +408,8 @@ def environment() -> Environment:
     """Jinja2 with autoescaping, strict undefined names and the site's filters."""
     env = Environment(loader=FileSystemLoader(templates_dir()), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(u=url_path, cccc=cccc, layer_url=layer_url, channel_url=channel_url, gain=_gain)
+    env.filters.update(u=url_path, cccc=cccc, layer_url=layer_url, channel_url=channel_url, gain=_gain,
+                       map_url=map_url)
     return env
 
 
@@ -390,6 +432,10 @@ def pages(atlas: Atlas, env: Environment, run_from_site: str) -> Iterator[tuple[
     yield render("compare.html", "compare.html")
     yield render("progression.html", "progression.html", modes_shown=_progression_modes(atlas))
     yield render("figures.html", "figures.html")
+    if atlas.maps:
+        yield render("maps.html", "maps.html")
+    for view in atlas.maps:
+        yield render("map.html", map_url(view.layer), map=view)
     for view in atlas.layers:
         yield render("layer.html", layer_url(view.name), view=view)
     channel_template = env.get_template("channel.html")
@@ -556,7 +602,7 @@ def _write_all(writer: _Writer, atlas: Atlas, run_from_site: str, progress: bool
     for rel, data in _static_files():
         writer.write(rel, data)
     writer.write(INDEX_JS, _index_js(search_index(atlas)))
-    total = 5 + len(atlas.layers) + atlas.total_channels
+    total = 5 + len(atlas.layers) + atlas.total_channels + (1 + len(atlas.maps) if atlas.maps else 0)
     with _progress(total, progress) as bar:
         for rel, html in pages(atlas, environment(), run_from_site):
             writer.write(rel, html.encode("utf-8"))

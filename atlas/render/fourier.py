@@ -18,13 +18,13 @@ import tensorflow as tf
 from atlas.images import to_uint8
 from atlas.model.graph import Model
 from atlas.render import param, transforms
-from atlas.render.objectives import facet_units, reading, total_loss
+from atlas.render.objectives import Objective, facet_units, reading, total_loss
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
 CHAIN = transforms.RobustnessChain()
 
-_STEPS: dict[tuple[int, str, str, int, float, str, str], Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]] = {}
+_STEPS: dict[tuple[int, str, str | Objective, int, float, str, str], Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]] = {}
 
 
 def image_key(seed: int, channel: int, facet: int) -> list[int]:
@@ -32,7 +32,7 @@ def image_key(seed: int, channel: int, facet: int) -> list[int]:
     return [seed, channel + 1, facet]
 
 
-def _step_function(model: Model, layer: str, objective: str, facets: int, diversity_weight: float,
+def _step_function(model: Model, layer: str, objective: str | Objective, facets: int, diversity_weight: float,
                    precision: str, parameterisation: param.Parameterisation = param.FOURIER
                    ) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
     """One Adam step on the parameters, compiled once per model, layer, objective, facets, precision and
@@ -86,7 +86,7 @@ def params_to_images(params: np.ndarray | tf.Tensor, size: int,
 
 
 def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[list[int]], size: int, steps: int,
-                  learning_rate: float, std: float, objective: str, facets: int = 1, diversity_weight: float = 0.0,
+                  learning_rate: float, std: float, objective: str | Objective, facets: int = 1, diversity_weight: float = 0.0,
                   precision: str = "float32", parameterisation: param.Parameterisation = param.FOURIER,
                   on_step: Callable[[], None] = lambda: None,
                   units_of: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:

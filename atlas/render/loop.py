@@ -29,7 +29,8 @@ from atlas.model.selection import WHOLE_LAYER, check_channels
 from atlas.render import devices, transforms
 from atlas.render.devices import GIB, Device, peak_memory, reset_peak_memory
 from atlas.render.fourier import dream_fourier, image_key
-from atlas.render.objectives import OBJECTIVES, PER_CHANNEL, facet_units, reading, spread, total_loss
+from atlas.render.objectives import (DIRECTION, OBJECTIVES, PER_CHANNEL, Objective, facet_units, reading, spread,
+                                     total_loss)
 
 StepFn = Callable[..., tf.Tensor]
 
@@ -75,7 +76,7 @@ class RenderSettings:
     precision: str = "float32"  # float32 | bfloat16 | auto: of the weights and activations in gradient steps
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
+        if self.objective not in OBJECTIVES and self.objective != DIRECTION:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}")
@@ -226,10 +227,10 @@ def noise_start(channel: int, seed: int, settings: RenderSettings, facet: int = 
     return np.clip(128.0 + noise, 0, 255).astype(np.float32)
 
 
-_STEPS: dict[tuple[int, str, str, int, str, int, float], tuple[StepFn, StepFn]] = {}
+_STEPS: dict[tuple[int, str, str | Objective, int, str, int, float], tuple[StepFn, StepFn]] = {}
 
 
-def _step_functions(model: Model, layer: str, objective: str, levels: int, precision: str = "float32",
+def _step_functions(model: Model, layer: str, objective: str | Objective, levels: int, precision: str = "float32",
                     facets: int = 1, diversity_weight: float = 0.0) -> tuple[StepFn, StepFn]:
     """(noise step, raw gradient) compiled once per model, layer, objective, precision and facets."""
     key = (id(model), layer, objective, levels, precision, facets, diversity_weight)
@@ -280,10 +281,11 @@ def step_call(model: Model, layer: str, batch: int, size: int, precision: str = 
 
 def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.ndarray,
                      settings: RenderSettings, seed: int, on_step: Callable[[], None] = lambda: None,
-                     units: np.ndarray | None = None) -> np.ndarray:
+                     units: np.ndarray | None = None, objective: Objective | None = None) -> np.ndarray:
     """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images.
-    `units`: each image's unit of its objective (`facet_units` of its start image; needed with facets)."""
-    step_fn, _ = _step_functions(model, layer, settings.objective, settings.laplacian_levels,
+    `units`: each image's unit of its objective (`facet_units` of its start image; needed with facets);
+    `objective` (e.g. a `Direction`) replaces the settings' named one."""
+    step_fn, _ = _step_functions(model, layer, objective or settings.objective, settings.laplacian_levels,
                                  settings.resolved_precision(), settings.diversity, settings.diversity_weight)
     rng = np.random.default_rng([seed, 1 << 20])  # jitter: shared by the batch, independent of its makeup
     sizes = transforms.octave_sizes(settings.size, settings.size, settings.octaves, settings.octave_scale)
@@ -407,6 +409,8 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
     after every gradient step (so a bar moves during a long pass), summing to the number of channels.
     """
     layer_name = model.tensor_name(layer)
+    if settings.objective == DIRECTION:
+        raise ValueError("the direction objective renders map cells (atlas.run.maps), not channels")
     if photo is not None and (settings.method != "deepdream" or settings.diversity > 1):
         raise ValueError("a photo is rendered by the deepdream method with diversity 1; the fourier method and "
                          "facets start from noise")

@@ -101,15 +101,59 @@ def facet_units(values: np.ndarray, objective: str, facets: int) -> np.ndarray:
     return np.repeat(spreads.reshape(-1, facets).mean(axis=1), facets).astype(np.float32)
 
 
-def total_loss(acts: tf.Tensor, channels: tf.Tensor, objective: str, facets: int = 1,
+COSINE_FLOOR = 0.1  # the cosine in `direction` counts as at least this, so a start that points away still climbs
+DIRECTION = "direction"
+
+
+class Direction:
+    """The `direction` objective of activation-atlas cells: one row of a table per image.
+
+    For image i with row r = `channels[i]`: the activations a at the centre of the map, dotted with the whitened
+    direction S d_r (S: the inverse of the layer's activation covariance), times the `power`-th power of the
+    cosine similarity of a and d_r (floored at COSINE_FLOOR), as Lucid's `direction_neuron_cossim_S` that the
+    Activation Atlas used. Built once per table (a layer's cells); `channels` pick the rows.
+    """
+
+    def __init__(self, directions: np.ndarray, whitening: np.ndarray, power: float = 1.0) -> None:
+        directions = np.asarray(directions, np.float64)
+        self.power = float(power)
+        self.whitened = tf.constant(directions @ np.asarray(whitening, np.float64).T, tf.float32)
+        norms = np.linalg.norm(directions, axis=1, keepdims=True)
+        self.unit = tf.constant(directions / np.maximum(norms, 1e-12), tf.float32)
+
+    def __call__(self, acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
+        return direction_values(centre(acts), tf.gather(self.whitened, channels), tf.gather(self.unit, channels),
+                                self.power)
+
+
+def direction_values(acts: tf.Tensor, whitened: tf.Tensor, unit: tf.Tensor, power: float) -> tf.Tensor:
+    """acts, whitened directions, unit directions [B, C] -> dot(a, S d) * max(cos(a, d), floor)**power [B]."""
+    dot = tf.reduce_sum(acts * whitened, axis=-1)
+    cosine = tf.reduce_sum(acts * unit, axis=-1) / (tf.norm(acts, axis=-1) + 1e-8)
+    return dot * tf.maximum(cosine, COSINE_FLOOR) ** power
+
+
+def direction_matrix(acts: np.ndarray, directions: np.ndarray, whitening: np.ndarray, power: float) -> np.ndarray:
+    """The `direction` objective of every cell on every image: [images, cells] from centre activations
+    [images, C] (numpy, for measuring specificity)."""
+    acts = np.asarray(acts, np.float64)
+    directions = np.asarray(directions, np.float64)
+    dot = acts @ (directions @ np.asarray(whitening, np.float64).T).T
+    unit = directions / np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-12)
+    cosine = (acts @ unit.T) / (np.linalg.norm(acts, axis=1, keepdims=True) + 1e-8)
+    return dot * np.maximum(cosine, COSINE_FLOOR) ** power
+
+
+def total_loss(acts: tf.Tensor, channels: tf.Tensor, objective: str | Objective, facets: int = 1,
                diversity_weight: float = 0.0, units: tf.Tensor | None = None) -> tf.Tensor:
     """The scalar a render climbs: the sum of every image's objective, minus the weighted diversity term
     (scaled by the group size, so the weight is that of a group's mean objective, as published).
 
     With facets, each image's objective is divided by its `units` [B] (`facet_units` of the start images), so
     it counts in units of lift and the weight means the same for any network's activation scale. One image's
-    objective alone needs no unit: both methods normalise each image's step, which makes them scale-free."""
-    values = OBJECTIVES[objective](acts, channels)
+    objective alone needs no unit: both methods normalise each image's step, which makes them scale-free.
+    `objective` is a name of OBJECTIVES or an objective itself (a `Direction`)."""
+    values = (OBJECTIVES[objective] if isinstance(objective, str) else objective)(acts, channels)
     if facets == 1:
         return tf.reduce_sum(values)
     return tf.reduce_sum(values / units) - diversity_weight * facets * tf.reduce_sum(diversity(acts, facets))

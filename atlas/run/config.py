@@ -83,6 +83,39 @@ class ExamplesConfig(BaseModel):
 _D = RenderSettings()  # one source of truth for the defaults
 
 
+class MapConfig(BaseModel):
+    """Activation atlases: `layers`' activations over the photos of `folder` (or `probes`), laid out by UMAP,
+    gridded at each `grid` (cells a side), every kept cell rendered (atlas.run.maps; docs/maps.md)."""
+
+    model_config = _Strict
+    folder: str
+    layers: list[str] = Field(default_factory=lambda: ["mixed3b", "mixed4c", "mixed5b"], min_length=1)
+    samples: int = Field(default=100_000, ge=2)  # per layer, at most
+    per_photo: int = Field(default=50, ge=1)  # positions per photo and layer
+    grid: int | list[Annotated[int, Field(ge=1, le=400)]] = Field(default_factory=lambda: [10, 20, 40])
+    min_samples: int = Field(default=5, ge=1)  # a cell with fewer is dropped
+    neighbours: int = Field(default=50, ge=2)  # UMAP n_neighbors
+    min_dist: float = Field(default=0.05, ge=0)  # UMAP min_dist
+    metric: str = "cosine"  # UMAP metric
+    size: int = Field(default=224, ge=32, le=2048)  # photos' shorter side in the network's input
+    batch_size: int = Field(default=16, ge=1)  # photos per forward pass
+    crops: int = Field(default=4, ge=0, le=16)  # photo crops shown per cell
+    method: Literal["deepdream", "fourier"] = "deepdream"  # how cells are rendered
+    render_size: int | None = Field(default=None, ge=32, le=1024)  # cells' side in pixels (default 128)
+    steps: int | None = Field(default=None, ge=1, le=10000)  # deepdream: per octave (12); fourier: Adam (256)
+    octaves: int | None = Field(default=None, ge=1, le=12)  # deepdream (2)
+    power: float = Field(default=3.0, ge=0)  # of the cosine in the direction objective (docs/maps.md)
+    render: bool = True  # false: sample and lay out only
+
+    @field_validator("grid", mode="after")
+    @classmethod
+    def _grids(cls, grid: int | list[int]) -> list[int]:
+        grids = [grid] if isinstance(grid, int) else list(grid)
+        if not grids or len(set(grids)) != len(grids):
+            raise ValueError("grid: give one or more different sizes, e.g. [10, 20, 40]")
+        return sorted(grids)
+
+
 class RenderConfig(BaseModel):
     """The render settings a config may set (see atlas.render.RenderSettings), with their ranges."""
 
@@ -138,6 +171,7 @@ class SweepConfig(BaseModel):
     workers: int | Literal["auto"] = "auto"
     gpus: list[Annotated[int, Field(ge=0)]] | None = None  # GPU ids as nvidia-smi numbers them; None: all; []: none
     examples: ExamplesConfig | None = None  # also find each channel's dataset examples
+    map: MapConfig | None = None  # also make activation atlases of some layers
 
     @field_validator("photos", mode="after")
     @classmethod
@@ -189,6 +223,7 @@ class LoadedConfig:
     run_folder: Path
     photos: dict[str, Path]  # short name -> file
     examples_folder: str | None = None  # `examples.folder` as found on disk (or "probes")
+    map_folder: str | None = None  # `map.folder` as found on disk (or "probes")
 
     def modes(self) -> list[Mode]:
         """The run's modes, with photo credits and the objective: noise and fourier first, then each photo."""
@@ -225,11 +260,12 @@ def load_config(path: str | Path) -> LoadedConfig:
     examples_folder = None
     if config.examples:
         examples_folder = examples_folder_of(config.examples.folder, path)
+    map_folder = examples_folder_of(config.map.folder, path, "map") if config.map else None
     return LoadedConfig(path=path, config=config, name=name, run_folder=base / name, photos=photos,
-                        examples_folder=examples_folder)
+                        examples_folder=examples_folder, map_folder=map_folder)
 
 
-def examples_folder_of(folder: str, config_path: Path | None = None) -> str:
+def examples_folder_of(folder: str, config_path: Path | None = None, key: str = "examples") -> str:
     """An examples folder as given (in a config: relative to the current folder, else to the config), checked
     to exist; `probes` is the built-in set."""
     from atlas.probes import PROBES
@@ -238,7 +274,7 @@ def examples_folder_of(folder: str, config_path: Path | None = None) -> str:
         return folder
     where = _relative_to(config_path, folder) if config_path else Path(folder).expanduser()
     if not where.is_dir():
-        origin = f"{config_path}: examples: " if config_path else ""
+        origin = f"{config_path}: {key}: " if config_path else ""
         raise UserError(f"{origin}folder {folder}: no such folder; give a folder of photos, or `probes` for the "
                         "built-in teaching probes")
     return str(where.resolve())

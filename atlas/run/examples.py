@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 from PIL import Image
@@ -105,7 +105,7 @@ class Entry:
     key: str  # "<bytes>:<mtime_ns>" of a file, the probe set's version for a probe
 
 
-def list_photos(folder: str) -> tuple[list[Entry], list[tuple[str, str]]]:
+def list_photos(folder: str, what: str = "examples folder") -> tuple[list[Entry], list[tuple[str, str]]]:
     """The folder's files, sorted, and (name, reason) of those that cannot even be opened.
 
     Hidden files and folders are left out. Symbolic links are followed, but each real folder is walked once,
@@ -115,7 +115,7 @@ def list_photos(folder: str) -> tuple[list[Entry], list[tuple[str, str]]]:
         return [Entry(f"{PROBES}/{name}", None, VERSION) for name, _ in probe_makers()], []
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise UserError(f"examples folder {folder}: no such folder; give a folder of photos or `probes`")
+        raise UserError(f"{what} {folder}: no such folder; give a folder of photos or `probes`")
     entries: list[Entry] = []
     bad: list[tuple[str, str]] = []
     seen: set[tuple[int, int]] = set()
@@ -480,7 +480,7 @@ def _process(plan: ExamplesPlan, model: Any, layers: list[Layer], state: _State,
     peaks = _peaks_fn(model, plan.layers)
     with tqdm(total=len(todo), unit="photo", desc="examples", disable=None if progress else True,
               file=sys.stderr) as bar:
-        for batch in _batches(todo, plan, writer.hash, summary, bar):
+        for batch in fitted_batches(todo, plan, writer.hash, summary.bad, bar):
             seen = len(state.photos)
             for fitted in batch:
                 state.photos[fitted.record.photo] = fitted.record
@@ -496,13 +496,21 @@ def _process(plan: ExamplesPlan, model: Any, layers: list[Layer], state: _State,
                 break
 
 
-def _batches(todo: list[Entry], plan: ExamplesPlan, hash_: str, summary: ExamplesSummary,
-             bar: Any) -> Iterator[list[Fitted]]:
-    """Fitted photos in batches of one input size; unreadable files go to `summary.bad` (and the bar moves on)."""
+class Fitting(Protocol):
+    """How photos are fitted and batched: an `ExamplesPlan`, or any plan with these fields (the maps pass's)."""
+
+    size: int
+    fit: str
+    batch_size: int
+
+
+def fitted_batches(todo: list[Entry], plan: Fitting, hash_: str, bad: list[tuple[str, str]],
+                   bar: Any) -> Iterator[list[Fitted]]:
+    """Fitted photos in batches of one input size; unreadable files go to `bad` (and the bar moves on)."""
     pending: dict[tuple[int, int], list[Fitted]] = {}
     for entry, result in _read_ahead(todo, plan, hash_):
         if isinstance(result, str):
-            summary.bad.append((entry.name, result))
+            bad.append((entry.name, result))
             bar.update(1)
             continue
         shape = result.pixels.shape[:2]
@@ -514,7 +522,7 @@ def _batches(todo: list[Entry], plan: ExamplesPlan, hash_: str, summary: Example
     yield from (batch for batch in pending.values() if batch)
 
 
-def _read_ahead(todo: list[Entry], plan: ExamplesPlan, hash_: str) -> Iterator[tuple[Entry, Fitted | str]]:
+def _read_ahead(todo: list[Entry], plan: Fitting, hash_: str) -> Iterator[tuple[Entry, Fitted | str]]:
     """(entry, fitted photo or the reason it cannot be used), in order, decoded on two threads a little ahead
     of the network (at most two batches in flight, so memory does not grow with the folder)."""
     ahead = 2 * plan.batch_size
@@ -527,7 +535,7 @@ def _read_ahead(todo: list[Entry], plan: ExamplesPlan, hash_: str) -> Iterator[t
             futures[i] = None  # type: ignore[call-overload]  # drop the photo once handed on
 
 
-def _read_fitted(entry: Entry, plan: ExamplesPlan, hash_: str) -> Fitted | str:
+def _read_fitted(entry: Entry, plan: Fitting, hash_: str) -> Fitted | str:
     """The fitted photo, or the reason it cannot be used (without the path, which the summary names)."""
     try:
         sha, image = read_entry(entry)
@@ -650,16 +658,7 @@ class _Checkpoint:
         sync_folders({(self.folder / path).parent for paths in missing.values() for path, _ in paths})
 
     def _write_file(self, path: str, work: Image.Image, scale: float, box: tuple[int, int, int, int] | None) -> None:
-        """A thumbnail of the whole photo (box None) or the crop of `box` (in original pixels)."""
-        if box is None:
-            image = work.copy()
-            image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
-        else:
-            x0, y0, x1, y1 = (round(v * scale) for v in box)
-            image = work.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
-            if max(image.size) > CROP_PX:
-                image.thumbnail((CROP_PX, CROP_PX), Image.Resampling.LANCZOS)
-        atomic_write_bytes(self.folder / path, encode(np.asarray(image), "jpg", quality=85), sync_folder=False)
+        write_patch(self.folder / path, work, scale, box)
 
     def _reload(self, record: ExamplePhoto) -> Image.Image:
         """A recorded photo read again for its crops (a JPEG decoded at a reduced scale when that suffices)."""
@@ -667,6 +666,20 @@ class _Checkpoint:
             return _probe_image(record.photo)
         path = Path(self.plan.folder).expanduser() / record.photo
         return work_copy(load_photo_image(path, max(MAX_PIXELS, record.width * record.height), draft=WORK_SHORT))
+
+
+def write_patch(target: Path, work: Image.Image, scale: float, box: tuple[int, int, int, int] | None) -> None:
+    """A JPEG thumbnail of the whole photo (box None) or the crop of `box` (in original pixels; `scale` maps them
+    to `work`'s), written atomically (the caller syncs the folder)."""
+    if box is None:
+        image = work.copy()
+        image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
+    else:
+        x0, y0, x1, y1 = (round(v * scale) for v in box)
+        image = work.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+        if max(image.size) > CROP_PX:
+            image.thumbnail((CROP_PX, CROP_PX), Image.Resampling.LANCZOS)
+    atomic_write_bytes(target, encode(np.asarray(image), "jpg", quality=85), sync_folder=False)
 
 
 def _grid(plan: ExamplesPlan, photo: ExamplePhoto, layer: Layer, grids: Any) -> Any:

@@ -403,6 +403,31 @@ class Manifest:
                 [(e.layer, e.channel, e.rank, e.photo, e.sha256, e.value, e.row, e.col, *e.box, e.crop)
                  for entries in lists.values() for e in entries])
 
+    def ensure_map_cells(self) -> None:
+        """Create the table of rendered map cells (the `map` mode) if this manifest has none yet."""
+        with self._db:
+            self._db.execute(_MAP_CELLS_SCHEMA)
+
+    def record_map_cells(self, rows: Iterable[MapCellRender]) -> None:
+        """Insert or replace rendered cells in one transaction."""
+        self.ensure_map_cells()
+        names = [f.name for f in fields(MapCellRender)]
+        with self._db:
+            self._db.executemany(f"INSERT OR REPLACE INTO map_cells ({_quoted(names)}) VALUES "
+                                 f"({', '.join('?' * len(names))})", [tuple(_to_sql(getattr(r, n)) for n in names)
+                                                                      for r in rows])
+
+    def map_cells(self, layer: str | None = None) -> list[MapCellRender]:
+        """Rendered cells (of one layer), by layer, grid, row, col; none in a manifest without the table."""
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'map_cells'").fetchone():
+            return []
+        names = [f.name for f in fields(MapCellRender)]
+        where, args = ("WHERE layer = ?", (layer,)) if layer else ("", ())
+        rows = self._db.execute(f"SELECT {_quoted(names)} FROM map_cells {where} ORDER BY layer, grid, row, col",
+                                args).fetchall()
+        return [MapCellRender(*(bool(v) if n == "specific" and v is not None else v for n, v in zip(names, row)))
+                for row in rows]
+
     def close(self) -> None:
         self._db.close()
 
@@ -411,6 +436,27 @@ class Manifest:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class MapCellRender:
+    """One rendered cell of an activation atlas (the `map` mode of the manifest). Paths relative to the run."""
+
+    layer: str
+    grid: int  # cells a side of its zoom level
+    row: int
+    col: int
+    settings_hash: str  # samples, layout and render settings: a changed hash renders the cell again
+    image: str  # PNG
+    value: float  # its direction objective on its render
+    specific: bool | None  # its render excites its direction more than any other cell's render of its level
+    seconds: float
+    created: float = 0.0
+
+
+_MAP_CELLS_SCHEMA = """CREATE TABLE IF NOT EXISTS map_cells (layer TEXT, grid INTEGER, row INTEGER, col INTEGER,
+    settings_hash TEXT, image TEXT, value REAL, specific INTEGER, seconds REAL, created REAL,
+    PRIMARY KEY (layer, grid, row, col))"""
 
 
 def _to_sql(value: Any) -> Any:

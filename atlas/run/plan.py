@@ -23,6 +23,7 @@ from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, 
 from atlas.run.examples import ExamplesPlan
 from atlas.run.layout import Layout, resolve_cluster_layout, resolve_layout
 from atlas.run.manifest import NOISE, CentreUnits, Mode, image_paths, recorded_hashes
+from atlas.run.maps import MapPlan, default_cell_settings
 from atlas.shipped import config_name
 from atlas.validation import validate
 
@@ -69,6 +70,7 @@ class RunPlan:
     mode_settings: dict[str, RenderSettings] = field(default_factory=dict)  # mode id -> its settings (method,
     # steps, facets), where they differ from `settings`
     examples: ExamplesPlan | None = None  # the dataset-examples pass, if the config or command line asks
+    map: MapPlan | None = None  # the activation-atlas pass, if the config or command line asks
     centre_units: dict[str, CentreUnits] = field(default_factory=dict)  # noise mode id -> where the unit of its
     # `neuron` renders sits in every layer (none for other objectives)
     planned: dict[str, dict[str, str]] = field(default_factory=dict)  # mode id -> layer -> the channels the
@@ -172,13 +174,33 @@ def resolve_examples(folder: str, layers: list[Layer], top: int | None = None, s
                         layers=tuple(layer.name for layer in layers), batch_size=spec.batch_size)
 
 
+def resolve_map(folder: str, model: Any, seed: int = 0, **given: Any) -> MapPlan:
+    """The map pass over `folder` (checked to exist, or `probes`): `given` holds MapConfig fields (None or left
+    out: the default); layers are checked against the model (catalogued layers or block outputs)."""
+    from atlas.run.config import MapConfig
+
+    spec = validate(MapConfig, {"folder": folder, **{k: v for k, v in given.items() if v is not None}}, "map")
+    layers = tuple(model.tensor_name(name) for name in spec.layers)
+    if len(set(layers)) != len(layers):
+        raise UserError(f"map: layers lists a layer twice ({', '.join(spec.layers)})")
+    cell = default_cell_settings(spec.method)
+    overrides = {"size": spec.render_size, "steps": spec.steps, "octaves": spec.octaves}
+    cell = replace(cell, **{k: v for k, v in overrides.items() if v is not None})
+    return MapPlan(folder=folder, layers=layers, samples=spec.samples, per_photo=spec.per_photo,
+                   grids=tuple(spec.grid), min_samples=spec.min_samples, neighbours=spec.neighbours,
+                   min_dist=spec.min_dist, metric=spec.metric, seed=seed, size=spec.size,
+                   batch_size=spec.batch_size, crops=spec.crops, power=spec.power, render=cell,
+                   render_cells=spec.render)
+
+
 def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None = None,
                  gpus: list[int] | None = None, cluster: list[Device] | None = None,
-                 examples_folder: str | None = None) -> RunPlan:
+                 examples_folder: str | None = None, map_folder: str | None = None) -> RunPlan:
     """Resolve a loaded config against the model's catalogue and this machine's devices (`gpus` from the
     command line overrides the config's), or a dask cluster's (`cluster`: what each worker process renders on;
     `workers` and `gpus` do not apply there); every config mistake is raised here, before anything is created.
-    `examples_folder` (the command line's) adds or replaces the config's examples folder."""
+    `examples_folder` (the command line's) adds or replaces the config's examples folder, `map_folder` its map
+    folder."""
     config = loaded.config
     modes = loaded.modes()
     if cluster is not None:
@@ -199,11 +221,16 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
         folder = examples_folder_of(examples_folder) if examples_folder else loaded.examples_folder
         given = config.examples.model_dump(exclude={"folder"}) if config.examples else {}
         examples = resolve_examples(folder, select_layers(config.layers, model.layers), **given)
+    maps = None
+    if map_folder or config.map:
+        folder = examples_folder_of(map_folder, key="map") if map_folder else loaded.map_folder
+        given = config.map.model_dump(exclude={"folder"}) if config.map else {}
+        maps = resolve_map(folder, model, config.seed, **given)
     return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path,
                    config=config_name(loaded.path), model_spec=model.spec,
                    model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
-                   hashes=hashes, items=items, shard=shard, layout=layout, examples=examples,
+                   hashes=hashes, items=items, shard=shard, layout=layout, examples=examples, map=maps,
                    mode_settings={mode: s for mode, s in every.items() if s != settings}, centre_units=units,
                    planned=planned_channels(work))
 
