@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_parsers(sub)
     _figure_parser(sub)
     _examples_parser(sub)
+    _weights_parser(sub)
     build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/")
     build.add_argument("run_folder", metavar="RUN_FOLDER")
     serve = sub.add_parser("serve", help="preview a run's gallery on http://127.0.0.1:PORT (builds it if missing)")
@@ -331,6 +332,54 @@ def describe_metrics(result: object, channels: int) -> str:
     return text
 
 
+def _weights_parser(sub: argparse._SubParsersAction) -> None:
+    cmd = sub.add_parser("weights", help="a unit's strongest inputs and outputs (expanded weights through the "
+                         "linearised network), computed from the model")
+    _model_arg(cmd)
+    cmd.add_argument("--layer", required=True, help="a layer name from `atlas layers`")
+    cmd.add_argument("--channel", required=True, type=int, help="the unit's channel")
+    cmd.add_argument("--top", type=int, default=10, help="excitatory and inhibitory edges each way (default 10)")
+    cmd.add_argument("--kind", choices=["expanded", "direct"], default="expanded",
+                     help="expanded: from the previous block's output, through bottlenecks and pools (default); "
+                     "direct: the unit's own kernel over the units it reads")
+    cmd.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                     help="json includes every kernel")
+
+
+WEIGHT_COLUMNS = ["direction", "rank", "layer", "channel", "sign", "norm", "sum", "window"]
+
+
+def format_circuit(circuit: object, fmt: str) -> str:
+    """A unit's circuit as a table, JSON (with kernels: the output contract) or CSV (without them)."""
+    if fmt == "json":
+        return json.dumps(circuit.to_dict(), indent=2)
+    rows = []
+    for direction, edges in (("input", circuit.inputs), ("output", circuit.outputs)):
+        for rank, edge in enumerate(edges, 1):
+            rows.append([direction, rank, edge.layer, edge.channel, edge.sign, f"{edge.norm:.4g}",
+                         f"{edge.sum:+.4g}", f"{edge.kernel.shape[0]}x{edge.kernel.shape[1]}"])
+    if fmt == "csv":
+        return to_csv(WEIGHT_COLUMNS, rows)
+    lines = [f"{circuit.layer}:{circuit.channel}  {circuit.kind} weights (kernels in the source layer's grid)"]
+    for direction, edges in (("inputs", circuit.inputs), ("outputs", circuit.outputs)):
+        lines.append(f"{direction}:" if edges else f"{direction}: none (no later layer reads this unit "
+                     f"{'directly' if circuit.kind == 'direct' else 'through the linearised network'})")
+        for edge in edges:
+            lines.append(f"  {edge.sign:<8}  {edge.unit:<40}  norm {edge.norm:>9.4g}  sum {edge.sum:>+10.4g}  "
+                         f"{edge.kernel.shape[0]}x{edge.kernel.shape[1]}")
+    return "\n".join(lines)
+
+
+def cmd_weights(args: argparse.Namespace) -> None:
+    from atlas.model.circuits import unit_circuit
+    from atlas.model.graph import load_model
+
+    if args.top < 1:
+        raise UserError(f"--top {args.top}: give at least 1")
+    model = load_model(args.model)
+    print(format_circuit(unit_circuit(model, args.layer, args.channel, args.top, args.kind), args.format))
+
+
 def _figure_parser(sub: argparse._SubParsersAction) -> None:
     fig = sub.add_parser("figure", help="teaching figures (contact sheet, progression, panel) as PNG or PDF")
     fig.add_argument("run", metavar="RUN_FOLDER", help="a run folder written by `atlas sweep`")
@@ -381,8 +430,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure, "build": cmd_build,
             "serve": cmd_serve, "sweep": cmd_sweep, "run": cmd_sweep, "configs": cmd_configs,
-            "examples": cmd_examples}
-TF_COMMANDS = {"layers", "dream", "sweep", "run", "examples"}
+            "examples": cmd_examples, "weights": cmd_weights}
+TF_COMMANDS = {"layers", "dream", "sweep", "run", "examples", "weights"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atlas.model.circuits import (INPUT, channel_units, conv_kernel, edge_source, expanded_weights, top_edges)
+from atlas.model.circuits import INPUT, channel_units, conv_kernel, edge_source, expanded_weights, top_edges
 
 TOL = 1e-5  # float32 rounding of sums of a few hundred products of weights of order 0.1-1
 
@@ -107,3 +107,34 @@ def test_top_edges_split_by_sign_and_rank_by_norm():
     sums = np.array([[1.0, -1.0, 2.0, -0.5, 0.0]])
     assert top_edges(norms, sums, 2).tolist() == [[2, 0, 1, 3]]
     assert top_edges(norms, sums, 3).tolist() == [[2, 0, -1, 1, 3, -1]]
+
+
+def test_an_output_edge_is_the_same_kernel_as_the_later_units_input_edge(small_model):
+    from atlas.model.circuits import output_weights
+
+    outputs = dict(output_weights(small_model, "mixed4a_3x3_pre_relu", 2))
+    assert set(outputs) == {f"mixed4b_{b}_pre_relu" for b in
+                            ("1x1", "3x3_bottleneck", "3x3", "5x5_bottleneck", "5x5", "pool_reduce")} | {"head0_bottleneck_pre_relu"}
+    later = expanded_weights(small_model, "mixed4b_5x5_pre_relu", [1, 4])
+    s = later.source.units.index(("mixed4a_3x3_pre_relu", 2))
+    _close(outputs["mixed4b_5x5_pre_relu"][[1, 4]], later.kernels[:, s])
+
+
+def test_weights_cli_table_json_and_one_line_errors(capsys):
+    import json
+
+    from atlas.cli import main
+
+    assert main(["weights", "--model", "synthetic:0.125", "--layer", "mixed3b_3x3_pre_relu", "--channel", "5",
+                 "--top", "3", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["inputs"]) <= 6 and len(data["outputs"]) <= 6
+    assert [e["sum"] > 0 for e in data["inputs"]] == sorted((e["sum"] > 0 for e in data["inputs"]), reverse=True)
+    kernel = np.array(data["inputs"][0]["kernel"])
+    assert kernel.shape == (3, 3) and np.isclose(np.linalg.norm(kernel), data["inputs"][0]["norm"], rtol=1e-5)
+    assert main(["weights", "--model", "synthetic:0.125", "--layer", "conv2d0_pre_relu", "--channel", "0"]) == 0
+    assert {"input:R", "input:G", "input:B"} <= set(capsys.readouterr().out.split())
+    for bad in (["--layer", "mixed3b_3x3", "--channel", "5"], ["--layer", "mixed3b_3x3_pre_relu", "--channel", "999"]):
+        assert main(["weights", "--model", "synthetic:0.125", *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("atlas: error:")

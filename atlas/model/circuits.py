@@ -155,13 +155,19 @@ def window_of(model: Model, start: str, target: str) -> tuple[int, int, int, int
     raise ValueError(f"no source size holds the receptive field of {target} in {start}")
 
 
+_SOURCES: dict[tuple[str, str, str], Source] = {}  # (model sha256, layer, kind) -> its source
+
+
 def edge_source(model: Model, layer: Layer | str, kind: str = "expanded") -> Source:
-    """Where `layer`'s edges of `kind` come from, with the geometry of their window."""
+    """Where `layer`'s edges of `kind` come from, with the geometry of their window (cached per graph)."""
     layer = model.layer(layer) if isinstance(layer, str) else layer
-    node = source_node(model, layer, kind)
-    window, size, start, centre = window_of(model, node, layer.name)
-    return Source(node=node, units=channel_units(model, node), window=window, size=size, start=start,
-                  centre=centre)
+    key = (model.sha256, layer.name, kind)
+    if key not in _SOURCES:
+        node = source_node(model, layer, kind)
+        window, size, start, centre = window_of(model, node, layer.name)
+        _SOURCES[key] = Source(node=node, units=channel_units(model, node), window=window, size=size,
+                               start=start, centre=centre)
+    return _SOURCES[key]
 
 
 class _Gradient:
@@ -242,3 +248,98 @@ def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise UserError(f"unknown kind of edge '{kind}': use direct or expanded")
     return kind
+
+
+RGB = "RGB"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One connection as a user sees it: the other unit, the kernel and its L2 norm and sum."""
+
+    layer: str
+    channel: int
+    norm: float
+    sum: float
+    kernel: np.ndarray  # W x W, in the source layer's grid
+
+    @property
+    def sign(self) -> str:
+        return "excites" if self.sum > 0 else "inhibits"
+
+    @property
+    def unit(self) -> str:
+        """`layer:channel`, or `input:R` for the image's colour channels."""
+        return f"{self.layer}:{RGB[self.channel] if self.layer == INPUT and self.channel < 3 else self.channel}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"layer": self.layer, "channel": self.channel, "norm": self.norm, "sum": self.sum,
+                "kernel": self.kernel.tolist()}
+
+
+@dataclass
+class Circuit:
+    """A unit's strongest inputs and outputs, each list excitatory edges first, then inhibitory ones."""
+
+    layer: str
+    channel: int
+    kind: str
+    inputs: list[Edge]
+    outputs: list[Edge]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"layer": self.layer, "channel": self.channel, "kind": self.kind,
+                "inputs": [e.to_dict() for e in self.inputs], "outputs": [e.to_dict() for e in self.outputs]}
+
+
+def ranked_edges(units: list[tuple[str, int]], kernels: list[np.ndarray] | np.ndarray, top: int) -> list[Edge]:
+    """The `top` excitatory then the `top` inhibitory of the kernels (each W x W, W may differ) to or from
+    `units`, by norm."""
+    norms = np.array([np.sqrt(np.square(k.astype(np.float64)).sum()) for k in kernels])
+    sums = np.array([k.astype(np.float64).sum() for k in kernels])
+    picked = [int(i) for i in top_edges(norms[None], sums[None], top)[0] if i >= 0]
+    return [Edge(units[i][0], units[i][1], float(norms[i]), float(sums[i]), kernels[i]) for i in picked]
+
+
+def later_layers(model: Model, layer: str, kind: str = "expanded") -> list[tuple[Layer, Source]]:
+    """The layers whose edges of `kind` start from units of `layer`, with their sources."""
+    name = model.layer(layer).name
+    found = []
+    for target in model.layers:
+        source = edge_source(model, target, kind)
+        if any(unit_layer == name for unit_layer, _ in source.units):
+            found.append((target, source))
+    return found
+
+
+def output_weights(model: Model, layer: str, channel: int, kind: str = "expanded"
+                   ) -> list[tuple[str, np.ndarray]]:
+    """What one unit feeds: for each later layer that reads it, kernels [target channels, W, W] from it, built
+    by pushing a unit impulse at each position of its window through the linearised network (forward)."""
+    import tensorflow as tf
+
+    shown = model.layer(layer)
+    check_channels([channel], shown.channels, shown.name)
+    found = []
+    for target, source in later_layers(model, shown.name, kind):
+        s = source.units.index((shown.name, channel))
+        forward = model.subgraph_fn(source.node, (target.name,), linear=True)
+        n, w = source.size, source.window
+        impulses = np.zeros((w * w + 1, n, n, len(source.units)), np.float32)  # the last: zero, the bias
+        for i, (y, x) in enumerate(np.ndindex(w, w)):
+            impulses[i, source.start + y, source.start + x, s] = 1.0
+        out = forward(tf.constant(impulses))[0].numpy()[:, source.centre, source.centre, :]
+        found.append((target.name, (out[:-1] - out[-1]).reshape(w, w, -1).transpose(2, 0, 1)))
+    return found
+
+
+def unit_circuit(model: Model, layer: str, channel: int, top: int = 10, kind: str = "expanded") -> Circuit:
+    """A unit's `top` excitatory and `top` inhibitory inputs and outputs of `kind`, computed from the model."""
+    weights = expanded_weights(model, layer, [channel], kind)
+    inputs = ranked_edges(list(weights.source.units), weights.kernels[0], top)
+    units, kernels = [], []
+    for target, k in output_weights(model, weights.layer, channel, kind):
+        units.extend((target, c) for c in range(len(k)))
+        kernels.extend(k)
+    outputs = ranked_edges(units, kernels, top) if kernels else []
+    return Circuit(weights.layer, channel, kind, inputs, outputs)
