@@ -135,6 +135,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
               "when the slices are done")
     elif plan.examples:
         print("\n".join(run_examples(plan.examples, plan.folder, model).lines()))
+    if plan.circuits and plan.shard:
+        print("circuits: not computed by a slice of a sweep; run the sweep without --shard once the slices "
+              "are done")
+    elif plan.circuits:
+        from atlas.run.circuits import run_circuits
+
+        print("\n".join(run_circuits(plan.circuits, plan.folder, model).lines()))
     if args.command == "run":
         from atlas.publish.site import build_site
 

@@ -109,3 +109,22 @@ def add_fake_examples(folder: Path, layers: list[Layer], photos: tuple[str, ...]
         manifest.reset_examples({"folder": "/photos", "top": top, "size": 224, "fit": "crop", "hash": hash_})
         manifest.record_examples([photo for photo, _ in records], [], lists)
     return folder
+
+
+def add_fake_circuits(folder: Path, model, top: int = 3, seed: int = 0, sha: str = "0" * 64) -> Path:
+    """Store made-up circuits (random kernels in the real sources' shapes, through the pass's own writer) for
+    every layer of `model`, keyed by `sha` (the fake run's model sha256)."""
+    from atlas.model.circuits import KINDS, edge_source
+    from atlas.run.circuits import circuits_folder, open_index, write_layer
+
+    rng = np.random.default_rng(seed)
+    target = circuits_folder(folder, sha)
+    index = open_index(target, sha, top)
+    for layer in model.layers:
+        kernels = {}
+        for kind in KINDS:
+            source = edge_source(model, layer, kind)
+            shape = (layer.channels, len(source.units), source.window, source.window)
+            kernels[kind] = (source, rng.normal(0, 0.1, shape).astype(np.float32))
+        write_layer(target, index, layer.name, kernels)
+    return target

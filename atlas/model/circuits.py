@@ -143,9 +143,10 @@ def source_node(model: Model, layer: Layer, kind: str) -> str:
 def window_of(model: Model, start: str, target: str) -> tuple[int, int, int, int]:
     """(W, source side, window start, target centre index): the smallest square source map whose centre target
     unit has its whole W x W receptive field inside it (so no padding reaches it)."""
-    rf = relative_geometry(model.graph_def, start, target, 1)[0]  # the field does not depend on the size
+    order = model._ordered()
+    rf = relative_geometry(model.graph_def, start, target, 1, order)[0]  # the field does not depend on the size
     for size in range(rf, 4 * rf + 64):
-        _, out, offset, jump = relative_geometry(model.graph_def, start, target, size)
+        _, out, offset, jump = relative_geometry(model.graph_def, start, target, size, order)
         if out < 1:
             continue
         centre = out // 2
@@ -173,7 +174,7 @@ def edge_source(model: Model, layer: Layer | str, kind: str = "expanded") -> Sou
 class _Gradient:
     """The batched gradient of centre units of one layer w.r.t. one source tensor, traced once."""
 
-    def __init__(self, model: Model, layer: Layer, source: Source) -> None:
+    def __init__(self, model: Model, layer: Layer, source: Source, eager: bool = False) -> None:
         import tensorflow as tf
 
         forward = model.subgraph_fn(source.node, (layer.name,), linear=True)
@@ -188,7 +189,7 @@ class _Gradient:
             g = tape.gradient(total, zeros)[:, a:a + w, a:a + w, :]
             return tf.transpose(g, [0, 3, 1, 2])
 
-        self.fn = tf.function(grad, input_signature=[
+        self.fn = grad if eager else tf.function(grad, input_signature=[
             tf.TensorSpec([None, source.size, source.size, len(source.units)], tf.float32),
             tf.TensorSpec([None], tf.int32)])
         self.source = source
@@ -209,7 +210,7 @@ def expanded_weights(model: Model, layer: str, channels: list[int] | None = None
     channels = list(range(target.channels)) if channels is None else [int(c) for c in channels]
     check_channels(channels, target.channels, target.name)
     source = edge_source(model, target, kind)
-    grad = _Gradient(model, target, source)
+    grad = _Gradient(model, target, source, eager=len(channels) <= batch_size)
     parts = []
     for i in range(0, len(channels), batch_size):
         parts.append(grad(channels[i:i + batch_size]))
@@ -299,6 +300,14 @@ def ranked_edges(units: list[tuple[str, int]], kernels: list[np.ndarray] | np.nd
     sums = np.array([k.astype(np.float64).sum() for k in kernels])
     picked = [int(i) for i in top_edges(norms[None], sums[None], top)[0] if i >= 0]
     return [Edge(units[i][0], units[i][1], float(norms[i]), float(sums[i]), kernels[i]) for i in picked]
+
+
+def circuit_layers(model: Model, layers: list[str]) -> list[str]:
+    """`layers` and every layer that reads one of them (directly or expanded), in catalogue order: what the
+    circuits of `layers` need, their inputs and their outputs."""
+    wanted = {model.layer(name).name for name in layers}
+    readers = {target.name for name in wanted for kind in KINDS for target, _ in later_layers(model, name, kind)}
+    return [layer.name for layer in model.layers if layer.name in wanted | readers]
 
 
 def later_layers(model: Model, layer: str, kind: str = "expanded") -> list[tuple[Layer, Source]]:
