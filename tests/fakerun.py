@@ -111,9 +111,10 @@ def add_fake_examples(folder: Path, layers: list[Layer], photos: tuple[str, ...]
     return folder
 
 
-def add_fake_circuits(folder: Path, model, top: int = 3, seed: int = 0, sha: str = "0" * 64) -> Path:
+def add_fake_circuits(folder: Path, model, layers: list[str] | None = None, top: int = 3, seed: int = 0,
+                      sha: str = "0" * 64) -> Path:
     """Store made-up circuits (random kernels in the real sources' shapes, through the pass's own writer) for
-    every layer of `model`, keyed by `sha` (the fake run's model sha256)."""
+    `layers` of `model` (default: all), keyed by `sha` (the fake run's model sha256)."""
     from atlas.model.circuits import KINDS, edge_source
     from atlas.run.circuits import circuits_folder, open_index, write_layer
 
@@ -121,6 +122,8 @@ def add_fake_circuits(folder: Path, model, top: int = 3, seed: int = 0, sha: str
     target = circuits_folder(folder, sha)
     index = open_index(target, sha, top)
     for layer in model.layers:
+        if layers is not None and layer.name not in layers:
+            continue
         kernels = {}
         for kind in KINDS:
             source = edge_source(model, layer, kind)
