@@ -394,10 +394,14 @@ def _figure_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--sheet", metavar="LAYER", help="contact sheet of one layer's channels")
     what.add_argument("--progression", action="store_true", help="one start image across layers, low to high")
     what.add_argument("--panel", metavar="LAYER:CH,...", help="hand-picked channels, e.g. mixed4d_3x3_pre_relu:139")
+    what.add_argument("--circuit", metavar="LAYER:CH", help="a unit's render with its strongest inputs and outputs, "
+                      "their kernels, edges coloured by sign (needs a run with circuits)")
+    what.add_argument("--weights", metavar="LAYER", help="a layer's kernels over the RGB image as colour patches, "
+                      "e.g. conv2d0_pre_relu")
     what.add_argument("--spec", metavar="FILE", help="a YAML file describing several figures, or a shipped one's "
                       "name (lecture3)")
     fig.add_argument("--channels", help="sheet: channels to show, e.g. 0-63 (default: all)")
-    fig.add_argument("--mode", help="sheet, panel: noise (default), photo-NAME or NAME")
+    fig.add_argument("--mode", help="sheet, panel, circuit: noise (default), photo-NAME or NAME")
     fig.add_argument("--photo", help="progression: base photo (default: noise renders)")
     fig.add_argument("--layers", help="progression: a,b,c (default: about 10 layers from low to high)")
     fig.add_argument("--captions", help="panel: captions in the order of the channels, separated by |")
