@@ -37,6 +37,7 @@ INPUT = "input"  # the layer name of the image's colour channels as sources
 CHANNEL_WISE = {"Relu", "Relu6", "LRN", "MaxPool", "AvgPool", "Identity", "BiasAdd"}
 CONCATS = {"Concat", "ConcatV2"}
 DEFAULT_BATCH = 32
+EAGER_BATCHES = 4  # layers of at most this many batches run eagerly: tracing (about 1 s) would cost more
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,7 @@ class _Gradient:
             with tf.GradientTape() as tape:
                 tape.watch(zeros)
                 out = forward(zeros)[0]
-                picked = tf.gather(out[:, c, c, :], channels, axis=1, batch_dims=1)
-                total = tf.reduce_sum(picked)
+                total = tf.reduce_sum(out[:, c, c, :] * tf.one_hot(channels, out.shape[-1]))  # each its own
             g = tape.gradient(total, zeros)[:, a:a + w, a:a + w, :]
             return tf.transpose(g, [0, 3, 1, 2])
 
@@ -210,7 +210,7 @@ def expanded_weights(model: Model, layer: str, channels: list[int] | None = None
     channels = list(range(target.channels)) if channels is None else [int(c) for c in channels]
     check_channels(channels, target.channels, target.name)
     source = edge_source(model, target, kind)
-    grad = _Gradient(model, target, source, eager=len(channels) <= batch_size)
+    grad = _Gradient(model, target, source, eager=len(channels) <= EAGER_BATCHES * batch_size)
     parts = []
     for i in range(0, len(channels), batch_size):
         parts.append(grad(channels[i:i + batch_size]))
