@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
 import pytest
 from fakerun import add_fake_examples, make_fake_run, synthetic_layers
 
@@ -309,14 +310,19 @@ def test_circuit_links_lead_to_the_input_unit_and_kernels_and_matrix_match_the_d
     assert items.count() == len(inputs) > 0
     scale = max(float(abs(e.kernel).max()) for e in inputs)
     for i in (0, len(inputs) - 1):  # the strongest excitatory and the last inhibitory kernel, cell by cell
-        svg = items.nth(i).locator("svg.kernel")
-        assert float(svg.get_attribute("data-scale")) == pytest.approx(scale, rel=1e-6)
-        fills = svg.locator("rect").evaluate_all("rs => rs.map(r => [+r.getAttribute('x'), +r.getAttribute('y'), "
-                                                 "getComputedStyle(r).fill])")
+        img = items.nth(i).locator("img.kernel")
+        assert float(img.get_attribute("data-scale")) == pytest.approx(scale, rel=1e-6)
         kernel = inputs[i].kernel
-        assert len(fills) == kernel.size
-        for x, y, fill in fills:
-            assert _decode(fill, scale) == pytest.approx(float(kernel[int(y) // 6, int(x) // 6]), abs=scale / 255)
+        drawn = img.evaluate("""img => { const c = document.createElement("canvas");
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const g = c.getContext("2d"); g.drawImage(img, 0, 0);
+            return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)]; }""")
+        assert drawn[:2] == [kernel.shape[1], kernel.shape[0]]
+        pixels = np.array(drawn[2]).reshape(kernel.shape[0], kernel.shape[1], 4)
+        for (y, x), value in np.ndenumerate(kernel):
+            fill = "rgb({}, {}, {})".format(*pixels[y, x, :3])
+            assert _decode(fill, scale) == pytest.approx(float(value), abs=scale / 255 + 1e-7)
+        assert img.evaluate("i => i.clientWidth") == kernel.shape[1] * 6  # enlarged: a weight is a 6-pixel square
     page.locator("section.circuit h3").first.scroll_into_view_if_needed()
     watch.shot("circuit")
     first = inputs[0]

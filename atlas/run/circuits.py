@@ -160,6 +160,7 @@ class Circuits:
     sources: dict[str, dict[str, dict[str, Any]]]  # layer -> kind -> {node, window, units}
     _arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
     _units: dict[tuple[str, str], list[tuple[str, int]]] = field(default_factory=dict, repr=False)
+    _positions: dict[tuple[str, str], dict[tuple[str, int], int]] = field(default_factory=dict, repr=False)
 
     def has(self, layer: str) -> bool:
         return layer in self.sources
@@ -176,6 +177,13 @@ class Circuits:
         if key not in self._units:
             self._units[key] = _units(self.sources[layer][kind]["units"])
         return self._units[key]
+
+    def position(self, layer: str, unit: tuple[str, int], kind: str = "expanded") -> int:
+        """Which source of `layer` a unit is (a dict per layer, built once)."""
+        key = (layer, kind)
+        if key not in self._positions:
+            self._positions[key] = {u: i for i, u in enumerate(self.source_units(layer, kind))}
+        return self._positions[key][unit]
 
     def matrix(self, layer: str, kind: str = "expanded") -> tuple[np.ndarray, np.ndarray]:
         """(norms, sums) of every pair, [targets, sources]."""
@@ -205,7 +213,7 @@ class Circuits:
         """The units a unit feeds most, over every later layer: up to `top` of each sign."""
         units, kernels = [], []
         for target in self.readers(layer, kind):
-            s = self.source_units(target, kind).index((layer, channel))
+            s = self.position(target, (layer, channel), kind)
             arrays = self.arrays(target)
             for t, kernel in zip(arrays[f"{kind}_out_index"][s], arrays[f"{kind}_out_kernel"][s]):
                 if t >= 0:
