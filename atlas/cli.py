@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _figure_parser(sub)
     _examples_parser(sub)
     _map_parser(sub)
+    _weights_parser(sub)
     build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/")
     build.add_argument("run_folder", metavar="RUN_FOLDER")
     serve = sub.add_parser("serve", help="preview a run's gallery on http://127.0.0.1:PORT (builds it if missing)")
@@ -148,6 +149,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         from atlas.run.maps import run_map
 
         print("\n".join(run_map(plan.map, plan.folder, model).lines()))
+    if plan.circuits and plan.shard:
+        print("circuits: not computed by a slice of a sweep; run the sweep without --shard once the slices "
+              "are done")
+    elif plan.circuits:
+        from atlas.run.circuits import run_circuits
+
+        print("\n".join(run_circuits(plan.circuits, plan.folder, model).lines()))
     if args.command == "run":
         from atlas.publish.site import build_site
 
@@ -397,6 +405,54 @@ def describe_metrics(result: object, channels: int) -> str:
     return text
 
 
+def _weights_parser(sub: argparse._SubParsersAction) -> None:
+    cmd = sub.add_parser("weights", help="a unit's strongest inputs and outputs (expanded weights through the "
+                         "linearised network), computed from the model")
+    _model_arg(cmd)
+    cmd.add_argument("--layer", required=True, help="a layer name from `atlas layers`")
+    cmd.add_argument("--channel", required=True, type=int, help="the unit's channel")
+    cmd.add_argument("--top", type=int, default=10, help="excitatory and inhibitory edges each way (default 10)")
+    cmd.add_argument("--kind", choices=["expanded", "direct"], default="expanded",
+                     help="expanded: from the previous block's output, through bottlenecks and pools (default); "
+                     "direct: the unit's own kernel over the units it reads")
+    cmd.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                     help="json includes every kernel")
+
+
+WEIGHT_COLUMNS = ["direction", "rank", "layer", "channel", "sign", "norm", "sum", "window"]
+
+
+def format_circuit(circuit: object, fmt: str) -> str:
+    """A unit's circuit as a table, JSON (with kernels: the output contract) or CSV (without them)."""
+    if fmt == "json":
+        return json.dumps(circuit.to_dict(), indent=2)
+    rows = []
+    for direction, edges in (("input", circuit.inputs), ("output", circuit.outputs)):
+        for rank, edge in enumerate(edges, 1):
+            rows.append([direction, rank, edge.layer, edge.channel, edge.sign, f"{edge.norm:.4g}",
+                         f"{edge.sum:+.4g}", f"{edge.kernel.shape[0]}x{edge.kernel.shape[1]}"])
+    if fmt == "csv":
+        return to_csv(WEIGHT_COLUMNS, rows)
+    lines = [f"{circuit.layer}:{circuit.channel}  {circuit.kind} weights (kernels in the source layer's grid)"]
+    for direction, edges in (("inputs", circuit.inputs), ("outputs", circuit.outputs)):
+        lines.append(f"{direction}:" if edges else f"{direction}: none (no later layer reads this unit "
+                     f"{'directly' if circuit.kind == 'direct' else 'through the linearised network'})")
+        for edge in edges:
+            lines.append(f"  {edge.sign:<8}  {edge.unit:<40}  norm {edge.norm:>9.4g}  sum {edge.sum:>+10.4g}  "
+                         f"{edge.kernel.shape[0]}x{edge.kernel.shape[1]}")
+    return "\n".join(lines)
+
+
+def cmd_weights(args: argparse.Namespace) -> None:
+    from atlas.model.circuits import unit_circuit
+    from atlas.model.graph import load_model
+
+    if args.top < 1:
+        raise UserError(f"--top {args.top}: give at least 1")
+    model = load_model(args.model)
+    print(format_circuit(unit_circuit(model, args.layer, args.channel, args.top, args.kind), args.format))
+
+
 def _figure_parser(sub: argparse._SubParsersAction) -> None:
     fig = sub.add_parser("figure", help="teaching figures (contact sheet, progression, panel) as PNG or PDF")
     fig.add_argument("run", metavar="RUN_FOLDER", help="a run folder written by `atlas sweep`")
@@ -405,10 +461,14 @@ def _figure_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--progression", action="store_true", help="one start image across layers, low to high")
     what.add_argument("--panel", metavar="LAYER:CH,...", help="hand-picked channels, e.g. mixed4d_3x3_pre_relu:139")
     what.add_argument("--map", metavar="LAYER", help="a poster of the layer's activation atlas (see `atlas map`)")
+    what.add_argument("--circuit", metavar="LAYER:CH", help="a unit's render with its strongest inputs and outputs, "
+                      "their kernels, edges coloured by sign (needs a run with circuits)")
+    what.add_argument("--weights", metavar="LAYER", help="a layer's kernels over the RGB image as colour patches, "
+                      "e.g. conv2d0_pre_relu")
     what.add_argument("--spec", metavar="FILE", help="a YAML file describing several figures, or a shipped one's "
                       "name (lecture3)")
     fig.add_argument("--channels", help="sheet: channels to show, e.g. 0-63 (default: all)")
-    fig.add_argument("--mode", help="sheet, panel: noise (default), photo-NAME or NAME")
+    fig.add_argument("--mode", help="sheet, panel, circuit: noise (default), photo-NAME or NAME")
     fig.add_argument("--photo", help="progression: base photo (default: noise renders)")
     fig.add_argument("--layers", help="progression: a,b,c (default: about 10 layers from low to high)")
     fig.add_argument("--captions", help="panel: captions in the order of the channels, separated by |")
@@ -449,8 +509,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure, "build": cmd_build,
             "serve": cmd_serve, "sweep": cmd_sweep, "run": cmd_sweep, "configs": cmd_configs,
-            "examples": cmd_examples, "map": cmd_map}
-TF_COMMANDS = {"layers", "dream", "sweep", "run", "examples", "map"}
+            "examples": cmd_examples, "map": cmd_map, "weights": cmd_weights}
+TF_COMMANDS = {"layers", "dream", "sweep", "run", "examples", "map", "weights"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

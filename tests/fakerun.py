@@ -146,3 +146,25 @@ def add_fake_map(folder: Path, layer: str, sources: list[tuple[str, int]], grids
             "seed": seed, "umap": {"n_neighbors": 50, "min_dist": 0.05, "metric": "cosine"}}
     (root / CELLS_FILE).write_text(json.dumps({**info, "cells": [c.to_dict() for c in cells]}))
     return folder
+
+
+def add_fake_circuits(folder: Path, model, layers: list[str] | None = None, top: int = 3, seed: int = 0,
+                      sha: str = "0" * 64) -> Path:
+    """Store made-up circuits (random kernels in the real sources' shapes, through the pass's own writer) for
+    `layers` of `model` (default: all), keyed by `sha` (the fake run's model sha256)."""
+    from atlas.model.circuits import KINDS, edge_source
+    from atlas.run.circuits import circuits_folder, open_index, write_layer
+
+    rng = np.random.default_rng(seed)
+    target = circuits_folder(folder, sha)
+    index = open_index(target, sha, top)
+    for layer in model.layers:
+        if layers is not None and layer.name not in layers:
+            continue
+        kernels = {}
+        for kind in KINDS:
+            source = edge_source(model, layer, kind)
+            shape = (layer.channels, len(source.units), source.window, source.window)
+            kernels[kind] = (source, rng.normal(0, 0.1, shape).astype(np.float32))
+        write_layer(target, index, layer.name, kernels)
+    return target

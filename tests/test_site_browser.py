@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
 import pytest
 from fakerun import add_fake_examples, make_fake_run, synthetic_layers
 
@@ -277,4 +278,65 @@ def test_examples_patches_open_the_whole_photo_with_the_box_drawn(small_site, br
     assert not view.is_visible()
     page.goto(url(small_site, f"channels/{FAMOUS}/0012.html"))
     assert page.locator("section.examples").count() == 0  # a channel without examples looks as before
+    assert not watch.errors, watch.errors
+
+
+CIRCUIT_LAYERS = ["conv2d0_pre_relu", "conv2d1_pre_relu", "conv2d2_pre_relu", "mixed3a_1x1_pre_relu",
+                  "mixed3a_3x3_bottleneck_pre_relu", "mixed3a_3x3_pre_relu"]
+
+
+def _decode(fill: str, scale: float) -> float:
+    """The value a kernel cell's colour stands for (red positive, blue negative, white zero)."""
+    r, g, b = (int(v) for v in re.findall(r"\d+", fill)[:3])
+    return (1 - g / 255) * scale if r == 255 and g == b else -(1 - r / 255) * scale
+
+
+def test_circuit_links_lead_to_the_input_unit_and_kernels_and_matrix_match_the_data(tmp_path, small_model, browser):
+    from fakerun import add_fake_circuits
+
+    from atlas.run.circuits import read_circuits
+
+    folder = tmp_path / "circuits"
+    make_fake_run(folder, layers=[l for l in small_model.layers if l.name in CIRCUIT_LAYERS], fraction=0.5)
+    add_fake_circuits(folder, small_model, CIRCUIT_LAYERS)
+    build_site(folder)
+    circuits = read_circuits(folder, "0" * 64)
+    layer, channel = "mixed3a_3x3_pre_relu", 1
+    inputs = circuits.inputs(layer, channel)
+    watch = Watch(browser)
+    page = watch.page
+    page.goto(url(folder / "site", f"channels/{layer}/0001.html"))
+    items = page.locator("section.circuit .circuit-list").first.locator("li.edge")
+    assert items.count() == len(inputs) > 0
+    scale = max(float(abs(e.kernel).max()) for e in inputs)
+    for i in (0, len(inputs) - 1):  # the strongest excitatory and the last inhibitory kernel, cell by cell
+        img = items.nth(i).locator("img.kernel")
+        assert float(img.get_attribute("data-scale")) == pytest.approx(scale, rel=1e-6)
+        kernel = inputs[i].kernel
+        drawn = img.evaluate("""img => { const c = document.createElement("canvas");
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const g = c.getContext("2d"); g.drawImage(img, 0, 0);
+            return [c.width, c.height, Array.from(g.getImageData(0, 0, c.width, c.height).data)]; }""")
+        assert drawn[:2] == [kernel.shape[1], kernel.shape[0]]
+        pixels = np.array(drawn[2]).reshape(kernel.shape[0], kernel.shape[1], 4)
+        for (y, x), value in np.ndenumerate(kernel):
+            fill = "rgb({}, {}, {})".format(*pixels[y, x, :3])
+            assert _decode(fill, scale) == pytest.approx(float(value), abs=scale / 255 + 1e-7)
+        assert img.evaluate("i => i.clientWidth") == kernel.shape[1] * 6  # enlarged: a weight is a 6-pixel square
+    page.locator("section.circuit h3").first.scroll_into_view_if_needed()
+    watch.shot("circuit")
+    first = inputs[0]
+    items.first.locator("a.edge-unit").click()
+    assert page.url.endswith(f"channels/{first.layer}/{first.channel:04d}.html")
+    assert page.locator("h1.channel-title").inner_text().replace("\n", "") == f"{first.layer}:{first.channel}"
+
+    page.goto(url(folder / "site", f"layers/{layer}.html"))
+    matrix = page.locator("img.matrix")
+    assert matrix.evaluate("img => img.naturalWidth") == 24  # the source's units: conv2d2's channels
+    box = matrix.bounding_box()
+    rows = matrix.evaluate("img => JSON.parse(img.dataset.rows)")
+    total = sum(count for _, count in rows)
+    row = sum(count for name, count in rows[:rows.index([layer, small_model.layer(layer).channels])]) + 2
+    page.mouse.move(box["x"] + box["width"] * (5.5 / 24), box["y"] + box["height"] * ((row + 0.5) / total))
+    assert page.locator(".matrix-pair").inner_text() == f"{layer}:2 ← conv2d2_pre_relu:5"
     assert not watch.errors, watch.errors

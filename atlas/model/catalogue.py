@@ -261,3 +261,28 @@ def centre_unit_box(grid: Grid, receptive_field: int, height: int, width: int) -
     cy, cx = grid.offset[0] + row * grid.jump[0], grid.offset[1] + col * grid.jump[1]
     return (max(0, math.floor(cx - half)), max(0, math.floor(cy - half)),
             min(width, math.ceil(cx + half + 1)), min(height, math.ceil(cy + half + 1)))
+
+
+def relative_geometry(graph: graph_pb2.GraphDef, start: str, target: str, size: int,
+                      order: list[node_def_pb2.NodeDef] | None = None) -> tuple[int, int, float, int]:
+    """Along rows, from node `start` (a map `size` positions long) to node `target`, over the window ops
+    between them: (receptive field of one target position in start positions, target size, offset of target
+    position 0 in start positions, start positions between neighbouring target positions). `order`: the
+    graph's topological order, if the caller has it."""
+    nodes = {n.name: n for n in graph.node}
+    geometry: dict[str, tuple[int, int, float, int]] = {start: (1, size, 0.0, 1)}
+    for node in order or topological_order(graph):
+        parents = [geometry[p] for p in _spatial_inputs(node, nodes) if p in geometry]
+        if node.name == start or not parents:
+            continue
+        rf, out, offset, jump = parents[0]
+        rf = max(p[0] for p in parents)
+        window = _window_2d(node, nodes)
+        if window:
+            (kernel, _), (stride, _), padding = window
+            rf += (kernel - 1) * jump
+            out, offset, jump = _axis_step(out, offset, jump, kernel, stride, padding)
+        geometry[node.name] = (rf, out, offset, jump)
+        if node.name == target:
+            return geometry[target]
+    raise ValueError(f"{target} does not depend on {start}")

@@ -80,6 +80,18 @@ OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
 }
 
 
+# The linearised network of the circuits analysis (atlas.model.circuits): each non-linear op replaced by its
+# closest linear one. ReLU -> identity; max-pool -> the average pool of the same window, stride and padding;
+# LRN -> its Jacobian at zero activation, x / (bias + alpha * sum x^2)^beta ~ x * bias^-beta, a constant scale
+# (the expanded weights are read at an all-zero input, where that Jacobian is exact).
+LINEAR_OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
+    "Relu": lambda n, a: a[0],
+    "Relu6": lambda n, a: a[0],
+    "MaxPool": _pool(tf.nn.avg_pool2d),
+    "LRN": lambda n, a: a[0] * (n.attr["bias"].f ** -n.attr["beta"].f),
+}
+
+
 def parse_graph_def(data: bytes, origin: str) -> graph_pb2.GraphDef:
     """Parse serialized bytes as a GraphDef, or explain in one line why they are not one."""
     graph = graph_pb2.GraphDef()
@@ -156,6 +168,12 @@ class Model:
             self._multi[key] = _image_function(self._forward(key[0], precision))
         return self._multi[key]
 
+    def subgraph_fn(self, start: str, targets: tuple[str, ...], linear: bool = False) -> LayersFn:
+        """The plain (untraced) function activations of node `start` -> activations of `targets`, evaluating only
+        the nodes between them; `linear` swaps every non-linear op for its linear stand-in (`LINEAR_OPS`).
+        With `start` the graph's input it takes pixels (0..255), as `layer_fn` does. float32 throughout."""
+        return self._forward(targets, "float32", start=start, linear=linear)
+
     def grids(self, height: int, width: int) -> dict[str, Grid]:
         """Every layer's output grid (size, jump, receptive-field offset) on a height x width input; cached."""
         if (height, width) not in self._grids:
@@ -208,8 +226,10 @@ class Model:
                                        for k, v in self._consts["float32"].items()}
         return self._consts[precision]
 
-    def _needed(self, targets: tuple[str, ...]) -> list[node_def_pb2.NodeDef]:
-        """The non-constant nodes the `targets` depend on (the union, each once), in topological order."""
+    def _needed(self, targets: tuple[str, ...], start: str | None = None) -> list[node_def_pb2.NodeDef]:
+        """The non-constant nodes the `targets` depend on (the union, each once), in topological order, from
+        `start` (default: the input) on."""
+        start = start or self.input
         by_name = {n.name: n for n in self._ordered()}
         needed, stack = set(), list(targets)
         while stack:
@@ -217,24 +237,32 @@ class Model:
             if name in needed:
                 continue
             needed.add(name)
-            stack.extend(source_name(ref) for ref in by_name[name].input if not ref.startswith("^"))
-        return [n for n in self._ordered() if n.name in needed and n.op != "Const" and n.name != self.input]
+            if name != start:
+                stack.extend(source_name(ref) for ref in by_name[name].input if not ref.startswith("^"))
+        nodes = [n for n in self._ordered() if n.name in needed and n.op != "Const" and n.name != start]
+        if start != self.input and any(n.op == "Placeholder" for n in nodes):
+            raise ValueError(f"{', '.join(targets)} do not all depend on {start} alone")
+        return nodes
 
-    def _forward(self, targets: tuple[str, ...], precision: str = "float32") -> LayersFn:
-        """The plain Python forward pass images -> activations of `targets` (traced by `_image_function`)."""
-        nodes = self._needed(targets)
+    def _forward(self, targets: tuple[str, ...], precision: str = "float32", start: str | None = None,
+                 linear: bool = False) -> LayersFn:
+        """The plain Python forward pass images -> activations of `targets` (traced by `_image_function`); with
+        `start`, activations of that node -> `targets`, and with `linear`, through the linearised network."""
+        nodes = self._needed(targets, start)
         unsupported = sorted({n.op for n in nodes if n.op not in OPS})
         if unsupported:
             raise UserError(f"layer {', '.join(targets)} depends on ops atlas cannot run "
                             f"({', '.join(unsupported)}); "
                             "use a graph built from " + ", ".join(sorted(OPS)))
         consts = self._constants(precision)
-        mean, input_node, dtype = self.mean, self.input, PRECISIONS[precision]
+        dtype = PRECISIONS[precision]
+        mean, input_node = (self.mean, self.input) if start in (None, self.input) else (0.0, start)
+        ops = {**OPS, **LINEAR_OPS} if linear else OPS
 
         def run(node: node_def_pb2.NodeDef, args: list[tf.Tensor]) -> tf.Tensor:
             if dtype == tf.float32 or node.op not in FLOAT32_ONLY:
-                return OPS[node.op](node, args)
-            return tf.cast(OPS[node.op](node, [tf.cast(a, tf.float32) for a in args]), dtype)
+                return ops[node.op](node, args)
+            return tf.cast(ops[node.op](node, [tf.cast(a, tf.float32) for a in args]), dtype)
 
         def forward(images: tf.Tensor) -> tuple[tf.Tensor, ...]:
             values: dict[str, tf.Tensor] = {input_node: tf.cast(images - mean, dtype)}

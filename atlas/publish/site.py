@@ -10,6 +10,7 @@
                                          a cell shows its sample count, top channels and photo crops
     site/maps.html                       the run's maps side by side (the compare view), at one zoom level
     site/atlas-index.js                  the small JSON index behind search and compare
+    site/circuits/<source>.png           a block-to-block matrix of expanded-weight norms (runs with circuits)
     site/static/                         CSS, JavaScript and the placeholder image, copied from templates/static/
 
 Pages link to each other and to the run's images with relative URLs only, so the site works from `file://` and
@@ -35,6 +36,7 @@ from atlas.atomic import atomic_write_bytes, atomic_write_text, stop_on_write_er
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, format_channels
+from atlas.publish.circuits_view import Matrix, block_matrices, channel_circuit
 from atlas.run.manifest import Example, ExamplePhoto, Mode, Render, Run, image_paths, read_run
 from atlas.run.mapfiles import MapCell, MapData, map_layers, read_map
 from atlas.shipped import templates_dir
@@ -180,6 +182,16 @@ class Atlas:
     photos: dict[str, Size] = field(default_factory=dict)  # mode id -> base photo size (present on disk)
     figures: list[tuple[str, Size | None]] = field(default_factory=list)  # run-relative path, size of a PNG
     maps: list[MapView] = field(default_factory=list)  # the run's activation atlases
+    matrices: dict[str, Matrix] = field(default_factory=dict)  # layer -> its block-to-block matrix of norms
+
+    @functools.cached_property
+    def by_name(self) -> dict[str, LayerView]:
+        return {view.name: view for view in self.layers}
+
+    def render_of(self, layer: str, channel: int, mode: str) -> Render | None:
+        """A unit's render in a mode, if the run has it on disk (for the circuit section's small renders)."""
+        view = self.by_name.get(layer)
+        return view.renders.get(mode, {}).get(channel) if view else None
 
     @property
     def modes(self) -> list[Mode]:
@@ -312,7 +324,8 @@ def build_atlas(run: Run) -> Atlas:
         before.next, after_view.prev = after_view, before
     return Atlas(run=run, blocks=blocks, layers=views, thumb=_mode_sizes(run, "thumb", DEFAULT_THUMB),
                  web=_mode_sizes(run, "web", DEFAULT_WEB), photos=_photo_sizes(run), figures=_figures(run.folder),
-                 maps=build_maps(run, existing, {v.name for v in views}))
+                 maps=build_maps(run, existing, {v.name for v in views}),
+                 matrices=block_matrices(run.circuits))
 
 
 def _existing_files(folder: Path) -> set[str]:
@@ -437,14 +450,17 @@ def pages(atlas: Atlas, env: Environment, run_from_site: str) -> Iterator[tuple[
     for view in atlas.maps:
         yield render("map.html", map_url(view.layer), map=view)
     for view in atlas.layers:
-        yield render("layer.html", layer_url(view.name), view=view)
+        yield render("layer.html", layer_url(view.name), view=view, matrix=atlas.matrices.get(view.name))
     channel_template = env.get_template("channel.html")
+    with_pages = set(atlas.by_name)
     for view in atlas.layers:
         for channel in range(view.channels):
             rel = channel_url(view.name, channel)
             where = place(rel, run_from_site)
+            circuit = channel_circuit(atlas.run.circuits, view.name, channel, with_pages)
             yield rel, channel_template.render(root=where.root, run=where.run, page=rel, view=view,
-                                               channel=channel, nav=_channel_nav(view, channel), **common)
+                                               channel=channel, nav=_channel_nav(view, channel), circuit=circuit,
+                                               **common)
 
 
 def _progression_modes(atlas: Atlas) -> list[Mode]:
@@ -602,6 +618,8 @@ def _write_all(writer: _Writer, atlas: Atlas, run_from_site: str, progress: bool
     for rel, data in _static_files():
         writer.write(rel, data)
     writer.write(INDEX_JS, _index_js(search_index(atlas)))
+    for matrix in {m.rel: m for m in atlas.matrices.values()}.values():
+        writer.write(matrix.rel, matrix.png)
     total = 5 + len(atlas.layers) + atlas.total_channels + (1 + len(atlas.maps) if atlas.maps else 0)
     with _progress(total, progress) as bar:
         for rel, html in pages(atlas, environment(), run_from_site):

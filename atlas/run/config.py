@@ -80,6 +80,14 @@ class ExamplesConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1)
 
 
+class CircuitsConfig(BaseModel):
+    """Circuits: every unit's strongest inputs and outputs (expanded weights), stored in the run folder."""
+
+    model_config = _Strict
+    top: int = Field(default=10, ge=1, le=100)  # excitatory and inhibitory edges kept per unit, each way
+    batch_size: int = Field(default=32, ge=1)  # target channels per gradient
+
+
 _D = RenderSettings()  # one source of truth for the defaults
 
 
@@ -172,6 +180,7 @@ class SweepConfig(BaseModel):
     gpus: list[Annotated[int, Field(ge=0)]] | None = None  # GPU ids as nvidia-smi numbers them; None: all; []: none
     examples: ExamplesConfig | None = None  # also find each channel's dataset examples
     map: MapConfig | None = None  # also make activation atlases of some layers
+    circuits: Union[bool, CircuitsConfig] = True  # also every unit's circuit: true, false or {top: N}
 
     @field_validator("photos", mode="after")
     @classmethod

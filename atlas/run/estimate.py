@@ -97,6 +97,10 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
     print(f"{len(plan.items)} renders in this config{shard}, {len(plan.items) - len(todo)} already done, "
           f"{len(todo)} to do in {len(batches)} batches of up to {batch_size}; estimated "
           f"{format_duration(total)} on {where}", file=out)
+    if plan.circuits:
+        layers = plan.circuits.layers or [layer.name for layer in model.layers]
+        print(f"then circuits: {len(layers)} layers, top {plan.circuits.top} (not timed; the whole full-width network "
+              "took about 2 min on 2 CPU cores, see docs/circuits.md)", file=out)
     return total
 
 

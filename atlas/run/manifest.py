@@ -492,6 +492,7 @@ class Run:
     examples: dict[tuple[str, int], list[Example]] = field(default_factory=dict)  # shown top lists, best first
     example_photos: dict[str, ExamplePhoto] = field(default_factory=dict)  # photo -> record
     example_meta: dict[str, Any] = field(default_factory=dict)  # folder, top, size, fit, hash, complete ({}: none)
+    circuits: Any = None  # atlas.run.circuits.Circuits of the run's weights, or None when it has none
 
     def layer(self, name: str) -> Layer:
         return find_layer(self.layers, name)
@@ -579,6 +580,9 @@ def read_run(folder: str | Path) -> Run:
               settings=info.get("settings", {}), renders=[r for r in every if r.facet == 0], info=info,
               facets={key: found for key, found in facets.items() if len(found) > 1}, centre_units=centre_units,
               planned=planned)
+    from atlas.run.circuits import read_circuits  # (that module writes through this one's neighbours only)
+
+    run.circuits = read_circuits(folder, run.model.get("sha256", "")) if run.model.get("sha256") else None
     if (folder / MANIFEST_FILE).is_file():
         with Manifest(folder / MANIFEST_FILE) as manifest:
             run.example_meta = manifest.example_meta()

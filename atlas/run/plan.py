@@ -19,6 +19,7 @@ from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.render import devices
 from atlas.render.devices import Device
 from atlas.render.loop import RenderSettings
+from atlas.run.circuits import CircuitsPlan
 from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, select_layers
 from atlas.run.examples import ExamplesPlan
 from atlas.run.layout import Layout, resolve_cluster_layout, resolve_layout
@@ -71,6 +72,7 @@ class RunPlan:
     # steps, facets), where they differ from `settings`
     examples: ExamplesPlan | None = None  # the dataset-examples pass, if the config or command line asks
     map: MapPlan | None = None  # the activation-atlas pass, if the config or command line asks
+    circuits: CircuitsPlan | None = None  # the circuits pass, if the config asks (it does by default)
     centre_units: dict[str, CentreUnits] = field(default_factory=dict)  # noise mode id -> where the unit of its
     # `neuron` renders sits in every layer (none for other objectives)
     planned: dict[str, dict[str, str]] = field(default_factory=dict)  # mode id -> layer -> the channels the
@@ -193,6 +195,20 @@ def resolve_map(folder: str, model: Any, seed: int = 0, **given: Any) -> MapPlan
                    render_cells=spec.render)
 
 
+def resolve_circuits(setting: Any, model: Any, layers: list[Layer]) -> CircuitsPlan | None:
+    """The config's `circuits:` (true, false or {top, batch_size}) as the pass's plan for the selected `layers`
+    and the layers that read them (their outputs), or None when off."""
+    from atlas.model.circuits import circuit_layers
+
+    if setting is False:
+        return None
+    names = [layer.name for layer in layers]
+    every = None if len(names) == len(model.layers) else tuple(circuit_layers(model, names))
+    if setting is True:
+        return CircuitsPlan(layers=every)
+    return CircuitsPlan(top=setting.top, batch_size=setting.batch_size, layers=every)
+
+
 def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None = None,
                  gpus: list[int] | None = None, cluster: list[Device] | None = None,
                  examples_folder: str | None = None, map_folder: str | None = None) -> RunPlan:
@@ -231,6 +247,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
                    model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples, map=maps,
+                   circuits=resolve_circuits(config.circuits, model, select_layers(config.layers, model.layers)),
                    mode_settings={mode: s for mode, s in every.items() if s != settings}, centre_units=units,
                    planned=planned_channels(work))
 

@@ -101,6 +101,32 @@
     if (m) select(decodeURIComponent(m[1]));
   }
 
+  /* Circuits: the block-to-block matrix names the pair under the pointer, from its row and column runs. */
+  function setupMatrix() {
+    var img = document.querySelector("img.matrix");
+    if (!img) return;
+    var rows = JSON.parse(img.dataset.rows), cols = JSON.parse(img.dataset.cols);
+    var out = document.querySelector(".matrix-pair");
+    function find(runs, index, first) {
+      for (var i = 0; i < runs.length; i++) {
+        var count = runs[i][runs[i].length - 1];
+        if (index < count) return runs[i][0] + ":" + ((first ? runs[i][1] : 0) + index);
+        index -= count;
+      }
+      return "";
+    }
+    function total(runs) { return runs.reduce(function (n, r) { return n + r[r.length - 1]; }, 0); }
+    var nRows = total(rows), nCols = total(cols);
+    img.addEventListener("mousemove", function (e) {
+      var box = img.getBoundingClientRect();
+      var row = Math.min(nRows - 1, Math.floor((e.clientY - box.top) / box.height * nRows));
+      var col = Math.min(nCols - 1, Math.floor((e.clientX - box.left) / box.width * nCols));
+      var text = find(rows, row, false) + " \u2190 " + find(cols, col, true);
+      out.textContent = text;
+      img.title = text;
+    });
+  }
+
   /* Dataset examples: a click on a patch shows its whole photo with the patch's box drawn over it, placed in
      percent of the photo's size (the box is data on the link, never burned into an image). Esc closes. */
   function setupExamples() {
@@ -245,5 +271,6 @@
   setupKeys();
   setupCompare();
   setupExamples();
+  setupMatrix();
   window.atlasResolve = resolve;
 })();

@@ -1,0 +1,139 @@
+"""What the gallery shows of a run's circuits: a unit's edges with their kernels drawn as small heatmaps,
+and a block-to-block matrix of norms as a palette PNG (read from `atlas.run.circuits`, plain data)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from markupsafe import Markup
+
+from atlas.model.circuits import INPUT, RGB, Edge
+from atlas.run.circuits import Circuits
+
+KIND = "expanded"  # what the pages show (atlas weights --kind direct gives the other)
+CELL = 6  # px per kernel cell
+MATRIX_DIR = "circuits"
+
+
+def diverging(value: float, scale: float) -> tuple[int, int, int]:
+    """Red for positive, blue for negative, white for zero; linear in value / scale, clipped at +-1."""
+    t = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
+    fade = round(255 * (1 - abs(t)))
+    return (255, fade, fade) if t >= 0 else (fade, fade, 255)
+
+
+def kernel_png(kernel: np.ndarray, scale: float) -> bytes:
+    """A W x W kernel as a W x W pixel PNG in the diverging colours (shown enlarged, pixelated)."""
+    from PIL import Image
+
+    pixels = np.array([[diverging(float(v), scale) for v in row] for row in kernel], np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def kernel_img(kernel: np.ndarray, scale: float, label: str) -> Markup:
+    """A kernel as an inline image (a data: URI of a tiny PNG: about 10x smaller than one SVG cell per weight,
+    which matters over 7,548 pages of up to 40 kernels each)."""
+    h, w = kernel.shape
+    data = base64.b64encode(kernel_png(kernel, scale)).decode()
+    return Markup(f'<img class="kernel" src="data:image/png;base64,{data}" width="{w * CELL}" height="{h * CELL}" '
+                  f'data-scale="{scale:.9g}" alt="{Markup.escape(label)}">')
+
+
+@dataclass
+class EdgeView:
+    """One edge as a channel page shows it."""
+
+    edge: Edge
+    svg: Markup
+    has_page: bool
+
+    @property
+    def label(self) -> str:
+        if self.edge.layer == INPUT:
+            return f"input {RGB[self.edge.channel]}" if self.edge.channel < 3 else f"input {self.edge.channel}"
+        return f"{self.edge.layer}:{self.edge.channel}"
+
+    @property
+    def colour(self) -> str:
+        """The swatch of an image channel (RGB input)."""
+        return ["#d33", "#3a3", "#33d"][self.edge.channel % 3]
+
+
+def edge_views(edges: list[Edge], pages: set[str], direction: str) -> list[EdgeView]:
+    """Edges with their kernels drawn on one scale (the largest magnitude among them), so cells compare."""
+    scale = max((float(np.abs(e.kernel).max()) for e in edges), default=0.0)
+    return [EdgeView(e, kernel_img(e.kernel, scale, f"{direction} kernel of {e.layer}:{e.channel}"),
+                     e.layer in pages) for e in edges]
+
+
+def channel_circuit(circuits: Circuits | None, layer: str, channel: int, pages: set[str]) -> dict[str, Any] | None:
+    """The inputs and outputs a channel page shows, or None when the run has no circuits for the layer."""
+    if circuits is None or not circuits.has(layer):
+        return None
+    return {"inputs": edge_views(circuits.inputs(layer, channel, KIND), pages, "input"),
+            "outputs": edge_views(circuits.outputs(layer, channel, KIND), pages, "output"),
+            "source": circuits.sources[layer][KIND]["node"], "top": circuits.top}
+
+
+@dataclass
+class Matrix:
+    """A block-to-block matrix of norms: rows are the units of the layers reading one source, columns the
+    source's units; drawn as a PNG, named on hover from the row and column runs."""
+
+    source: str
+    rows: list[list[Any]]  # [layer, channels] runs, top to bottom
+    cols: list[list[Any]]  # [layer, first channel, count] runs, left to right
+    png: bytes
+
+    @property
+    def rel(self) -> str:
+        return f"{MATRIX_DIR}/{self.source}.png"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return sum(count for _, count in self.rows), sum(run[2] for run in self.cols)
+
+    @property
+    def cell(self) -> int:
+        """Screen pixels per matrix cell: at most 832 px wide, cells 1-8 px."""
+        return max(1, min(8, 832 // max(self.shape[1], 1)))
+
+    def span(self, layer: str) -> tuple[int, int]:
+        """(first row, rows) of a layer."""
+        first = 0
+        for name, count in self.rows:
+            if name == layer:
+                return first, count
+            first += count
+        return 0, 0
+
+
+def block_matrices(circuits: Circuits | None) -> dict[str, Matrix]:
+    """Per stored layer, the matrix of its source (shared by the layers that read the same source)."""
+    if circuits is None:
+        return {}
+    from PIL import Image
+
+    by_source: dict[str, list[str]] = {}
+    for layer in circuits.sources:
+        by_source.setdefault(circuits.sources[layer][KIND]["node"], []).append(layer)
+    palette = [c for i in range(256) for c in diverging(i - 127.5, 127.5)]
+    found = {}
+    for source, layers in by_source.items():
+        signed = np.concatenate([np.copysign(*circuits.matrix(layer, KIND)) for layer in layers])
+        scale = float(np.abs(signed).max()) or 1.0
+        index = np.clip(np.round(signed / scale * 127.5 + 127.5), 0, 255).astype(np.uint8)
+        image = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
+        image.putpalette(palette)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        matrix = Matrix(source, [[layer, circuits.matrix(layer, KIND)[0].shape[0]] for layer in layers],
+                        circuits.sources[layers[0]][KIND]["units"], buffer.getvalue())
+        found.update({layer: matrix for layer in layers})
+    return found
