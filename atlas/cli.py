@@ -283,7 +283,8 @@ class SweepFailed(Exception):
 
 # RenderSettings fields `atlas dream` takes as --flags (besides --objective and --precision).
 DREAM_SETTINGS = [("size", int), ("octaves", int), ("octave_scale", float), ("steps", int), ("step_size", float),
-                  ("photo_octaves", int), ("photo_steps", int), ("photo_step_size", float), ("tile", int),
+                  ("photo_octaves", int), ("photo_steps", int), ("photo_step_size", float), ("photo_size", int),
+                  ("tile", int),
                   ("batch_size", int), ("learning_rate", float), ("diversity", int), ("diversity_weight", float)]
 
 

@@ -26,13 +26,21 @@ def diverging(value: float, scale: float) -> tuple[int, int, int]:
     return (255, fade, fade) if t >= 0 else (fade, fade, 255)
 
 
+def diverging_pixels(kernel: np.ndarray, scale: float) -> np.ndarray:
+    """`diverging` of every weight of a kernel at once: uint8 RGB [h, w, 3]."""
+    t = np.clip(kernel / scale, -1.0, 1.0) if scale > 0 else np.zeros(kernel.shape)
+    fade = np.round(255 * (1 - np.abs(t))).astype(np.uint8)
+    full = np.full(kernel.shape, 255, np.uint8)
+    return np.stack([np.where(t >= 0, full, fade), fade, np.where(t >= 0, fade, full)], axis=-1)
+
+
 def kernel_png(kernel: np.ndarray, scale: float) -> bytes:
     """A W x W kernel as a W x W pixel PNG in the diverging colours (shown enlarged, pixelated)."""
     from PIL import Image
 
-    pixels = np.array([[diverging(float(v), scale) for v in row] for row in kernel], np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    Image.fromarray(diverging_pixels(np.asarray(kernel, np.float64), scale)).save(buffer, format="PNG",
+                                                                                 compress_level=1)
     return buffer.getvalue()
 
 

@@ -56,6 +56,7 @@ class RenderSettings:
     photo_octave_scale: float = 1.4
     photo_steps: int = 10
     photo_step_size: float = 1.5
+    photo_size: int | None = None  # longest side a base photo is scaled down to first (None: as it is)
     tile: int = 512
     # the fourier method (atlas.render.fourier)
     learning_rate: float = 0.05  # Adam's
@@ -101,6 +102,8 @@ class RenderSettings:
         unchanged)."""
         values = asdict(self)
         values.pop("batch_size")
+        if values["photo_size"] is None:  # renders made before the setting existed keep their hash
+            values.pop("photo_size")
         values["precision"] = self.resolved_precision()
         if values["precision"] == "float32":
             values.pop("precision")
@@ -244,8 +247,9 @@ def _step_functions(model: Model, layer: str, objective: str | Objective, levels
                 loss = total_loss(fn(images), channels, objective, facets, diversity_weight, units)
             return tape.gradient(loss, images)
 
-        # traced once and called by both functions below: building the backward graph is most of a layer's
-        # first-call cost on a narrow network (autograph is off: there is no data-dependent Python control flow)
+        # traced and compiled once per layer and called by both functions below, from Python, so that no outer
+        # function inlines it and optimises the whole graph again: on a narrow network a layer's first call costs
+        # more than its rendering (autograph is off: there is no data-dependent Python control flow)
         traced = tf.function(units_gradient, input_signature=spec + [tf.TensorSpec([None], tf.float32)],
                              autograph=False)
 
@@ -254,16 +258,20 @@ def _step_functions(model: Model, layer: str, objective: str | Objective, levels
 
         def noise_step(images: tf.Tensor, channels: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor,
                        step: tf.Tensor, units: tf.Tensor) -> tf.Tensor:
-            grad = transforms.roll(traced(transforms.roll(images, dy, dx), channels, units), -dy, -dx)
-            grad = transforms.laplacian_normalize(grad, levels)
-            return tf.clip_by_value(images + step * grad, 0.0, 255.0)
+            grad = traced(transforms.roll(images, dy, dx), channels, units)
+            return _ascend(images, grad, dy, dx, step, levels)
 
-        scalar = tf.TensorSpec([], tf.int32)
-        _STEPS[key] = (tf.function(noise_step, input_signature=spec + [scalar, scalar, tf.TensorSpec([], tf.float32),
-                                                                        tf.TensorSpec([None], tf.float32)],
-                                   autograph=False),
-                       tf.function(gradient, input_signature=spec, autograph=False))
+        _STEPS[key] = (noise_step, gradient)
     return _STEPS[key]
+
+
+@tf.function(autograph=False, reduce_retracing=True)
+def _ascend(images: tf.Tensor, grad: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor, step: tf.Tensor,
+            levels: int) -> tf.Tensor:
+    """One DeepDream step from the gradient of the rolled images: roll back, normalise by the Laplacian pyramid,
+    climb, clip (one function for every layer)."""
+    grad = transforms.laplacian_normalize(transforms.roll(grad, -dy, -dx), levels)
+    return tf.clip_by_value(images + step * grad, 0.0, 255.0)
 
 
 def step_call(model: Model, layer: str, batch: int, size: int, precision: str = "float32") -> Callable[[], None]:
@@ -420,6 +428,8 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
         raise ValueError("render_channels needs at least one channel")
     else:
         check_channels(list(channels), tensor_channels(model, layer_name), layer_name)
+    if photo is not None:
+        photo = fit_photo(photo, settings.photo_size)
     pixels = photo.shape[0] * photo.shape[1] if photo is not None else settings.size ** 2
     fit = fit or (BatchFit(settings.batch_size, area=None) if settings.batch_size else BatchFit(auto_batch_size()))
     results: list[RenderResult] = []
@@ -440,6 +450,16 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
         first += len(chunk)
         tick.finish()
     return results
+
+
+def fit_photo(photo: np.ndarray, longest: int | None) -> np.ndarray:
+    """A float RGB photo scaled down (bicubic, aspect kept) so its longest side is at most `longest` pixels."""
+    height, width = photo.shape[:2]
+    if not longest or max(height, width) <= longest:
+        return photo
+    scale = longest / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return np.clip(tf.image.resize(photo[None], size, method="bicubic", antialias=True)[0].numpy(), 0, 255)
 
 
 def gradient_steps(settings: RenderSettings, from_photo: bool) -> int:

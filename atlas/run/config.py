@@ -142,6 +142,7 @@ class RenderConfig(BaseModel):
     photo_octave_scale: float = Field(default=_D.photo_octave_scale, ge=1.0, le=4.0)
     photo_steps: int = Field(default=_D.photo_steps, ge=1, le=1000)
     photo_step_size: float = Field(default=_D.photo_step_size, gt=0)
+    photo_size: int | None = Field(default=None, ge=32, le=16384)  # longest side of a base photo; None: as it is
     tile: int = Field(default=_D.tile, ge=64)
     precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: see atlas.render.loop.choose_precision
     learning_rate: float = Field(default=_D.learning_rate, gt=0)  # fourier

@@ -59,13 +59,14 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
 
     from atlas.images import load_photo
     from atlas.render.devices import configure_tensorflow
+    from atlas.render.loop import fit_photo
 
     configure_tensorflow(None)  # on a GPU, measure with memory growth on, like a worker
     settings = plan.settings
     costs = {mode.id: noise_cost(plan.settings_for(mode.id)) for mode in plan.modes if mode.kind != "photo"}
     methods = {mode.id: plan.settings_for(mode.id).method for mode in plan.modes}
     for mode, path in plan.photos.items():
-        h, w = load_photo(path).shape[:2]
+        h, w = fit_photo(load_photo(path), settings.photo_size).shape[:2]
         costs[mode] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
                        * settings.photo_steps + h * w / 224 ** 2)
     todo = pending(plan)
