@@ -24,8 +24,8 @@ from atlas.console import import_tensorflow
 
 import_tensorflow()
 
-from atlas.model.graph import load_model
-from atlas.render.loop import RenderResult, RenderSettings, render_channels
+from atlas.model.graph import load_model  # noqa: E402 (after TensorFlow's quiet import)
+from atlas.render.loop import RenderResult, RenderSettings, render_channels  # noqa: E402
 
 METHODS = {"deepdream": RenderSettings(), "fourier": RenderSettings(method="fourier", size=64, steps=128)}
 

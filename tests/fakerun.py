@@ -13,8 +13,16 @@ from PIL import Image
 
 from atlas.model.catalogue import Layer, build_catalogue
 from atlas.model.synthetic import build_graph_def
-from atlas.run.manifest import (MANIFEST_FILE, WHOLE_LAYER, CentreUnits, Manifest, Mode, Render, image_paths,
-                                 write_run_info)
+from atlas.run.manifest import (
+    MANIFEST_FILE,
+    WHOLE_LAYER,
+    CentreUnits,
+    Manifest,
+    Mode,
+    Render,
+    image_paths,
+    write_run_info,
+)
 
 PHOTOS = Path(__file__).resolve().parents[1] / "atlas" / "data" / "photos"
 

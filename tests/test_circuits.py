@@ -114,7 +114,8 @@ def test_an_output_edge_is_the_same_kernel_as_the_later_units_input_edge(small_m
 
     outputs = dict(output_weights(small_model, "mixed4a_3x3_pre_relu", 2))
     assert set(outputs) == {f"mixed4b_{b}_pre_relu" for b in
-                            ("1x1", "3x3_bottleneck", "3x3", "5x5_bottleneck", "5x5", "pool_reduce")} | {"head0_bottleneck_pre_relu"}
+                            ("1x1", "3x3_bottleneck", "3x3", "5x5_bottleneck", "5x5", "pool_reduce")} \
+        | {"head0_bottleneck_pre_relu"}
     later = expanded_weights(small_model, "mixed4b_5x5_pre_relu", [1, 4])
     s = later.source.units.index(("mixed4a_3x3_pre_relu", 2))
     _close(outputs["mixed4b_5x5_pre_relu"][[1, 4]], later.kernels[:, s])

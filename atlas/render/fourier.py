@@ -24,7 +24,8 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
 CHAIN = transforms.RobustnessChain()
 
-_STEPS: dict[tuple[int, str, str | Objective, int, float, str, str], Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]] = {}
+StepFn = Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]
+_STEPS: dict[tuple[int, str, str | Objective, int, float, str, str], StepFn] = {}
 
 
 def image_key(seed: int, channel: int, facet: int) -> list[int]:
@@ -86,7 +87,8 @@ def params_to_images(params: np.ndarray | tf.Tensor, size: int,
 
 
 def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[list[int]], size: int, steps: int,
-                  learning_rate: float, std: float, objective: str | Objective, facets: int = 1, diversity_weight: float = 0.0,
+                  learning_rate: float, std: float, objective: str | Objective, facets: int = 1,
+                  diversity_weight: float = 0.0,
                   precision: str = "float32", parameterisation: param.Parameterisation = param.FOURIER,
                   on_step: Callable[[], None] = lambda: None,
                   units_of: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:

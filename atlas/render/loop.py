@@ -29,8 +29,16 @@ from atlas.model.selection import WHOLE_LAYER, check_channels
 from atlas.render import devices, transforms
 from atlas.render.devices import GIB, Device, peak_memory, reset_peak_memory
 from atlas.render.fourier import dream_fourier, image_key
-from atlas.render.objectives import (DIRECTION, OBJECTIVES, PER_CHANNEL, Objective, facet_units, reading, spread,
-                                     total_loss)
+from atlas.render.objectives import (
+    DIRECTION,
+    OBJECTIVES,
+    PER_CHANNEL,
+    Objective,
+    facet_units,
+    reading,
+    spread,
+    total_loss,
+)
 
 StepFn = Callable[..., tf.Tensor]
 

@@ -395,6 +395,22 @@ class _State:
         return changed
 
 
+def claim_folder(run_folder: Path, model: Any, lock_file: str, what: str,
+                 elsewhere: str | None = SWEEP_OUTPUT) -> Any:
+    """Prepare a run folder for a pass of `what` and hold its lock (a FileLock, released by the caller); a second
+    pass on the folder at once, or a folder that cannot be written, is one line."""
+    from filelock import FileLock, Timeout
+
+    with stop_on_write_errors(run_folder, elsewhere):
+        prepare_folder(run_folder, model)
+        lock = FileLock(str(run_folder / lock_file))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise UserError(f"another {what} pass is writing to {run_folder}; wait for it to finish") from None
+    return lock
+
+
 def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progress: bool = True,
                  stop_after: int | None = None, elsewhere: str | None = SWEEP_OUTPUT) -> ExamplesSummary:
     """Process the plan's folder into the run folder's examples (resumable); returns what was done. A write
@@ -403,8 +419,6 @@ def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progres
 
     `stop_after` (tests) ends the pass after that many photos, as a kill would, after a checkpoint.
     """
-    from filelock import FileLock, Timeout
-
     run_folder = Path(run_folder)
     started = time.perf_counter()
     entries, bad = list_photos(plan.folder)
@@ -412,13 +426,7 @@ def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progres
         raise UserError(f"examples folder {plan.folder} has no photos" + (f" ({len(bad)} unreadable entries)"
                                                                            if bad else "")
                         + "; give a folder of JPEG/PNG/... photos, or `probes`")
-    with stop_on_write_errors(run_folder, elsewhere):
-        prepare_folder(run_folder, model)
-        lock = FileLock(str(run_folder / LOCK_FILE))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise UserError(f"another examples pass is writing to {run_folder}; wait for it to finish") from None
+    lock = claim_folder(run_folder, model, LOCK_FILE, "examples", elsewhere)
     try:
         with stop_on_write_errors(run_folder, elsewhere):
             summary = _run_locked(plan, run_folder, model, entries, bad, progress, stop_after)

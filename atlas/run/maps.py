@@ -37,10 +37,10 @@ from atlas.render.loop import RenderSettings
 from atlas.run.examples import (
     SHOWN_BAD,
     Entry,
+    claim_folder,
     fitted_batches,
     list_photos,
     patch_box,
-    prepare_folder,
     read_entry,
     work_copy,
     write_patch,
@@ -158,19 +158,11 @@ class MapSummary:
 def run_map(plan: MapPlan, run_folder: str | Path, model: Any, progress: bool = True,
             stop_after: int | None = None) -> MapSummary:
     """Sample, lay out and render every map layer of the plan into the run folder (resumable)."""
-    from filelock import FileLock, Timeout
-
     run_folder = Path(run_folder)
     for name in plan.layers:
         model.tensor_name(name)  # a mistyped layer is told before anything is read
     summary = MapSummary(folder=plan.folder)
-    with stop_on_write_errors(run_folder):
-        prepare_folder(run_folder, model)
-        lock = FileLock(str(run_folder / LOCK_FILE))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise UserError(f"another map pass is writing to {run_folder}; wait for it to finish") from None
+    lock = claim_folder(run_folder, model, LOCK_FILE, "map")
     try:
         with stop_on_write_errors(run_folder):
             began = time.perf_counter()
