@@ -318,11 +318,15 @@ class ExamplesSummary:
         lines = [head + ("; started over (the settings changed or removals emptied a list)"
                          if self.restarted else "")]
         if self.bad:
-            named = ", ".join(f"{name} ({reason})" for name, reason in self.bad[:SHOWN_BAD])
-            more = f" and {len(self.bad) - SHOWN_BAD} more" if len(self.bad) > SHOWN_BAD else ""
-            lines.append(f"examples: skipped {len(self.bad)} unreadable files: {named}{more}; full list: "
-                         f"{self.bad_file}")
+            lines.append(skipped_line("examples", self.bad, self.bad_file))
         return lines
+
+
+def skipped_line(what: str, bad: list[tuple[str, str]], listed_in: object) -> str:
+    """The summary line of a pass's skipped files: how many, the first few with their reasons, where all are."""
+    named = ", ".join(f"{name} ({reason})" for name, reason in bad[:SHOWN_BAD])
+    more = f" and {len(bad) - SHOWN_BAD} more" if len(bad) > SHOWN_BAD else ""
+    return f"{what}: skipped {len(bad)} unreadable files: {named}{more}; full list: {listed_in}"
 
 
 def prepare_folder(run_folder: Path, model: Any) -> None:

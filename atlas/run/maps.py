@@ -42,6 +42,7 @@ from atlas.run.examples import (
     list_photos,
     patch_box,
     read_entry,
+    skipped_line,
     work_copy,
     write_patch,
 )
@@ -144,10 +145,7 @@ class MapSummary:
         if self.seconds:
             lines.append("map: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
         if self.bad:
-            named = ", ".join(f"{name} ({reason})" for name, reason in self.bad[:SHOWN_BAD])
-            more = f" and {len(self.bad) - SHOWN_BAD} more" if len(self.bad) > SHOWN_BAD else ""
-            lines.append(f"map: skipped {len(self.bad)} unreadable files: {named}{more}; full list: "
-                         f"{MAP_SKIPPED_FILE}")
+            lines.append(skipped_line("map", self.bad, MAP_SKIPPED_FILE))
         return lines
 
 
