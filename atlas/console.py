@@ -56,16 +56,36 @@ def _stderr_discarded() -> Iterator[None]:
         os.close(saved)
 
 
+# TensorFlow imports Keras's optimizers while it starts (tensorflow/__init__.py: "an eager load for Keras' code" so
+# that they register for SavedModel loading), and Keras imports scikit-learn: about half of TensorFlow's start-up
+# time (3.5 of 7 s on a 2-core EPYC). atlas uses no Keras, so its processes skip that load; TensorFlow catches the
+# ImportError itself. The block is lifted once TensorFlow is in, so `import keras` still works afterwards.
+KERAS_EAGER_LOAD = "keras.src.optimizers"
+
+
+@contextlib.contextmanager
+def _keras_eager_load_skipped() -> Iterator[None]:
+    """TensorFlow's import within the block finds Keras's optimizers missing (unless Keras is loaded already)."""
+    blocked = "keras" not in sys.modules and KERAS_EAGER_LOAD not in sys.modules
+    if blocked:
+        sys.modules[KERAS_EAGER_LOAD] = None  # type: ignore[assignment]  # import of it raises ImportError
+    try:
+        yield
+    finally:
+        if blocked and sys.modules.get(KERAS_EAGER_LOAD, 0) is None:
+            del sys.modules[KERAS_EAGER_LOAD]
+
+
 def import_tensorflow() -> None:
-    """Import TensorFlow in this process, keeping its start-up lines off the console unless verbose. Also the
-    initializer of every worker process, so it runs before a task's modules import TensorFlow there."""
+    """Import TensorFlow in this process (without Keras's eager load), keeping its start-up lines off the console
+    unless verbose. Also the initializer of every worker process, so it runs before a task's modules import
+    TensorFlow there."""
     quiet_environment()
-    if verbose():
-        import tensorflow  # noqa: F401
-        return
     if "tensorflow" not in sys.modules:
-        with _stderr_discarded():
+        with _keras_eager_load_skipped(), (contextlib.nullcontext() if verbose() else _stderr_discarded()):
             import tensorflow  # noqa: F401
+    if verbose():
+        return
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")

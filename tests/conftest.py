@@ -7,6 +7,10 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), "
 
 import pytest  # noqa: E402
 
+from atlas.console import import_tensorflow  # noqa: E402
+
+import_tensorflow()  # as atlas's own processes do: without Keras's eager load (atlas/console.py)
+
 from atlas.model.graph import load_model  # noqa: E402
 
 SMALL = "synthetic:0.125"

@@ -58,3 +58,13 @@ def test_verbose_brings_tensorflows_own_lines_back_from_every_process(tmp_path):
     dream = _atlas(tmp_path, "dream", "--model", "synthetic:0.125", "--layer", "conv2d0_pre_relu", "--channel", "0",
                    "--size", "32", "--octaves", "1", "--steps", "1", "-o", "one.png", env={"ATLAS_VERBOSE": "1"})
     assert len(foreign_lines(dream.stderr)) >= len(plain)
+
+
+def test_atlas_imports_tensorflow_without_keras_and_keras_still_imports_afterwards():
+    """TensorFlow's eager load of Keras (half its start-up) is skipped in atlas's processes, and lifted after."""
+    code = ("import sys; from atlas.console import import_tensorflow; import_tensorflow(); "
+            "import tensorflow as tf; print('keras' in sys.modules, 'sklearn' in sys.modules); "
+            "print(float(tf.reduce_sum(tf.ones(3)))); print('keras.src.optimizers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True)
+    # no Keras loaded, TensorFlow works, and the block is gone (a later `import keras` imports it as usual)
+    assert out.stdout.split() == ["False", "False", "3.0", "False"], out.stderr
