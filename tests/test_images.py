@@ -96,3 +96,18 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 3), (5, 5), (7, 4), (1, 9)])
+def test_kernel_pngs_decode_to_their_pixels(shape):
+    """The gallery's own tiny-PNG writer (atlas/publish/circuits_view.py) round-trips through Pillow's decoder."""
+    import io
+
+    from PIL import Image
+
+    from atlas.publish.circuits_view import rgb_png
+
+    pixels = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    decoded = Image.open(io.BytesIO(rgb_png(pixels)))
+    assert decoded.mode == "RGB" and decoded.size == (shape[1], shape[0])
+    assert np.array_equal(np.asarray(decoded), pixels)
