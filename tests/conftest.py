@@ -34,3 +34,14 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("ATLAS_MODEL_URL", raising=False)
     monkeypatch.delenv("ATLAS_MODEL_SHA256", raising=False)
     return tmp_path / "cache"
+
+
+# The files that take longest, longest first: pytest-xdist hands whole files to its workers in this order, so that
+# no long file starts last while the other workers idle (pyproject.toml's addopts). Order only: nothing is skipped.
+LONGEST_FIRST = ("test_wheel.py", "test_render.py", "test_fourier.py", "test_memory_and_atomic.py", "test_console.py",
+                 "test_examples.py", "test_sweep.py", "test_lifeline.py", "test_sweep_io.py", "test_maps.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
