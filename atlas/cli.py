@@ -227,12 +227,12 @@ def _map_parser(sub: argparse._SubParsersAction) -> None:
                      "(default: mixed3b mixed4c mixed5b)")
     cmd.add_argument("--samples", type=int, help="activation vectors per layer, at most (default 100000)")
     cmd.add_argument("--per-photo", type=int, help="positions sampled per photo and layer (default 50)")
-    cmd.add_argument("--grid", type=int, nargs="+", help="cells a side of each zoom level (default 10 20 40)")
+    cmd.add_argument("--grid", type=int, nargs="+", help="cells a side of each zoom level (default 10 20)")
     cmd.add_argument("--min-samples", type=int, help="a cell with fewer samples is dropped (default 5)")
     cmd.add_argument("--neighbours", type=int, help="UMAP n_neighbors (default 50)")
     cmd.add_argument("--method", choices=["deepdream", "fourier"], help="how cells are rendered (default "
                      "deepdream)")
-    cmd.add_argument("--render-size", type=int, help="cells' side in pixels (default 128)")
+    cmd.add_argument("--render-size", type=int, help="cells' side in pixels (default 96)")
     cmd.add_argument("--steps", type=int, help="deepdream: steps per octave (default 12); fourier: Adam steps "
                      "(default 256)")
     cmd.add_argument("--seed", type=int, default=0)

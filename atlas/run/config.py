@@ -100,7 +100,7 @@ class MapConfig(BaseModel):
     layers: list[str] = Field(default_factory=lambda: ["mixed3b", "mixed4c", "mixed5b"], min_length=1)
     samples: int = Field(default=100_000, ge=2)  # per layer, at most
     per_photo: int = Field(default=50, ge=1)  # positions per photo and layer
-    grid: int | list[Annotated[int, Field(ge=1, le=400)]] = Field(default_factory=lambda: [10, 20, 40])
+    grid: int | list[Annotated[int, Field(ge=1, le=400)]] = Field(default_factory=lambda: [10, 20])
     min_samples: int = Field(default=5, ge=1)  # a cell with fewer is dropped
     neighbours: int = Field(default=50, ge=2)  # UMAP n_neighbors
     min_dist: float = Field(default=0.05, ge=0)  # UMAP min_dist
@@ -109,7 +109,7 @@ class MapConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1)  # photos per forward pass
     crops: int = Field(default=4, ge=0, le=16)  # photo crops shown per cell
     method: Literal["deepdream", "fourier"] = "deepdream"  # how cells are rendered
-    render_size: int | None = Field(default=None, ge=32, le=1024)  # cells' side in pixels (default 128)
+    render_size: int | None = Field(default=None, ge=32, le=1024)  # cells' side in pixels (default 96)
     steps: int | None = Field(default=None, ge=1, le=10000)  # deepdream: per octave (12); fourier: Adam (256)
     octaves: int | None = Field(default=None, ge=1, le=12)  # deepdream (2)
     power: float = Field(default=3.0, ge=0)  # of the cosine in the direction objective (docs/maps.md)

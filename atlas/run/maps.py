@@ -64,16 +64,17 @@ CHECKPOINT_BYTES = 64 * 2**20  # float16 vectors held between checkpoints
 TOP_CHANNELS = 6  # channels listed per cell
 CLIP_PERCENTILES = (1.0, 99.0)
 LOCK_FILE = ".maps.lock"
+CELL_PX = 96  # cells' render size
 
 
 def default_cell_settings(method: str = "deepdream") -> RenderSettings:
     """The render settings of map cells: small images (cells are icons), the `direction` objective.
 
-    DeepDream: 2 octaves of 12 steps at 128 px, a third of a 224 px channel render's cost (benchmarks/
-    map_speed.py); Fourier: 256 Adam steps at 128 px."""
+    96 px, the icon size of Lucid's activation-atlas recipe (`activation_atlas(icon_size=96)`). DeepDream: 2
+    octaves of 12 steps; Fourier: 256 Adam steps (benchmarks/map_speed.py measures both)."""
     if method == "fourier":
-        return RenderSettings(objective="direction", method="fourier", size=128, steps=256)
-    return RenderSettings(objective="direction", size=128, octaves=2, steps=12)
+        return RenderSettings(objective="direction", method="fourier", size=CELL_PX, steps=256)
+    return RenderSettings(objective="direction", size=CELL_PX, octaves=2, steps=12)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class MapPlan:
     layers: tuple[str, ...]  # tensor names: catalogued layers or block outputs such as mixed4c
     samples: int = 100_000  # per layer, at most
     per_photo: int = 50  # positions sampled per photo and layer (at most the map's inner positions)
-    grids: tuple[int, ...] = (10, 20, 40)  # cells a side, one zoom level each
+    grids: tuple[int, ...] = (10, 20)  # cells a side, one zoom level each (at most 500 cells a layer)
     min_samples: int = 5  # a cell with fewer is dropped
     neighbours: int = 50  # UMAP n_neighbors (published)
     min_dist: float = 0.05  # UMAP min_dist (published)
