@@ -132,6 +132,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
                 estimate_map(plan.map, plan.folder, model)
             return
+        if plan.map and not plan.shard:
+            from atlas.run.maps import warm_umap
+
+            warm_umap(plan.map)  # numba compiles umap-learn's functions while the sweep renders
         summary = run_sweep(plan, model, client)
     print("\n".join(summary.lines()))
     print(f"output: {plan.folder}")

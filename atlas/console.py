@@ -64,16 +64,17 @@ KERAS_EAGER_LOAD = "keras.src.optimizers"
 
 
 @contextlib.contextmanager
-def _keras_eager_load_skipped() -> Iterator[None]:
-    """TensorFlow's import within the block finds Keras's optimizers missing (unless Keras is loaded already)."""
-    blocked = "keras" not in sys.modules and KERAS_EAGER_LOAD not in sys.modules
+def import_skipped(module: str) -> Iterator[None]:
+    """Within the block, importing `module` raises ImportError (for a library that catches it and goes on
+    without); unless it is loaded already. Afterwards it imports as usual."""
+    blocked = module not in sys.modules and module.split(".")[0] not in sys.modules
     if blocked:
-        sys.modules[KERAS_EAGER_LOAD] = None  # type: ignore[assignment]  # import of it raises ImportError
+        sys.modules[module] = None  # type: ignore[assignment]  # an import of a None entry raises ImportError
     try:
         yield
     finally:
-        if blocked and sys.modules.get(KERAS_EAGER_LOAD, 0) is None:
-            del sys.modules[KERAS_EAGER_LOAD]
+        if blocked and sys.modules.get(module, 0) is None:
+            del sys.modules[module]
 
 
 def import_tensorflow() -> None:
@@ -82,7 +83,7 @@ def import_tensorflow() -> None:
     TensorFlow there."""
     quiet_environment()
     if "tensorflow" not in sys.modules:
-        with _keras_eager_load_skipped(), (contextlib.nullcontext() if verbose() else _stderr_discarded()):
+        with import_skipped(KERAS_EAGER_LOAD), (contextlib.nullcontext() if verbose() else _stderr_discarded()):
             import tensorflow  # noqa: F401
     if verbose():
         return

@@ -25,6 +25,7 @@ from atlas.run.maps import (
     sample_photos,
     specificity,
     umap_layout,
+    warm_umap,
     whitening_matrix,
 )
 from atlas.run.plan import resolve_map
@@ -127,6 +128,18 @@ def test_the_same_seed_gives_the_same_layout(small_model):
     np.testing.assert_allclose(first, again, atol=1e-5)
     other = umap_layout(vectors, replace(plan, seed=1))
     assert not np.allclose(first, other, atol=1e-3)
+
+
+def test_the_umap_warm_up_runs_beside_other_work_and_changes_no_layout(small_model):
+    """`atlas run` starts it before the sweep; the layout waits for it and comes out as it would without it."""
+    vectors = np.random.default_rng(0).normal(size=(300, 24)).astype(np.float32)
+    plan = _plan(small_model, "probes")
+    before = umap_layout(vectors, plan)
+    thread = warm_umap(plan)
+    assert thread.daemon and thread.name == "atlas-umap-warm-up"
+    after = umap_layout(vectors, plan)  # joins the warm-up first
+    assert not thread.is_alive()
+    np.testing.assert_allclose(before, after, atol=1e-5)
 
 
 def test_layout_clipping_and_cells():

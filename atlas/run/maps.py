@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -359,11 +360,17 @@ def import_umap() -> Any:
     atlas cache folder's `numba`). With the cache a process pays a few seconds of loading instead."""
     import os
 
+    from atlas.console import import_skipped
+
+    warming = _WARMING.get("thread")
+    if warming is not None and warming is not threading.current_thread():
+        warming.join()  # the warm-up's compile (or cache load) is this call's too
     if "numba" not in sys.modules and "NUMBA_CACHE_DIR" not in os.environ:
         from atlas.model.source import cache_dir
 
         os.environ["NUMBA_CACHE_DIR"] = str(cache_dir() / "numba")
-    import umap
+    with import_skipped("umap.parametric_umap"):  # ParametricUMAP (unused) would import Keras: 1.4 s
+        import umap
     from numba.core.registry import CPUDispatcher
 
     for name, module in list(sys.modules.items()):
@@ -372,6 +379,30 @@ def import_umap() -> Any:
                 if isinstance(value, CPUDispatcher) and value._cache.__class__.__name__ == "NullCache":
                     value.enable_caching()
     return umap
+
+
+_WARMING: dict[str, threading.Thread] = {}
+EXACT_NEIGHBOURS_BELOW = 4096  # umap-learn finds exact neighbours below this many samples, else NN-descent
+
+
+def warm_umap(plan: MapPlan) -> threading.Thread:
+    """Start laying out a small random set with the plan's UMAP settings on a background thread, so that umap-learn
+    is imported and numba compiles (or loads from its cache) the functions the layout will call while other work
+    runs: `atlas run` starts it before the sweep. A machine's first map otherwise waits about 40 s on 2 cores
+    for that compile (docs/maps.md#speed). `import_umap` joins it; a failure here is left to the layout to meet."""
+    count = max(min(plan.samples, EXACT_NEIGHBOURS_BELOW), plan.neighbours + 2)  # the same neighbour search path
+    vectors = np.abs(np.random.default_rng(plan.seed).normal(size=(count, 16))).astype(np.float32) + 0.01
+
+    def warm() -> None:
+        try:
+            umap_layout(vectors, plan)
+        except Exception:  # noqa: BLE001  (the real layout reports its own errors)
+            pass
+
+    thread = threading.Thread(target=warm, name="atlas-umap-warm-up", daemon=True)
+    _WARMING["thread"] = thread
+    thread.start()
+    return thread
 
 
 def umap_layout(vectors: np.ndarray, plan: MapPlan) -> np.ndarray:
