@@ -28,7 +28,7 @@ AUTO = {"octaves": 1, "steps": 2, "size": 64, "precision": "auto"}
 def cluster():
     """Two worker processes of one thread each, as the other dask tests start them."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as local, distributed.Client(local) as client:
+                                  dashboard_address=":0") as local, distributed.Client(local) as client:
         yield local, client
 
 

@@ -190,7 +190,7 @@ def test_dask_backend_on_a_local_cluster(tmp_path):
     loaded = load_config(write_config(tmp_path))
     # two single-thread worker processes
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         summary = sweep(loaded, backend="dask", scheduler=cluster.scheduler_address)
     assert (summary.done, summary.failed) == (4, [])
     assert summary.workers and f":{os.getpid()}" not in next(iter(summary.workers))  # rendered by dask's worker

@@ -70,7 +70,7 @@ def test_dask_workers_that_cannot_see_the_run_folder_or_the_model_file(tmp_path)
     loaded = load_config(write_config(tmp_path, model=str(model), modes=["noise", "photo"],
                                       photos=[str(photo)], layer_dreams=True))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         client.register_plugin(Sealed(str(tmp_path)))
         assert client.run(_can_list, str(tmp_path)) == dict.fromkeys(client.nthreads(), False)  # the seal holds
         summary = sweep(loaded, backend="dask", scheduler=cluster.scheduler_address)
