@@ -135,7 +135,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         if plan.map and not plan.shard:
             from atlas.run.maps import warm_umap
 
-            warm_umap(plan.map)  # numba compiles umap-learn's functions while the sweep renders
+            warm_umap(plan.map, plan.folder)  # numba compiles umap-learn's functions while the sweep renders
         summary = run_sweep(plan, model, client)
     print("\n".join(summary.lines()))
     print(f"output: {plan.folder}")

@@ -16,7 +16,7 @@ from atlas.images import PHOTOS_DIR
 from atlas.render.objectives import Direction, direction_matrix
 from atlas.run.examples import Entry, fit_photo, read_entry
 from atlas.run.manifest import Manifest
-from atlas.run.mapfiles import cell_direction, map_layers, read_map
+from atlas.run.mapfiles import CELLS_FILE, cell_direction, map_dir, map_layers, read_map
 from atlas.run.maps import (
     MapSummary,
     assign_cells,
@@ -130,16 +130,21 @@ def test_the_same_seed_gives_the_same_layout(small_model):
     assert not np.allclose(first, other, atol=1e-3)
 
 
-def test_the_umap_warm_up_runs_beside_other_work_and_changes_no_layout(small_model):
-    """`atlas run` starts it before the sweep; the layout waits for it and comes out as it would without it."""
+def test_the_umap_warm_up_runs_beside_other_work_and_changes_no_layout(small_model, tmp_path):
+    """`atlas run` starts it before the sweep; the layout waits for it and comes out as it would without it. A run
+    folder that has every planned layer's map already starts none."""
     vectors = np.random.default_rng(0).normal(size=(300, 24)).astype(np.float32)
     plan = _plan(small_model, "probes")
     before = umap_layout(vectors, plan)
-    thread = warm_umap(plan)
+    thread = warm_umap(plan, tmp_path)
     assert thread.daemon and thread.name == "atlas-umap-warm-up"
     after = umap_layout(vectors, plan)  # joins the warm-up first
     assert not thread.is_alive()
     np.testing.assert_allclose(before, after, atol=1e-5)
+    for layer in plan.layers:
+        (tmp_path / map_dir(layer)).mkdir(parents=True)
+        (tmp_path / map_dir(layer) / CELLS_FILE).write_text("{}")
+    assert warm_umap(plan, tmp_path) is None
 
 
 def test_layout_clipping_and_cells():

@@ -56,6 +56,7 @@ from atlas.run.mapfiles import (
     MapCell,
     cell_leaf,
     map_dir,
+    map_layers,
     read_map,
 )
 
@@ -385,11 +386,15 @@ _WARMING: dict[str, threading.Thread] = {}
 EXACT_NEIGHBOURS_BELOW = 4096  # umap-learn finds exact neighbours below this many samples, else NN-descent
 
 
-def warm_umap(plan: MapPlan) -> threading.Thread:
+def warm_umap(plan: MapPlan, run_folder: str | Path) -> threading.Thread | None:
     """Start laying out a small random set with the plan's UMAP settings on a background thread, so that umap-learn
     is imported and numba compiles (or loads from its cache) the functions the layout will call while other work
     runs: `atlas run` starts it before the sweep. A machine's first map otherwise waits about 40 s on 2 cores
-    for that compile (docs/maps.md#speed). `import_umap` joins it; a failure here is left to the layout to meet."""
+    for that compile (docs/maps.md#speed). `import_umap` joins it; a failure here is left to the layout to meet.
+    None (nothing started) when every layer of the plan has a map in the run folder already, as in a finished run
+    run again: its layouts are most likely current, and one that is not only loses the head start."""
+    if set(plan.layers) <= set(map_layers(run_folder)):
+        return None
     count = max(min(plan.samples, EXACT_NEIGHBOURS_BELOW), plan.neighbours + 2)  # the same neighbour search path
     vectors = np.abs(np.random.default_rng(plan.seed).normal(size=(count, 16))).astype(np.float32) + 0.01
 
