@@ -361,7 +361,8 @@ def cmd_dream(args: argparse.Namespace) -> None:
     from atlas.images import load_photo, save_image
     from atlas.model.graph import load_model
     from atlas.model.selection import WHOLE_LAYER, parse_channels
-    from atlas.render.loop import RenderSettings, render_channels, tensor_channels, with_overrides
+    from atlas.render.loop import render_channels, tensor_channels
+    from atlas.render.settings import RenderSettings, with_overrides
 
     try:
         settings = with_overrides(RenderSettings(objective=args.objective, method=args.method),

@@ -25,7 +25,8 @@ from atlas.console import import_tensorflow
 import_tensorflow()
 
 from atlas.model.graph import load_model  # noqa: E402 (after TensorFlow's quiet import)
-from atlas.render.loop import RenderResult, RenderSettings, render_channels  # noqa: E402
+from atlas.render.loop import RenderResult, render_channels  # noqa: E402
+from atlas.render.settings import RenderSettings  # noqa: E402
 
 METHODS = {"deepdream": RenderSettings(), "fourier": RenderSettings(method="fourier", size=64, steps=128)}
 

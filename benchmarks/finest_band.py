@@ -70,7 +70,8 @@ def main() -> None:
     from atlas.model import synthetic
     from atlas.model.graph import load_model
     from atlas.render import fourier, param
-    from atlas.render.loop import RenderSettings, render_channels
+    from atlas.render.loop import render_channels
+    from atlas.render.settings import RenderSettings
     from atlas.render.transforms import finest_band_share
 
     if args.filters == "white":

@@ -47,7 +47,8 @@ def main() -> None:
     import numpy as np
 
     from atlas.model.graph import load_model
-    from atlas.render.loop import RenderSettings, render_channels
+    from atlas.render.loop import render_channels
+    from atlas.render.settings import RenderSettings
     from atlas.render.transforms import finest_band_share
 
     model = load_model(args.model)

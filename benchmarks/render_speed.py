@@ -48,7 +48,8 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(args.inter)
     from atlas.model.flops import step_flops
     from atlas.model.graph import load_model
-    from atlas.render.loop import RenderSettings, auto_batch_size, render_channels
+    from atlas.render.loop import render_channels
+    from atlas.render.settings import RenderSettings, auto_batch_size
 
     model = load_model(args.model)
     layers = [model.layer(name).name for name in args.layers]

@@ -11,7 +11,7 @@ from test_sweep import assert_complete, write_config
 
 from atlas.cli import main
 from atlas.render import devices
-from atlas.render.loop import auto_batch_size
+from atlas.render.settings import auto_batch_size
 from atlas.run import workers
 from atlas.run.config import load_config
 from atlas.run.layout import resolve_cluster_layout

@@ -12,7 +12,8 @@ from atlas.cli import main
 from atlas.errors import UserError
 from atlas.render import devices, loop
 from atlas.render.devices import GIB, Device, parse_gpu_csv, visible
-from atlas.render.loop import BatchFit, RenderSettings, render_channels
+from atlas.render.loop import render_channels
+from atlas.render.settings import BatchFit, RenderSettings
 from atlas.run.config import load_config
 from atlas.run.estimate import dry_run
 from atlas.run.layout import parse_gpus, resolve_layout

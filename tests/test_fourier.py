@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from atlas.images import to_uint8
 from atlas.render import fourier, param, transforms
-from atlas.render.loop import RenderSettings, render_channels
+from atlas.render.loop import render_channels
+from atlas.render.settings import RenderSettings
 from atlas.render.objectives import diversity, reading, spread, total_loss
 
 # small and short, so the suite stays fast; the real defaults (224 px, 512 steps) are in docs/benchmarks.md

@@ -10,7 +10,8 @@ from atlas.errors import UserError
 from atlas.images import encode, load_photo
 from atlas.model.graph import load_model
 from atlas.render import transforms
-from atlas.render.loop import RenderSettings, render_channels, tile_edges
+from atlas.render.loop import render_channels, tile_edges
+from atlas.render.settings import RenderSettings
 
 FAST = RenderSettings(octaves=2, steps=4)
 
@@ -178,7 +179,7 @@ def _fast():
 
 
 def test_precision_setting(monkeypatch):
-    from atlas.render import loop as render
+    from atlas.render import settings as render
 
     assert RenderSettings(precision="float32").pixel_hash() != RenderSettings(precision="bfloat16").pixel_hash()
     for flags, expected in [({"avx512f", "avx512_bf16"}, "bfloat16"), ({"amx_bf16"}, "bfloat16"), ({"avx2"}, "float32")]:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from atlas.render import fourier, loop
-from atlas.render.loop import RenderSettings, render_channels
+from atlas.render.loop import render_channels
+from atlas.render.settings import RenderSettings
 from atlas.render.objectives import facet_units, spread
 
 LAYER = "mixed3a_3x3_pre_relu"

@@ -271,8 +271,8 @@ def test_method_config_errors(tmp_path, capsys, changes, message):
 
 
 def test_dry_run_counts_each_methods_steps_and_facets(tmp_path):
-    from atlas.render.loop import RenderSettings
-    from atlas.run.estimate import noise_cost
+    from atlas.render.settings import RenderSettings
+    from atlas.render.cost import noise_cost
 
     fourier = RenderSettings(method="fourier")
     assert noise_cost(fourier) > 10 * noise_cost(RenderSettings())  # 512 full-size steps against 3 x 10 octaves

@@ -19,7 +19,7 @@ from atlas.errors import UserError
 from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
 from atlas.model.catalogue import Layer, find_layer
 from atlas.model.selection import check_channels, parse_channels
-from atlas.render.loop import RenderSettings
+from atlas.render.settings import RenderSettings
 from atlas.run.manifest import FOURIER, NOISE, Mode
 from atlas.shipped import file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate

@@ -1,54 +1,16 @@
 """The sweep's dry run: the work a config asks for, with a time estimate from a measured step of each layer.
 
-A step of each method the run uses is measured at 224 px on every layer (a Fourier step is an Adam step on the
-spectra through the transform chain, on the padded canvas); each mode's renders cost that step times their
-224 px image-steps (`noise_cost`), which counts the method's steps, its image size and facets."""
+A step of each method the run uses is measured at 224 px on every layer; each mode's renders cost that step times
+their 224 px image-steps (the render stage's cost model, `atlas.render.cost`)."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
+from atlas.render.cost import measure_step, noise_cost, photo_cost
 from atlas.run.config import LoadedConfig
 from atlas.run.plan import RunPlan, WorkItem, make_batches, parse_shard, pending, resolve_plan
-
-
-def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
-    """Pixels over all octaves, in units of 224 x 224 images (gradient cost grows with pixels)."""
-    from atlas.render.transforms import octave_sizes
-
-    return sum(h * w for h, w in octave_sizes(size_h, size_w, octaves, scale)) / (224 * 224)
-
-
-def noise_cost(settings: Any) -> float:
-    """224 px image-steps of one channel's render from noise with `settings` (all its facets), plus the two
-    metric passes (start and result, forward only: a forward pass is half a step's FLOPs)."""
-    if settings.method == "fourier":
-        steps = settings.steps * settings.size ** 2 / 224 ** 2  # the measured step includes its canvas
-    else:
-        steps = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale) * settings.steps
-    return (steps + settings.size ** 2 / 224 ** 2) * settings.diversity
-
-
-def measure_step(model: Any, layer: str, batch: int, precision: str = "float32", repeats: int = 2,
-                 method: str = "deepdream") -> tuple[float, float]:
-    """(seconds per 224 px image-step of `layer` with `method` at this batch size, seconds of the first call's
-    tracing and compiling, which a sweep pays once per layer)."""
-    if method == "fourier":
-        from atlas.render.fourier import step_call
-    else:
-        from atlas.render.loop import step_call
-    call = step_call(model, layer, batch, 224, precision)
-    began = time.perf_counter()
-    call()
-    first = time.perf_counter() - began
-    best = float("inf")
-    for _ in range(repeats):
-        began = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - began)
-    return best / batch, max(0.0, first - best)
 
 
 def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
@@ -59,16 +21,15 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
 
     from atlas.images import load_photo
     from atlas.render.devices import configure_tensorflow
-    from atlas.render.loop import fit_photo
+    from atlas.render.loop import cap_photo_side
 
     configure_tensorflow(None)  # on a GPU, measure with memory growth on, like a worker
     settings = plan.settings
     costs = {mode.id: noise_cost(plan.settings_for(mode.id)) for mode in plan.modes if mode.kind != "photo"}
     methods = {mode.id: plan.settings_for(mode.id).method for mode in plan.modes}
     for mode, path in plan.photos.items():
-        h, w = fit_photo(load_photo(path), settings.photo_size).shape[:2]
-        costs[mode] = (octave_area(h, w, settings.photo_octaves, settings.photo_octave_scale)
-                       * settings.photo_steps + h * w / 224 ** 2)
+        h, w = cap_photo_side(load_photo(path), settings.photo_size).shape[:2]
+        costs[mode] = photo_cost(h, w, settings)
     todo = pending(plan)
     batch_size = plan.layout.batch_size(settings.size ** 2)
     batches = make_batches(todo, batch_size)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from atlas.errors import UserError
 from atlas.render.devices import Device, gpu_environment
-from atlas.render.loop import BatchFit, auto_batch_size, choose_precision
+from atlas.render.settings import BatchFit, auto_batch_size, choose_precision
 
 
 @dataclass(frozen=True)

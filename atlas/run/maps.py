@@ -34,7 +34,7 @@ from atlas.atomic import atomic_path, atomic_write_text, stop_on_write_errors, s
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.probes import PROBES
-from atlas.render.loop import RenderSettings
+from atlas.render.settings import RenderSettings
 from atlas.run.examples import (
     SHOWN_BAD,
     Entry,
@@ -571,7 +571,7 @@ def render_cells(plan: MapPlan, run_folder: Path, model: Any, layer: str, progre
     from tqdm import tqdm
 
     from atlas.images import encode, to_uint8
-    from atlas.render.loop import auto_batch_size
+    from atlas.render.settings import auto_batch_size
     from atlas.render.objectives import Direction
 
     data = read_map(run_folder, layer)
@@ -703,8 +703,8 @@ def estimate_map(plan: MapPlan, run_folder: str | Path, model: Any, out: Any = N
     a measured render step of each layer; returns seconds. Writes nothing."""
     import tensorflow as tf
 
-    from atlas.render.loop import auto_batch_size
-    from atlas.run.estimate import measure_step, noise_cost
+    from atlas.render.settings import auto_batch_size
+    from atlas.render.cost import measure_step, noise_cost
 
     out = sys.stdout if out is None else out
     entries, _ = list_photos(plan.folder, "map folder")

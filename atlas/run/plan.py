@@ -18,7 +18,7 @@ from atlas.model.catalogue import Layer, centre_unit_box
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.render import devices
 from atlas.render.devices import Device
-from atlas.render.loop import RenderSettings
+from atlas.render.settings import RenderSettings
 from atlas.run.circuits import CircuitsPlan
 from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, select_layers
 from atlas.run.examples import ExamplesPlan

@@ -26,7 +26,7 @@ from atlas.run.manifest import Render, image_paths
 
 if TYPE_CHECKING:
     from atlas.render.devices import Device
-    from atlas.render.loop import BatchFit, RenderSettings
+    from atlas.render.settings import BatchFit, RenderSettings
     from atlas.run.layout import Worker
     from atlas.run.plan import Batch
 
@@ -121,7 +121,8 @@ def run_batch(task: Task, batch: Batch, graph: bytes | None = None) -> Outcome:
 def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], dict[str, bytes]]:
     """Render a batch's channels and encode each result's three images."""
     from atlas.images import encode
-    from atlas.render.loop import render_channels, with_overrides
+    from atlas.render.loop import render_channels
+    from atlas.render.settings import with_overrides
 
     photo = _photo(task, batch.mode) if batch.mode in task.photos else None
     settings = task.mode_settings.get(batch.mode, task.settings)
@@ -179,7 +180,7 @@ def _fit(task: Task) -> BatchFit:
     """This process's batch sizes: given by the sweep (local workers), else from its own first device."""
     if _STATE.get("fit") is None:
         from atlas.render.devices import discover_devices
-        from atlas.render.loop import BatchFit, auto_batch_size
+        from atlas.render.settings import BatchFit, auto_batch_size
 
         if _STATE.get("fit_args"):
             _STATE["fit"] = BatchFit(*_STATE["fit_args"])

@@ -1,0 +1,20 @@
+"""The render stage's plain settings import no TensorFlow, and the transform chain is a list of steps whose
+default draws the published chain's transforms."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from atlas.render import chain
+from atlas.render.settings import RenderSettings
+
+TF_FREE = ["atlas.render.settings", "atlas.render.chain", "atlas.render.cost", "atlas.run.config", "atlas.run.plan"]
+
+
+@pytest.mark.parametrize("module", TF_FREE)
+def test_settings_modules_import_no_tensorflow(module):
+    code = f"import sys, {module}; print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
