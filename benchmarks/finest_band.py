@@ -89,7 +89,7 @@ def main() -> None:
         images = np.stack([r.image for r in render_channels(model, layer.name, channels, settings=deepdream)])
         shares["deepdream"].append(float(finest_band_share(images).mean()))
         keys = [fourier.image_key(0, c, 0) for c in channels]
-        for way, parameterisation in (("fourier", param.FOURIER), ("pixels", param.PIXEL)):
+        for way, parameterisation in (("fourier", param.SPECTRUM), ("pixels", param.PIXEL)):
             _, finals = fourier.dream_fourier(model, layer.name, np.array(channels), keys, args.size, args.steps,
                                               fourier_settings.learning_rate, fourier_settings.spectrum_std,
                                               "channel", parameterisation=parameterisation)

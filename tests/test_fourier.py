@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from atlas.images import to_uint8
-from atlas.render import fourier, param, transforms
+from atlas.render import chain, fourier, param, transforms
 from atlas.render.loop import render_channels
 from atlas.render.settings import RenderSettings
-from atlas.render.objectives import diversity, reading, spread, total_loss
+from atlas.render.objectives import Diversity, for_render, reading, spread
 
 # small and short, so the suite stays fast; the real defaults (224 px, 512 steps) are in docs/benchmarks.md
 FOURIER = RenderSettings(method="fourier", size=64, steps=128)
@@ -80,18 +80,17 @@ def test_fourier_keeps_the_pixel_noise_of_pixel_space_ascent_out_over_ten_layers
     assert fourier_share.mean() < 0.6 * pixel_share.mean() and (fourier_share < pixel_share).sum() >= 9, shares
 
 
-def test_transforms_keep_pixel_noise_out_of_fourier_renders(small_model, monkeypatch):
+def test_transforms_keep_pixel_noise_out_of_fourier_renders(small_model):
     """The noise is the point of the method: without its random transforms (an identity chain) the same renders
     put clearly more energy in the finest Laplacian level (measured 0.33 -> 0.69 and 0.21 -> 0.51)."""
     layers = ["mixed3b_5x5_bottleneck_pre_relu", "mixed4c_5x5_pre_relu"]
 
-    def shares() -> np.ndarray:
-        results = [r for layer in layers for r in render_channels(small_model, layer, [0, 1, 2, 3], settings=FOURIER)]
+    def shares(settings: RenderSettings) -> np.ndarray:
+        results = [r for layer in layers for r in render_channels(small_model, layer, [0, 1, 2, 3], settings=settings)]
         return transforms.finest_band_share(np.stack([r.image for r in results])).reshape(len(layers), -1).mean(1)
 
-    robust = shares()
-    monkeypatch.setattr(fourier, "CHAIN", transforms.RobustnessChain(0, 0, (1.0,), (0,), 0))
-    assert (1.5 * robust < shares()).all(), robust
+    robust = shares(FOURIER)
+    assert (1.5 * robust < shares(replace(FOURIER, transforms=()))).all(), robust  # the empty chain: no transform
 
 
 @pytest.mark.parametrize("index", range(0, 59, 6))
@@ -161,18 +160,21 @@ def test_diversity_weight_is_scale_free():
     of normalised Gram matrices: activations k times larger (another network's scale) give the same loss."""
     acts = tf.constant(np.random.default_rng(0).normal(0.5, 1.0, (4, 5, 5, 6)), tf.float32)
     channels = tf.constant([1, 1, 4, 4])
+    def loss(objective: str, acts: tf.Tensor, units: tf.Tensor) -> float:
+        return float(tf.reduce_sum(for_render(objective, 2, 0.5)(acts, channels, None, units)))
+
     for objective in ("channel", "neuron"):
-        losses = [float(total_loss(k * acts, channels, objective, 2, 0.5,
-                                   tf.constant(spread(reading(k * acts, objective).numpy(), objective), tf.float32)))
+        losses = [loss(objective, k * acts,
+                       tf.constant(spread(reading(k * acts, objective).numpy(), objective), tf.float32))
                   for k in (1.0, 30.0)]
         assert losses[0] == pytest.approx(losses[1], rel=1e-4) and losses[0] != 0
-    assert float(total_loss(acts, channels, "channel", 2, 0.5, tf.ones([4]))) != pytest.approx(
-        float(total_loss(30 * acts, channels, "channel", 2, 0.5, tf.ones([4]))), rel=1e-2)  # raw units are not
+    assert loss("channel", acts, tf.ones([4])) != pytest.approx(loss("channel", 30 * acts, tf.ones([4])),
+                                                               rel=1e-2)  # raw units are not
 
 
 def _gram_similarity(model, layer, results) -> float:
     acts = model.layer_fn(layer)(tf.constant(np.stack([r.image for r in results]), tf.float32))
-    return float(diversity(acts, len(results))[0])
+    return float(tf.reduce_sum(Diversity(len(results))(acts, tf.zeros([len(results)], tf.int32))))  # one group
 
 
 @pytest.mark.parametrize("layer", ["conv2d2_pre_relu", "mixed3b_5x5_pre_relu"])
@@ -231,7 +233,7 @@ def test_spectrum_parameterisation():
     assert scale.shape == freqs.shape == (32, 17)
     assert scale[0, 0] == pytest.approx(32 * 32)  # the cap 1/(1/size), times sqrt(pixels)
     assert scale[0, 4] == pytest.approx(np.sqrt(32 * 32) / freqs[0, 4])
-    images = param.fourier_images(tf.constant(param.FOURIER.start([0, 1, 0], 32, 0.01)[None]), scale, 32).numpy()
+    images = param.fourier_images(tf.constant(param.SPECTRUM.start([0, 1, 0], 32, 0.01)[None]), scale, 32).numpy()
     assert images.shape == (1, 32, 32, 3) and abs(images.mean() - 127.5) < 10 and images.std() > 0
     assert np.linalg.norm(param.COLOR_DECORRELATION, axis=0).max() == pytest.approx(1.0)
 
@@ -247,14 +249,14 @@ def test_affine_warp_identity_shift_and_fill():
 
 
 def test_robustness_chain_draws_are_per_key_and_in_range():
-    chain = transforms.RobustnessChain()
-    maps = chain.draw(np.random.default_rng(1), 200, 64)
-    assert maps.shape == (200, 6) and np.array_equal(maps, chain.draw(np.random.default_rng(1), 200, 64))
+    maps = chain.draw(chain.DEFAULT_CHAIN, np.random.default_rng(1), 200, 64)
+    assert maps.shape == (200, 6) and np.array_equal(maps, chain.draw(chain.DEFAULT_CHAIN, np.random.default_rng(1),
+                                                                      200, 64))
     scales = np.hypot(maps[:, 0], maps[:, 1])  # 1 / scale
     assert scales.min() >= 1 / 1.1 - 1e-6 and scales.max() <= 1 / 0.9 + 1e-6
     angles = np.degrees(np.arctan2(maps[:, 1], maps[:, 0]))
     assert np.abs(angles).max() <= 10 + 1e-4 and (np.abs(angles) > 1).any()
-    assert chain.canvas(224) == 224 + 24 - 8 - 4
+    assert chain.canvas(chain.DEFAULT_CHAIN, 224) == 224 + 24 - 8 - 4
 
 
 def test_finest_band_share_tells_noise_from_smooth_images():

@@ -95,11 +95,11 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 def test_each_image_gets_exactly_its_own_gradient(small_model, size):
     """No cross-talk in a batch, on every fourth layer low to high: each image's gradient equals its gradient
     computed alone, up to float rounding (kernels may sum in another order for another batch size)."""
-    from atlas.render.loop import _step_functions
+    from atlas.render.engine import Ascent, compiled
 
     images = np.random.default_rng(size).normal(128, 20, (3, size, size, 3)).astype(np.float32)
     for layer in small_model.layers[::4]:
-        _, gradient = _step_functions(small_model, layer.name, "channel", 4)
+        gradient = compiled(small_model, layer.name, "channel", "float32", Ascent(4)).gradient
         channels = np.array([0, 1, 2], np.int32) % layer.channels
         together = gradient(tf.constant(images), tf.constant(channels)).numpy()
         for i in range(3):
@@ -112,10 +112,11 @@ def test_each_image_gets_exactly_its_own_gradient(small_model, size):
 def test_each_channels_facets_get_exactly_their_own_gradient(small_model, layer):
     """With facets the diversity term couples a channel's own images only: two channels' facets in one batch get
     the gradients of each channel's facets computed alone, up to float rounding."""
-    from atlas.render.loop import _step_functions
+    from atlas.render.engine import Ascent, compiled
+    from atlas.render.objectives import for_render
 
     images = np.random.default_rng(3).normal(128, 20, (6, 64, 64, 3)).astype(np.float32)
-    _, gradient = _step_functions(small_model, layer, "channel", 4, facets=3, diversity_weight=0.3)
+    gradient = compiled(small_model, layer, for_render("channel", 3, 0.3), "float32", Ascent(4)).gradient
     together = gradient(tf.constant(images), tf.constant([1, 1, 1, 4, 4, 4])).numpy()
     alone = gradient(tf.constant(images[3:]), tf.constant([4, 4, 4])).numpy()
     assert np.abs(together[3:] - alone).max() <= 1e-4 * np.abs(alone).max()

@@ -40,11 +40,9 @@ def measure_step(model: Any, layer: str, batch: int, precision: str = "float32",
                  method: str = "deepdream") -> tuple[float, float]:
     """(seconds per 224 px image-step of `layer` with `method` at this batch size, seconds of the first call's
     tracing and compiling, which a sweep pays once per layer)."""
-    if method == "fourier":
-        from atlas.render.fourier import step_call
-    else:
-        from atlas.render.loop import step_call
-    call = step_call(model, layer, batch, 224, precision)
+    from atlas.render.engine import step_call
+
+    call = step_call(model, layer, batch, 224, precision, method)
     began = time.perf_counter()
     call()
     first = time.perf_counter() - began

@@ -3,9 +3,9 @@
 `render_channels(model, layer, channels, photo, settings, seed)` is the one entry point. Two methods:
 `deepdream` (the DeepDream notebook's pixel-space ascent with Laplacian-normalised gradients and octaves; from
 noise or a photo) and `fourier` (Adam on a decorrelated spectrum through random transforms, from a random
-spectrum: `atlas.render.fourier`). A batch holds one image per channel (N per channel with `diversity` N, its
-facets); the loss is the sum of each image's own objective (minus the diversity term within each channel's
-facets), so every image gets its own gradient, and all randomness is seeded per channel and facet so that a
+spectrum: `atlas.render.fourier`); both take their compiled steps from one engine (`atlas.render.engine`). A batch holds one image per channel (N per channel with `diversity` N, its
+facets); what it climbs is the sum of each image's own objective (minus the diversity term within each channel's
+facets: `atlas.render.objectives.for_render`), so every image gets its own gradient, and all randomness is seeded per channel and facet so that a
 channel's step in a batch equals its step alone up to float rounding (kernels of another batch size may add in
 another order). A whole render can amplify that rounding into drift to the same channel's dream: the same batch
 size on the same machine gives the same bytes, another one the same dream within the measured tolerance of
@@ -27,7 +27,8 @@ from atlas.model.selection import WHOLE_LAYER, check_channels
 from atlas.render import transforms
 from atlas.render.devices import peak_memory, reset_peak_memory
 from atlas.render.fourier import dream_fourier, image_key
-from atlas.render.objectives import Objective, facet_units, reading, spread, total_loss
+from atlas.render.engine import Ascent, DreamStep, compiled
+from atlas.render.objectives import Objective, facet_units, for_render, reading, spread
 from atlas.render.settings import DIRECTION, PER_CHANNEL, BatchFit, RenderSettings, auto_batch_size
 
 StepFn = Callable[..., tf.Tensor]
@@ -59,71 +60,14 @@ def noise_start(channel: int, seed: int, settings: RenderSettings, facet: int = 
     return np.clip(128.0 + noise, 0, 255).astype(np.float32)
 
 
-_STEPS: dict[tuple[int, str, str | Objective, int, str, int, float], tuple[StepFn, StepFn]] = {}
-
-
-def _step_functions(model: Model, layer: str, objective: str | Objective, levels: int, precision: str = "float32",
-                    facets: int = 1, diversity_weight: float = 0.0) -> tuple[StepFn, StepFn]:
-    """(noise step, raw gradient) compiled once per model, layer, objective, precision and facets."""
-    key = (id(model), layer, objective, levels, precision, facets, diversity_weight)
-    if key not in _STEPS:
-        fn = model.layer_fn(layer, precision)
-        spec = [tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None], tf.int32)]
-
-        def units_gradient(images: tf.Tensor, channels: tf.Tensor, units: tf.Tensor) -> tf.Tensor:
-            with tf.GradientTape() as tape:
-                tape.watch(images)
-                loss = total_loss(fn(images), channels, objective, facets, diversity_weight, units)
-            return tape.gradient(loss, images)
-
-        # traced and compiled once per layer and called by both functions below, from Python, so that no outer
-        # function inlines it and optimises the whole graph again: on a narrow network a layer's first call costs
-        # more than its rendering (autograph is off: there is no data-dependent Python control flow)
-        traced = tf.function(units_gradient, input_signature=spec + [tf.TensorSpec([None], tf.float32)],
-                             autograph=False)
-
-        def gradient(images: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
-            return traced(images, channels, tf.ones(tf.shape(channels)))
-
-        def noise_step(images: tf.Tensor, channels: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor,
-                       step: tf.Tensor, units: tf.Tensor) -> tf.Tensor:
-            grad = traced(transforms.roll(images, dy, dx), channels, units)
-            return _ascend(images, grad, dy, dx, step, levels)
-
-        _STEPS[key] = (noise_step, gradient)
-    return _STEPS[key]
-
-
-@tf.function(autograph=False, reduce_retracing=True)
-def _ascend(images: tf.Tensor, grad: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor, step: tf.Tensor,
-            levels: int) -> tf.Tensor:
-    """One DeepDream step from the gradient of the rolled images: roll back, normalise by the Laplacian pyramid,
-    climb, clip (one function for every layer)."""
-    grad = transforms.laplacian_normalize(transforms.roll(grad, -dy, -dx), levels)
-    return tf.clip_by_value(images + step * grad, 0.0, 255.0)
-
-
-def step_call(model: Model, layer: str, batch: int, size: int, precision: str = "float32") -> Callable[[], None]:
-    """One DeepDream step of `batch` grey images of `layer` at `size` px, as a call that waits for its result
-    (for the dry run's measured step)."""
-    step, _ = _step_functions(model, layer, "channel", RenderSettings().laplacian_levels, precision)
-    images = tf.constant(np.full((batch, size, size, 3), 128, np.float32))
-    args = (tf.constant(np.zeros(batch, np.int32)), tf.constant(0), tf.constant(0), tf.constant(1.0), tf.ones([batch]))
-
-    def call() -> None:
-        step(images, *args).numpy()
-
-    return call
-
-
 def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.ndarray,
                      settings: RenderSettings, seed: int, on_step: Callable[[], None] = lambda: None,
                      units: np.ndarray | None = None, objective: Objective | None = None) -> np.ndarray:
     """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images.
     `units`: each image's unit of its objective (`facet_units` of its start image; needed with facets);
     `objective` (e.g. a `Direction`) replaces the settings' named one."""
-    step_fn, _ = _step_functions(model, layer, objective or settings.objective, settings.laplacian_levels,
-                                 settings.resolved_precision(), settings.diversity, settings.diversity_weight)
+    climbed = for_render(settings.objective if objective is None else objective, settings.diversity, settings.diversity_weight)
+    step_fn = compiled(model, layer, climbed, settings.resolved_precision(), Ascent(settings.laplacian_levels))
     rng = np.random.default_rng([seed, 1 << 20])  # jitter: shared by the batch, independent of its makeup
     sizes = transforms.octave_sizes(settings.size, settings.size, settings.octaves, settings.octave_scale)
     images = transforms.resize(starts, *sizes[0])
@@ -141,11 +85,14 @@ def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.
 
 
 def dream_from_photo(model: Model, layer: str, channels: np.ndarray, photo: np.ndarray,
-                     settings: RenderSettings, seed: int, on_step: Callable[[], None] = lambda: None) -> np.ndarray:
+                     settings: RenderSettings, seed: int, on_step: Callable[[], None] = lambda: None,
+                     objective: Objective | None = None) -> np.ndarray:
     """Classic DeepDream: octaves small to large re-injecting lost detail, tiled gradients with a random
-    shift per step so memory stays bounded and no seams show; returns float images."""
-    _, grad_fn = _step_functions(model, layer, settings.objective, settings.laplacian_levels,
-                                 settings.resolved_precision())
+    shift per step so memory stays bounded and no seams show; returns float images. `objective` replaces the
+    settings' named one."""
+    step: DreamStep = compiled(model, layer, settings.objective if objective is None else objective, settings.resolved_precision(),
+                               Ascent(settings.laplacian_levels))
+    grad_fn = step.gradient
     rng = np.random.default_rng([seed, 1 << 21])
     targets = tf.constant(channels, tf.int32)
     images = tf.constant(np.repeat(photo[None], len(channels), axis=0))
@@ -236,8 +183,12 @@ def measure(model: Model, layer: str, channels: list[int], start_values: np.ndar
 
 def render_channels(model: Model, layer: str, channels: list[int] | None = None, photo: np.ndarray | None = None,
                     settings: RenderSettings = RenderSettings(), seed: int = 0,
-                    progress: Callable[[float], None] | None = None, fit: BatchFit | None = None) -> list[RenderResult]:
+                    progress: Callable[[float], None] | None = None, fit: BatchFit | None = None,
+                    objective: Objective | None = None) -> list[RenderResult]:
     """Render each channel of `layer` (from noise, or from `photo`: float RGB 0..255) with its metrics.
+
+    `objective` (an expression of atlas.render.objectives, e.g. `channel - 0.05 * total_variation`) replaces what
+    the settings' named objective climbs; the metrics still read the named one (`settings.objective`).
 
     With the `layer` objective, `channels` is ignored and one whole-layer dream is returned. With `diversity`
     N, each channel gets N results (facets 0..N-1, in that order). Passes hold `fit`'s number of images
@@ -270,7 +221,7 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
         tick = StepProgress(progress, len(chunk), gradient_steps(settings, photo is not None))
         try:
             reset_peak_memory()
-            results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch, tick))
+            results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch, tick, objective))
         except tf.errors.ResourceExhaustedError:  # retry smaller (rounding may differ: recorded as `batch`)
             tick.undo()
             fit.halve(layer_name, pixels, images)
@@ -329,7 +280,8 @@ class StepProgress:
 
 
 def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarray | None,
-                  settings: RenderSettings, seed: int, batch: int, on_step: Callable[[], None]) -> list[RenderResult]:
+                  settings: RenderSettings, seed: int, batch: int, on_step: Callable[[], None],
+                  climbed: Objective | None = None) -> list[RenderResult]:
     began = time.perf_counter()
     images_of = [(c, f) for c in channels for f in range(settings.diversity)]  # (channel, facet) per image
     targets = np.array([max(c, 0) for c, _ in images_of], np.int32)
@@ -343,15 +295,17 @@ def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarr
 
     if photo is not None:
         units_of(photo[None])
-        finals = dream_from_photo(model, layer, targets, photo.astype(np.float32), settings, seed, on_step)
+        finals = dream_from_photo(model, layer, targets, photo.astype(np.float32), settings, seed, on_step, climbed)
     elif settings.method == "fourier":
         _, finals = dream_fourier(model, layer, targets, [image_key(seed, c, f) for c, f in images_of],
                                   settings.size, settings.steps, settings.learning_rate, settings.spectrum_std,
-                                  objective, settings.diversity, settings.diversity_weight,
-                                  settings.resolved_precision(), on_step=on_step, units_of=units_of)
+                                  objective if climbed is None else climbed, settings.diversity,
+                                  settings.diversity_weight, settings.resolved_precision(), on_step=on_step,
+                                  units_of=units_of, transforms=settings.transforms)
     else:
         starts = np.stack([noise_start(c, seed, settings, f) for c, f in images_of])
-        finals = dream_from_noise(model, layer, targets, starts, settings, seed, on_step, units_of(starts))
+        finals = dream_from_noise(model, layer, targets, starts, settings, seed, on_step, units_of(starts),
+                                  objective=climbed)
     images = to_uint8(finals)
     metrics = measure(model, layer, list(targets), start_values[0], images.astype(np.float32), objective, batch)
     seconds = (time.perf_counter() - began) / len(images_of)

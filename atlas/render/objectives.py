@@ -1,22 +1,174 @@
-"""What a render maximises: per-image scalars computed from a layer's activations (Lucid's `objectives`).
+"""What a render maximises: objectives that compose (Lucid's and Lucent's `objectives`).
 
-Every objective maps activations [B, H, W, C] and each image's target channel [B] to one value per image [B],
-so a batch of images can each chase its own channel: the loss is their sum and, because images of a batch
-never interact, every image receives exactly its own gradient. The one exception is the diversity term,
-which couples the N facets of one channel (consecutive images of a batch) and nothing else.
+An objective maps a layer's activations [B, H, W, C], each image's target channel [B] and, if it wants them, the
+images the layer saw [B, H, W, 3] (0..255) and each image's unit [B] to one value per image [B], so a batch of
+images can each chase its own channel: a render climbs the sum of the values and, because images of a batch never
+interact, every image receives exactly its own gradient. The one exception is the diversity term, which couples the
+N facets of one channel (consecutive images of a batch) and nothing else.
+
+Objectives form a small algebra: `a + b`, `k * a`, `a - b`, `-a` and `a / k` are objectives again, so a render's
+objective is one expression, e.g. `channel + 0.5 * neuron.of(7) - 0.05 * total_variation`. The named objectives
+(`NAMED`: channel, negative = -channel, neuron, layer) are instances; `for_render` adds the diversity term of a
+render with facets. Objectives are frozen dataclasses compared by value, so a render step compiled for one is found
+again for an equal one (atlas.render.engine).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from atlas.model.catalogue import centre_index
+from atlas.render.settings import OBJECTIVES, PER_CHANNEL
 
-Objective = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
-PER_CHANNEL = {"channel", "negative", "neuron"}
+Value = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (activations, channels) -> [B]
+
+
+class Objective:
+    """One value per image [B] of a batch; the algebra of objectives (`+`, `-`, `*` and `/` by a number, `of`,
+    `in_units`). Subclasses implement `__call__`."""
+
+    def __call__(self, acts: tf.Tensor, channels: tf.Tensor, images: tf.Tensor | None = None,
+                 units: tf.Tensor | None = None) -> tf.Tensor:
+        raise NotImplementedError
+
+    def __add__(self, other: Objective) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Sum((*_terms(self), *_terms(other)))
+
+    def __radd__(self, other: object) -> Objective:
+        if isinstance(other, (int, float)) and other == 0:  # sum() of objectives starts from 0
+            return self
+        return NotImplemented
+
+    def __sub__(self, other: Objective) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return self + -other
+
+    def __neg__(self) -> Objective:
+        return Scaled(-1.0, self)
+
+    def __mul__(self, factor: float) -> Objective:
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool):
+            return NotImplemented
+        return Scaled(float(factor), self)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor: float) -> Objective:
+        if not isinstance(divisor, (int, float)) or isinstance(divisor, bool):
+            return NotImplemented
+        return Scaled(1.0 / divisor, self)
+
+    def of(self, channel: int) -> Objective:
+        """This objective aimed at `channel` in every image, whatever channel the image renders."""
+        return Fixed(self, int(channel))
+
+    def in_units(self) -> Objective:
+        """This objective divided by each image's unit (`facet_units`): counted in units of lift."""
+        return InUnits(self)
+
+
+def _terms(objective: Objective) -> tuple[Objective, ...]:
+    return objective.parts if isinstance(objective, Sum) else (objective,)
+
+
+@dataclass(frozen=True)
+class Sum(Objective):
+    """The sum of objectives, image by image."""
+
+    parts: tuple[Objective, ...]
+
+    def __call__(self, acts: tf.Tensor, channels: tf.Tensor, images: tf.Tensor | None = None,
+                 units: tf.Tensor | None = None) -> tf.Tensor:
+        values = self.parts[0](acts, channels, images, units)
+        for part in self.parts[1:]:
+            values = values + part(acts, channels, images, units)
+        return values
+
+
+@dataclass(frozen=True)
+class Scaled(Objective):
+    """An objective times a number."""
+
+    factor: float
+    part: Objective
+
+    def __call__(self, acts: tf.Tensor, channels: tf.Tensor, images: tf.Tensor | None = None,
+                 units: tf.Tensor | None = None) -> tf.Tensor:
+        values = self.part(acts, channels, images, units)
+        return -values if self.factor == -1.0 else self.factor * values
+
+
+@dataclass(frozen=True)
+class Fixed(Objective):
+    """An objective aimed at one channel in every image."""
+
+    part: Objective
+    channel: int
+
+    def __call__(self, acts: tf.Tensor, channels: tf.Tensor, images: tf.Tensor | None = None,
+                 units: tf.Tensor | None = None) -> tf.Tensor:
+        return self.part(acts, tf.fill(tf.shape(channels), tf.constant(self.channel, channels.dtype)), images, units)
+
+
+@dataclass(frozen=True)
+class InUnits(Objective):
+    """An objective over each image's unit [B] (ones when the render gives none)."""
+
+    part: Objective
+
+    def __call__(self, acts: tf.Tensor, channels: tf.Tensor, images: tf.Tensor | None = None,
+                 units: tf.Tensor | None = None) -> tf.Tensor:
+        values = self.part(acts, channels, images, units)
+        return values if units is None else values / units
+
+
+@dataclass(frozen=True)
+class OfActivations(Objective):
+    """A named objective of the activations and each image's channel."""
+
+    name: str
+    value: Value
+
+    def __call__(self, acts: tf.Tensor, channels: tf.Tensor, images: tf.Tensor | None = None,
+                 units: tf.Tensor | None = None) -> tf.Tensor:
+        return self.value(acts, channels)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class OfImages(Objective):
+    """A named objective of the images the layer saw (a penalty, subtracted from what a render climbs)."""
+
+    name: str
+    value: Callable[[tf.Tensor], tf.Tensor]  # images [B, H, W, 3] -> [B]
+
+    def __call__(self, acts: tf.Tensor, channels: tf.Tensor, images: tf.Tensor | None = None,
+                 units: tf.Tensor | None = None) -> tf.Tensor:
+        if images is None:
+            raise ValueError(f"the {self.name} objective reads the images: pass them")
+        return self.value(images)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def of_activations(value: Value) -> Objective:
+    """Decorator: a function (activations, channels) -> [B] as an objective named after it."""
+    return OfActivations(value.__name__, value)
+
+
+def of_images(value: Callable[[tf.Tensor], tf.Tensor]) -> Objective:
+    """Decorator: a function images -> [B] as an objective named after it."""
+    return OfImages(value.__name__, value)
 
 
 def _own(values: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
@@ -25,14 +177,13 @@ def _own(values: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(values * mask, axis=1)
 
 
+@of_activations
 def channel(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
     """Mean of each image's own channel (pre-ReLU): the atlas default."""
     return _own(tf.reduce_mean(acts, axis=[1, 2]), channels)
 
 
-def negative_channel(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
-    """Minus the channel mean: what the channel responds to least."""
-    return -channel(acts, channels)
+negative = -channel  # what the channel responds to least
 
 
 def centre(acts: tf.Tensor) -> tf.Tensor:
@@ -47,38 +198,66 @@ def readout(acts: tf.Tensor, objective: str) -> tf.Tensor:
     return centre(acts) if objective == "neuron" else tf.reduce_mean(acts, axis=[1, 2])
 
 
+@of_activations
 def neuron(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
     """One unit: the channel at the centre position of the map (its receptive field is the patch that matters)."""
     return _own(centre(acts), channels)
 
 
+@of_activations
 def layer(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
     """Mean of the squared activations of the whole layer: classic DeepDream."""
     del channels
     return tf.reduce_mean(tf.square(acts), axis=[1, 2, 3])
 
 
-def diversity(acts: tf.Tensor, facets: int) -> tf.Tensor:
-    """Similarity of the facets of each channel: the published diversity term.
+@dataclass(frozen=True)
+class Diversity(Objective):
+    """Similarity of the facets of each channel: the published diversity term, as one value per image.
 
     Consecutive groups of `facets` images belong to one channel. Each image's Gram matrix of the layer's
-    channels is normalised to unit length; the term is, per group, the sum of the cosine similarities of every
-    ordered pair of different facets over the group size. Returns one value per group [B / facets].
+    channels is normalised to unit length; an image's value is the sum of its cosine similarities to the other
+    facets of its group over the group size, so a group's values sum to the published term (the sum of the cosine
+    similarities of every ordered pair of different facets over the group size). A render subtracts it.
     """
+
+    facets: int
+
+    def __call__(self, acts: tf.Tensor, channels: tf.Tensor, images: tf.Tensor | None = None,
+                 units: tf.Tensor | None = None) -> tf.Tensor:
+        similar = gram_similarities(acts, self.facets)  # [groups, N, N]
+        rows = tf.reduce_sum(similar, axis=2) - tf.linalg.diag_part(similar)
+        return tf.reshape(rows, [-1]) / self.facets
+
+
+def gram_similarities(acts: tf.Tensor, facets: int) -> tf.Tensor:
+    """The cosine similarities of the Gram matrices of each group of `facets` consecutive images [B/N, N, N]."""
     shape = tf.shape(acts)
     flat = tf.reshape(acts, [shape[0], -1, shape[3]])
     grams = tf.matmul(flat, flat, transpose_a=True)  # [B, C, C]
     grams = tf.reshape(grams, [shape[0] // facets, facets, -1])
     grams = tf.math.l2_normalize(grams, axis=-1, epsilon=1e-10)
-    similar = tf.matmul(grams, grams, transpose_b=True)  # [groups, N, N]
-    off_diagonal = tf.reduce_sum(similar, axis=[1, 2]) - tf.linalg.trace(similar)
-    return off_diagonal / facets
+    return tf.matmul(grams, grams, transpose_b=True)
+
+
+@of_images
+def l2(images: tf.Tensor) -> tf.Tensor:
+    """Mean square distance of each image from mid-grey, in units of the full range (a penalty)."""
+    return tf.reduce_mean(tf.square(images / 127.5 - 1.0), axis=[1, 2, 3])
+
+
+@of_images
+def total_variation(images: tf.Tensor) -> tf.Tensor:
+    """Mean absolute difference of neighbouring pixels of each image, in units of the full range (a penalty)."""
+    scaled = images / 255.0
+    rows = tf.reduce_mean(tf.abs(scaled[:, 1:] - scaled[:, :-1]), axis=[1, 2, 3])
+    return rows + tf.reduce_mean(tf.abs(scaled[:, :, 1:] - scaled[:, :, :-1]), axis=[1, 2, 3])
 
 
 def reading(acts: tf.Tensor, objective: str) -> tf.Tensor:
     """What an objective reads of each image: every channel's value [B, C] (`readout`) for a per-channel
     objective, the whole-layer value [B] for `layer`. Of the start images, this is all a render's lift needs."""
-    return readout(acts, objective) if objective in PER_CHANNEL else layer(acts, None)
+    return readout(acts, objective) if objective in PER_CHANNEL else layer(acts, channels=None)
 
 
 def spread(values: np.ndarray, objective: str) -> np.ndarray:
@@ -102,10 +281,9 @@ def facet_units(values: np.ndarray, objective: str, facets: int) -> np.ndarray:
 
 
 COSINE_FLOOR = 0.1  # the cosine in `direction` counts as at least this, so a start that points away still climbs
-DIRECTION = "direction"
 
 
-class Direction:
+class Direction(Objective):
     """The `direction` objective of activation-atlas cells: one row of a table per image.
 
     For image i with row r = `channels[i]`: the activations a at the centre of the map, dotted with the whitened
@@ -121,7 +299,8 @@ class Direction:
         norms = np.linalg.norm(directions, axis=1, keepdims=True)
         self.unit = tf.constant(directions / np.maximum(norms, 1e-12), tf.float32)
 
-    def __call__(self, acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
+    def __call__(self, acts: tf.Tensor, channels: tf.Tensor, images: tf.Tensor | None = None,
+                 units: tf.Tensor | None = None) -> tf.Tensor:
         return direction_values(centre(acts), tf.gather(self.whitened, channels), tf.gather(self.unit, channels),
                                 self.power)
 
@@ -144,20 +323,17 @@ def direction_matrix(acts: np.ndarray, directions: np.ndarray, whitening: np.nda
     return dot * np.maximum(cosine, COSINE_FLOOR) ** power
 
 
-def total_loss(acts: tf.Tensor, channels: tf.Tensor, objective: str | Objective, facets: int = 1,
-               diversity_weight: float = 0.0, units: tf.Tensor | None = None) -> tf.Tensor:
-    """The scalar a render climbs: the sum of every image's objective, minus the weighted diversity term
-    (scaled by the group size, so the weight is that of a group's mean objective, as published).
+NAMED: dict[str, Objective] = {"channel": channel, "negative": negative, "neuron": neuron, "layer": layer}
+assert tuple(NAMED) == OBJECTIVES  # the names settings accept (atlas.render.settings, TensorFlow-free)
 
-    With facets, each image's objective is divided by its `units` [B] (`facet_units` of the start images), so
-    it counts in units of lift and the weight means the same for any network's activation scale. One image's
-    objective alone needs no unit: both methods normalise each image's step, which makes them scale-free.
-    `objective` is a name of OBJECTIVES or an objective itself (a `Direction`)."""
-    values = (OBJECTIVES[objective] if isinstance(objective, str) else objective)(acts, channels)
+
+def for_render(objective: str | Objective, facets: int = 1, diversity_weight: float = 0.0) -> Objective:
+    """What a render climbs: a named objective (or an objective itself, e.g. a `Direction` or a sum), and with
+    `facets` > 1 that objective in units of lift minus the weighted diversity term, the weight scaled by the group
+    size so that it is that of a group's mean objective, as published. The units make the weight mean the same for
+    any network's activation scale; one image's objective alone needs none: both methods normalise each image's
+    step, which makes them scale-free."""
+    base = NAMED[objective] if isinstance(objective, str) else objective
     if facets == 1:
-        return tf.reduce_sum(values)
-    return tf.reduce_sum(values / units) - diversity_weight * facets * tf.reduce_sum(diversity(acts, facets))
-
-
-OBJECTIVES: dict[str, Objective] = {"channel": channel, "negative": negative_channel, "neuron": neuron,
-                                    "layer": layer}
+        return base
+    return base.in_units() - (diversity_weight * facets) * Diversity(facets)

@@ -2,7 +2,7 @@
 
 `PIXEL` is the image itself, squashed by a sigmoid (Lucid's `image(fft=False, decorrelate=False)`: plain
 pixel-space ascent, the baseline the Fourier method is measured against; the DeepDream method climbs raw pixels
-in `atlas.render.loop`). `FOURIER` is the method of the published GoogLeNet feature visualisations: each image
+in `atlas.render.loop`). `SPECTRUM` is the Fourier method's parameterisation, that of the published GoogLeNet feature visualisations: each image
 is a learnable spectrum of a real 2-D FFT, every frequency scaled by 1 / max(frequency, 1 / size) so that coarse
 structure is as easy to change as fine detail, in a decorrelated colour space (the square root of the ImageNet
 colour covariance) and squashed to 0..255 by a sigmoid. All functions work on batches and treat every image on its own.
@@ -63,7 +63,7 @@ def pixel_images(pixels: tf.Tensor, _constants: tf.Tensor, _size: tf.Tensor | in
 
 @dataclass(frozen=True)
 class Parameterisation:
-    """What the Adam loop (`atlas.render.fourier`) optimises for each image, and how that becomes the image."""
+    """What the Adam step (`atlas.render.engine.Adam`) optimises for each image, and how that becomes the image."""
 
     name: str
     shape: Callable[[int], tuple[int, ...]]  # one image's parameters, for an image of side `size`
@@ -75,6 +75,6 @@ class Parameterisation:
         return np.random.default_rng(key).normal(0.0, std, self.shape(size)).astype(np.float32)
 
 
-FOURIER = Parameterisation("fourier", spectrum_shape, lambda size: spectrum_scale(size, size), fourier_images)
+SPECTRUM = Parameterisation("fourier", spectrum_shape, lambda size: spectrum_scale(size, size), fourier_images)
 PIXEL = Parameterisation("pixel", lambda size: (size, size, 3), lambda size: np.zeros((0, 0), np.float32),
                          pixel_images)

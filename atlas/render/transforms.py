@@ -1,13 +1,12 @@
 """Image-space operations of the render loops (Lucid's `transforms`): jitter, resizing, gradient normalisation,
-the random transformation chain of the Fourier method, and the finest-band share of an image's energy.
+the affine warp that applies the Fourier method's random transform chain (`atlas.render.chain`), and the
+finest-band share of an image's energy.
 
 All work on batches [B, H, W, 3] of float32 pixels and treat every image of a batch on its own, so a batch
 gives the result of its images one at a time (up to float rounding: kernels may sum in another order).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -101,38 +100,6 @@ def finest_band_share(images: tf.Tensor | np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- transformation robustness
-
-
-@dataclass(frozen=True)
-class RobustnessChain:
-    """The random transforms every step of the Fourier method looks through (the published defaults):
-    pad, jitter, scale, rotate, jitter. Applied as one affine warp per image on a fixed canvas, so a batch
-    keeps one shape while every image draws its own transform."""
-
-    pad: int = 12
-    jitter: int = 8
-    scales: tuple[float, ...] = tuple(1 + (i - 5) / 50 for i in range(11))  # 0.9 ... 1.1
-    angles: tuple[int, ...] = tuple(range(-10, 11)) + (0,) * 5  # degrees; no rotation more often
-    jitter_after: int = 4
-
-    def canvas(self, size: int) -> int:
-        """Side of the transformed image: padded, then cropped by both jitters."""
-        return size + 2 * self.pad - self.jitter - self.jitter_after
-
-    def draw(self, rng: np.random.Generator, steps: int, size: int) -> np.ndarray:
-        """`steps` random transforms of one image of side `size`, as affine maps from canvas (row, col) to
-        image (row, col): [steps, 6] float32 (a, b, c, d, e, f: row = a r + b c + c, col = d r + e c + f)."""
-        first = rng.integers(0, self.jitter + 1, (steps, 2)) - self.jitter / 2  # crop offset, centred
-        second = rng.integers(0, self.jitter_after + 1, (steps, 2)) - self.jitter_after / 2
-        scale = np.asarray(self.scales)[rng.integers(0, len(self.scales), steps)]
-        theta = np.deg2rad(np.asarray(self.angles, float)[rng.integers(0, len(self.angles), steps)])
-        centre_in, centre_out = (size - 1) / 2, (self.canvas(size) - 1) / 2
-        cos, sin = np.cos(theta) / scale, np.sin(theta) / scale
-        # image point = centre_in - first + R(-theta) / scale @ (canvas point - centre_out - second)
-        oy, ox = -centre_out - second[:, 0], -centre_out - second[:, 1]
-        maps = np.stack([cos, sin, centre_in - first[:, 0] + cos * oy + sin * ox,
-                         -sin, cos, centre_in - first[:, 1] - sin * oy + cos * ox], axis=1)
-        return maps.astype(np.float32)
 
 
 def affine_warp(images: tf.Tensor, maps: tf.Tensor, canvas: tf.Tensor | int, fill: float = 127.5) -> tf.Tensor:
