@@ -1,14 +1,9 @@
-"""The render stage's plain settings import no TensorFlow, and the transform chain is a list of steps whose
-default draws the published chain's transforms."""
+"""The render stage's plain settings, and the run stage's config and plan, import no TensorFlow."""
 
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-
-from atlas.render import chain
-from atlas.render.settings import RenderSettings
 
 TF_FREE = ["atlas.render.settings", "atlas.render.chain", "atlas.render.cost", "atlas.run.config", "atlas.run.plan"]
 

@@ -3,9 +3,10 @@
 `render_channels(model, layer, channels, photo, settings, seed)` is the one entry point. Two methods:
 `deepdream` (the DeepDream notebook's pixel-space ascent with Laplacian-normalised gradients and octaves; from
 noise or a photo) and `fourier` (Adam on a decorrelated spectrum through random transforms, from a random
-spectrum: `atlas.render.fourier`); both take their compiled steps from one engine (`atlas.render.engine`). A batch holds one image per channel (N per channel with `diversity` N, its
-facets); what it climbs is the sum of each image's own objective (minus the diversity term within each channel's
-facets: `atlas.render.objectives.for_render`), so every image gets its own gradient, and all randomness is seeded per channel and facet so that a
+spectrum: `atlas.render.fourier`); both take their compiled steps from one engine (`atlas.render.engine`). A batch
+holds one image per channel (N per channel with `diversity` N, its facets); what it climbs is the sum of each
+image's own objective (minus the diversity term within each channel's facets: `atlas.render.objectives.for_render`),
+so every image gets its own gradient, and all randomness is seeded per channel and facet so that a
 channel's step in a batch equals its step alone up to float rounding (kernels of another batch size may add in
 another order). A whole render can amplify that rounding into drift to the same channel's dream: the same batch
 size on the same machine gives the same bytes, another one the same dream within the measured tolerance of
@@ -66,7 +67,8 @@ def dream_from_noise(model: Model, layer: str, channels: np.ndarray, starts: np.
     """Gradient ascent over octaves with Laplacian-normalised gradients and jitter; returns float images.
     `units`: each image's unit of its objective (`facet_units` of its start image; needed with facets);
     `objective` (e.g. a `Direction`) replaces the settings' named one."""
-    climbed = for_render(settings.objective if objective is None else objective, settings.diversity, settings.diversity_weight)
+    climbed = for_render(settings.objective if objective is None else objective, settings.diversity,
+                         settings.diversity_weight)
     step_fn = compiled(model, layer, climbed, settings.resolved_precision(), Ascent(settings.laplacian_levels))
     rng = np.random.default_rng([seed, 1 << 20])  # jitter: shared by the batch, independent of its makeup
     sizes = transforms.octave_sizes(settings.size, settings.size, settings.octaves, settings.octave_scale)
@@ -90,8 +92,8 @@ def dream_from_photo(model: Model, layer: str, channels: np.ndarray, photo: np.n
     """Classic DeepDream: octaves small to large re-injecting lost detail, tiled gradients with a random
     shift per step so memory stays bounded and no seams show; returns float images. `objective` replaces the
     settings' named one."""
-    step: DreamStep = compiled(model, layer, settings.objective if objective is None else objective, settings.resolved_precision(),
-                               Ascent(settings.laplacian_levels))
+    step: DreamStep = compiled(model, layer, settings.objective if objective is None else objective,
+                               settings.resolved_precision(), Ascent(settings.laplacian_levels))
     grad_fn = step.gradient
     rng = np.random.default_rng([seed, 1 << 21])
     targets = tf.constant(channels, tf.int32)

@@ -2,10 +2,11 @@
 
 `PIXEL` is the image itself, squashed by a sigmoid (Lucid's `image(fft=False, decorrelate=False)`: plain
 pixel-space ascent, the baseline the Fourier method is measured against; the DeepDream method climbs raw pixels
-in `atlas.render.loop`). `SPECTRUM` is the Fourier method's parameterisation, that of the published GoogLeNet feature visualisations: each image
-is a learnable spectrum of a real 2-D FFT, every frequency scaled by 1 / max(frequency, 1 / size) so that coarse
-structure is as easy to change as fine detail, in a decorrelated colour space (the square root of the ImageNet
-colour covariance) and squashed to 0..255 by a sigmoid. All functions work on batches and treat every image on its own.
+in `atlas.render.loop`). `SPECTRUM` is the Fourier method's, that of the published GoogLeNet feature
+visualisations: each image is a learnable spectrum of a real 2-D FFT, every frequency scaled by
+1 / max(frequency, 1 / size) so that coarse structure is as easy to change as fine detail, in a decorrelated colour
+space (the square root of the ImageNet colour covariance) and squashed to 0..255 by a sigmoid. All functions work on
+batches and treat every image on its own.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ class MapConfig(BaseModel):
 
 
 class RenderConfig(BaseModel):
-    """The render settings a config may set (see atlas.render.RenderSettings), with their ranges."""
+    """The render settings a config may set (see atlas.render.settings.RenderSettings), with their ranges."""
 
     model_config = _Strict
     objective: Literal["channel", "negative", "neuron"] = "channel"
@@ -144,7 +144,7 @@ class RenderConfig(BaseModel):
     photo_step_size: float = Field(default=_D.photo_step_size, gt=0)
     photo_size: int | None = Field(default=None, ge=32, le=16384)  # longest side of a base photo; None: as it is
     tile: int = Field(default=_D.tile, ge=64)
-    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: see atlas.render.loop.choose_precision
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: see atlas.render.settings.choose_precision
     learning_rate: float = Field(default=_D.learning_rate, gt=0)  # fourier
     spectrum_std: float = Field(default=_D.spectrum_std, gt=0)  # fourier
     diversity_weight: float = Field(default=_D.diversity_weight, ge=0)
