@@ -14,6 +14,7 @@ from typing import Sequence
 from atlas.atomic import OUTPUT_FLAG, stop_on_write_errors
 from atlas.console import import_tensorflow, set_verbose
 from atlas.errors import UserError
+from atlas.pipeline import SweepFailed
 
 EXIT_USER_ERROR = 2
 
@@ -111,60 +112,17 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from atlas.model.graph import load_model
+    from atlas.pipeline import run_pipeline
     from atlas.run.config import load_config
-    from atlas.run.estimate import estimate
-    from atlas.run.examples import run_examples
     from atlas.run.layout import parse_gpus
     from atlas.run.plan import parse_shard
-    from atlas.run.sweep import plan_and_client, run_sweep
 
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
     loaded = load_config(args.config)
     model = load_model(loaded.config.model)
-    # the plan once (for dask, from the cluster's devices): the sweep, the dry run and the examples take it
-    with plan_and_client(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), args.backend, args.scheduler,
-                 args.examples, args.map) as (plan, client):
-        if args.dry_run:
-            estimate(plan, model)
-            if plan.map:
-                from atlas.run.maps import estimate_map
-
-                estimate_map(plan.map, plan.folder, model)
-            return
-        if plan.map and not plan.shard:
-            from atlas.run.maps import warm_umap
-
-            warm_umap(plan.map, plan.folder)  # numba compiles umap-learn's functions while the sweep renders
-        summary = run_sweep(plan, model, client)
-    print("\n".join(summary.lines()))
-    print(f"output: {plan.folder}")
-    if summary.failed:
-        raise SweepFailed(f"{len(summary.failed)} batches failed (listed above); re-run the same command to "
-                          "retry them")
-    if plan.examples and plan.shard:
-        print(f"examples: not found by a slice of a sweep; run `atlas examples FOLDER -o {plan.folder}` once "
-              "when the slices are done")
-    elif plan.examples:
-        print("\n".join(run_examples(plan.examples, plan.folder, model).lines()))
-    if plan.map and plan.shard:
-        print(f"map: not made by a slice of a sweep; run `atlas map FOLDER -o {plan.folder}` once the slices are done")
-    elif plan.map:
-        from atlas.run.maps import run_map
-
-        print("\n".join(run_map(plan.map, plan.folder, model).lines()))
-    if plan.circuits and plan.shard:
-        print("circuits: not computed by a slice of a sweep; run the sweep without --shard once the slices "
-              "are done")
-    elif plan.circuits:
-        from atlas.run.circuits import run_circuits
-
-        print("\n".join(run_circuits(plan.circuits, plan.folder, model).lines()))
-    if args.command == "run":
-        from atlas.publish.site import build_site
-
-        report = build_site(plan.folder, progress=True)
-        print(report.summary())
+    run_pipeline(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), args.backend, args.scheduler,
+                 args.examples, args.map, build_site=args.command == "run", dry_run=args.dry_run)
 
 
 def _examples_parser(sub: argparse._SubParsersAction) -> None:
@@ -189,7 +147,7 @@ def cmd_examples(args: argparse.Namespace) -> None:
     from atlas.model.graph import load_model
     from atlas.model.selection import check_channels
     from atlas.run.config import examples_folder_of
-    from atlas.run.examples import channel_examples, run_examples
+    from atlas.analysis.examples import channel_examples, run_examples
     from atlas.run.manifest import RUN_FILE, read_examples_meta, read_run_info
     from atlas.run.plan import resolve_examples
 
@@ -248,7 +206,7 @@ def cmd_map(args: argparse.Namespace) -> None:
     from atlas.model.graph import load_model
     from atlas.run.config import examples_folder_of
     from atlas.run.manifest import RUN_FILE, read_run_info
-    from atlas.run.maps import estimate_map, run_map
+    from atlas.analysis.maps import estimate_map, run_map
     from atlas.run.plan import resolve_map
 
     folder = examples_folder_of(args.folder, key="map")
@@ -279,10 +237,6 @@ def format_examples(examples: list, fmt: str) -> str:
         return to_csv(EXAMPLE_COLUMNS, rows)
     return "\n".join(f"{r[0]:>3}  {r[2]:>10}  box {r[3]},{r[4]}-{r[5]},{r[6]}  at {r[7]},{r[8]}  {r[1]}"
                      for r in rows) or "no examples recorded for this channel"
-
-
-class SweepFailed(Exception):
-    """Some renders failed: the sweep ends with exit code 1 after its summary."""
 
 
 # RenderSettings fields `atlas dream` takes as --flags (besides --objective and --precision).

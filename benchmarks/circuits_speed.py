@@ -31,7 +31,9 @@ def main() -> None:
 
     import_tensorflow()
     from atlas.model.graph import load_model
-    from atlas.run.circuits import CircuitsPlan, circuits_folder, run_circuits
+    from atlas.analysis.circuits import run_circuits
+    from atlas.run.circuits import circuits_folder
+    from atlas.run.plans import CircuitsPlan
 
     model = load_model(args.model)
     if args.layers:

@@ -53,9 +53,10 @@ def main() -> None:
     import_tensorflow()  # its start-up lines and retracing warnings off the console (unless ATLAS_VERBOSE=1)
     import tensorflow as tf
 
+    from atlas.analysis.examples import _peaks_fn, run_examples
     from atlas.model.flops import forward_flops
     from atlas.model.graph import load_model
-    from atlas.run.examples import ExamplesPlan, _peaks_fn, run_examples
+    from atlas.run.plans import ExamplesPlan
 
     model = load_model(args.model)
     names = tuple(layer.name for layer in model.layers)

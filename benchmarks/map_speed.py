@@ -53,7 +53,7 @@ def main() -> None:
     import numpy as np
 
     from atlas.model.graph import load_model
-    from atlas.run.maps import MapSummary, render_cells, run_map, sample_photos, umap_layout
+    from atlas.analysis.maps import MapSummary, render_cells, run_map, sample_photos, umap_layout
     from atlas.run.plan import resolve_map
 
     model = load_model(args.model)
@@ -84,13 +84,13 @@ def main() -> None:
 
         small = replace(plan, layers=("mixed4c",), samples=args.sample_photos * 50, grids=(args.render_grid,),
                         min_samples=2, render_cells=True)
-        from atlas.run.maps import layout_layer, write_crops
+        from atlas.analysis.maps import layout_layer, write_crops
 
         state = sample_photos(small, root / "cells", model, MapSummary(folder=small.folder), progress=False)
         layout_layer(small, root / "cells", model, "mixed4c", state)
         write_crops(small, root / "cells", model)
         for method in ("deepdream", "fourier") if "3" in args.parts else ():
-            from atlas.run.maps import default_cell_settings
+            from atlas.run.plans import default_cell_settings
 
             settings = default_cell_settings(method)
             scale = 1.0

@@ -1,7 +1,7 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# umap-learn's numba functions compiled once per machine, not once per test session (atlas.run.maps.import_umap);
+# umap-learn's numba functions compiled once per machine, not once per test session (atlas.analysis.maps.import_umap);
 # the per-test ATLAS_CACHE_DIR below would otherwise hide the cache
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "atlas", "numba"))
 

@@ -84,7 +84,7 @@ def add_fake_examples(folder: Path, layers: list[Layer], photos: tuple[str, ...]
                       top: int = 3, fraction: float = 0.5, seed: int = 0) -> Path:
     """Record made-up dataset examples (for `fraction` of every layer's channels) through the manifest API, with
     real thumbnail and crop files, as `atlas examples` would leave them."""
-    from atlas.run.manifest import Example, ExamplePhoto, example_crop_path, example_photo_path
+    from atlas.run.manifest import Example, PhotoRecord, example_crop_path, example_photo_path
 
     rng = np.random.default_rng(seed)
     hash_ = "fakeexamples0000"
@@ -95,7 +95,7 @@ def add_fake_examples(folder: Path, layers: list[Layer], photos: tuple[str, ...]
         thumb = example_photo_path(hash_, sha)
         (folder / thumb).parent.mkdir(parents=True, exist_ok=True)
         image.resize((image.width // 2, image.height // 2)).save(folder / thumb, quality=80)
-        records.append((ExamplePhoto(f"{name}.jpg", sha, "fake", image.width, image.height, image.width,
+        records.append((PhotoRecord(f"{name}.jpg", sha, "fake", image.width, image.height, image.width,
                                      image.height, 0, 0, thumb), image))
     lists = {}
     for layer in layers:
@@ -160,8 +160,9 @@ def add_fake_circuits(folder: Path, model, layers: list[str] | None = None, top:
                       sha: str = "0" * 64) -> Path:
     """Store made-up circuits (random kernels in the real sources' shapes, through the pass's own writer) for
     `layers` of `model` (default: all), keyed by `sha` (the fake run's model sha256)."""
+    from atlas.analysis.circuits import open_index, write_layer
     from atlas.model.circuits import KINDS, edge_source
-    from atlas.run.circuits import circuits_folder, open_index, write_layer
+    from atlas.run.circuits import circuits_folder
 
     rng = np.random.default_rng(seed)
     target = circuits_folder(folder, sha)

@@ -5,7 +5,9 @@ import pytest
 
 from atlas.errors import UserError
 from atlas.model.circuits import unit_circuit
-from atlas.run.circuits import CircuitsPlan, circuits_folder, read_circuits, run_circuits
+from atlas.analysis.circuits import run_circuits
+from atlas.run.circuits import circuits_folder, read_circuits
+from atlas.run.plans import CircuitsPlan
 from atlas.run.config import load_config
 from atlas.run.plan import resolve_plan
 from tests.test_sweep import write_config

@@ -12,13 +12,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from atlas.analysis.examples import TopLists, run_examples
+from atlas.analysis.photos import list_photos
 from atlas.cli import main
 from atlas.images import PHOTOS_DIR
 from atlas.model.catalogue import centre_unit_box, layer_grids
 from atlas.probes import probe_makers
 from atlas.render.objectives import neuron
-from atlas.run.examples import ExamplesPlan, TopLists, list_photos, run_examples
 from atlas.run.manifest import Manifest, read_run
+from atlas.run.plans import ExamplesPlan
 
 LAYERS = ("conv2d0_pre_relu", "mixed3a_3x3_pre_relu", "mixed4d_3x3_bottleneck_pre_relu", "head0_bottleneck_pre_relu")
 
@@ -189,7 +191,7 @@ def _make_bad_files(root):
 
 def test_bad_files_are_skipped_counted_and_listed(small_model, folder, tmp_path, monkeypatch, capsys):
     _make_bad_files(folder)
-    monkeypatch.setattr("atlas.run.examples.MAX_PIXELS", 300 * 300)
+    monkeypatch.setattr("atlas.analysis.photos.MAX_PIXELS", 300 * 300)
     run = tmp_path / "run"
     summary = run_examples(_plan(folder, layers=LAYERS[:1]), run, small_model, progress=False)
     reasons = dict(summary.bad)
@@ -333,7 +335,7 @@ def test_sigkill_mid_pass_loses_nothing_recorded(small_model, folder, tmp_path):
     import time
 
     run = tmp_path / "killed"
-    code = ("import atlas.run.examples as e; e.CHECKPOINT_SECONDS = 0; from atlas.cli import main; "
+    code = ("import atlas.analysis.examples as e; e.CHECKPOINT_SECONDS = 0; from atlas.cli import main; "
             f"main(['examples', {str(folder)!r}, '--model', 'synthetic:0.125', '-o', {str(run)!r}, '--top', '2', "
             "'--batch-size', '1'])")
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

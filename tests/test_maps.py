@@ -12,12 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from atlas.cli import main
-from atlas.images import PHOTOS_DIR
-from atlas.render.objectives import Direction, direction_matrix
-from atlas.run.examples import Entry, fit_photo, read_entry
-from atlas.run.manifest import Manifest
-from atlas.run.mapfiles import CELLS_FILE, cell_direction, map_dir, map_layers, read_map
-from atlas.run.maps import (
+from atlas.analysis.maps import (
     MapSummary,
     assign_cells,
     normalise_layout,
@@ -28,6 +23,11 @@ from atlas.run.maps import (
     warm_umap,
     whitening_matrix,
 )
+from atlas.analysis.photos import Entry, fit_to_input, read_entry
+from atlas.images import PHOTOS_DIR
+from atlas.render.objectives import Direction, direction_matrix
+from atlas.run.manifest import Manifest
+from atlas.run.mapfiles import CELLS_FILE, cell_direction, map_dir, map_layers, read_map
 from atlas.run.plan import resolve_map
 
 LAYERS = ["mixed3b", "mixed4c_3x3_pre_relu"]  # a block output and a catalogued layer
@@ -71,7 +71,7 @@ def _recomputed(model, folder, layer, record):
     entry = Entry(record["photo"], Path(folder) / record["photo"], "")
     sha, image = read_entry(entry)
     assert sha == record["sha256"]
-    fitted = fit_photo(entry.name, "", sha, image, SIZE, "crop", "")
+    fitted = fit_to_input(entry.name, "", sha, image, SIZE, "crop")
     return model.layer_fn(layer)(tf.constant(fitted.pixels[None])).numpy()[0]
 
 

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from atlas.errors import UserError
 from atlas.model.catalogue import STEM, Layer, relative_geometry, source_name
 from atlas.model.selection import check_channels
 
@@ -243,12 +242,6 @@ def top_edges(norms: np.ndarray, sums: np.ndarray, top: int) -> np.ndarray:
         valid = np.take_along_axis(mask, order, axis=1)
         out[:, half * top:half * top + order.shape[1]] = np.where(valid, order, -1)
     return out
-
-
-def check_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise UserError(f"unknown kind of edge '{kind}': use direct or expanded")
-    return kind
 
 
 RGB = "RGB"

@@ -565,7 +565,7 @@ EDGE_W = 0.45  # horizontal run of an edge
 NAME_PT, WEIGHT_PT = 6.5, 6.0
 
 
-def run_circuits(run: Run, layer: Layer) -> Any:
+def require_circuits(run: Run, layer: Layer) -> Any:
     """The run's circuits, with the layer in them, or a one-line error saying how to get them."""
     if run.circuits is None or not run.circuits.has(layer.name):
         raise UserError(f"the run {run.folder} has no circuits for {layer.name}; re-run its config with "
@@ -598,7 +598,7 @@ def circuit_layout(run: Run, layer_name: str, channel: int, mode: Mode, name: st
 
     layer = run.layer(layer_name)
     check_channels([channel], layer.channels, layer.name)
-    circuits = run_circuits(run, layer)
+    circuits = require_circuits(run, layer)
     inputs = _strongest(circuits.inputs(layer.name, channel), top)
     outputs = _strongest(circuits.outputs(layer.name, channel), top)
     renders = run.by_key()
@@ -666,7 +666,7 @@ def weights_layout(run: Run, layer_name: str, name: str, columns: int | None = N
     import numpy as np
 
     layer = run.layer(layer_name)
-    circuits = run_circuits(run, layer)
+    circuits = require_circuits(run, layer)
     units = circuits.source_units(layer.name, "direct")
     full = circuits.full(layer.name, "direct")
     if full is None or [u[0] for u in units] != ["input"] * 3:

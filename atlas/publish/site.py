@@ -37,7 +37,7 @@ from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.publish.circuits_view import Matrix, block_matrices, channel_circuit
-from atlas.run.manifest import Example, ExamplePhoto, Mode, Render, Run, image_paths, read_run
+from atlas.run.manifest import Example, Mode, PhotoRecord, Render, Run, image_paths, read_run
 from atlas.run.mapfiles import MapCell, MapData, map_layers, read_map
 from atlas.shipped import templates_dir
 
@@ -198,7 +198,7 @@ class Atlas:
         return self.run.modes
 
     @property
-    def example_photos(self) -> dict[str, ExamplePhoto]:
+    def example_photos(self) -> dict[str, PhotoRecord]:
         return self.run.example_photos
 
     @property

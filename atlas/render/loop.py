@@ -200,7 +200,7 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
     """
     layer_name = model.tensor_name(layer)
     if settings.objective == DIRECTION:
-        raise ValueError("the direction objective renders map cells (atlas.run.maps), not channels")
+        raise ValueError("the direction objective renders map cells (atlas.analysis.maps), not channels")
     if photo is not None and (settings.method != "deepdream" or settings.diversity > 1):
         raise ValueError("a photo is rendered by the deepdream method with diversity 1; the fourier method and "
                          "facets start from noise")

@@ -20,7 +20,7 @@ from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
 from atlas.model.catalogue import Layer, find_layer
 from atlas.model.selection import check_channels, parse_channels
 from atlas.render.settings import RenderSettings
-from atlas.run.manifest import FOURIER, NOISE, Mode
+from atlas.run.manifest import FOURIER_MODE, NOISE, Mode
 from atlas.shipped import file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate
 
@@ -93,7 +93,7 @@ _D = RenderSettings()  # one source of truth for the defaults
 
 class MapConfig(BaseModel):
     """Activation atlases: `layers`' activations over the photos of `folder` (or `probes`), laid out by UMAP,
-    gridded at each `grid` (cells a side), every kept cell rendered (atlas.run.maps; docs/maps.md)."""
+    gridded at each `grid` (cells a side), every kept cell rendered (atlas.analysis.maps; docs/maps.md)."""
 
     model_config = _Strict
     folder: str
@@ -200,18 +200,18 @@ class SweepConfig(BaseModel):
                              "give one a name: key")
         if isinstance(self.workers, int) and self.workers < 1:
             raise ValueError("workers must be at least 1, or auto")
-        if self.render.method == FOURIER and "modes" in self.model_fields_set and set(self.modes) != {FOURIER}:
+        if self.render.method == "fourier" and "modes" in self.model_fields_set and set(self.modes) != {FOURIER_MODE}:
             raise ValueError("render.method fourier makes render: the settings of the fourier mode alone; to "
                              "render DeepDream modes too, keep method deepdream, list modes: [noise, fourier] "
                              "and put the fourier settings under fourier:")
-        if self.fourier is not None and (self.render.method == FOURIER or FOURIER not in self.modes):
+        if self.fourier is not None and (self.render.method == "fourier" or FOURIER_MODE not in self.modes):
             raise ValueError("fourier: sets the fourier mode beside DeepDream modes; add fourier to modes, or "
                              "write its settings under render: with method: fourier when it is the only mode")
         return self
 
     def mode_names(self) -> list[str]:
         """The modes asked for: `render.method: fourier` alone means the fourier mode."""
-        return [FOURIER] if self.render.method == FOURIER else list(dict.fromkeys(self.modes))
+        return [FOURIER_MODE] if self.render.method == "fourier" else list(dict.fromkeys(self.modes))
 
     def settings(self, method: str | None = None, facets: int = 1) -> RenderSettings:
         """The render settings of modes of `method` (default: `render.method`); `render:` holds those of its
@@ -239,7 +239,7 @@ class LoadedConfig:
         """The run's modes, with photo credits and the objective: noise and fourier first, then each photo."""
         names, facets, objective = self.config.mode_names(), self.config.diversity, self.config.render.objective
         modes = [Mode.noise(facets, objective)] if NOISE in names else []
-        modes += [Mode.fourier(facets, objective)] if FOURIER in names else []
+        modes += [Mode.fourier(facets, objective)] if FOURIER_MODE in names else []
         for spec in self.config.photos:
             file = self.photos[spec.short_name]
             credit = spec.credit or photo_credit(spec.path)

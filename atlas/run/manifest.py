@@ -1,7 +1,8 @@
 """The run folder contract: `run.json` (what was asked), `manifest.sqlite` (what was rendered), the image tree.
 
-The sweep is the only writer. The site and the figures only read, through `read_run`. Nothing here imports
-TensorFlow, so reading a run is fast.
+The sweep writes the renders (under its lock); the passes of `atlas.analysis` write the examples, maps and
+circuits, each under its own lock (the examples and map cells through this module's `Manifest`). The site and the
+figures only read, through `read_run`. Nothing here imports TensorFlow, so reading a run is fast.
 
     output/<run>/
       run.json                          name, model, layer catalogue, modes (with photo credits), settings, and
@@ -52,7 +53,7 @@ MANIFEST_FILE = "manifest.sqlite"
 IMAGES_DIR = "images"
 EXAMPLES_DIR = "examples"
 NOISE = "noise"
-FOURIER = "fourier"
+FOURIER_MODE = "fourier"  # the mode id of the Fourier method (render/param.py's FOURIER is its parameterisation)
 METHOD_LABELS = {"deepdream": "DeepDream", "fourier": "Fourier"}  # how the site and figures name a method
 OBJECTIVE_LABELS = {"neuron": "neuron (centre unit)", "negative": "negative channel"}  # ... an objective
 
@@ -77,7 +78,7 @@ class Mode:
     @staticmethod
     def fourier(facets: int = 1, objective: str = "channel") -> Mode:
         """The Fourier method: starts from a random spectrum (noise), so its kind is noise."""
-        return Mode(id=FOURIER, kind=NOISE, method=FOURIER, facets=facets, objective=objective)
+        return Mode(id=FOURIER_MODE, kind=NOISE, method="fourier", facets=facets, objective=objective)
 
     @property
     def method_label(self) -> str:
@@ -192,8 +193,9 @@ def example_crop_path(settings_hash: str, layer: str, sha256: str, row: int, col
 
 
 @dataclass(frozen=True)
-class ExamplePhoto:
-    """A photo the examples pass processed, and how it was fitted to the network's input."""
+class PhotoRecord:
+    """A photo a pass driven by photos read (the examples pass, a map's sampling), and how it was fitted to the
+    network's input."""
 
     photo: str  # the path as found in the folder (POSIX, relative to it), or probes/<name>
     sha256: str
@@ -204,7 +206,7 @@ class ExamplePhoto:
     scaled_height: int
     left: int  # the centred crop's offset in the scaled photo (0 with fit: whole)
     top: int
-    thumb: str  # run-relative path of its thumbnail
+    thumb: str = ""  # run-relative path of its thumbnail (the examples pass's; "": none)
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ class Example:
     layer: str
     channel: int
     rank: int  # 1 = the photo that excites the channel most
-    photo: str  # ExamplePhoto.photo
+    photo: str  # PhotoRecord.photo
     sha256: str
     value: float  # the maximum of the channel's pre-ReLU activation over the photo
     row: int  # where, in the layer's map
@@ -237,7 +239,7 @@ _EXAMPLES_SCHEMA = [
     value REAL, "row" INTEGER, col INTEGER, x0 INTEGER, y0 INTEGER, x1 INTEGER, y1 INTEGER, crop TEXT,
     PRIMARY KEY (layer, channel, rank))""",
 ]
-_PHOTO_COLUMNS = [f.name for f in fields(ExamplePhoto)]
+_PHOTO_COLUMNS = [f.name for f in fields(PhotoRecord)]
 _EXAMPLE_COLUMNS = ["layer", "channel", "rank", "photo", "sha256", "value", "row", "col", "x0", "y0", "x1", "y1",
                     "crop"]
 
@@ -358,11 +360,11 @@ class Manifest:
             return {}
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM example_meta")}
 
-    def example_photos(self) -> list[ExamplePhoto]:
+    def example_photos(self) -> list[PhotoRecord]:
         if not self.has_examples():
             return []
         rows = self._db.execute(f"SELECT {_quoted(_PHOTO_COLUMNS)} FROM example_photos ORDER BY photo")
-        return [ExamplePhoto(*row) for row in rows]
+        return [PhotoRecord(*row) for row in rows]
 
     def examples(self, layer: str | None = None, channel: int | None = None,
                  max_rank: int | None = None) -> list[Example]:
@@ -387,7 +389,7 @@ class Manifest:
             self._db.executemany("INSERT INTO example_meta VALUES (?, ?)",
                                  [(k, json.dumps(v)) for k, v in meta.items()])
 
-    def record_examples(self, photos: list[ExamplePhoto], forget: list[str],
+    def record_examples(self, photos: list[PhotoRecord], forget: list[str],
                         lists: dict[tuple[str, int], list[Example]], meta: dict[str, Any] | None = None) -> None:
         """One transaction: add processed photos, forget removed ones, replace whole top lists, update `meta`."""
         with self._db:
@@ -490,7 +492,7 @@ class Run:
     def mode(self, mode_id: str) -> Mode | None:
         return next((mode for mode in self.modes if mode.id == mode_id), None)
     examples: dict[tuple[str, int], list[Example]] = field(default_factory=dict)  # shown top lists, best first
-    example_photos: dict[str, ExamplePhoto] = field(default_factory=dict)  # photo -> record
+    example_photos: dict[str, PhotoRecord] = field(default_factory=dict)  # photo -> record
     example_meta: dict[str, Any] = field(default_factory=dict)  # folder, top, size, fit, hash, complete ({}: none)
     circuits: Any = None  # atlas.run.circuits.Circuits of the run's weights, or None when it has none
 

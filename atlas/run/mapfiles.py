@@ -5,7 +5,7 @@
                                    (relative to the run folder), top channels and photo crops
     maps/<layer>/layout.npy        float32 [samples, 2]: UMAP's 2-D position of each sample
     maps/<layer>/where.npy         int32 [samples, 3]: photo index (into photos.json), row, col of each sample
-    maps/<layer>/photos.json       the photos of those indices, as fitted to the network (ExamplePhoto records)
+    maps/<layer>/photos.json       the photos of those indices, as fitted to the network (PhotoRecord, no thumb)
     maps/<layer>/assign-<N>.npy    int32 [samples]: the cell (row * N + col) of each sample on the N x N grid
     maps/<layer>/whitening.npy     float32 [C, C]: the inverse of the activations' second-moment matrix
     maps/<layer>/directions/<N>/<row>-<col>.npy   float32 [C]: a cell's direction, the mean of its samples

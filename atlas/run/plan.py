@@ -1,7 +1,8 @@
 """A config resolved once into a plan: the layers, channels, modes, settings hashes and work of a run.
 
 `resolve_plan(loaded, model, shard)` is the only place that turns a config into work. The sweep, the dry run
-and the other passes over a run folder take the plan as plain data and never re-read the config; what is
+and the other passes over a run folder take the plan as plain data (the passes' own plans are in
+`atlas.run.plans`, which imports no pass) and never re-read the config; what is
 already done is a question for the run folder (`pending`), asked after the plan is made.
 """
 
@@ -19,12 +20,10 @@ from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.render import devices
 from atlas.render.devices import Device
 from atlas.render.settings import RenderSettings
-from atlas.run.circuits import CircuitsPlan
 from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, select_layers
-from atlas.run.examples import ExamplesPlan
 from atlas.run.layout import Layout, resolve_cluster_layout, resolve_layout
 from atlas.run.manifest import NOISE, CentreUnits, Mode, image_paths, recorded_hashes
-from atlas.run.maps import MapPlan, default_cell_settings
+from atlas.run.plans import CircuitsPlan, ExamplesPlan, MapPlan, default_cell_settings
 from atlas.shipped import config_name
 from atlas.validation import validate
 

@@ -2,10 +2,10 @@
 
 Three steps, each resumable, writing the files `atlas.run.mapfiles` lists:
 
-1. Sampling (`sample_photos`). One pass over the photos for every map layer (`Model.layers_fn`, the union
-   subgraph), reusing the examples pass's listing, decoding and bad-file handling. Each photo gives, per layer,
-   the activation vectors at up to `per_photo` random positions of the layer's map away from its border (seeded
-   by the photo's bytes and the layer), until every layer has `samples`. Vectors go to disk as float16 chunks at
+1. Sampling (`sample_photos`, `MapSampling`). One pass over the photos for every map layer (`Model.layers_fn`,
+   the union subgraph), run as `atlas.analysis.passes` runs every photo pass. Each photo gives, per layer, the
+   activation vectors at up to `per_photo` random positions of the layer's map away from its border (seeded by
+   the photo's bytes and the layer), until every layer has `samples`. Vectors go to disk as float16 chunks at
    each checkpoint (at most CHECKPOINT_BYTES or CHECKPOINT_SECONDS of work is held), so memory stays bounded;
    a killed pass resumes after its last checkpoint.
 2. Layout (`layout_layer`). UMAP (umap-learn) to 2-D with the published settings and a fixed seed; each axis is
@@ -30,24 +30,27 @@ from typing import Any
 
 import numpy as np
 
-from atlas.atomic import atomic_path, atomic_write_text, stop_on_write_errors, sync_folders
-from atlas.errors import UserError
-from atlas.model.catalogue import Layer
-from atlas.probes import PROBES
-from atlas.render.settings import RenderSettings
-from atlas.run.examples import (
-    SHOWN_BAD,
+from atlas.analysis.passes import Checkpoint, PhotoPass, claimed_folder, process_photos
+from atlas.analysis.photos import (
     Entry,
-    claim_folder,
-    fitted_batches,
+    Fitted,
+    InputFit,
     list_photos,
+    listing_digest,
+    no_readable_photo,
     patch_box,
+    photos_to_use,
     read_entry,
     skipped_line,
     work_copy,
     write_patch,
+    write_skipped,
 )
-from atlas.run.manifest import MANIFEST_FILE, ExamplePhoto, Manifest, MapCellRender
+from atlas.atomic import atomic_path, atomic_write_text, sync_folders
+from atlas.errors import UserError
+from atlas.model.catalogue import Layer
+from atlas.probes import PROBES
+from atlas.run.manifest import MANIFEST_FILE, Manifest, MapCellRender, PhotoRecord
 from atlas.run.mapfiles import (
     CELLS_FILE,
     MAP_SKIPPED_FILE,
@@ -59,67 +62,12 @@ from atlas.run.mapfiles import (
     map_layers,
     read_map,
 )
+from atlas.run.plans import CLIP_PERCENTILES, MAPS_FORMAT, MapPlan
 
-MAPS_FORMAT = 1  # bump when the meaning of samples or cells changes
 CHECKPOINT_SECONDS = 60.0
 CHECKPOINT_BYTES = 64 * 2**20  # float16 vectors held between checkpoints
 TOP_CHANNELS = 6  # channels listed per cell
-CLIP_PERCENTILES = (1.0, 99.0)
 LOCK_FILE = ".maps.lock"
-CELL_PX = 96  # cells' render size
-
-
-def default_cell_settings(method: str = "deepdream") -> RenderSettings:
-    """The render settings of map cells: small images (cells are icons), the `direction` objective.
-
-    96 px, the icon size of Lucid's activation-atlas recipe (`activation_atlas(icon_size=96)`). DeepDream: 2
-    octaves of 12 steps; Fourier: 256 Adam steps (benchmarks/map_speed.py measures both)."""
-    if method == "fourier":
-        return RenderSettings(objective="direction", method="fourier", size=CELL_PX, steps=256)
-    return RenderSettings(objective="direction", size=CELL_PX, octaves=2, steps=12)
-
-
-@dataclass(frozen=True)
-class MapPlan:
-    """What a map pass does, resolved once (from a config's `map:` or the command line)."""
-
-    folder: str  # a folder of photos, or "probes"
-    layers: tuple[str, ...]  # tensor names: catalogued layers or block outputs such as mixed4c
-    samples: int = 100_000  # per layer, at most
-    per_photo: int = 50  # positions sampled per photo and layer (at most the map's inner positions)
-    grids: tuple[int, ...] = (10, 20)  # cells a side, one zoom level each (at most 500 cells a layer)
-    min_samples: int = 5  # a cell with fewer is dropped
-    neighbours: int = 50  # UMAP n_neighbors (published)
-    min_dist: float = 0.05  # UMAP min_dist (published)
-    metric: str = "cosine"  # UMAP metric (published)
-    seed: int = 0
-    size: int = 224  # photos' shorter side, centred square (as the examples pass's `fit: crop`)
-    batch_size: int = 16  # photos per forward pass
-    crops: int = 4  # photo crops shown per cell
-    power: float = 3.0  # of the cosine in the direction objective (docs/maps.md: why 3)
-    render: RenderSettings = field(default_factory=default_cell_settings)
-    render_cells: bool = True  # False: sample and lay out only
-    fit: str = "crop"
-
-    def sampling_hash(self, model_sha: str, listing: str) -> str:
-        """What changes a sample: the photos (names and keys), weights, layers, size, per-photo count, seed."""
-        blob = json.dumps({"folder": self.folder, "listing": listing, "model": model_sha, "layers": list(self.layers),
-                           "size": self.size, "per_photo": self.per_photo, "samples": self.samples,
-                           "seed": self.seed, "format": MAPS_FORMAT}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def layout_hash(self, sampling: str) -> str:
-        """What changes a layer's cells: its samples and the layout settings."""
-        blob = json.dumps({"sampling": sampling, "grids": list(self.grids), "min": self.min_samples,
-                           "neighbours": self.neighbours, "min_dist": self.min_dist, "metric": self.metric,
-                           "seed": self.seed, "crops": self.crops, "clip": CLIP_PERCENTILES}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def render_hash(self, layout: str) -> str:
-        """What changes a cell's render: its direction (the layout) and the render settings."""
-        blob = json.dumps({"layout": layout, "render": self.render.pixel_dict(), "power": self.power,
-                           "seed": self.seed}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -163,40 +111,31 @@ def run_map(plan: MapPlan, run_folder: str | Path, model: Any, progress: bool = 
     for name in plan.layers:
         model.tensor_name(name)  # a mistyped layer is told before anything is read
     summary = MapSummary(folder=plan.folder)
-    lock = claim_folder(run_folder, model, LOCK_FILE, "map")
-    try:
-        with stop_on_write_errors(run_folder):
-            began = time.perf_counter()
-            state = sample_photos(plan, run_folder, model, summary, progress, stop_after)
-            summary.seconds["sampling"] = time.perf_counter() - began
-            if stop_after is not None and not state["complete"]:
-                return summary
+    with claimed_folder(run_folder, model, "map", LOCK_FILE):
+        began = time.perf_counter()
+        state = sample_photos(plan, run_folder, model, summary, progress, stop_after)
+        summary.seconds["sampling"] = time.perf_counter() - began
+        if stop_after is not None and not state["complete"]:
+            return summary
+        began = time.perf_counter()
+        for layer in plan.layers:
+            layout_layer(plan, run_folder, model, layer, state)
+        write_crops(plan, run_folder, model)
+        atomic_write_text(run_folder / MAPS_DIR / "order.json", json.dumps(list(plan.layers)))
+        summary.seconds["layout"] = time.perf_counter() - began
+        for layer in plan.layers:
+            summary.cells[layer] = len(read_map(run_folder, layer).cells)
+        if plan.render_cells:
             began = time.perf_counter()
             for layer in plan.layers:
-                layout_layer(plan, run_folder, model, layer, state)
-            write_crops(plan, run_folder, model)
-            atomic_write_text(run_folder / MAPS_DIR / "order.json", json.dumps(list(plan.layers)))
-            summary.seconds["layout"] = time.perf_counter() - began
-            for layer in plan.layers:
-                summary.cells[layer] = len(read_map(run_folder, layer).cells)
-            if plan.render_cells:
-                began = time.perf_counter()
-                for layer in plan.layers:
-                    summary.rendered += render_cells(plan, run_folder, model, layer, progress)
-                    summary.specific[layer] = specific_share(run_folder, layer)
-                summary.seconds["rendering"] = time.perf_counter() - began
-    finally:
-        lock.release()
+                summary.rendered += render_cells(plan, run_folder, model, layer, progress)
+                summary.specific[layer] = specific_share(run_folder, layer)
+            summary.seconds["rendering"] = time.perf_counter() - began
     return summary
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. Sampling
-
-
-def listing_digest(entries: list[Entry]) -> str:
-    """A digest of the folder's photos (names and keys): a changed folder samples again."""
-    return hashlib.sha256("\n".join(f"{e.name}\t{e.key}" for e in entries).encode()).hexdigest()[:16]
 
 
 def inner_positions(height: int, width: int) -> np.ndarray:
@@ -240,85 +179,89 @@ def _load_state(run_folder: Path, hash_: str, layers: tuple[str, ...]) -> dict[s
     return {"hash": hash_, "photos": [], "chunks": 0, "counts": {layer: 0 for layer in layers}, "complete": False}
 
 
+class MapSampling(PhotoPass):
+    """The sampling pass: per photo and layer, the activation vectors at up to `per_photo` seeded inner positions,
+    until every layer has `samples`; a checkpoint writes the vectors since the last one as float16 chunks, then
+    the state (photos, chunks, counts)."""
+
+    what = "map samples"
+
+    def __init__(self, plan: MapPlan, run_folder: Path, model: Any, state: dict[str, Any]) -> None:
+        self.plan, self.folder, self.state = plan, run_folder, state
+        self.forward = model.layers_fn(plan.layers)
+        self.buffers: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {layer: [] for layer in plan.layers}
+        self.window: list[dict[str, Any]] = []  # photos since the last checkpoint
+        self.bytes = 0
+        self.checkpoint = Checkpoint(CHECKPOINT_SECONDS, CHECKPOINT_BYTES)
+
+    def take(self, batch: list[Fitted]) -> None:
+        plan, state = self.plan, self.state
+        images = np.stack([f.pixels for f in batch])
+        acts = [a.numpy() for a in self.forward(images)]
+        for i, fitted in enumerate(batch):
+            photo_id = len(state["photos"]) + len(self.window)
+            self.window.append(_photo_record(fitted.record))
+            for layer, act in zip(plan.layers, acts):
+                need = plan.samples - state["counts"][layer]
+                if need <= 0:
+                    continue
+                pos = sample_positions(fitted.record.sha256, layer, plan.seed, act.shape[1], act.shape[2],
+                                       min(plan.per_photo, need))
+                vectors = act[i, pos[:, 0], pos[:, 1]].astype(np.float16)
+                where = np.column_stack([np.full(len(pos), photo_id, np.int32), pos])
+                self.buffers[layer].append((vectors, where))
+                state["counts"][layer] += len(pos)
+                self.bytes += vectors.nbytes
+
+    def held(self) -> int:
+        return self.bytes
+
+    def enough(self) -> bool:
+        return all(self.state["counts"][layer] >= self.plan.samples for layer in self.plan.layers)
+
+    def commit(self, final: bool) -> None:
+        state = self.state
+        if any(self.buffers.values()):
+            for layer, parts in self.buffers.items():
+                vectors = np.concatenate([v for v, _ in parts]) if parts else np.zeros((0, 0), np.float16)
+                where = np.concatenate([w for _, w in parts]) if parts else np.zeros((0, 3), np.int32)
+                vec_path, where_path = _chunk_paths(self.folder, layer, state["chunks"])
+                _save_npy(vec_path, vectors)
+                _save_npy(where_path, where)
+                parts.clear()
+            sync_folders({self.folder / SAMPLES_DIR / layer for layer in self.plan.layers})
+            state["chunks"] += 1
+        state["photos"].extend(self.window)
+        state["complete"] = final
+        atomic_write_text(_state_path(self.folder), json.dumps(state))
+        self.window, self.bytes = [], 0
+
+
 def sample_photos(plan: MapPlan, run_folder: Path, model: Any, summary: MapSummary, progress: bool = True,
                   stop_after: int | None = None) -> dict[str, Any]:
     """The sampling pass (resumable); returns its state: photos, chunks, counts per layer, complete."""
-    from tqdm import tqdm
-
-    entries, bad = list_photos(plan.folder, "map folder")
-    if not entries:
-        raise UserError(f"map folder {plan.folder} has no photos" + (f" ({len(bad)} unreadable entries)"
-                                                                      if bad else "")
-                        + "; give a folder of JPEG/PNG/... photos, or `probes`")
+    entries, bad = photos_to_use(plan.folder, "map")
     summary.bad = list(bad)
     hash_ = plan.sampling_hash(model.sha256, listing_digest(entries))
     state = _load_state(run_folder, hash_, plan.layers)
     done = {p["photo"] for p in state["photos"]}
     todo = [] if state["complete"] else [e for e in entries if e.name not in done]
-    forward = model.layers_fn(plan.layers)
-    buffers: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {layer: [] for layer in plan.layers}
-    window: list[dict[str, Any]] = []
-    held, last = 0, time.monotonic()
-
-    def commit(complete: bool) -> None:
-        nonlocal held, last, window
-        if any(buffers.values()):
-            for layer, parts in buffers.items():
-                vectors = np.concatenate([v for v, _ in parts]) if parts else np.zeros((0, 0), np.float16)
-                where = np.concatenate([w for _, w in parts]) if parts else np.zeros((0, 3), np.int32)
-                vec_path, where_path = _chunk_paths(run_folder, layer, state["chunks"])
-                _save_npy(vec_path, vectors)
-                _save_npy(where_path, where)
-                parts.clear()
-            sync_folders({run_folder / SAMPLES_DIR / layer for layer in plan.layers})
-            state["chunks"] += 1
-        state["photos"].extend(window)
-        state["complete"] = complete
-        atomic_write_text(_state_path(run_folder), json.dumps(state))
-        window, held, last = [], 0, time.monotonic()
-
-    def enough() -> bool:
-        return all(state["counts"][layer] >= plan.samples for layer in plan.layers)
-
-    with tqdm(total=len(todo), unit="photo", desc="map samples", disable=None if progress else True,
-              file=sys.stderr) as bar:
-        for batch in fitted_batches(todo, plan, "", summary.bad, bar):
-            images = np.stack([f.pixels for f in batch])
-            acts = [a.numpy() for a in forward(images)]
-            for i, fitted in enumerate(batch):
-                photo_id = len(state["photos"]) + len(window)
-                window.append(_photo_record(fitted.record))
-                for layer, act in zip(plan.layers, acts):
-                    need = plan.samples - state["counts"][layer]
-                    if need <= 0:
-                        continue
-                    pos = sample_positions(fitted.record.sha256, layer, plan.seed, act.shape[1], act.shape[2],
-                                           min(plan.per_photo, need))
-                    vectors = act[i, pos[:, 0], pos[:, 1]].astype(np.float16)
-                    where = np.column_stack([np.full(len(pos), photo_id, np.int32), pos])
-                    buffers[layer].append((vectors, where))
-                    state["counts"][layer] += len(pos)
-                    held += vectors.nbytes
-            summary.processed += len(batch)
-            bar.update(len(batch))
-            if enough():
-                break
-            if held >= CHECKPOINT_BYTES or time.monotonic() - last > CHECKPOINT_SECONDS:
-                commit(False)
-            if stop_after is not None and summary.processed >= stop_after:
-                commit(False)
-                return state
-        commit(True)
+    sampling = MapSampling(plan, run_folder, model, state)
+    progress_ = process_photos(sampling, todo, InputFit(plan.size, "crop", plan.batch_size), summary.bad, progress,
+                               stop_after)
+    summary.processed += progress_.processed
+    sampling.commit(final=not progress_.stopped)
+    if progress_.stopped:
+        return state
     summary.photos = len(state["photos"])
     summary.samples = dict(state["counts"])
-    atomic_write_text(run_folder / MAP_SKIPPED_FILE, "".join(f"{n}\t{r}\n" for n, r in summary.bad))
+    write_skipped(run_folder / MAP_SKIPPED_FILE, summary.bad)
     if not state["photos"]:
-        raise UserError(f"map folder {plan.folder} has no readable photo ({len(summary.bad)} files skipped: "
-                        f"{', '.join(f'{n} ({r})' for n, r in summary.bad[:SHOWN_BAD])})")
+        raise no_readable_photo("map", plan.folder, summary.bad)
     return state
 
 
-def _photo_record(record: ExamplePhoto) -> dict[str, Any]:
+def _photo_record(record: PhotoRecord) -> dict[str, Any]:
     values = record.__dict__.copy()
     values.pop("thumb", None)
     return values
@@ -552,7 +495,7 @@ def write_crops(plan: MapPlan, run_folder: Path, model: Any) -> None:
             continue  # gone since it was sampled: the gallery shows the cell without that crop
         work = work_copy(image)
         for target, record, (source, offset, jump), row, col in crops:
-            photo = ExamplePhoto(**{**record, "thumb": ""})
+            photo = PhotoRecord(**record)
             write_patch(target, work, work.width / photo.width, patch_box(photo, source, offset, jump, row, col))
     sync_folders({t.parent for crops in wanted.values() for t, *_ in crops})
 

@@ -1,0 +1,146 @@
+"""The pipeline of `atlas run` and `atlas sweep`, as one function the command line and Python both call: the
+sweep, then the passes over the run folder (dataset examples, activation maps, circuits), then the gallery.
+
+It sits at the top of the package, beside the command line, because it calls every stage: the sweep is the run
+stage's, the photo passes are the analysis stage's (above run), the gallery is publish's (above both). Nothing
+below imports it (tests/test_layering.py).
+
+    from atlas.model.graph import load_model
+    from atlas.pipeline import run_pipeline
+    from atlas.run.config import load_config
+
+    loaded = load_config("demo")
+    summary = run_pipeline(loaded, load_model(loaded.config.model))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+Out = Callable[[str], Any]  # where the pipeline's lines go (print by default)
+
+
+class SweepFailed(Exception):
+    """Some renders failed: the sweep ends with exit code 1 after its summary."""
+
+
+@dataclass
+class PipelineSummary:
+    """What each step of a pipeline did (None: the step did not run: not asked for, or left to an unsliced run)."""
+
+    plan: Any  # atlas.run.plan.RunPlan
+    sweep: Any = None  # atlas.run.sweep.Summary
+    examples: Any = None  # atlas.analysis.examples.ExamplesSummary
+    map: Any = None  # atlas.analysis.maps.MapSummary
+    circuits: Any = None  # atlas.analysis.circuits.CircuitsSummary
+    site: Any = None  # atlas.publish.site's build report
+    estimate_seconds: float | None = None  # the dry run's estimate (sweep and map), when dry_run
+
+
+class _Lines:
+    """A file-like object that hands `out` each line printed to it (for the dry run's `print(..., file=)`)."""
+
+    def __init__(self, out: Out) -> None:
+        self.out, self.pending = out, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.out(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def run_pipeline(loaded: Any, model: Any, shard: tuple[int, int] | None = None, gpus: list[int] | None = None,
+                 backend: str | None = None, scheduler: str | None = None, examples_folder: str | None = None,
+                 map_folder: str | None = None, build_site: bool = True, dry_run: bool = False,
+                 out: Out = print) -> PipelineSummary:
+    """Resolve the loaded config's plan once (for dask, from the cluster's devices; `backend`, `scheduler`), then
+    sweep, find examples, make maps, compute circuits and, with `build_site`, build the gallery; or with `dry_run`
+    only estimate the sweep's and the map's time. Every line goes to `out`. Raises `SweepFailed` (after the
+    sweep's lines) when renders failed, and UserError for mistakes a user can fix."""
+    from atlas.errors import UserError
+    from atlas.run.sweep import plan_and_client
+
+    if scheduler and backend != "dask":
+        raise UserError("--scheduler needs --backend dask")
+    # the plan once: the sweep, the dry run and the passes take it
+    with plan_and_client(loaded, model, shard, gpus, backend, scheduler, examples_folder, map_folder) as (plan,
+                                                                                                          client):
+        if dry_run:
+            return PipelineSummary(plan, estimate_seconds=estimate_pipeline(plan, model, out))
+        summary = PipelineSummary(plan, sweep=sweep_step(plan, model, client, out))
+    return run_passes(summary, model, build_site, out)
+
+
+def run_planned(plan: Any, model: Any, client: Any = None, build_site: bool = True,
+                out: Out = print) -> PipelineSummary:
+    """The pipeline of an already resolved plan (`atlas.run.plan.resolve_plan`): sweep, passes, gallery."""
+    return run_passes(PipelineSummary(plan, sweep=sweep_step(plan, model, client, out)), model, build_site, out)
+
+
+def estimate_pipeline(plan: Any, model: Any, out: Out = print) -> float:
+    """The dry run: the sweep's work and time estimate, and the map pass's if the plan has one; writes nothing."""
+    from atlas.run.estimate import estimate
+
+    lines = _Lines(out)
+    seconds = estimate(plan, model, lines)
+    if plan.map:
+        from atlas.analysis.maps import estimate_map
+
+        seconds += estimate_map(plan.map, plan.folder, model, lines)
+    return seconds
+
+
+def sweep_step(plan: Any, model: Any, client: Any = None, out: Out = print) -> Any:
+    """Render what the plan asks for (umap-learn warming up beside it when a map follows); its lines to `out`."""
+    from atlas.run.sweep import run_sweep
+
+    if plan.map and not plan.shard:
+        from atlas.analysis.maps import warm_umap
+
+        warm_umap(plan.map, plan.folder)  # numba compiles umap-learn's functions while the sweep renders
+    return run_sweep(plan, model, client)
+
+
+def run_passes(summary: PipelineSummary, model: Any, build_site: bool = True, out: Out = print) -> PipelineSummary:
+    """After the sweep: its lines, then the examples, map and circuits passes (a slice of a sweep leaves them to
+    an unsliced run, saying so) and the gallery."""
+    plan, swept = summary.plan, summary.sweep
+    out("\n".join(swept.lines()))
+    out(f"output: {plan.folder}")
+    if swept.failed:
+        raise SweepFailed(f"{len(swept.failed)} batches failed (listed above); re-run the same command to "
+                          "retry them")
+    if plan.examples and plan.shard:
+        out(f"examples: not found by a slice of a sweep; run `atlas examples FOLDER -o {plan.folder}` once "
+            "when the slices are done")
+    elif plan.examples:
+        from atlas.analysis.examples import run_examples
+
+        summary.examples = run_examples(plan.examples, plan.folder, model)
+        out("\n".join(summary.examples.lines()))
+    if plan.map and plan.shard:
+        out(f"map: not made by a slice of a sweep; run `atlas map FOLDER -o {plan.folder}` once the slices are done")
+    elif plan.map:
+        from atlas.analysis.maps import run_map
+
+        summary.map = run_map(plan.map, plan.folder, model)
+        out("\n".join(summary.map.lines()))
+    if plan.circuits and plan.shard:
+        out("circuits: not computed by a slice of a sweep; run the sweep without --shard once the slices are done")
+    elif plan.circuits:
+        from atlas.analysis.circuits import run_circuits
+
+        summary.circuits = run_circuits(plan.circuits, plan.folder, model)
+        out("\n".join(summary.circuits.lines()))
+    if build_site:
+        from atlas.publish.site import build_site as build
+
+        summary.site = build(plan.folder, progress=True)
+        out(summary.site.summary())
+    return summary

@@ -1,0 +1,105 @@
+"""The plans of the passes over a run folder, as plain data: dataset examples, activation maps, circuits.
+
+Resolved once from a config (`atlas.run.plan`) or the command line and handed to the passes (`atlas.analysis`);
+this module imports no pass, so the sweep, its plan and its dry run load none of their code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from atlas.render.settings import RenderSettings
+
+EXAMPLES_FORMAT = 1  # bump when the meaning of recorded examples changes
+CROP_PX = 128  # long side of a saved patch
+THUMB_PX = 512  # long side of a photo's thumbnail
+MAPS_FORMAT = 1  # bump when the meaning of samples or cells changes
+CLIP_PERCENTILES = (1.0, 99.0)  # each layout axis is clipped to these percentiles before gridding
+CELL_PX = 96  # map cells' render size
+
+
+@dataclass(frozen=True)
+class ExamplesPlan:
+    """What an examples pass does, resolved once (from a config's `examples:` or the command line)."""
+
+    folder: str  # a folder path, or "probes" for the built-in set
+    top: int  # entries shown per channel
+    size: int  # the photo's shorter side in the network's input
+    fit: str  # crop | whole
+    layers: tuple[str, ...]  # low to high
+    batch_size: int = 16
+
+    @property
+    def depth(self) -> int:
+        """Entries kept per channel: the shown `top` and as many in reserve for removals."""
+        return 2 * self.top
+
+    def settings_hash(self, model_sha: str) -> str:
+        """Everything that changes a recorded value, box or file: the folder, weights, size, fit, top, layers."""
+        blob = json.dumps({"folder": self.folder, "model": model_sha, "size": self.size, "fit": self.fit,
+                           "top": self.top, "layers": list(self.layers), "format": EXAMPLES_FORMAT,
+                           "crop": CROP_PX, "thumb": THUMB_PX}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_cell_settings(method: str = "deepdream") -> RenderSettings:
+    """The render settings of map cells: small images (cells are icons), the `direction` objective.
+
+    96 px, the icon size of Lucid's activation-atlas recipe (`activation_atlas(icon_size=96)`). DeepDream: 2
+    octaves of 12 steps; Fourier: 256 Adam steps (benchmarks/map_speed.py measures both)."""
+    if method == "fourier":
+        return RenderSettings(objective="direction", method="fourier", size=CELL_PX, steps=256)
+    return RenderSettings(objective="direction", size=CELL_PX, octaves=2, steps=12)
+
+
+@dataclass(frozen=True)
+class MapPlan:
+    """What a map pass does, resolved once (from a config's `map:` or the command line)."""
+
+    folder: str  # a folder of photos, or "probes"
+    layers: tuple[str, ...]  # tensor names: catalogued layers or block outputs such as mixed4c
+    samples: int = 100_000  # per layer, at most
+    per_photo: int = 50  # positions sampled per photo and layer (at most the map's inner positions)
+    grids: tuple[int, ...] = (10, 20)  # cells a side, one zoom level each (at most 500 cells a layer)
+    min_samples: int = 5  # a cell with fewer is dropped
+    neighbours: int = 50  # UMAP n_neighbors (published)
+    min_dist: float = 0.05  # UMAP min_dist (published)
+    metric: str = "cosine"  # UMAP metric (published)
+    seed: int = 0
+    size: int = 224  # photos' shorter side, centred square (as the examples pass's `fit: crop`)
+    batch_size: int = 16  # photos per forward pass
+    crops: int = 4  # photo crops shown per cell
+    power: float = 3.0  # of the cosine in the direction objective (docs/maps.md: why 3)
+    render: RenderSettings = field(default_factory=default_cell_settings)
+    render_cells: bool = True  # False: sample and lay out only
+
+    def sampling_hash(self, model_sha: str, listing: str) -> str:
+        """What changes a sample: the photos (names and keys), weights, layers, size, per-photo count, seed."""
+        blob = json.dumps({"folder": self.folder, "listing": listing, "model": model_sha, "layers": list(self.layers),
+                           "size": self.size, "per_photo": self.per_photo, "samples": self.samples,
+                           "seed": self.seed, "format": MAPS_FORMAT}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def layout_hash(self, sampling: str) -> str:
+        """What changes a layer's cells: its samples and the layout settings."""
+        blob = json.dumps({"sampling": sampling, "grids": list(self.grids), "min": self.min_samples,
+                           "neighbours": self.neighbours, "min_dist": self.min_dist, "metric": self.metric,
+                           "seed": self.seed, "crops": self.crops, "clip": CLIP_PERCENTILES}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def render_hash(self, layout: str) -> str:
+        """What changes a cell's render: its direction (the layout) and the render settings."""
+        blob = json.dumps({"layout": layout, "render": self.render.pixel_dict(), "power": self.power,
+                           "seed": self.seed}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CircuitsPlan:
+    """What the circuits pass does, resolved once from the config's `circuits:`."""
+
+    top: int = 10
+    batch_size: int = 32
+    layers: tuple[str, ...] | None = None  # None: every catalogued layer (a unit's outputs need the later ones)
