@@ -71,7 +71,7 @@ def make_figures(run: Run, spec_file: SpecFile, dpi: int | None = None,
 
 def job_spec(run: Run, job: FigureJob) -> SpecFile:
     """A figure job as a one-figure spec, named from what it shows; its output resolved from the current folder."""
-    data: dict[str, Any] = {"kind": job.kind, **job.options, "dpi": job.dpi}
+    data: dict[str, Any] = {"kind": job.kind, **job.options} | ({"dpi": job.dpi} if job.dpi is not None else {})
     if job.output is not None:
         output_format(job.output)
         data["output"] = str(Path(job.output).expanduser().resolve())
