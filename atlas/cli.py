@@ -9,11 +9,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from atlas.atomic import OUTPUT_FLAG, stop_on_write_errors
 from atlas.console import import_tensorflow, set_verbose
 from atlas.errors import UserError
+
+if TYPE_CHECKING:
+    from atlas.publish.figures.jobs import FigureJob, SpecJob
 
 EXIT_USER_ERROR = 2
 
@@ -481,7 +484,7 @@ def _figure_parser(sub: argparse._SubParsersAction) -> None:
     fig.add_argument("-o", "--output", help="a .png or .pdf file (default: RUN_FOLDER/figures/NAME.png)")
 
 
-def figure_command_job(args: argparse.Namespace) -> object:
+def figure_command_job(args: argparse.Namespace) -> FigureJob | SpecJob:
     """The plain figure job (FigureJob or SpecJob) an `atlas figure` command line asks for."""
     from atlas.publish.figures.jobs import SPEC, command_job
     from atlas.publish.figures.kinds import COMMON, KINDS, cli_options
