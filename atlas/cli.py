@@ -9,12 +9,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from atlas.atomic import OUTPUT_FLAG, stop_on_write_errors
 from atlas.console import import_tensorflow, set_verbose
 from atlas.errors import UserError
 from atlas.pipeline import SweepFailed
+
+if TYPE_CHECKING:
+    from atlas.publish.figures.jobs import FigureJob, SpecJob
 
 EXIT_USER_ERROR = 2
 
@@ -414,38 +417,43 @@ def cmd_weights(args: argparse.Namespace) -> None:
 
 
 def _figure_parser(sub: argparse._SubParsersAction) -> None:
-    fig = sub.add_parser("figure", help="teaching figures (contact sheet, progression, panel) as PNG or PDF")
+    from atlas.publish.figures.jobs import SPEC
+    from atlas.publish.figures.kinds import COMMON, KINDS, cli_options
+
+    fig = sub.add_parser("figure", help=f"teaching figures ({', '.join(KINDS)}) as PNG or PDF")
     fig.add_argument("run", metavar="RUN_FOLDER", help="a run folder written by `atlas sweep`")
     what = fig.add_mutually_exclusive_group(required=True)
-    what.add_argument("--sheet", metavar="LAYER", help="contact sheet of one layer's channels")
-    what.add_argument("--progression", action="store_true", help="one start image across layers, low to high")
-    what.add_argument("--panel", metavar="LAYER:CH,...", help="hand-picked channels, e.g. mixed4d_3x3_pre_relu:139")
-    what.add_argument("--map", metavar="LAYER", help="a poster of the layer's activation atlas (see `atlas map`)")
-    what.add_argument("--circuit", metavar="LAYER:CH", help="a unit's render with its strongest inputs and outputs, "
-                      "their kernels, edges coloured by sign (needs a run with circuits)")
-    what.add_argument("--weights", metavar="LAYER", help="a layer's kernels over the RGB image as colour patches, "
-                      "e.g. conv2d0_pre_relu")
-    what.add_argument("--spec", metavar="FILE", help="a YAML file describing several figures, or a shipped one's "
+    for kind in KINDS.values():  # --sheet LAYER, --progression, ...: one per registered kind
+        if kind.metavar:
+            what.add_argument(f"--{kind.name}", metavar=kind.metavar, help=kind.help)
+        else:
+            what.add_argument(f"--{kind.name}", action="store_true", help=kind.help)
+    what.add_argument(f"--{SPEC}", metavar="FILE", help="a YAML file describing several figures, or a shipped one's "
                       "name (lecture3)")
-    fig.add_argument("--channels", help="sheet: channels to show, e.g. 0-63 (default: all)")
-    fig.add_argument("--mode", help="sheet, panel, circuit: noise (default), photo-NAME or NAME")
-    fig.add_argument("--photo", help="progression: base photo (default: noise renders)")
-    fig.add_argument("--layers", help="progression: a,b,c (default: about 10 layers from low to high)")
-    fig.add_argument("--captions", help="panel: captions in the order of the channels, separated by |")
-    fig.add_argument("--examples", action="store_const", const=True, default=None,
-                     help="sheet: one row per channel, its dream then its dataset examples (see `atlas examples`)")
-    fig.add_argument("--grid", type=int, help="map: the zoom level, as cells a side (default: the finest)")
-    fig.add_argument("--title", help="replace the generated title")
-    fig.add_argument("--columns", type=int, help="panels per row")
+    for name, (option, kinds) in cli_options().items():
+        fig.add_argument(f"--{name}", help=f"{', '.join(kinds)}: {option.help}", **option.argparse_kwargs())
+    for option in COMMON:  # --title, --columns: every kind's
+        if option.cli:
+            fig.add_argument(f"--{option.name}", help=option.help, **option.argparse_kwargs())
     fig.add_argument("--dpi", type=int, help="PNG resolution and PDF image resolution (default 200)")
     fig.add_argument("-o", "--output", help="a .png or .pdf file (default: RUN_FOLDER/figures/NAME.png)")
 
 
+def figure_command_job(args: argparse.Namespace) -> FigureJob | SpecJob:
+    """The plain figure job (FigureJob or SpecJob) an `atlas figure` command line asks for."""
+    from atlas.publish.figures.jobs import SPEC, command_job
+    from atlas.publish.figures.kinds import COMMON, KINDS, cli_options
+
+    chosen = next(name for name in [*KINDS, SPEC] if getattr(args, name) not in (None, False))
+    options = {name: getattr(args, name) for name in [*cli_options(), *(o.name for o in COMMON if o.cli)]}
+    return command_job(chosen, getattr(args, chosen), options, args.output, args.dpi)
+
+
 def cmd_figure(args: argparse.Namespace) -> None:
-    from atlas.publish.figures import figure_job
+    from atlas.publish.figures.jobs import draw_job
     from atlas.run.manifest import read_run
 
-    made, combined = figure_job(read_run(args.run), args)
+    made, combined = draw_job(read_run(args.run), figure_command_job(args))
     for item in made:
         print(item.path)
         if item.layout.gaps:

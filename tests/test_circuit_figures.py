@@ -11,6 +11,7 @@ from PIL import Image
 from atlas.cli import main
 from atlas.errors import UserError
 from atlas.publish import figures
+from atlas.publish.figures import circuits, page
 from atlas.run.manifest import read_run
 from tests.fakerun import add_fake_circuits, make_fake_run
 
@@ -35,10 +36,10 @@ def _overlap(a, b) -> bool:
 
 def test_circuit_layout_shows_the_strongest_edges_by_sign_and_strength(run):
     mode = figures.find_mode(run, None)
-    layout = figures.circuit_layout(run, *UNIT, mode, "c")
+    layout = circuits.circuit_layout(run, *UNIT, mode, "c")
     inputs, outputs = run.circuits.inputs(*UNIT), run.circuits.outputs(*UNIT)
-    shown = figures._strongest(inputs, figures.CIRCUIT_TOP) + figures._strongest(outputs, figures.CIRCUIT_TOP)
-    assert len(layout.links) == len(shown) == 4 * figures.CIRCUIT_TOP
+    shown = circuits._strongest(inputs, circuits.CIRCUIT_TOP) + circuits._strongest(outputs, circuits.CIRCUIT_TOP)
+    assert len(layout.links) == len(shown) == 4 * circuits.CIRCUIT_TOP
     assert [link.excites for link in layout.links] == [e.sum > 0 for e in shown]
     widths = sorted(zip((e.norm for e in shown), (link.width for link in layout.links)))
     assert [w for _, w in widths] == sorted(w for _, w in widths)  # wider for stronger
@@ -53,14 +54,14 @@ def test_circuit_layout_shows_the_strongest_edges_by_sign_and_strength(run):
     assert not [pair for pair in combinations(boxes, 2) if _overlap(*pair)]
     assert layout.panels[0].key == ("noise", *UNIT) and layout.panels[0].box.w > 1.5  # the unit, large
     assert layout.width <= 8.27 and layout.height <= 11.69 and layout.height / layout.width < 1  # A4 and a slide
-    assert min(t.size for t in layout.texts) >= figures.FOOTER_PT
-    labels = [t for t in layout.texts[:-1] if t.size in (figures.NAME_PT, figures.WEIGHT_PT)]  # not the footer
+    assert min(t.size for t in layout.texts) >= page.FOOTER_PT
+    labels = [t for t in layout.texts[:-1] if t.size in (circuits.NAME_PT, circuits.WEIGHT_PT)]  # not the footer
     assert len(labels) == 2 * len(shown)
-    assert all(len(t.text) * figures.CHAR_EM * t.size / 72 <= figures.LABEL_W for t in labels)  # fit beside kernels
+    assert all(len(t.text) * page.CHAR_EM * t.size / 72 <= circuits.LABEL_W for t in labels)  # fit beside kernels
 
 
 def test_first_layer_weights_are_colour_patches_of_the_kernels(run):
-    layout = figures.weights_layout(run, "conv2d0_pre_relu", "w")
+    layout = circuits.weights_layout(run, "conv2d0_pre_relu", "w")
     full = run.circuits.full("conv2d0_pre_relu", "direct")
     assert len(layout.patches) == full.shape[0] and full.shape[1:] == (3, 7, 7)
     for patch, kernel in zip(layout.patches, full):
@@ -68,7 +69,7 @@ def test_first_layer_weights_are_colour_patches_of_the_kernels(run):
         assert np.allclose(patch.rgb(), 0.5 + rgb / (2 * np.abs(rgb).max()))
     assert all(_inside(p.box, layout) for p in layout.patches)
     with pytest.raises(UserError, match="RGB image"):
-        figures.weights_layout(run, "conv2d1_pre_relu", "w")
+        circuits.weights_layout(run, "conv2d1_pre_relu", "w")
 
 
 def test_cli_writes_png_and_pdf_and_errors_are_one_line(run, tmp_path, capsys):
@@ -79,7 +80,7 @@ def test_cli_writes_png_and_pdf_and_errors_are_one_line(run, tmp_path, capsys):
                  str(tmp_path / "c.pdf")]) == 0
     assert main(["figure", folder, "--weights", "conv2d0_pre_relu", "--dpi", "40"]) == 0
     with Image.open(tmp_path / "c.png") as image:
-        layout = figures.circuit_layout(run, *UNIT, figures.find_mode(run, None), "c")
+        layout = circuits.circuit_layout(run, *UNIT, figures.find_mode(run, None), "c")
         assert image.size == (round(layout.width * 40), round(layout.height * 40))
     pdf = (tmp_path / "c.pdf").read_bytes()
     assert len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf)) == 1 and b"DejaVuSans" in pdf

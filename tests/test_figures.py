@@ -5,17 +5,20 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
-from atlas.cli import main
+from atlas.cli import build_parser, main
 from atlas.errors import UserError
 from atlas.publish import figures
-from atlas.publish.figures import FigureSpec, ItemSpec, SpecFile
+from atlas.publish.figures import grids, page
+from atlas.publish.figures import KINDS, FigureJob, FigureSpec, ItemSpec, SpecFile, SpecJob
 from atlas.run.manifest import WHOLE_LAYER, Run, read_run
-from tests.fakerun import make_fake_run, synthetic_layers
+from tests.fakerun import add_fake_circuits, add_fake_map, make_fake_run, synthetic_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 LECTURE = ROOT / "configs" / "figures" / "lecture3.yaml"
@@ -55,7 +58,7 @@ def test_sheet_labels_every_channel_and_leaves_gaps(run):
     layer = run.layer(SHEET_LAYER)
     rendered = {r.channel for r in run.renders if r.mode == "noise" and r.layer == SHEET_LAYER}
     layout = figures.layout_figure(run, spec(kind="sheet", layer=SHEET_LAYER, columns=6))
-    assert layout.title == SHEET_LAYER and layout.width == figures.PAGE_WIDTH
+    assert layout.title == SHEET_LAYER and layout.width == page.PAGE_WIDTH
     assert layout.labels == [str(c) for c in range(layer.channels)]
     assert [p.key[2] for p in layout.gaps] == [c for c in range(layer.channels) if c not in rendered]
     assert 0 < len(layout.gaps) < layer.channels
@@ -77,7 +80,7 @@ def test_sheet_channel_selection_and_photo_mode(run):
 
 
 def test_default_progression_spreads_low_to_high(run):
-    chosen = figures.default_progression(run.layers)
+    chosen = grids.default_progression(run.layers)
     assert 8 <= len(chosen) <= 10
     assert [layer.index for layer in chosen] == sorted(layer.index for layer in chosen)
     assert chosen[0].name == "conv2d0_pre_relu" and chosen[-1].name == "mixed5b_3x3_pre_relu"
@@ -90,7 +93,7 @@ def test_progression_on_a_photo_prefers_whole_layer_dreams(run):
     assert layout.panels[0].label == "photo: chelsea" and layout.panels[0].image.name == "chelsea.jpg"
     dreams = layout.panels[1:]
     assert [p.key[2] for p in dreams] == [WHOLE_LAYER] * len(dreams) and not layout.gaps
-    assert [p.label for p in dreams] == [figures.short_layer(l.name) for l in figures.default_progression(run.layers)]
+    assert [p.label for p in dreams] == [page.short_layer(l.name) for l in grids.default_progression(run.layers)]
 
 
 def test_progression_on_noise_falls_back_to_a_channel_and_sorts_layers(run):
@@ -108,7 +111,7 @@ def test_panel_items_captions_modes_and_gaps(run):
     assert layout.labels == ["conv2d0:1", "mixed4d_3x3_bottleneck:17", "mixed4d_3x3:2 (photo-chelsea)"]
     assert [p.missing for p in layout.panels] == [False, True, False]
     caption = layout.panels[0].caption
-    assert 1 < caption.count("\n") + 1 <= figures.CAPTION_LINES and caption.endswith("…")
+    assert 1 < caption.count("\n") + 1 <= page.CAPTION_LINES and caption.endswith("…")
     assert "noise mixed4d_3x3_bottleneck_pre_relu:17" in layout.missing_summary()
 
 
@@ -122,9 +125,9 @@ def test_a_deleted_image_file_becomes_a_gap(tmp_path):
 
 
 def test_channel_ranges_and_labels_fit():
-    assert figures.channel_ranges([9, 3, 10, 11, WHOLE_LAYER]) == "3,9-11,layer"
-    assert figures.label_size(["0"], 1.0) == figures.LABEL_PT_MAX
-    assert figures.label_size(["x" * 200], 0.5) == figures.LABEL_PT_MIN
+    assert page.channel_ranges([9, 3, 10, 11, WHOLE_LAYER]) == "3,9-11,layer"
+    assert page.label_size(["0"], 1.0) == page.LABEL_PT_MAX
+    assert page.label_size(["x" * 200], 0.5) == page.LABEL_PT_MIN
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -167,7 +170,8 @@ def test_spec_file_writes_every_figure_and_a_combined_pdf(run, tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("figures:\n  - {name: a, kind: sheet, layer: x, chanels: 0-3}\n",
-     "unknown key 'figures.0.chanels' (did you mean 'channels'?)"),
+     "figures.0: unknown key 'chanels' of a sheet figure (did you mean 'channels'?); a sheet figure's keys: layer, "
+     "channels, mode, examples (and any figure's: name, kind, title, columns, dpi, format, output)"),
     ("figures:\n  - {name: a, kind: panel, items: [{layer: x, channel: 1, captoin: hi}]}\n",
      "did you mean 'caption'?"),
     ("figure:\n  - {name: a, kind: progression}\n", "did you mean 'figures'?"),
@@ -255,6 +259,104 @@ def test_a_bad_figure_in_a_spec_stops_before_any_file_is_written(run_folder, tmp
     assert main(["figure", str(run_folder), "--spec", str(path)]) == 2
     assert "unknown layer 'no_such_layer'" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
+
+
+# ----------------------------------------------------------------------------------------------- the kinds' registry
+
+# one figure of each registered kind, as a spec file names it (a new kind needs an entry here: the test below says so)
+EVERY_KIND = {
+    "sheet": {"layer": SHEET_LAYER, "channels": [0, 1, 2], "mode": "chelsea"},
+    "progression": {"photo": "chelsea", "layers": ["conv2d0_pre_relu", SHEET_LAYER]},
+    "panel": {"items": [{"layer": "conv2d0_pre_relu", "channel": 1, "caption": "low"}], "mode": "noise"},
+    "map": {"layer": "mixed4c", "grid": 3},
+    "circuit": {"layer": "mixed4b_5x5_pre_relu", "channel": 3, "mode": "noise"},
+    "weights": {"layer": "conv2d0_pre_relu", "columns": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def every_kind_run(small_model, tmp_path_factory) -> Path:
+    """A fake run with renders, circuits and a map: every kind of figure can be drawn from it."""
+    folder = make_fake_run(tmp_path_factory.mktemp("kinds") / "run", layers=small_model.layers, fraction=0.5,
+                           size=32, thumb=16)
+    add_fake_circuits(folder, small_model, top=5)
+    add_fake_map(folder, "mixed4c", [("mixed4c_3x3_pre_relu", c) for c in range(4)], grids=(3,))
+    return folder
+
+
+def test_every_registered_kind_is_named_in_a_spec_file_and_drawn(every_kind_run, tmp_path):
+    assert set(EVERY_KIND) == set(KINDS)
+    path = tmp_path / "every.yaml"
+    figures_ = [{"name": f"every-{kind}", "kind": kind, **keys} for kind, keys in EVERY_KIND.items()]
+    path.write_text(yaml.safe_dump({"dpi": DPI, "format": "pdf", "combined": str(tmp_path / "every.pdf"),
+                                    "figures": figures_}))
+    made, combined = figures.draw_job(read_run(every_kind_run), SpecJob(path))
+    assert [m.layout.kind for m in made] == list(EVERY_KIND)
+    assert [m.path for m in made] == [every_kind_run / "figures" / f"every-{kind}.pdf" for kind in EVERY_KIND]
+    assert all(pdf_pages(m.path) == 1 for m in made) and pdf_pages(combined) == len(KINDS)
+    assert all(m.layout.panels or m.layout.patches for m in made)
+
+
+def test_the_spec_schema_and_the_command_line_come_from_the_registry():
+    for kind in KINDS.values():
+        assert set(kind.keys) <= set(FigureSpec.model_fields)
+        assert set(kind.needs) <= set(kind.keys)
+        if kind.needs:
+            with pytest.raises(ValueError, match=f"a {kind.name} figure needs '{kind.needs[0]}'"):
+                FigureSpec(name="x", kind=kind.name)
+    help_text = build_parser()._subparsers._group_actions[0].choices["figure"].format_help()
+    for kind in KINDS.values():
+        assert f"--{kind.name}" in help_text
+        for option in kind.cli_options:
+            assert f"--{option}" in help_text
+    assert KINDS["sheet"].default("channels") == "all"
+    assert FigureSpec(name="x", kind="sheet", layer="a").value("channels") == "all"
+
+
+@pytest.mark.parametrize("kind, key, message", [
+    ("sheet", "grid", "'grid' does not apply to a sheet figure; a sheet figure's keys: layer, channels, mode, "
+                      "examples (and any figure's: name, kind, title, columns, dpi, format, output)"),
+    ("circuit", "chanel", "unknown key 'chanel' of a circuit figure (did you mean 'channel'?); a circuit figure's "
+                          "keys: layer, channel, mode (and any figure's"),
+    ("weights", "palette", "unknown key 'palette' of a weights figure; a weights figure's keys: layer (and any "
+                          "figure's: name, kind, title, columns"),
+    ("map", "mode", "'mode' does not apply to a map figure; a map figure's keys: layer, grid"),
+])
+def test_an_unknown_key_in_a_spec_names_the_kind_and_its_keys(tmp_path, kind, key, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"figures": [{"name": "a", "kind": kind, **EVERY_KIND[kind], key: 1}]}))
+    with pytest.raises(UserError) as error:
+        figures.load_spec(path)
+    assert f"figures.0: {message}" in str(error.value) and "\n" not in str(error.value), error.value
+
+
+@pytest.mark.parametrize("argv, job", [
+    (["--sheet", SHEET_LAYER, "--channels", "0-5", "--mode", "chelsea", "--columns", "3"],
+     FigureJob("sheet", {"layer": SHEET_LAYER, "channels": "0-5", "mode": "chelsea", "columns": 3})),
+    (["--progression", "--photo", "chelsea", "--layers", "conv2d0_pre_relu,mixed3a_1x1_pre_relu"],
+     FigureJob("progression", {"photo": "chelsea", "layers": ["conv2d0_pre_relu", "mixed3a_1x1_pre_relu"]})),
+    (["--panel", "conv2d0_pre_relu:1,mixed4d_3x3_pre_relu:2", "--captions", "one|two", "--title", "Two"],
+     FigureJob("panel", {"items": [{"layer": "conv2d0_pre_relu", "channel": 1, "caption": "one"},
+                                   {"layer": "mixed4d_3x3_pre_relu", "channel": 2, "caption": "two"}],
+                         "title": "Two"})),
+])
+def test_a_job_built_in_python_draws_the_same_figure_as_the_command_line(run_folder, tmp_path, capsys, argv, job):
+    cli_file, api_file = tmp_path / "cli.png", tmp_path / "api.png"
+    assert main(["figure", str(run_folder), *argv, "--dpi", str(DPI), "-o", str(cli_file)]) == 0
+    capsys.readouterr()
+    made, combined = figures.draw_job(read_run(run_folder), replace(job, output=api_file, dpi=DPI))
+    assert [m.path for m in made] == [api_file] and combined is None
+    assert api_file.read_bytes() == cli_file.read_bytes()
+
+
+def test_without_output_a_python_job_writes_where_the_command_line_does(run_folder, capsys):
+    assert main(["figure", str(run_folder), "--sheet", SHEET_LAYER, "--channels", "0-3", "--dpi", str(DPI)]) == 0
+    printed = Path(capsys.readouterr().out.strip())
+    cli_bytes = printed.read_bytes()
+    made, _ = figures.draw_job(read_run(run_folder), FigureJob("sheet", {"layer": SHEET_LAYER, "channels": "0-3"},
+                                                               dpi=DPI))
+    assert made[0].path == printed == run_folder / "figures" / f"sheet-{SHEET_LAYER}-noise.png"
+    assert made[0].path.read_bytes() == cli_bytes
 
 
 # ----------------------------------------------------------------------------------------------- a real sweep

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,8 @@ from fakerun import add_fake_map, make_fake_run, synthetic_layers
 from PIL import Image
 
 from atlas.cli import main
-from atlas.publish.figures import FigureSpec, figure_job, map_layout
+from atlas.publish.figures import FigureJob, FigureSpec, draw_job
+from atlas.publish.figures.grids import map_layout
 from atlas.publish.site import build_site
 from atlas.run.manifest import read_run
 from atlas.run.mapfiles import read_map
@@ -81,10 +81,7 @@ def test_map_figure_errors_are_one_line(run, capsys):
 
 
 def test_map_figure_default_name(run):
-    args = Namespace(sheet=None, progression=False, panel=None, spec=None, map="mixed4c", grid=None, channels=None,
-                     mode=None, photo=None, layers=None, captions=None, examples=None, title=None, columns=None,
-                     dpi=40, output=None)
-    made, _ = figure_job(read_run(run), args)
+    made, _ = draw_job(read_run(run), FigureJob("map", {"layer": "mixed4c"}, dpi=40))
     assert made[0].path == run / "figures" / "map-mixed4c.png"
 
 

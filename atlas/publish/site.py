@@ -171,7 +171,7 @@ class Block:
 
 
 @dataclass
-class Atlas:
+class Gallery:
     """The run as the site shows it."""
 
     run: Run
@@ -285,7 +285,7 @@ def build_maps(run: Run, existing: set[str], pages: set[str]) -> list[MapView]:
     return [MapView(read_map(run.folder, layer), existing, pages) for layer in map_layers(run.folder)]
 
 
-def build_atlas(run: Run) -> Atlas:
+def build_gallery(run: Run) -> Gallery:
     """Group the run's renders by layer and mode; a render whose files are gone counts as missing, and a
     dataset example whose patch is gone is not shown."""
     existing = _existing_files(run.folder)
@@ -322,7 +322,7 @@ def build_atlas(run: Run) -> Atlas:
         blocks.append(Block(name, block_views, after))
     for before, after_view in zip(views, views[1:]):
         before.next, after_view.prev = after_view, before
-    return Atlas(run=run, blocks=blocks, layers=views, thumb=_mode_sizes(run, "thumb", DEFAULT_THUMB),
+    return Gallery(run=run, blocks=blocks, layers=views, thumb=_mode_sizes(run, "thumb", DEFAULT_THUMB),
                  web=_mode_sizes(run, "web", DEFAULT_WEB), photos=_photo_sizes(run), figures=_figures(run.folder),
                  maps=build_maps(run, existing, {v.name for v in views}),
                  matrices=block_matrices(run.circuits))
@@ -430,9 +430,9 @@ def _gain(value: float | None) -> str:
     return "–" if value is None else f"{value:+.1f}"
 
 
-def pages(atlas: Atlas, env: Environment, run_from_site: str) -> Iterator[tuple[str, str]]:
+def pages(gallery: Gallery, env: Environment, run_from_site: str) -> Iterator[tuple[str, str]]:
     """(path from the site root, HTML) of every page, the big ones last."""
-    common = {"atlas": atlas, "run_info": atlas.run, "modes": atlas.modes}
+    common = {"gallery": gallery, "run_info": gallery.run, "modes": gallery.modes}
 
     def render(template: str, rel: str, **context: Any) -> tuple[str, str]:
         where = place(rel, run_from_site)
@@ -441,31 +441,31 @@ def pages(atlas: Atlas, env: Environment, run_from_site: str) -> Iterator[tuple[
 
     yield render("index.html", "index.html")
     yield render("about.html", "about.html",
-                 settings_json=json.dumps(atlas.run.settings, indent=2, sort_keys=True, default=str))
+                 settings_json=json.dumps(gallery.run.settings, indent=2, sort_keys=True, default=str))
     yield render("compare.html", "compare.html")
-    yield render("progression.html", "progression.html", modes_shown=_progression_modes(atlas))
+    yield render("progression.html", "progression.html", modes_shown=_progression_modes(gallery))
     yield render("figures.html", "figures.html")
-    if atlas.maps:
+    if gallery.maps:
         yield render("maps.html", "maps.html")
-    for view in atlas.maps:
+    for view in gallery.maps:
         yield render("map.html", map_url(view.layer), map=view)
-    for view in atlas.layers:
-        yield render("layer.html", layer_url(view.name), view=view, matrix=atlas.matrices.get(view.name))
+    for view in gallery.layers:
+        yield render("layer.html", layer_url(view.name), view=view, matrix=gallery.matrices.get(view.name))
     channel_template = env.get_template("channel.html")
-    with_pages = set(atlas.by_name)
-    for view in atlas.layers:
+    with_pages = set(gallery.by_name)
+    for view in gallery.layers:
         for channel in range(view.channels):
             rel = channel_url(view.name, channel)
             where = place(rel, run_from_site)
-            circuit = channel_circuit(atlas.run.circuits, view.name, channel, with_pages)
+            circuit = channel_circuit(gallery.run.circuits, view.name, channel, with_pages)
             yield rel, channel_template.render(root=where.root, run=where.run, page=rel, view=view,
                                                channel=channel, nav=_channel_nav(view, channel), circuit=circuit,
                                                **common)
 
 
-def _progression_modes(atlas: Atlas) -> list[Mode]:
+def _progression_modes(gallery: Gallery) -> list[Mode]:
     """The photo modes, or noise when the run has no photo."""
-    return atlas.photo_modes or atlas.modes[:1]
+    return gallery.photo_modes or gallery.modes[:1]
 
 
 def _channel_nav(view: LayerView, channel: int) -> dict[str, tuple[str, int] | None]:
@@ -480,19 +480,19 @@ def _channel_nav(view: LayerView, channel: int) -> dict[str, tuple[str, int] | N
             "prev_layer": at(view.prev, channel), "next_layer": at(view.next, channel)}
 
 
-def search_index(atlas: Atlas) -> dict[str, Any]:
+def search_index(gallery: Gallery) -> dict[str, Any]:
     """The data behind search and compare: layers in display order, what is rendered, image path patterns."""
     modes = []
-    for mode in atlas.modes:
+    for mode in gallery.modes:
         _, web, thumb = (path.replace("0000", "{cccc}")
-                         for path in image_paths(mode.id, "{layer}", 0, *_image_exts(atlas, mode.id)))
+                         for path in image_paths(mode.id, "{layer}", 0, *_image_exts(gallery, mode.id)))
         modes.append({"id": mode.id, "kind": mode.kind, "photo": mode.photo, "web": web, "thumb": thumb,
-                      "size": [atlas.web[mode.id].width, atlas.web[mode.id].height],
-                      "thumbSize": [atlas.thumb[mode.id].width, atlas.thumb[mode.id].height]})
+                      "size": [gallery.web[mode.id].width, gallery.web[mode.id].height],
+                      "thumbSize": [gallery.thumb[mode.id].width, gallery.thumb[mode.id].height]})
     layers = [{"name": v.name, "block": v.layer.block, "channels": v.channels, "kernel": _kernel(v.layer),
                "stride": v.layer.stride, "rf": v.layer.receptive_field, "depth": v.layer.depth,
                "rendered": {mode: format_channels(sorted(found)) for mode, found in v.renders.items() if found},
-               "dreams": {mode: r.web for mode, r in v.dreams.items()}} for v in atlas.layers]
+               "dreams": {mode: r.web for mode, r in v.dreams.items()}} for v in gallery.layers]
     return {"modes": modes, "layers": layers}
 
 
@@ -500,9 +500,9 @@ def _kernel(layer: Layer) -> str:
     return f"{layer.kernel}×{layer.kernel_w}"
 
 
-def _image_exts(atlas: Atlas, mode: str) -> tuple[str, str]:
+def _image_exts(gallery: Gallery, mode: str) -> tuple[str, str]:
     """The extensions of a mode's web images and thumbnails, as the sweep wrote them (jpg if none yet)."""
-    for view in atlas.layers:
+    for view in gallery.layers:
         for render in view.renders.get(mode, {}).values():
             return render.web.rsplit(".", 1)[-1], render.thumb.rsplit(".", 1)[-1]
     return "jpg", "jpg"
@@ -599,12 +599,12 @@ def build_site(run_folder: str | Path, out: str | Path | None = None, progress: 
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; move it away or pass another output folder")
     run_from_site = Path(os.path.relpath(run_folder.resolve(), out.resolve())).as_posix()
-    atlas = build_atlas(run)
-    report = SiteReport(out=out, missing_renders=atlas.missing)
+    gallery = build_gallery(run)
+    report = SiteReport(out=out, missing_renders=gallery.missing)
     with stop_on_write_errors(out, elsewhere=None):  # a site that cannot be written: one line
         writer = _Writer(out, report)
         try:
-            _write_all(writer, atlas, run_from_site, progress)
+            _write_all(writer, gallery, run_from_site, progress)
         except BaseException:
             writer.abort()
             raise
@@ -613,16 +613,16 @@ def build_site(run_folder: str | Path, out: str | Path | None = None, progress: 
     return report
 
 
-def _write_all(writer: _Writer, atlas: Atlas, run_from_site: str, progress: bool) -> None:
+def _write_all(writer: _Writer, gallery: Gallery, run_from_site: str, progress: bool) -> None:
     """Hand every file of the site to the writer: static assets, the index script, then the pages."""
     for rel, data in _static_files():
         writer.write(rel, data)
-    writer.write(INDEX_JS, _index_js(search_index(atlas)))
-    for matrix in {m.rel: m for m in atlas.matrices.values()}.values():
+    writer.write(INDEX_JS, _index_js(search_index(gallery)))
+    for matrix in {m.rel: m for m in gallery.matrices.values()}.values():
         writer.write(matrix.rel, matrix.png)
-    total = 5 + len(atlas.layers) + atlas.total_channels + (1 + len(atlas.maps) if atlas.maps else 0)
+    total = 5 + len(gallery.layers) + gallery.total_channels + (1 + len(gallery.maps) if gallery.maps else 0)
     with _progress(total, progress) as bar:
-        for rel, html in pages(atlas, environment(), run_from_site):
+        for rel, html in pages(gallery, environment(), run_from_site):
             writer.write(rel, html.encode("utf-8"))
             bar.update(1)
 
