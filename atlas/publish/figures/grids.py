@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, check_channels, parse_channels
-from atlas.publish.figures.page import (FACTS_PT, FOOTER_PT, GAP, LABEL_PT_MIN, LINE, MARGIN, PAGE_WIDTH, POINTS,
+from atlas.publish.figures.page import (FACTS_PT, ItemSpec, FOOTER_PT, GAP, LABEL_PT_MIN, LINE, MARGIN, PAGE_WIDTH, POINTS,
                                         TITLE_PT, Box, Cell, FigureLayout, Panel, Text, find_mode, footer_text,
                                         grid_layout, image_file, layer_facts, mode_words, short_layer)
 from atlas.run.manifest import Mode, Render, Run
 
 if TYPE_CHECKING:
-    from atlas.publish.figures.kinds import ItemSpec
     from atlas.publish.figures.spec import FigureSpec
 
 MAX_PROGRESSION = 10  # the default progression keeps at most this many layers

@@ -15,19 +15,10 @@ from typing import Annotated, Any, Callable, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from atlas.errors import UserError
-from atlas.publish.figures import circuits, grids
-from atlas.publish.figures.page import FigureLayout, find_mode
+from atlas.publish.figures.circuits import circuit_layout, weights_layout
+from atlas.publish.figures.grids import map_layout, panel_layout, progression_layout, sheet_layout
+from atlas.publish.figures.page import FigureLayout, ItemSpec, find_mode
 from atlas.run.manifest import Run
-
-
-class ItemSpec(BaseModel):
-    """One hand-picked channel of a panel."""
-
-    model_config = ConfigDict(extra="forbid")
-    layer: str
-    channel: int = Field(ge=0)
-    caption: str | None = None
-    mode: str | None = None  # overrides the figure's mode for this item
 
 
 def _selection_text(value: Any) -> Any:
@@ -166,18 +157,18 @@ def _circuit_flag(value: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _circuit_layout(run: Run, spec: Any) -> FigureLayout:
-    return circuits.circuit_layout(run, spec.layer, spec.channel, find_mode(run, spec.mode), spec.name, spec.title)
+    return circuit_layout(run, spec.layer, spec.channel, find_mode(run, spec.mode), spec.name, spec.title)
 
 
 def _weights_layout(run: Run, spec: Any) -> FigureLayout:
-    return circuits.weights_layout(run, spec.layer, spec.name, spec.columns, spec.title)
+    return weights_layout(run, spec.layer, spec.name, spec.columns, spec.title)
 
 
 # ----------------------------------------------------------------------------------------------- the registry
 
 KINDS: dict[str, FigureKind] = {kind.name: kind for kind in [
     FigureKind(
-        "sheet", "contact sheet of one layer's channels", grids.sheet_layout, _sheet_name, metavar="LAYER",
+        "sheet", "contact sheet of one layer's channels", sheet_layout, _sheet_name, metavar="LAYER",
         needs=("layer",), options=(
             LAYER,
             Option("channels", Annotated[str, BeforeValidator(_selection_text)], "channels to show, e.g. 0-63, "
@@ -186,19 +177,19 @@ KINDS: dict[str, FigureKind] = {kind.name: kind for kind in [
             Option("examples", bool, "one row per channel, its dream then its dataset examples (see `atlas "
                    "examples`)", default=False))),
     FigureKind(
-        "progression", "one start image across layers, low to high", grids.progression_layout,
+        "progression", "one start image across layers, low to high", progression_layout,
         lambda run, spec: f"progression-{find_mode(run, spec.photo).id}", from_flag=lambda _, options: options,
         options=(
             Option("photo", str, "base photo (default: noise renders)"),
             Option("layers", list[str], "a,b,c (default: about 10 layers from low to high)", from_text=_names))),
     FigureKind(
-        "panel", "hand-picked channels, e.g. mixed4d_3x3_pre_relu:139", grids.panel_layout, _panel_name,
+        "panel", "hand-picked channels, e.g. mixed4d_3x3_pre_relu:139", panel_layout, _panel_name,
         metavar="LAYER:CH,...", needs=("items",), from_flag=_panel_flag, options=(
             Option("items", list[ItemSpec], "the channels: {layer, channel, caption, mode} each", cli=False),
             MODE,
             Option("captions", str, "captions in the order of the channels, separated by |", spec=False))),
     FigureKind(
-        "map", "a poster of the layer's activation atlas (see `atlas map`)", grids.map_layout,
+        "map", "a poster of the layer's activation atlas (see `atlas map`)", map_layout,
         lambda run, spec: f"map-{spec.layer}" + (f"-{spec.grid}" if spec.grid else ""), metavar="LAYER",
         needs=("layer",), options=(
             LAYER,

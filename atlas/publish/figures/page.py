@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, format_channels
@@ -29,6 +31,16 @@ CHAR_EM = 0.6  # generous average glyph width of DejaVu Sans, in ems (to fit lab
 CAPTION_LINES = 3
 ASCENT = 0.93  # DejaVu Sans ascent, in ems
 POINTS = 72.0
+
+
+class ItemSpec(BaseModel):
+    """One hand-picked channel of a panel."""
+
+    model_config = ConfigDict(extra="forbid")
+    layer: str
+    channel: int = Field(ge=0)
+    caption: str | None = None
+    mode: str | None = None  # overrides the figure's mode for this item
 
 
 def has_format(path: str | Path) -> bool:
