@@ -21,7 +21,7 @@ from atlas.validation import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n(?P<body>.*?)^ {0,3}(?P=fence)[`~]*[ \t]*$",
+BLOCK = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})(?P<info>[^\n]*)\n(?P<body>.*?)^ {0,3}(?P=fence)[`~]*[ \t]*$",
                    re.MULTILINE | re.DOTALL)
 NOT_A_CONFIG = "<!-- not-a-config -->"
 SPAN = re.compile(r"(?<!`)`(?!`)([^`\n]+)`(?!`)")

@@ -313,7 +313,10 @@ def select_layers(selection: str | list[str], layers: list[Layer]) -> list[Layer
                 raise UserError(f"layers: pattern '{pattern}' matches no layer; run `atlas layers` to list them")
             chosen.update(matched)
         else:
-            chosen.add(find_layer(layers, pattern).name)
+            try:
+                chosen.add(find_layer(layers, pattern).name)
+            except UserError as exc:
+                raise UserError(f"layers: {exc}") from None
     return [layer for layer in layers if layer.name in chosen]
 
 
