@@ -152,3 +152,14 @@ def test_the_map_summary_explains_specificity_without_alarm():
     line = next(line for line in lines if line.startswith("map: mixed5b"))
     assert line.startswith("map: mixed5b: 29 cells; 21% of their renders are specific (excite their own direction")
     assert "not a pass mark" in line
+
+
+def test_figure_circuit_mistakes_name_the_circuit_option(tmp_path, capsys):
+    from atlas.cli import main
+    from tests.fakerun import make_fake_run, synthetic_layers
+
+    run = make_fake_run(tmp_path / "run", layers=synthetic_layers(0.125)[:1], fraction=0.5, size=32, thumb=16)
+    for value in ("nonsense", "a:1,b:2"):
+        assert main(["figure", str(run), "--circuit", value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("atlas: error: --circuit takes one layer:channel, e.g.") and err.count("\n") == 1

@@ -928,9 +928,12 @@ def figure_job(run: Run, args: Any) -> tuple[list[Made], Path | None]:
 def circuit_figure(run: Run, args: Any, kind: str) -> Made:
     """`--circuit LAYER:CHANNEL` or `--weights LAYER`: lay out and write one figure."""
     if kind == "circuit":
-        item = parse_items(args.circuit)
+        try:
+            item = parse_items(args.circuit)
+        except UserError:
+            item = []
         if len(item) != 1:
-            raise UserError(f"--circuit takes one layer:channel, not '{args.circuit}'")
+            raise UserError(f"--circuit takes one layer:channel, e.g. mixed4b_5x5_pre_relu:27, not '{args.circuit}'")
         layer = run.layer(item[0].layer).name
         mode = find_mode(run, args.mode)
         name = f"circuit-{layer}-{item[0].channel:04d}-{mode.id}"
