@@ -97,6 +97,9 @@ WRITE_PROBLEMS = {
     errno.ENOTDIR: ("a file is in the way of a folder on that path", "move the file", "another folder"),
     errno.EEXIST: ("a file is in the way of a folder on that path", "move the file", "another folder"),
 }
+# making the output folder itself (or one above it) failed with "no such file": the file system refuses folders
+# there (e.g. /proc); only told when the error names the folder or one above it, never a file inside it
+NO_FOLDER_THERE = ("this file system does not allow a folder there", "choose a path on a disk", "another folder")
 SWEEP_OUTPUT = "set output: to"  # how a user points a config's sweep elsewhere
 OUTPUT_FLAG = "give -o"  # how a user points a command with -o elsewhere
 
@@ -107,9 +110,12 @@ def write_problem(exc: BaseException, folder: str | os.PathLike[str], elsewhere:
     (not writable, read-only, disk full, quota, a file in the way); None for any other error. `elsewhere`: how to
     write to another folder instead (None: the command cannot); `resumable`: a re-run keeps finished work."""
     code = getattr(exc, "errno", None) if isinstance(exc, OSError) else _sqlite_errno(exc)
-    if code not in WRITE_PROBLEMS:
+    if code == errno.ENOENT and _making(exc, Path(folder)):
+        cause, fix, other = NO_FOLDER_THERE
+    elif code in WRITE_PROBLEMS:
+        cause, fix, other = WRITE_PROBLEMS[code]
+    else:
         return None
-    cause, fix, other = WRITE_PROBLEMS[code]
     fix += f", or {elsewhere} {other}" if elsewhere else ""
     again = "run the same command again" + (" (finished work is kept)" if resumable else "")
     return f"cannot write to {folder}: {cause}; {fix}, then {again}"
@@ -129,6 +135,15 @@ def stop_on_write_errors(folder: str | os.PathLike[str], elsewhere: str | None =
         if problem is None or (where and not _related(Path(where).absolute(), folder.absolute())):
             raise
         raise UserError(problem) from None
+
+
+def _making(exc: BaseException, folder: Path) -> bool:
+    """`exc` names `folder` or a folder above it: making the output folder failed, not reading a file in it."""
+    where = getattr(exc, "filename", None)
+    if not where:
+        return False
+    path, folder = Path(where).absolute(), folder.absolute()
+    return path == folder or path in folder.parents
 
 
 def _related(path: Path, folder: Path) -> bool:

@@ -224,7 +224,7 @@ def cmd_map(args: argparse.Namespace) -> None:
     if args.dry_run:
         estimate_map(plan, run_folder, model)
         return
-    print("\n".join(run_map(plan, run_folder, model).lines()))
+    print("\n".join(run_map(plan, run_folder, model, elsewhere=OUTPUT_FLAG).lines()))
     print(f"output: {run_folder} (`atlas build {run_folder}` shows the maps in the gallery)")
 
 

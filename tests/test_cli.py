@@ -94,8 +94,72 @@ def test_dream_method_errors_exit_2_with_one_line(tmp_path, capsys):
     cases = [(["--method", "fourier", "--photo", "chelsea"], "--photo works with --method deepdream"),
              (["--diversity", "2", "-o", str(tmp_path / "one.png")], "give -o a folder"),
              (["--method", "pixels"], "invalid choice: 'pixels'"),
-             (["--diversity", "0"], "diversity must be at least 1")]
+             (["--diversity", "0"], "diversity must be at least 1"),
+             (["--batch-size", "0"], "batch_size must be at least 1"),
+             (["--step-size", "-1"], "step_size must be more than 0"),
+             (["--precision", "float16"], "invalid choice: 'float16'"),
+             (["--photo", "no-such-photo.jpg"], "no such file")]
     for extra, message in cases:
         assert main(["dream", "--model", "synthetic:0.125", "--layer", "mixed3a", "--channel", "1", *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (extra, err)
+
+
+def test_config_errors_name_the_key_and_what_fits():
+    """A value of a union (`int | list[int]`) is told in the member its shape matches, or by listing the forms that
+    fit, never by a pydantic type name (`grid.int`); a right key at the wrong level names its home."""
+    import pytest
+
+    from atlas.errors import UserError
+    from atlas.run.config import MapConfig, SweepConfig
+    from atlas.validation import validate
+
+    cases = [
+        (MapConfig, {"folder": "x", "grid": [0]}, "map: grid.0: Input should be greater than or equal to 1 (got 0)"),
+        (MapConfig, {"folder": "x", "grid": 0}, "map: grid: Input should be greater than or equal to 1 (got 0)"),
+        (MapConfig, {"folder": "x", "grid": "big"}, "map: grid: give a whole number or a list of whole numbers "
+         "(got 'big')"),
+        (SweepConfig, {"render": {"diversity": 4}}, "map: unknown key 'render.diversity' ('diversity' is a "
+         "top-level key: write it beside 'render', not inside it)"),
+        (SweepConfig, {"top": 3}, "map: unknown key 'top' (did you mean examples.top or circuits.top?)"),
+        (SweepConfig, {"channels": {"first": 0}}, "map: channels.first: Input should be greater than or equal to 1"),
+        (SweepConfig, {"channels": {"frist": 3}}, "map: unknown key 'channels.frist' (did you mean 'first'?)"),
+        (SweepConfig, {"workers": "many"}, "map: workers: give a whole number or 'auto' (got 'many')"),
+        (SweepConfig, {"layers": 5}, "map: layers: give 'all', a list of strings or a string (got 5)"),
+        (SweepConfig, {"circuits": "often"}, "map: circuits: give a boolean (true or false) or a mapping with keys "
+         "top, batch_size (got 'often')"),
+    ]
+    for schema, data, message in cases:
+        with pytest.raises(UserError) as caught:
+            validate(schema, data, "map")
+        assert str(caught.value).startswith(message), (data, str(caught.value))
+        assert "int]" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_map_grid_zero_is_one_line_naming_the_key(tmp_path, capsys):
+    from atlas.cli import main
+
+    assert main(["map", "probes", "--model", "synthetic:0.125", "-o", str(tmp_path / "run"), "--grid", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "atlas: error: map: grid.0: Input should be greater than or equal to 1 (got 0)\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_map_summary_explains_specificity_without_alarm():
+    from atlas.run.maps import MapSummary
+
+    lines = MapSummary(folder="probes", cells={"mixed5b": 29}, specific={"mixed5b": 0.21}).lines()
+    line = next(line for line in lines if line.startswith("map: mixed5b"))
+    assert line.startswith("map: mixed5b: 29 cells; 21% of their renders are specific (excite their own direction")
+    assert "not a pass mark" in line
+
+
+def test_figure_circuit_mistakes_name_the_circuit_option(tmp_path, capsys):
+    from atlas.cli import main
+    from tests.fakerun import make_fake_run, synthetic_layers
+
+    run = make_fake_run(tmp_path / "run", layers=synthetic_layers(0.125)[:1], fraction=0.5, size=32, thumb=16)
+    for value in ("nonsense", "a:1,b:2"):
+        assert main(["figure", str(run), "--circuit", value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("atlas: error: --circuit takes one layer:channel, e.g.") and err.count("\n") == 1

@@ -141,3 +141,40 @@ def test_a_model_cache_that_cannot_be_written_is_one_line(isolated_cache, capsys
     assert main(["layers", "--model", "inception5h"]) == 2
     assert "set ATLAS_CACHE_DIR to a folder on a writable disk" in one_line(capsys, "read-only file system",
                                                                              isolated_cache)
+
+
+def test_a_folder_the_file_system_refuses_is_one_line_but_a_missing_file_inside_is_not(tmp_path):
+    """mkdir under /proc fails with "no such file" naming the folder: a write problem. The same errno naming a file
+    inside the output folder (a read of something missing) is a bug and passes."""
+    folder = tmp_path / "out"
+    with pytest.raises(atomic.UserError) as caught, atomic.stop_on_write_errors(folder, atomic.OUTPUT_FLAG):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(folder))
+    assert str(caught.value).startswith(f"cannot write to {folder}: this file system does not allow a folder there")
+    assert "give -o another folder" in str(caught.value)
+    with pytest.raises(FileNotFoundError), atomic.stop_on_write_errors(folder):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(folder / "manifest.sqlite"))
+
+
+PROC = Path("/proc/atlas-cannot-be-here")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc file system here")
+@pytest.mark.parametrize("command", [
+    [*DREAM, "-o", str(PROC)],
+    [*DREAM, "-o", str(PROC / "one.png")],
+    ["examples", "probes", "--model", "synthetic:0.125", "-o", str(PROC)],
+    ["map", "probes", "--model", "synthetic:0.125", "--no-render", "-o", str(PROC)],
+], ids=["dream", "dream-file", "examples", "map"])
+def test_an_output_folder_under_proc_is_one_line(command, capsys):
+    """Each command that makes an output folder: one line naming it and `-o`, where `atlas map -o /proc/...` once
+    ended in a FileNotFoundError traceback."""
+    assert main(command) == 2
+    err = one_line(capsys, "this file system does not allow a folder there", PROC)
+    assert "give -o another folder" in err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc file system here")
+def test_a_figure_under_proc_is_one_line(run_folder, capsys):
+    assert main(["figure", str(run_folder), "--sheet", "conv2d0_pre_relu", "--dpi", "20", "-o",
+                 str(PROC / "f.png")]) == 2
+    one_line(capsys, "this file system does not allow a folder there", PROC)

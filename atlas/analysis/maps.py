@@ -46,7 +46,7 @@ from atlas.analysis.photos import (
     write_patch,
     write_skipped,
 )
-from atlas.atomic import atomic_path, atomic_write_text, sync_folders
+from atlas.atomic import SWEEP_OUTPUT, atomic_path, atomic_write_text, sync_folders
 from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.probes import PROBES
@@ -89,8 +89,9 @@ class MapSummary:
                 + ", ".join(f"{layer} {n:,}" for layer, n in self.samples.items()))
         lines = [head]
         for layer, n in self.cells.items():
-            share = f", {self.specific[layer]:.0%} specific" if layer in self.specific else ""
-            lines.append(f"map: {layer}: {n:,} cells{share}")
+            lines.append(f"map: {layer}: {n:,} cells" + (f"; {self.specific[layer]:.0%} of their renders are specific "
+                         "(excite their own direction more than any other cell's render does; a measure of the "
+                         "renders, not a pass mark)" if layer in self.specific else ""))
         if self.rendered:
             lines.append(f"map: {self.rendered:,} cells rendered")
         if self.seconds:
@@ -105,13 +106,14 @@ class MapSummary:
 
 
 def run_map(plan: MapPlan, run_folder: str | Path, model: Any, progress: bool = True,
-            stop_after: int | None = None) -> MapSummary:
-    """Sample, lay out and render every map layer of the plan into the run folder (resumable)."""
+            stop_after: int | None = None, elsewhere: str | None = SWEEP_OUTPUT) -> MapSummary:
+    """Sample, lay out and render every map layer of the plan into the run folder (resumable); a folder it cannot
+    write is one line telling how to write `elsewhere`."""
     run_folder = Path(run_folder)
     for name in plan.layers:
         model.tensor_name(name)  # a mistyped layer is told before anything is read
     summary = MapSummary(folder=plan.folder)
-    with claimed_folder(run_folder, model, "map", LOCK_FILE):
+    with claimed_folder(run_folder, model, "map", LOCK_FILE, elsewhere):
         began = time.perf_counter()
         state = sample_photos(plan, run_folder, model, summary, progress, stop_after)
         summary.seconds["sampling"] = time.perf_counter() - began

@@ -75,6 +75,14 @@ class RenderSettings:
                      "diversity"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("batch_size", "photo_size"):  # None: chosen from the device, or the photo as it is
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("step_size", "photo_step_size", "learning_rate", "spectrum_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0")
+        if self.diversity_weight < 0:
+            raise ValueError("diversity_weight must be 0 or more")
         if self.octave_scale < 1 or self.photo_octave_scale < 1:
             raise ValueError("octave scales must be at least 1")
         if self.precision != "auto" and self.precision not in PRECISIONS:

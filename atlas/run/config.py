@@ -100,7 +100,8 @@ class MapConfig(BaseModel):
     layers: list[str] = Field(default_factory=lambda: ["mixed3b", "mixed4c", "mixed5b"], min_length=1)
     samples: int = Field(default=100_000, ge=2)  # per layer, at most
     per_photo: int = Field(default=50, ge=1)  # positions per photo and layer
-    grid: int | list[Annotated[int, Field(ge=1, le=400)]] = Field(default_factory=lambda: [10, 20])
+    grid: Annotated[int, Field(ge=1, le=400)] | list[Annotated[int, Field(ge=1, le=400)]] = Field(
+        default_factory=lambda: [10, 20])
     min_samples: int = Field(default=5, ge=1)  # a cell with fewer is dropped
     neighbours: int = Field(default=50, ge=2)  # UMAP n_neighbors
     min_dist: float = Field(default=0.05, ge=0)  # UMAP min_dist
@@ -120,7 +121,7 @@ class MapConfig(BaseModel):
     def _grids(cls, grid: int | list[int]) -> list[int]:
         grids = [grid] if isinstance(grid, int) else list(grid)
         if not grids or len(set(grids)) != len(grids):
-            raise ValueError("grid: give one or more different sizes, e.g. [10, 20, 40]")
+            raise ValueError("give one or more different sizes, e.g. [10, 20, 40]")
         return sorted(grids)
 
 
@@ -312,7 +313,10 @@ def select_layers(selection: str | list[str], layers: list[Layer]) -> list[Layer
                 raise UserError(f"layers: pattern '{pattern}' matches no layer; run `atlas layers` to list them")
             chosen.update(matched)
         else:
-            chosen.add(find_layer(layers, pattern).name)
+            try:
+                chosen.add(find_layer(layers, pattern).name)
+            except UserError as exc:
+                raise UserError(f"layers: {exc}") from None
     return [layer for layer in layers if layer.name in chosen]
 
 

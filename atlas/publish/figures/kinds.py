@@ -150,9 +150,12 @@ def _panel_flag(value: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def _circuit_flag(value: str, options: dict[str, Any]) -> dict[str, Any]:
     """`--circuit LAYER:CH` as the spec's layer and channel."""
-    items = parse_items(value)
+    try:
+        items = parse_items(value)
+    except UserError:
+        items = []
     if len(items) != 1:
-        raise UserError(f"--circuit takes one layer:channel, not '{value}'")
+        raise UserError(f"--circuit takes one layer:channel, e.g. mixed4b_5x5_pre_relu:27, not '{value}'")
     return {"layer": items[0].layer, "channel": items[0].channel, **options}
 
 
