@@ -21,7 +21,7 @@ from atlas.render.objectives import (
     neuron,
     total_variation,
 )
-from atlas.render.settings import RenderSettings
+from atlas.render.settings import OBJECTIVES, RenderSettings
 
 ACTS = tf.constant(np.random.default_rng(0).normal(0.5, 1.0, (4, 5, 5, 6)), tf.float32)
 CHANNELS = tf.constant([1, 1, 4, 4])
@@ -69,6 +69,7 @@ def test_objectives_are_compared_by_value():
     assert hash(channel + 0.5 * neuron) == hash(channel + 0.5 * neuron)
     assert channel + neuron != neuron + channel and channel.of(2) != channel.of(3)
     assert NAMED["negative"] == -channel and for_render("channel") is channel
+    assert tuple(NAMED) == OBJECTIVES  # every name the settings accept has its objective
 
 
 def test_diversity_per_image_sums_to_the_published_term():

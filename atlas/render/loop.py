@@ -223,7 +223,7 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
         tick = StepProgress(progress, len(chunk), gradient_steps(settings, photo is not None))
         try:
             reset_peak_memory()
-            results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch, tick, objective))
+            results.extend(_render_batch(model, layer_name, chunk, photo, settings, seed, batch, objective, tick))
         except tf.errors.ResourceExhaustedError:  # retry smaller (rounding may differ: recorded as `batch`)
             tick.undo()
             fit.halve(layer_name, pixels, images)
@@ -282,8 +282,8 @@ class StepProgress:
 
 
 def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarray | None,
-                  settings: RenderSettings, seed: int, batch: int, on_step: Callable[[], None],
-                  climbed: Objective | None = None) -> list[RenderResult]:
+                  settings: RenderSettings, seed: int, batch: int, climbed: Objective | None,
+                  on_step: Callable[[], None]) -> list[RenderResult]:
     began = time.perf_counter()
     images_of = [(c, f) for c in channels for f in range(settings.diversity)]  # (channel, facet) per image
     targets = np.array([max(c, 0) for c, _ in images_of], np.int32)

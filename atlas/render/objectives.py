@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from atlas.model.catalogue import centre_index
-from atlas.render.settings import OBJECTIVES, PER_CHANNEL
+from atlas.render.settings import PER_CHANNEL
 
 Value = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]  # (activations, channels) -> [B]
 
@@ -323,8 +323,8 @@ def direction_matrix(acts: np.ndarray, directions: np.ndarray, whitening: np.nda
     return dot * np.maximum(cosine, COSINE_FLOOR) ** power
 
 
+# the objectives of the names settings accept (atlas.render.settings.OBJECTIVES, TensorFlow-free)
 NAMED: dict[str, Objective] = {"channel": channel, "negative": negative, "neuron": neuron, "layer": layer}
-assert tuple(NAMED) == OBJECTIVES  # the names settings accept (atlas.render.settings, TensorFlow-free)
 
 
 def for_render(objective: str | Objective, facets: int = 1, diversity_weight: float = 0.0) -> Objective:
