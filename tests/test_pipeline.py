@@ -1,6 +1,8 @@
 """The pipeline of `atlas run`, called from Python: sweep, examples, circuits and the gallery in one call."""
 
+import numpy as np
 import yaml
+from PIL import Image
 
 from atlas.model.graph import load_model
 from atlas.pipeline import run_pipeline
@@ -9,12 +11,18 @@ from atlas.run.manifest import read_run
 
 TINY = {"model": "synthetic:0.125", "layers": ["conv2d0_pre_relu", "mixed3a_1x1_pre_relu"], "channels": 1,
         "workers": 1, "render": {"octaves": 1, "steps": 1, "size": 32},
-        "formats": {"web": {"size": 32}, "thumb": {"size": 16}}, "examples": {"folder": "probes", "top": 2}}
+        "formats": {"web": {"size": 32}, "thumb": {"size": 16}}}
 
 
 def _loaded(tmp_path):
+    """The tiny config, with dataset examples from three small photos."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 48, 3), np.uint8)).save(photos / f"{i}.png")
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**TINY, "output": str(tmp_path / "out")}))
+    path.write_text(yaml.safe_dump({**TINY, "output": str(tmp_path / "out"),
+                                    "examples": {"folder": str(photos), "top": 2, "size": 32}}))
     return load_config(path)
 
 
