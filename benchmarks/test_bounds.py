@@ -212,8 +212,9 @@ def diversity_facets(models, seed: int, precision: str) -> dict[str, float]:
     return {"facets.max_pair_corr": max(corr), "facets.min_lift_over_single": min(lift)}
 
 
-def diversity_gram(models, seed: int, precision: str) -> dict[str, float]:
-    """tests/test_fourier.py::test_diversity_term_pushes_gram_matrices_apart (DeepDream, conv2d2)."""
+def diversity_gram(models, seed: int, precision: str, weight: float | None = None) -> dict[str, float]:
+    """tests/test_fourier.py::test_diversity_term_pushes_gram_matrices_apart (DeepDream, conv2d2), at the default
+    diversity weight or at `weight`."""
     import tensorflow as tf
 
     from atlas.render.loop import RenderSettings, render_channels
@@ -227,10 +228,12 @@ def diversity_gram(models, seed: int, precision: str) -> dict[str, float]:
         return float(diversity(acts, len(results))[0])
 
     single = render_channels(model, layer, [3], settings=settings, seed=seed)[0]
-    facets = render_channels(model, layer, [3], settings=replace(settings, diversity=4), seed=seed)
+    pushed = replace(settings, diversity=4, **({} if weight is None else {"diversity_weight": weight}))
+    facets = render_channels(model, layer, [3], settings=pushed, seed=seed)
     free = render_channels(model, layer, [3], settings=replace(settings, diversity=4, diversity_weight=0), seed=seed)
-    return {"gram.with_over_without": gram(facets) / gram(free),
-            "gram.min_lift_over_single": min(f.lift for f in facets) / single.lift}
+    key = "gram" if weight is None else f"gram@{weight:g}"
+    return {f"{key}.with_over_without": gram(facets) / gram(free),
+            f"{key}.min_lift_over_single": min(f.lift for f in facets) / single.lift}
 
 
 def neuron_objective(models, seed: int, precision: str) -> dict[str, float]:
@@ -403,6 +406,9 @@ MEASUREMENTS = {
         S("facets.max_pair_corr", "< 0.6", False), S("facets.min_lift_over_single", ">= 0.5")), diversity_facets),
     "gram": Measurement("test_fourier.py::test_diversity_term_pushes_gram_matrices_apart", (
         S("gram.with_over_without", "< 0.9", False), S("gram.min_lift_over_single", ">= 0.5")), diversity_gram),
+    "gram_strong": Measurement("test_fourier.py::test_diversity_term_pushes_gram_matrices_apart (weight 1)", (
+        S("gram@1.with_over_without", "< 0.9", False), S("gram@1.min_lift_over_single", "-")),
+        lambda models, seed, precision: diversity_gram(models, seed, precision, weight=1.0)),
     "neuron": Measurement("test_fourier.py::test_neuron_objective_raises_the_centre_unit", (
         S("neuron.deepdream.specific_of_3", ">= 2"), S("neuron.fourier.specific_of_3", ">= 2"),
         S("neuron.deepdream.above_mean_of_3", "== 3 (new)"), S("neuron.fourier.above_mean_of_3", "== 3 (new)"),
