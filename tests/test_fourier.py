@@ -149,7 +149,7 @@ def test_diversity_term_pushes_gram_matrices_apart(small_model):
     """The DeepDream method's facets at conv2d2 (whose images are alike without the term): the term makes their
     Gram matrices clearly less alike, and at the default weight each facet keeps at least half a single render's
     lift. Measured by benchmarks/test_bounds.py --only gram gram_strong (seeds 0-9, AMD EPYC, AVX2): Gram
-    similarity with the term over without it 0.370-0.801 at weight 1 (float32, seeds 0-6; a thin margin, see
+    similarity with the term over without it 0.370-0.801 at weight 1 (float32, seeds 0-9; a thin margin, see
     docs/benchmarks.md#test-bounds); at the default weight 0.3 it is 0.568-0.984
     (float32) and 0.574-1.002 (bfloat16), too close to 1 to bound, so the push is tested at weight 1. Lowest
     facet lift over a single render's at the default weight: 0.720-1.002 (float32), 0.719-1.002 (bfloat16)."""
