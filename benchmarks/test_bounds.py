@@ -375,7 +375,7 @@ def bfloat16_gradient(models, seed: int, precision: str) -> dict[str, float]:
 S = Statistic
 MEASUREMENTS = {
     "render_metrics": Measurement("test_render.py::test_metrics_hold_over_ten_layers_low_to_high", (
-        S("render.specific_share", ">= 0.95 -> 0.85"), S("render.top10_share", ">= 0.75 -> 0.6")), render_metrics),
+        S("render.specific_share", ">= 0.95"), S("render.top10_share", ">= 0.75")), render_metrics),
     "fourier_ten_layers": Measurement("test_fourier.py::test_fourier_against_the_noise_method_over_ten_layers and "
                                       "::test_fourier_keeps_the_pixel_noise_of_pixel_space_ascent_out_over_ten_"
                                       "layers", (
@@ -405,22 +405,22 @@ MEASUREMENTS = {
     "facets": Measurement("test_fourier.py::test_diversity_facets_differ_and_each_excites_the_channel", (
         S("facets.max_pair_corr", "< 0.6", False), S("facets.min_lift_over_single", ">= 0.5")), diversity_facets),
     "gram": Measurement("test_fourier.py::test_diversity_term_pushes_gram_matrices_apart", (
-        S("gram.with_over_without", "< 0.9", False), S("gram.min_lift_over_single", ">= 0.5")), diversity_gram),
+        S("gram.with_over_without", "not bounded", False), S("gram.min_lift_over_single", ">= 0.5")), diversity_gram),
     "gram_strong": Measurement("test_fourier.py::test_diversity_term_pushes_gram_matrices_apart (weight 1)", (
-        S("gram@1.with_over_without", "< 0.9", False), S("gram@1.min_lift_over_single", "-")),
+        S("gram@1.with_over_without", "< 0.9", False), S("gram@1.min_lift_over_single", "not bounded")),
         lambda models, seed, precision: diversity_gram(models, seed, precision, weight=1.0)),
     "neuron": Measurement("test_fourier.py::test_neuron_objective_raises_the_centre_unit", (
-        S("neuron.deepdream.specific_of_3", ">= 2"), S("neuron.fourier.specific_of_3", ">= 2"),
-        S("neuron.deepdream.above_mean_of_3", "== 3 (new)"), S("neuron.fourier.above_mean_of_3", "== 3 (new)"),
+        S("neuron.deepdream.specific_of_3", "not bounded"), S("neuron.fourier.specific_of_3", "not bounded"),
+        S("neuron.deepdream.above_mean_of_3", "3 of 3"), S("neuron.fourier.above_mean_of_3", "3 of 3"),
         S("neuron.deepdream.min_lift", "> 0"), S("neuron.fourier.min_lift", "> 0")), neuron_objective),
     "photo_tiling": Measurement("test_render.py::test_photo_dream_keeps_the_photo_size_and_tiles_without_seams", (
-        S("photo.tiled_over_untiled_lift", "> 0.5"), S("photo.min_lift", "> 0")), photo_tiling),
+        S("photo.tiled_over_untiled_lift", "> 0.35"), S("photo.min_lift", "> 0")), photo_tiling),
     "maps_specificity": Measurement("test_maps.py::test_cell_renders_are_specific_and_resumable", (
-        S("maps.cells", ">= 20"), S("maps.specific_share", ">= 0.9 (old)"), S("maps.above_mean_share", "new"),
-        S("maps.start.specific_share", "control: no ascent", False),
-        S("maps.start.above_mean_share", "control: no ascent", False)), maps_specificity),
+        S("maps.cells", ">= 20"), S("maps.specific_share", ">= 0.5"), S("maps.above_mean_share", ">= 0.85"),
+        S("maps.start.specific_share", "control: < 0.5", False),
+        S("maps.start.above_mean_share", "control: < 0.85", False)), maps_specificity),
     "bf16_gradient": Measurement("test_model.py::test_bfloat16_layer_function_gives_a_gradient_close_to_float32", (
-        S("bf16.grad_cosine", "> 0.9"), S("bf16.norm_ratio_off", "< 0.1", False)), bfloat16_gradient,
+        S("bf16.grad_cosine", "> 0.85"), S("bf16.norm_ratio_off", "< 0.15", False)), bfloat16_gradient,
         precisions=False),
 }
 
