@@ -234,7 +234,7 @@ def test_cell_renders_are_specific_and_resumable(small_model, photos, tmp_path):
     cell's render excites its own direction more than the mean of the other cells' renders do (the property
     with a wide margin), and most cells are specific (more than every other cell's render: a share that moves
     with the CPU's kernels, so its bound is low). Measured by benchmarks/test_bounds.py --only maps_specificity
-    (AMD EPYC, AVX2; map seeds 0-9 at float32, 0-8 at bfloat16): above the mean 0.973-1.000 (float32),
+    (AMD EPYC, AVX2; map seeds 0-9 at both precisions): above the mean 0.973-1.000 (float32),
     0.971-1.000 (bfloat16); specific 0.806-0.941 (float32), 0.765-0.943 (bfloat16), against the 0.9 this test
     once asked (0.889 on a Xeon with AVX-512 and AMX). The cells' start images (no ascent: a render that does
     nothing) stay far below both bounds (above the mean 0.258-0.457, specific 0.000-0.097), and the test checks
