@@ -12,8 +12,13 @@ from atlas.console import import_tensorflow  # noqa: E402
 import_tensorflow()  # as atlas's own processes do: without Keras's eager load (atlas/console.py)
 
 from atlas.model.graph import load_model  # noqa: E402
+from tests.precision import PRECISION  # noqa: E402 (ATLAS_TEST_PRECISION, checked before any test runs)
 
 SMALL = "synthetic:0.125"
+
+
+def pytest_report_header() -> str:
+    return f"render tests at {PRECISION} precision (ATLAS_TEST_PRECISION)"
 
 
 @pytest.fixture(scope="session")

@@ -146,7 +146,7 @@ def test_map_grid_zero_is_one_line_naming_the_key(tmp_path, capsys):
 
 
 def test_the_map_summary_explains_specificity_without_alarm():
-    from atlas.run.maps import MapSummary
+    from atlas.analysis.maps import MapSummary
 
     lines = MapSummary(folder="probes", cells={"mixed5b": 29}, specific={"mixed5b": 0.21}).lines()
     line = next(line for line in lines if line.startswith("map: mixed5b"))

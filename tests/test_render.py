@@ -12,8 +12,10 @@ from atlas.model.graph import load_model
 from atlas.render import transforms
 from atlas.render.loop import render_channels, tile_edges
 from atlas.render.settings import RenderSettings
+from tests.precision import PRECISION
 
-FAST = RenderSettings(octaves=2, steps=4)
+DEFAULT = RenderSettings(precision=PRECISION)  # the default settings, at the precision the suite runs in
+FAST = replace(DEFAULT, octaves=2, steps=4)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def test_metrics_hold_over_ten_layers_low_to_high(half_model):
         layer = half_model.layers[index]
         rng = np.random.default_rng(layer.index)
         channels = sorted(rng.choice(layer.channels, min(8, layer.channels), replace=False).tolist())
-        for result in render_channels(half_model, layer.name, channels):
+        for result in render_channels(half_model, layer.name, channels, settings=DEFAULT):
             specific += bool(result.specific)
             top += result.rank <= max(1, int(layer.channels * 0.1))
             total += 1
@@ -47,7 +49,7 @@ def test_one_batched_step_equals_the_step_alone(small_model, index):
     """Where rounding stays rounding: one gradient step of a channel in a batch of four is the same step alone,
     within one grey level (the kernels of another batch size may add in another order, on any CPU)."""
     layer = small_model.layers[index]
-    settings, channels = RenderSettings(octaves=1, steps=1), list(range(min(4, layer.channels)))
+    settings, channels = replace(DEFAULT, octaves=1, steps=1), list(range(min(4, layer.channels)))
     batched = render_channels(small_model, layer.name, channels, settings=replace(settings, batch_size=4))
     alone = render_channels(small_model, layer.name, channels[-1:], settings=replace(settings, batch_size=1))[0]
     difference = np.abs(batched[-1].image.astype(int) - alone.image.astype(int))
@@ -77,8 +79,8 @@ def test_a_whole_render_in_another_batch_is_the_same_channels_dream(small_model,
     of one channel rendered in a batch and alone may drift apart; what survives drift is tested: the lone render
     correlates with its batched twin more than with any other channel's image, keeps its rank within two
     places and its end activation within 25%."""
-    batched = render_channels(small_model, layer, [0, 1, 2, 3], settings=RenderSettings(batch_size=4))
-    alone = render_channels(small_model, layer, [2], settings=RenderSettings(batch_size=1))[0]
+    batched = render_channels(small_model, layer, [0, 1, 2, 3], settings=replace(DEFAULT, batch_size=4))
+    alone = render_channels(small_model, layer, [2], settings=replace(DEFAULT, batch_size=1))[0]
     same, other = _correlation(batched[2].image, alone.image), max(
         _correlation(batched[i].image, alone.image) for i in (0, 1, 3))
     assert same > max(DRIFT["corr"], other), (same, other)
@@ -132,25 +134,27 @@ def test_same_seed_same_png_bytes(small_model):
 
 
 def test_photo_dream_keeps_the_photo_size_and_tiles_without_seams(small_model):
+    """Tiling costs little of the climb. Measured by benchmarks/test_bounds.py --only photo_tiling (seeds 0-9, AMD
+    EPYC, AVX2): tiled over untiled lift 0.562-1.125 (median 0.776) at float32, 0.543-1.046 (0.814) at bfloat16;
+    hence 0.35, not the 0.5 it was: a tiled pass that climbs nothing still fails it."""
     photo = load_photo("chelsea")  # 451 x 300: three tiles across at tile=160
-    settings = RenderSettings(photo_octaves=2, photo_steps=4, tile=160)
+    settings = replace(DEFAULT, photo_octaves=2, photo_steps=4, tile=160)
     results = render_channels(small_model, "mixed4c_pool_reduce_pre_relu", [0, 1], photo, settings)
     assert [r.image.shape for r in results] == [(300, 451, 3)] * 2
     assert all(r.end > r.start for r in results)
     untiled = render_channels(small_model, "mixed4c_pool_reduce_pre_relu", [0], photo,
-                              RenderSettings(photo_octaves=2, photo_steps=4, tile=1024))[0]
+                              replace(settings, tile=1024))[0]
     tiled_lift, untiled_lift = results[0].lift, untiled.lift
-    assert tiled_lift > 0.5 * untiled_lift  # tiling costs little of the climb
+    assert tiled_lift > 0.35 * untiled_lift > 0
 
 
 def test_whole_layer_objective_on_a_block_output(small_model):
-    result = render_channels(small_model, "mixed3b", settings=RenderSettings(objective="layer", **_fast()))[0]
+    result = render_channels(small_model, "mixed3b", settings=replace(FAST, objective="layer"))[0]
     assert result.channel == -1 and result.rank is None and result.end > result.start
 
 
 def test_negative_objective_lowers_the_channel(small_model):
-    result = render_channels(small_model, "mixed4a_3x3_pre_relu", [3], settings=RenderSettings(
-        objective="negative", **_fast()))[0]
+    result = render_channels(small_model, "mixed4a_3x3_pre_relu", [3], settings=replace(FAST, objective="negative"))[0]
     assert result.end < result.start and result.lift < 0
 
 
@@ -175,10 +179,6 @@ def test_tiles_cover_the_image_and_stay_bounded():
         assert max(b - a for a, b in zip(edges, edges[1:])) <= tile
 
 
-def _fast():
-    return {"octaves": FAST.octaves, "steps": FAST.steps}
-
-
 def test_precision_setting(monkeypatch):
     from atlas.render import settings as render
 
@@ -195,7 +195,7 @@ def test_precision_setting(monkeypatch):
 @pytest.mark.parametrize("method", ["deepdream", "fourier"])
 def test_progress_moves_with_every_gradient_step(small_model, method):
     """A long pass moves the bar step by step: fractions of its channels, summing to them, never beyond."""
-    settings = RenderSettings(method=method, size=32, octaves=2, steps=3, batch_size=2)
+    settings = RenderSettings(method=method, size=32, octaves=2, steps=3, batch_size=2, precision=PRECISION)
     told: list[float] = []
     render_channels(small_model, "mixed3a_1x1_pre_relu", [0, 1, 2], settings=settings, progress=told.append)
     steps = 6 if method == "deepdream" else 3  # per pass: octaves x steps, or Adam steps
