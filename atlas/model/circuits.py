@@ -85,8 +85,9 @@ def _nodes(model: Model) -> dict:
 
 
 def _catalogued(model: Model) -> dict[str, Layer]:
-    """Catalogued layers by layer name and by conv op name."""
-    return {**{layer.op: layer for layer in model.layers}, **{layer.name: layer for layer in model.layers}}
+    """Catalogued layers by layer name, by conv op name and by activation node."""
+    return {**{layer.op: layer for layer in model.layers}, **{layer.tensor: layer for layer in model.layers},
+            **{layer.name: layer for layer in model.layers}}
 
 
 def _data_inputs(node) -> list[str]:
@@ -166,7 +167,7 @@ def edge_source(model: Model, layer: Layer | str, kind: str = "expanded") -> Sou
     key = (model.sha256, layer.name, kind)
     if key not in _SOURCES:
         node = source_node(model, layer, kind)
-        window, size, start, centre = window_of(model, node, layer.name)
+        window, size, start, centre = window_of(model, node, layer.tensor)
         _SOURCES[key] = Source(node=node, units=channel_units(model, node), window=window, size=size,
                                start=start, centre=centre)
     return _SOURCES[key]
