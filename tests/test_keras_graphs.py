@@ -123,6 +123,15 @@ def test_bfloat16_runs_the_keras_ops(small):
     assert np.abs(half - full).max() < 0.1 * np.abs(full).max()
 
 
+def test_flops_count_depthwise_convs(small):
+    """On 32 x 32: stem 3x3/2 on the padded 34 x 34 -> 16 x 16 x 8, 1x1 expand to 16, depthwise 3x3 x 16."""
+    from atlas.model.flops import forward_flops
+
+    _, model = small
+    expected = 2 * 16 * 16 * (3 * 3 * 3 * 8 + 8 * 16 + 3 * 3 * 16)
+    assert forward_flops(model.graph_def, model.layer("res_dw").tensor, 32, 32, model.input) == expected
+
+
 def test_unsupported_op_names_op_and_node():
     graph = build_graph_def(0.125)
     node = next(n for n in graph.node if n.name == "conv2d0")

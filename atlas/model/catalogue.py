@@ -286,10 +286,11 @@ class _Merge:
     name: str
 
 
-def _merges(graph: _Graph, scopes: tuple[int, bool]) -> tuple[list[_Merge], dict[str, set[str]]]:
+def _merges(graph: _Graph, scopes: tuple[int, bool], dominators: tuple[dict[str, str | None], dict[str, int]]
+            ) -> tuple[list[_Merge], dict[str, set[str]]]:
     """The block outputs (outermost merges of branches, in topological order) and, for every live node, the
     merges it reaches."""
-    idom, depth = _dominators(graph)
+    idom, depth = dominators
     candidates = [n for n in graph.order
                   if n.name in graph.live and n.op in MERGES and len(set(graph.inputs(n))) > 1]
     names = {n.name for n in candidates}
@@ -383,8 +384,8 @@ def _catalogue(graph_def: graph_pb2.GraphDef) -> tuple[list[Layer], list[BlockOu
         raise UserError("the model graph has no Conv2D op reachable from its input; "
                         "atlas needs a convolutional image network such as inception5h")
     scopes = _scopes(graph)
-    merges, reach = _merges(graph, scopes)
     dominators = _dominators(graph)
+    merges, reach = _merges(graph, scopes, dominators)
     after = _after(graph, merges)
     names = [keras_name(conv.name, scopes) for conv in convs]
     names = [name if names.count(name) == 1 else conv.name for conv, name in zip(convs, names)]

@@ -89,6 +89,7 @@ OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
     "IdentityN": lambda n, a: tuple(a),  # several outputs: a consumer's `name:k` reads the k-th
     "Pad": lambda n, a: tf.pad(a[0], a[1]),
     "Mean": lambda n, a: tf.reduce_mean(a[0], axis=a[1], keepdims=n.attr["keep_dims"].b),
+    "Max": lambda n, a: tf.reduce_max(a[0], axis=a[1], keepdims=n.attr["keep_dims"].b),
     "Shape": lambda n, a: tf.shape(a[0], out_type=n.attr["out_type"].type),
     "StridedSlice": lambda n, a: tf.raw_ops.StridedSlice(
         input=a[0], begin=a[1], end=a[2], strides=a[3], **{k: n.attr[k].i for k in (
@@ -113,6 +114,7 @@ OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
 # expansion at an all-zero input, where the expanded weights are read (their source tensor is zero):
 # - ReLU, ReLU6 -> identity (their slope just above zero; ReLU6's cap at 6 plays no part near zero);
 # - max-pool -> the average pool of the same window, stride and padding (the linear pool closest to a max);
+#   a global max (Max over rows and columns) -> the global mean, likewise;
 # - LRN -> x / (bias + alpha * sum x^2)^beta ~ x * bias^-beta, its Jacobian at zero, a constant scale;
 # - Sigmoid -> its tangent at zero, sigmoid(0) + sigmoid'(0) x = 1/2 + x/4.
 # A product of two activations (Mul: EfficientNet's swish x * sigmoid(x), a squeeze-and-excitation gate
@@ -126,6 +128,7 @@ LINEAR_OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tenso
     "MaxPool": _pool(tf.nn.avg_pool2d),
     "LRN": lambda n, a: a[0] * (n.attr["bias"].f ** -n.attr["beta"].f),
     "Sigmoid": lambda n, a: 0.5 + a[0] / 4,
+    "Max": lambda n, a: tf.reduce_mean(a[0], axis=a[1], keepdims=n.attr["keep_dims"].b),
 }
 
 
