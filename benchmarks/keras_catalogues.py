@@ -44,7 +44,8 @@ def main() -> None:
               f" (field {model.layers[-1].receptive_field}, stride {model.layers[-1].cumulative_stride})")
         image = np.random.default_rng(0).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
         out = model.layer_fn(model.layers[-1].name)(image)
-        print(f"  {model.layers[-1].name} on a 96 x 96 image: {tuple(out.shape)}, finite: {bool(np.isfinite(out).all())}")
+        print(f"  {model.layers[-1].name} on a 96 x 96 image: {tuple(out.shape)}, "
+              f"finite: {bool(np.isfinite(out).all())}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Count the multiply-add work of a layer, from the GraphDef, at a given image size.
 
-Only Conv2D, DepthwiseConv2dNative and MatMul are counted (2 FLOPs per multiply-add: 2·H_out·W_out·kh·kw·c_in·c_out
-for a convolution, 2·H_out·W_out·kh·kw·c_in·multiplier for a depthwise one); pooling, LRN, bias, batch norm and
-the activations are a few per cent at most and left out. Shapes come from
+Only Conv2D, DepthwiseConv2dNative and MatMul are counted (2 FLOPs per multiply-add:
+2·H_out·W_out·kh·kw·c_in·c_out for a convolution, 2·H_out·W_out·kh·kw·c_in·multiplier for a depthwise one);
+pooling, LRN, bias, batch norm and the activations are a few per cent at most and left out. Shapes come from
 TensorFlow's own shape inference on the layer's subgraph with a fixed input size.
 
 A gradient step of the renderer needs the forward pass and the gradient with respect to the input (not the
