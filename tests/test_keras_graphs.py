@@ -89,6 +89,9 @@ def test_small_catalogue_reads_layers_and_blocks_from_the_graph(small):
     fields = {layer.name: (layer.receptive_field, layer.cumulative_stride) for layer in model.layers}
     assert (fields["stem_conv"], fields["res_dw"], fields["mix_3x3"], fields["head_conv"]) == (
         (3, 2), (7, 2), (11, 2), (15, 4))
+    # the explicit pad moves the origin: stem unit (0, 0) sees pixels -1..1, centred on pixel 0
+    stem = model.grids(37, 45)["stem_conv"]
+    assert (stem.size, stem.jump, stem.offset) == ((19, 23), (2, 2), (0.0, 0.0))
     assert model.tensor_name("res_out") == model.blocks[0].tensor
     with pytest.raises(UserError, match="did you mean res_out"):
         model.tensor_name("res_ou")
