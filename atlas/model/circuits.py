@@ -138,7 +138,7 @@ def source_node(model: Model, layer: Layer, kind: str) -> str:
     while name in layers and layers[name].block == layer.block and layer.block != STEM:
         name = _walk_to_source(model, _conv_input(model, layers[name]))
     if name in layers:
-        return layers[name].name
+        return layers[name].tensor
     return name
 
 
