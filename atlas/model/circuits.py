@@ -84,8 +84,9 @@ def _nodes(model: Model) -> dict:
 
 
 def _catalogued(model: Model) -> dict[str, Layer]:
-    """Catalogued layers by layer name and by conv op name."""
-    return {**{layer.op: layer for layer in model.layers}, **{layer.name: layer for layer in model.layers}}
+    """Catalogued layers by layer name, by conv op name and by activation node."""
+    return {**{layer.op: layer for layer in model.layers}, **{layer.tensor: layer for layer in model.layers},
+            **{layer.name: layer for layer in model.layers}}
 
 
 def _data_inputs(node) -> list[str]:
@@ -136,7 +137,7 @@ def source_node(model: Model, layer: Layer, kind: str) -> str:
     while name in layers and layers[name].block == layer.block and layer.block != STEM:
         name = _walk_to_source(model, _conv_input(model, layers[name]))
     if name in layers:
-        return layers[name].name
+        return layers[name].tensor
     return name
 
 
@@ -165,7 +166,7 @@ def edge_source(model: Model, layer: Layer | str, kind: str = "expanded") -> Sou
     key = (model.sha256, layer.name, kind)
     if key not in _SOURCES:
         node = source_node(model, layer, kind)
-        window, size, start, centre = window_of(model, node, layer.name)
+        window, size, start, centre = window_of(model, node, layer.tensor)
         _SOURCES[key] = Source(node=node, units=channel_units(model, node), window=window, size=size,
                                start=start, centre=centre)
     return _SOURCES[key]

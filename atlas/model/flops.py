@@ -1,7 +1,8 @@
 """Count the multiply-add work of a layer, from the GraphDef, at a given image size.
 
-Only Conv2D and MatMul are counted (2 FLOPs per multiply-add: 2·H_out·W_out·kh·kw·c_in·c_out for a
-convolution); pooling, LRN, bias and ReLU are a few per cent at most and left out. Shapes come from
+Only Conv2D, DepthwiseConv2dNative and MatMul are counted (2 FLOPs per multiply-add:
+2·H_out·W_out·kh·kw·c_in·c_out for a convolution, 2·H_out·W_out·kh·kw·c_in·multiplier for a depthwise one);
+pooling, LRN, bias, batch norm and the activations are a few per cent at most and left out. Shapes come from
 TensorFlow's own shape inference on the layer's subgraph with a fixed input size.
 
 A gradient step of the renderer needs the forward pass and the gradient with respect to the input (not the
@@ -39,8 +40,8 @@ def forward_flops(graph_def: graph_pb2.GraphDef, target: str | list[str], height
         tf.graph_util.import_graph_def(sub, {input_name: image}, name="")
     total = 0
     for op in graph.get_operations():
-        if op.type == "Conv2D":
-            kh, kw, cin, cout = op.inputs[1].shape.as_list()
+        if op.type in ("Conv2D", "DepthwiseConv2dNative"):
+            kh, kw, cin, cout = op.inputs[1].shape.as_list()  # depthwise: cout is the channel multiplier
             out = op.outputs[0].shape.as_list()
             spatial = out[2] * out[3] if op.get_attr("data_format") == b"NCHW" else out[1] * out[2]
             total += 2 * spatial * kh * kw * cin * cout

@@ -22,12 +22,14 @@ from tensorflow.python.framework import tensor_util
 
 from atlas.errors import UserError
 from atlas.model.catalogue import (
+    BlockOutput,
     Grid,
     Layer,
-    build_catalogue,
+    catalogue,
     find_layer,
     input_name,
     layer_grids,
+    output_index,
     source_name,
     topological_order,
 )
@@ -37,7 +39,9 @@ IMAGENET_MEAN = 117.0
 LayerFn = Callable[[tf.Tensor], tf.Tensor]
 LayersFn = Callable[[tf.Tensor], tuple[tf.Tensor, ...]]
 PRECISIONS = {"float32": tf.float32, "bfloat16": tf.bfloat16}
-FLOAT32_ONLY = {"LRN"}  # no bfloat16 kernel on every device: computed in float32 inside a bfloat16 model
+# No bfloat16 kernel on every CPU build (LRN; Rsqrt and Sqrt of a batch norm's variance, which also lose most of
+# their precision in bfloat16): computed in float32 inside a bfloat16 model.
+FLOAT32_ONLY = {"LRN", "Rsqrt", "Sqrt"}
 
 
 def _s(node: node_def_pb2.NodeDef, key: str) -> str:
@@ -48,6 +52,17 @@ def _ints(node: node_def_pb2.NodeDef, key: str) -> list[int]:
     return list(node.attr[key].list.i)
 
 
+def _dilations(node: node_def_pb2.NodeDef) -> list[int] | None:
+    return _ints(node, "dilations") or None
+
+
+def _depthwise(node: node_def_pb2.NodeDef, args: list[tf.Tensor]) -> tf.Tensor:
+    return tf.raw_ops.DepthwiseConv2dNative(
+        input=args[0], filter=args[1], strides=_ints(node, "strides"), padding=_s(node, "padding"),
+        explicit_paddings=_ints(node, "explicit_paddings"), data_format=_s(node, "data_format"),
+        dilations=_dilations(node) or [1, 1, 1, 1])
+
+
 def _pool(fn: Callable[..., tf.Tensor]) -> Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]:
     return lambda n, a: fn(a[0], ksize=_ints(n, "ksize"), strides=_ints(n, "strides"),
                            padding=_s(n, "padding"), data_format=_s(n, "data_format"))
@@ -56,8 +71,8 @@ def _pool(fn: Callable[..., tf.Tensor]) -> Callable[[node_def_pb2.NodeDef, list[
 # Each supported op: (node, evaluated data inputs) -> tensor.
 OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
     "Conv2D": lambda n, a: tf.nn.conv2d(a[0], a[1], strides=_ints(n, "strides"), padding=_s(n, "padding"),
-                                        dilations=_ints(n, "dilations") or None,
-                                        data_format=_s(n, "data_format")),
+                                        dilations=_dilations(n), data_format=_s(n, "data_format")),
+    "DepthwiseConv2dNative": _depthwise,
     "BiasAdd": lambda n, a: tf.nn.bias_add(a[0], a[1], data_format=_s(n, "data_format")),
     "Add": lambda n, a: a[0] + a[1],
     "AddV2": lambda n, a: a[0] + a[1],
@@ -65,7 +80,22 @@ OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
     "Mul": lambda n, a: a[0] * a[1],
     "Relu": lambda n, a: tf.nn.relu(a[0]),
     "Relu6": lambda n, a: tf.nn.relu6(a[0]),
+    "RealDiv": lambda n, a: a[0] / a[1],
+    "Maximum": lambda n, a: tf.maximum(a[0], a[1]),
+    "Rsqrt": lambda n, a: tf.math.rsqrt(a[0]),
+    "Sqrt": lambda n, a: tf.sqrt(a[0]),
+    "Sigmoid": lambda n, a: tf.sigmoid(a[0]),
     "Identity": lambda n, a: a[0],
+    "IdentityN": lambda n, a: tuple(a),  # several outputs: a consumer's `name:k` reads the k-th
+    "Pad": lambda n, a: tf.pad(a[0], a[1]),
+    "Mean": lambda n, a: tf.reduce_mean(a[0], axis=a[1], keepdims=n.attr["keep_dims"].b),
+    "Max": lambda n, a: tf.reduce_max(a[0], axis=a[1], keepdims=n.attr["keep_dims"].b),
+    "Shape": lambda n, a: tf.shape(a[0], out_type=n.attr["out_type"].type),
+    "StridedSlice": lambda n, a: tf.raw_ops.StridedSlice(
+        input=a[0], begin=a[1], end=a[2], strides=a[3], **{k: n.attr[k].i for k in (
+            "begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")}),
+    "Pack": lambda n, a: tf.stack(a, axis=n.attr["axis"].i),
+    "Squeeze": lambda n, a: tf.squeeze(a[0], axis=_ints(n, "squeeze_dims") or None),
     "LRN": lambda n, a: tf.nn.local_response_normalization(
         a[0], depth_radius=n.attr["depth_radius"].i, bias=n.attr["bias"].f, alpha=n.attr["alpha"].f,
         beta=n.attr["beta"].f),
@@ -81,14 +111,24 @@ OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
 
 
 # The linearised network of the circuits analysis (atlas.model.circuits): each non-linear op replaced by its
-# closest linear one. ReLU -> identity; max-pool -> the average pool of the same window, stride and padding;
-# LRN -> its Jacobian at zero activation, x / (bias + alpha * sum x^2)^beta ~ x * bias^-beta, a constant scale
-# (the expanded weights are read at an all-zero input, where that Jacobian is exact).
+# expansion at an all-zero input, where the expanded weights are read (their source tensor is zero):
+# - ReLU, ReLU6 -> identity (their slope just above zero; ReLU6's cap at 6 plays no part near zero);
+# - max-pool -> the average pool of the same window, stride and padding (the linear pool closest to a max);
+#   a global max (Max over rows and columns) -> the global mean, likewise;
+# - LRN -> x / (bias + alpha * sum x^2)^beta ~ x * bias^-beta, its Jacobian at zero, a constant scale;
+# - Sigmoid -> its tangent at zero, sigmoid(0) + sigmoid'(0) x = 1/2 + x/4.
+# A product of two activations (Mul: EfficientNet's swish x * sigmoid(x), a squeeze-and-excitation gate
+# x * sigmoid(s)) stays a product: the gradient the circuits take at the zero source is then the product rule,
+# exactly the product's first-order term there; for a swish at zero that is 1/2 = swish'(0). Such a network is
+# no longer affine: forward impulses (`output_weights`) also carry the product's second-order term.
+# Everything else (conv, bias, batch norm's affine ops, Add, Concat, Pad, Mean, AvgPool) is linear already.
 LINEAR_OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
     "Relu": lambda n, a: a[0],
     "Relu6": lambda n, a: a[0],
     "MaxPool": _pool(tf.nn.avg_pool2d),
     "LRN": lambda n, a: a[0] * (n.attr["bias"].f ** -n.attr["beta"].f),
+    "Sigmoid": lambda n, a: 0.5 + a[0] / 4,
+    "Max": lambda n, a: tf.reduce_mean(a[0], axis=a[1], keepdims=n.attr["keep_dims"].b),
 }
 
 
@@ -116,6 +156,7 @@ class Model:
     sha256: str  # of the serialized graph: identifies the weights in manifests
     mean: float = IMAGENET_MEAN
     input: str = "input"
+    blocks: list[BlockOutput] = field(default_factory=list)  # where branches merge, low to high
     _consts: dict[str, dict[str, tf.Tensor]] = field(default_factory=dict, repr=False)
     _fns: dict[tuple[str, str], LayerFn] = field(default_factory=dict, repr=False)
     _multi: dict[tuple[tuple[str, ...], str], LayersFn] = field(default_factory=dict, repr=False)
@@ -135,14 +176,16 @@ class Model:
         return find_layer(self.layers, name)
 
     def tensor_name(self, name: str) -> str:
-        """A catalogued layer's name, or any other activation node of the graph (e.g. the block output
-        `mixed4c` that classic DeepDream targets); unknown names get the catalogue's helpful error, which
-        also suggests block outputs."""
-        nodes = self._activation_nodes()
-        if name in nodes:
+        """The graph node whose output `name` is: any activation node of the graph by its own name, a
+        catalogued layer (by name or conv op) or a block output (e.g. `mixed4c`, `conv2_block1_out`, which
+        classic DeepDream targets); unknown names get the catalogue's helpful error, which also suggests
+        block outputs."""
+        if name in self._activation_nodes():
             return name
-        blocks = {n for n in nodes if "/" not in n and "_" not in n}
-        return find_layer(self.layers, name, also=blocks).name
+        block = next((b for b in self.blocks if b.name == name), None)
+        if block is not None:
+            return block.tensor
+        return find_layer(self.layers, name, also=[b.name for b in self.blocks]).tensor
 
     def layer_fn(self, name: str, precision: str = "float32") -> LayerFn:
         """The differentiable function images (0..255) -> activations of `name`; built once.
@@ -172,7 +215,8 @@ class Model:
         """The plain (untraced) function activations of node `start` -> activations of `targets`, evaluating only
         the nodes between them; `linear` swaps every non-linear op for its linear stand-in (`LINEAR_OPS`).
         With `start` the graph's input it takes pixels (0..255), as `layer_fn` does. float32 throughout."""
-        return self._forward(targets, "float32", start=start, linear=linear)
+        return self._forward(tuple(self.tensor_name(t) for t in targets), "float32", start=self.tensor_name(start)
+                             if start != self.input else start, linear=linear)
 
     def grids(self, height: int, width: int) -> dict[str, Grid]:
         """Every layer's output grid (size, jump, receptive-field offset) on a height x width input; cached."""
@@ -185,11 +229,11 @@ class Model:
         layer; for a block output such as `mixed4c`, its branches' channels, traced back through ReLUs and the
         concatenation; None where a channel is not one catalogued channel (e.g. a pool or an add)."""
         by_name = {n.name: n for n in self._ordered()}
-        channels = {layer.name: layer.channels for layer in self.layers}
+        layers = {layer.tensor: layer for layer in self.layers}
 
         def trace(node_name: str) -> list[tuple[str, int]] | None:
-            if node_name in channels:
-                return [(node_name, c) for c in range(channels[node_name])]
+            if node_name in layers:
+                return [(layers[node_name].name, c) for c in range(layers[node_name].channels)]
             node = by_name.get(node_name)
             inputs = [source_name(ref) for ref in node.input if not ref.startswith("^")] if node else []
             inputs = [i for i in inputs if by_name[i].op != "Const"]
@@ -249,28 +293,31 @@ class Model:
         """The plain Python forward pass images -> activations of `targets` (traced by `_image_function`); with
         `start`, activations of that node -> `targets`, and with `linear`, through the linearised network."""
         nodes = self._needed(targets, start)
-        unsupported = sorted({n.op for n in nodes if n.op not in OPS})
-        if unsupported:
-            raise UserError(f"layer {', '.join(targets)} depends on ops atlas cannot run "
-                            f"({', '.join(unsupported)}); "
-                            "use a graph built from " + ", ".join(sorted(OPS)))
+        ops = {**OPS, **LINEAR_OPS} if linear else OPS
+        unsupported = next((n for n in nodes if n.op not in ops), None)
+        if unsupported is not None:
+            raise UserError(f"atlas cannot run op {unsupported.op} (node {unsupported.name}, which "
+                            f"{', '.join(targets)} depends on); it runs {', '.join(sorted(ops))}")
         consts = self._constants(precision)
         dtype = PRECISIONS[precision]
         mean, input_node = (self.mean, self.input) if start in (None, self.input) else (0.0, start)
-        ops = {**OPS, **LINEAR_OPS} if linear else OPS
 
         def run(node: node_def_pb2.NodeDef, args: list[tf.Tensor]) -> tf.Tensor:
             if dtype == tf.float32 or node.op not in FLOAT32_ONLY:
                 return ops[node.op](node, args)
             return tf.cast(ops[node.op](node, [tf.cast(a, tf.float32) for a in args]), dtype)
 
+        def value(values: dict[str, tf.Tensor | tuple[tf.Tensor, ...]], ref: str) -> tf.Tensor:
+            """The tensor a node input `name` or `name:k` refers to: output k of a multi-output op."""
+            name = source_name(ref)
+            found = values[name] if name in values else consts[name]
+            return found[output_index(ref)] if isinstance(found, tuple) else found
+
         def forward(images: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            values: dict[str, tf.Tensor] = {input_node: tf.cast(images - mean, dtype)}
+            values: dict[str, tf.Tensor | tuple[tf.Tensor, ...]] = {input_node: tf.cast(images - mean, dtype)}
             for node in nodes:
-                args = [values[src] if src in values else consts[src]
-                        for src in (source_name(ref) for ref in node.input if not ref.startswith("^"))]
-                values[node.name] = run(node, args)
-            return tuple(tf.cast(values[target], tf.float32) for target in targets)
+                values[node.name] = run(node, [value(values, ref) for ref in node.input if not ref.startswith("^")])
+            return tuple(tf.cast(value(values, target), tf.float32) for target in targets)
 
         return forward
 
@@ -294,7 +341,6 @@ def load_model_bytes(data: bytes, source: ModelSource | str) -> Model:
         source = ModelSource(spec=source, pb_path=None)
     origin = str(source.pb_path) if source.pb_path else source.spec
     graph = parse_graph_def(data, origin)
-    layers = build_catalogue(graph)
+    layers, blocks = catalogue(graph)
     return Model(source=source, graph_def=graph, layers=layers, sha256=hashlib.sha256(data).hexdigest(),
-                 input=input_name(graph))
-
+                 input=input_name(graph), blocks=blocks)
