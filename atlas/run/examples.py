@@ -337,7 +337,8 @@ def prepare_folder(run_folder: Path, model: Any) -> None:
             raise UserError(f"{run_folder} was made with another model ({recorded.get('spec')}); "
                             "leave out --model to use the run's own, or pass another -o folder")
         return
-    write_run_info(run_folder, run_folder.name, {"spec": model.spec, "sha256": model.sha256}, model.layers, [],
+    write_run_info(run_folder, run_folder.name, {"spec": model.spec, "sha256": model.sha256,
+                                                 "preprocess": model.preprocess.to_dict()}, model.layers, [],
                    {})
     Manifest(run_folder / MANIFEST_FILE, create=True).close()
 
@@ -442,7 +443,7 @@ def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progres
 
 def _run_locked(plan: ExamplesPlan, run_folder: Path, model: Any, entries: list[Entry],
                 bad: list[tuple[str, str]], progress: bool, stop_after: int | None) -> ExamplesSummary:
-    hash_ = plan.settings_hash(model.sha256)
+    hash_ = plan.settings_hash(model.render_key)
     layers = [model.layer(name) for name in plan.layers]
     meta = {"folder": plan.folder, "top": plan.top, "size": plan.size, "fit": plan.fit, "hash": hash_,
             "layers": list(plan.layers), "depth": plan.depth}
