@@ -303,11 +303,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _keras_application(name: str, preprocess: Preprocess | None) -> ModelSource:
     """`keras:NAME`: a keras.applications model with its ImageNet weights (downloaded once by Keras)."""
-    import importlib.metadata
-
     known = keras_application_preprocess(name)
-    key = f"keras.applications/{name}/imagenet/keras-{importlib.metadata.version('keras')}"
-    sha = hashlib.sha256(key.encode()).hexdigest()
+    sha = application_sha256(name)
     target = frozen_path(sha)
     if known is None or not target.is_file():
         builder = _keras_builder(name)
@@ -318,6 +315,14 @@ def _keras_application(name: str, preprocess: Preprocess | None) -> ModelSource:
             _write_frozen(target, lambda: _freeze_application(name, builder), f"keras:{name}")
     return ModelSource(spec=f"{KERAS_PREFIX}{name}", pb_path=target, preprocess=preprocess or known or GOOGLENET,
                        source_sha256=sha)
+
+
+def application_sha256(name: str) -> str:
+    """What identifies keras:NAME's weights without loading Keras: the name and the Keras version, hashed."""
+    import importlib.metadata
+
+    key = f"keras.applications/{name}/imagenet/keras-{importlib.metadata.version('keras')}"
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _keras_builder(name: str) -> object:
