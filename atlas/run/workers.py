@@ -105,7 +105,12 @@ def init_worker(environment: dict[str, str], threads: int | None, graph: bytes |
 
 def adopt_model(model: Any, fit: BatchFit) -> None:
     """Render in this very process with a model it already has (a sweep of one CPU worker)."""
-    _STATE.update(model=model, sha=model.sha256, fit=fit, configured=True)
+    _STATE.update(model=model, sha=_model_key(model.sha256, model.preprocess.to_dict()), fit=fit, configured=True)
+
+
+def _model_key(sha256: str, preprocess: dict[str, Any]) -> tuple[str, str]:
+    """Which model a process holds: its graph's sha256 and its preprocessing."""
+    return sha256, repr(sorted(preprocess.items()))
 
 
 def run_batch(task: Task, batch: Batch, graph: bytes | None = None) -> Outcome:
@@ -148,7 +153,7 @@ def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], di
 
 def _model(task: Task, graph: bytes | None) -> Any:
     """The model, built once per process from the graph bytes the parent sent, TensorFlow set up first."""
-    key = (task.model_sha256, repr(sorted(task.preprocess.items())))
+    key = _model_key(task.model_sha256, task.preprocess)
     if _STATE.get("sha") != key:
         from atlas.model.graph import load_model_bytes
         from atlas.render.devices import configure_tensorflow
