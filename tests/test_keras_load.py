@@ -63,7 +63,7 @@ def test_each_format_loads_caches_and_runs_as_keras_does(kind, saved, any_size, 
     """The interpreter's output at the last conv equals Keras's own forward pass (inference mode) on the same
     pixels after the declared preprocessing, at two sizes other than the saved 32; the second load reads the
     cached frozen graph (no freezing) and gives the same sha256."""
-    import atlas.model.source as source
+    from atlas.model import source
 
     model = load_model(str(saved[kind]), "torch")
     assert model.preprocess == SCHEMES["torch"]
@@ -183,7 +183,7 @@ def test_keras_application_offline_fails_fast_in_one_line(monkeypatch, tmp_path,
     exit 2, nothing cached."""
     import urllib.error
 
-    import keras.src.utils.file_utils as file_utils
+    from keras.src.utils import file_utils
     from keras.src.backend import config
 
     monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "keras_home"))

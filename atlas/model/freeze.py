@@ -156,10 +156,11 @@ def _prune(graph: graph_pb2.GraphDef, outputs: list[str]) -> graph_pb2.GraphDef:
     from atlas.model.catalogue import source_name
 
     by_name = {node.name: node for node in graph.node}
-    keep, stack = {INPUT}, list(outputs)
+    keep: set[str] = set()
+    stack = [*outputs, INPUT] if INPUT in by_name else list(outputs)
     while stack:
         name = stack.pop()
-        if name in keep and name != INPUT:
+        if name in keep:
             continue
         keep.add(name)
         stack.extend(source_name(ref) for ref in by_name[name].input if not ref.startswith("^"))
@@ -174,14 +175,12 @@ def _prune(graph: graph_pb2.GraphDef, outputs: list[str]) -> graph_pb2.GraphDef:
     return pruned
 
 
-def freeze_saved_model(path: str) -> graph_pb2.GraphDef:
-    """The frozen GraphDef of a SavedModel folder's serving signature, its image input renamed `input` and its
-    height and width left free (the interpreter runs convolutions on any size; a head that needs the saved size
-    keeps needing it)."""
-    import tensorflow as tf
+def freeze_saved_model(loaded: Any) -> graph_pb2.GraphDef:
+    """The frozen GraphDef of a loaded SavedModel's (`tf.saved_model.load`) serving signature, its image input
+    renamed `input` and its height and width left free (the interpreter runs convolutions on any size; a head that
+    needs the saved size keeps needing it)."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    loaded = tf.saved_model.load(path)
     signatures = dict(getattr(loaded, "signatures", {}) or {})
     function = signatures.get("serving_default") or next(iter(signatures.values()), None)
     if function is None:

@@ -281,18 +281,23 @@ def _freeze_keras_file(path: Path) -> object:
     import_tensorflow()
     from atlas.model.freeze import freeze_keras_model, freeze_saved_model
 
+    kind = "SavedModel" if path.is_dir() else "Keras model"
     try:
         if path.is_dir():
-            return freeze_saved_model(str(path))
-        import keras
+            import tensorflow as tf
 
-        return freeze_keras_model(keras.saving.load_model(path, compile=False))
-    except UserError:
-        raise
-    except Exception as exc:  # Keras and h5py raise many kinds for a damaged or foreign file
-        kind = "SavedModel" if path.is_dir() else "Keras model"
+            model = tf.saved_model.load(str(path))
+        else:
+            import keras
+
+            model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001  (Keras, h5py and TensorFlow raise many kinds for a damaged file)
         raise UserError(f"cannot load {path} as a {kind} ({_first_line(exc)}); check the file, or save the "
                         "model again with model.save('model.keras')") from None
+    try:
+        return freeze_saved_model(model) if path.is_dir() else freeze_keras_model(model)
+    except ValueError as exc:  # a model atlas cannot take: several inputs, not NHWC, no signature
+        raise UserError(f"cannot use {path} as a {kind}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -354,7 +359,7 @@ def _freeze_application(name: str, builder: object) -> object:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
         model = builder(weights="imagenet")  # type: ignore[operator]
-    except Exception as exc:  # Keras's get_file raises a bare Exception("URL fetch failure on ...")
+    except Exception as exc:  # noqa: BLE001  (Keras's get_file raises a bare Exception("URL fetch failure ..."))
         if "fetch failure" in str(exc) or isinstance(exc, (OSError, urllib.error.URLError)):
             raise UserError(f"cannot download the ImageNet weights of keras:{name} ({_first_line(exc)}); "
                             "connect to the internet once (Keras caches them), or pass --model with the path of a "

@@ -246,7 +246,8 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
         maps = resolve_map(folder, model, config.seed, **given)
     return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path,
                    config=config_name(loaded.path), model_spec=model.spec,
-                   model_sha256=model.sha256, model_preprocess=model.preprocess.to_dict(), catalogue=list(model.layers), modes=modes, settings=settings,
+                   model_sha256=model.sha256, model_preprocess=model.preprocess.to_dict(),
+                   catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples, map=maps,
                    circuits=resolve_circuits(config.circuits, model, select_layers(config.layers, model.layers)),

@@ -54,7 +54,8 @@ def versions() -> str:
 
 def make_task(plan: RunPlan, versions_json: str) -> Task:
     """What every worker needs of the plan: no paths, the photos as their bytes."""
-    return Task(model_sha256=plan.model_sha256, preprocess=plan.model_preprocess, settings=plan.settings, seed=plan.seed,
+    return Task(model_sha256=plan.model_sha256, preprocess=plan.model_preprocess, settings=plan.settings,
+                seed=plan.seed,
                 photos={mode: path.read_bytes() for mode, path in plan.photos.items()}, hashes=plan.hashes,
                 formats=plan.formats, versions=versions_json, mode_settings=plan.mode_settings)
 

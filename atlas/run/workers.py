@@ -166,7 +166,8 @@ def _model(task: Task, graph: bytes | None) -> Any:
             raise RuntimeError("a worker got no model graph from the sweep")
         from atlas.model.preprocess import parse_preprocess
 
-        model = load_model_bytes(data, f"graph sha256:{task.model_sha256[:12]}", parse_preprocess(task.preprocess) if task.preprocess else None)
+        preprocess = parse_preprocess(task.preprocess) if task.preprocess else None
+        model = load_model_bytes(data, f"graph sha256:{task.model_sha256[:12]}", preprocess)
         if model.sha256 != task.model_sha256:
             raise RuntimeError(f"a worker got graph bytes of sha256 {model.sha256}, not the sweep's model")
         _STATE.update(model=model, sha=key)
