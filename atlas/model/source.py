@@ -353,20 +353,27 @@ def _freeze_application(name: str, builder: object) -> object:
     """Build keras.applications `name` with ImageNet weights (Keras downloads them once) and freeze it."""
     import socket
 
+    import keras
+
     from atlas.model.freeze import freeze_keras_model
 
     previous = socket.getdefaulttimeout()
+    interactive = keras.config.is_interactive_logging_enabled()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    keras.config.disable_interactive_logging()  # no "Downloading data from ..." line before an offline error
     try:
         model = builder(weights="imagenet")  # type: ignore[operator]
     except Exception as exc:  # noqa: BLE001  (Keras's get_file raises a bare Exception("URL fetch failure ..."))
         if "fetch failure" in str(exc) or isinstance(exc, (OSError, urllib.error.URLError)):
-            raise UserError(f"cannot download the ImageNet weights of keras:{name} ({_first_line(exc)}); "
-                            "connect to the internet once (Keras caches them), or pass --model with the path of a "
-                            "saved .keras, .h5 or SavedModel") from None
+            reason = _first_line(Exception(str(exc).rpartition(" -- ")[2]))  # Keras: "... URL: errno -- reason"
+            raise UserError(f"cannot download the ImageNet weights of keras:{name} ({reason}); connect to the "
+                            "internet once (Keras caches them), or pass --model with the path of a saved .keras, "
+                            ".h5 or SavedModel") from None
         raise
     finally:
         socket.setdefaulttimeout(previous)
+        if interactive:
+            keras.config.enable_interactive_logging()
     return freeze_keras_model(model)
 
 
