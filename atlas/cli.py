@@ -29,7 +29,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
-                        help="inception5h (default, or $ATLAS_MODEL), synthetic[:SCALE], or a .pb/.zip path")
+                        help="inception5h (default, or $ATLAS_MODEL), synthetic[:SCALE], keras:NAME (e.g. "
+                        "keras:ResNet50), or a path to a .keras, .h5, .pb or .zip file or a SavedModel folder")
+    parser.add_argument("--preprocess", default=None,
+                        help="how RGB pixels 0..255 become the model's input: caffe, tf, torch, none, or "
+                        "'mean=M[,M,M] std=S[,S,S] bgr' (pixel units) or JSON; a Keras file needs it "
+                        "(docs/own-model.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +128,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
     loaded = load_config(args.config)
-    model = load_model(loaded.config.model)
+    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess)
     run_pipeline(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), args.backend, args.scheduler,
                  args.examples, args.map, build_site=args.command == "run", dry_run=args.dry_run)
 
@@ -146,6 +151,14 @@ def _examples_parser(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--batch-size", type=int, help="photos per forward pass (default 16)")
 
 
+def recorded_model(recorded: dict, spec: str | None, preprocess: str | None) -> tuple[str | None, object]:
+    """The model of a run folder (as its run.json records it) unless --model names another; its recorded
+    preprocessing unless --preprocess gives one."""
+    if spec is None or spec == recorded.get("spec"):
+        return recorded.get("spec", spec), preprocess or recorded.get("preprocess")
+    return spec, preprocess
+
+
 def cmd_examples(args: argparse.Namespace) -> None:
     from atlas.model.graph import load_model
     from atlas.model.selection import check_channels
@@ -160,13 +173,13 @@ def cmd_examples(args: argparse.Namespace) -> None:
     folder = examples_folder_of(args.folder)
     run_folder = Path(args.output)
     recorded: dict = {}
-    spec = args.model
+    spec, preprocess = args.model, args.preprocess
     if (run_folder / RUN_FILE).is_file():  # the run's model and examples settings, not its render rows
-        spec = spec or read_run_info(run_folder).get("model", {}).get("spec")
+        spec, preprocess = recorded_model(read_run_info(run_folder).get("model", {}), spec, preprocess)
         meta = read_examples_meta(run_folder)
         if meta.get("folder") == folder:  # options left out keep what the run recorded
             recorded = meta
-    model = load_model(spec)
+    model = load_model(spec, preprocess)
     if args.layer is not None:  # a mistyped layer or channel is told before the folder is processed, not after
         shown = model.layer(args.layer)
         check_channels([args.channel], shown.channels, shown.name)
@@ -214,10 +227,10 @@ def cmd_map(args: argparse.Namespace) -> None:
 
     folder = examples_folder_of(args.folder, key="map")
     run_folder = Path(args.output)
-    spec = args.model
+    spec, preprocess = args.model, args.preprocess
     if (run_folder / RUN_FILE).is_file():
-        spec = spec or read_run_info(run_folder).get("model", {}).get("spec")
-    model = load_model(spec)
+        spec, preprocess = recorded_model(read_run_info(run_folder).get("model", {}), spec, preprocess)
+    model = load_model(spec, preprocess)
     plan = resolve_map(folder, model, args.seed, layers=args.layer, samples=args.samples, per_photo=args.per_photo,
                        grid=args.grid, min_samples=args.min_samples, neighbours=args.neighbours, method=args.method,
                        render_size=args.render_size, steps=args.steps, render=False if args.no_render else None)
@@ -284,11 +297,15 @@ def to_csv(header: list[str], rows: list[list]) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def format_layers(layers: list, fmt: str) -> str:
-    """Render the catalogue as a table, JSON or CSV."""
+def format_layers(layers: list, fmt: str, preprocess: object = None) -> str:
+    """Render the catalogue as a table, JSON or CSV; the table and JSON also say how the model's input is made
+    from pixels (`preprocess`, an atlas.model.preprocess.Preprocess), when given."""
     if fmt == "json":
-        return json.dumps({"layers": [layer.to_dict() for layer in layers], "total_layers": len(layers),
-                           "total_channels": sum(layer.channels for layer in layers)}, indent=2)
+        data = {"layers": [layer.to_dict() for layer in layers], "total_layers": len(layers),
+                "total_channels": sum(layer.channels for layer in layers)}
+        if preprocess is not None:
+            data["preprocess"] = {"name": preprocess.name, **preprocess.to_dict()}  # type: ignore[attr-defined]
+        return json.dumps(data, indent=2)
     rows = [[getattr(layer, column) for column in LAYER_COLUMNS] for layer in layers]
     if fmt == "csv":
         return to_csv(LAYER_COLUMNS, rows)
@@ -298,6 +315,8 @@ def format_layers(layers: list, fmt: str) -> str:
     lines = ["  ".join(cell.ljust(w) if i in (1, 2) else cell.rjust(w) for i, (cell, w) in
                        enumerate(zip(row, widths))) for row in cells]
     lines.insert(1, "-" * len(lines[0]))
+    if preprocess is not None:
+        lines.insert(0, f"input: RGB pixels 0..255 -> {preprocess.describe()}")  # type: ignore[attr-defined]
     lines.append(f"{len(layers)} layers, {sum(layer.channels for layer in layers):,} channels")
     return "\n".join(lines)
 
@@ -305,8 +324,8 @@ def format_layers(layers: list, fmt: str) -> str:
 def cmd_layers(args: argparse.Namespace) -> None:
     from atlas.model.graph import load_model
 
-    model = load_model(args.model)
-    print(format_layers(model.layers, args.format))
+    model = load_model(args.model, args.preprocess)
+    print(format_layers(model.layers, args.format, model.preprocess))
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -334,7 +353,7 @@ def cmd_dream(args: argparse.Namespace) -> None:
         raise UserError("--photo works with --method deepdream and no --diversity; the fourier method and "
                         "facets start from noise")
     photo = load_photo(args.photo) if args.photo else None
-    model = load_model(args.model)
+    model = load_model(args.model, args.preprocess)
     name = model.tensor_name(args.layer)
     count = tensor_channels(model, name)
     channels = parse_channels(args.channel, count, name) if args.objective != "layer" else [WHOLE_LAYER]
@@ -412,7 +431,7 @@ def cmd_weights(args: argparse.Namespace) -> None:
 
     if args.top < 1:
         raise UserError(f"--top {args.top}: give at least 1")
-    model = load_model(args.model)
+    model = load_model(args.model, args.preprocess)
     print(format_circuit(unit_circuit(model, args.layer, args.channel, args.top, args.kind), args.format))
 
 

@@ -10,7 +10,7 @@ below imports it (tests/test_layering.py).
     from atlas.run.config import load_config
 
     loaded = load_config("demo")
-    summary = run_pipeline(loaded, load_model(loaded.config.model))
+    summary = run_pipeline(loaded, load_model(loaded.config.model_spec, loaded.config.model_preprocess))
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def main() -> None:
     spec = [tf.TensorSpec([None, None, None, 3], tf.float32)]
 
     def imported_fn(x: tf.Tensor) -> tf.Tensor:
-        return tf.graph_util.import_graph_def(model.graph_def, {model.input: x - model.mean},
+        return tf.graph_util.import_graph_def(model.graph_def, {model.input: model.preprocess.apply_tf(x)},
                                               return_elements=[f"{layer.name}:0"])[0]
 
     def step_of(fn):

@@ -9,7 +9,8 @@ def test_layers_table_lists_all_layers_and_totals():
                          capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert lines[-1] == "59 layers, 7,548 channels"
-    assert "conv2d0_pre_relu" in lines[2] and "head1_bottleneck_pre_relu" in lines[-2]
+    assert lines[0] == "input: RGB pixels 0..255 -> googlenet (mean 117)"
+    assert "conv2d0_pre_relu" in lines[3] and "head1_bottleneck_pre_relu" in lines[-2]
 
 
 def test_layers_csv(capsys):

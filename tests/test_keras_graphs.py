@@ -6,6 +6,7 @@ import pytest
 
 from atlas.errors import UserError
 from atlas.model.catalogue import catalogue
+from atlas.model.preprocess import SCHEMES
 from atlas.model.graph import load_model_bytes
 from atlas.model.synthetic import build_graph_def
 
@@ -70,8 +71,8 @@ def small():
     from atlas.model.freeze import freeze_keras_model
 
     keras_model = _small_model()
-    model = load_model_bytes(freeze_keras_model(keras_model).SerializeToString(), "small")
-    model.mean = 0.0  # compare raw inputs: Keras's model has no preprocessing of its own
+    # compare raw inputs: Keras's model has no preprocessing of its own
+    model = load_model_bytes(freeze_keras_model(keras_model).SerializeToString(), "small", SCHEMES["none"])
     return keras_model, model
 
 

@@ -236,7 +236,7 @@ def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progres
 
 def _run_claimed(plan: ExamplesPlan, run_folder: Path, model: Any, entries: list[Entry],
                  bad: list[tuple[str, str]], progress: bool, stop_after: int | None) -> ExamplesSummary:
-    hash_ = plan.settings_hash(model.sha256)
+    hash_ = plan.settings_hash(model.render_key)
     layers = [model.layer(name) for name in plan.layers]
     meta = {"folder": plan.folder, "top": plan.top, "size": plan.size, "fit": plan.fit, "hash": hash_,
             "layers": list(plan.layers), "depth": plan.depth}

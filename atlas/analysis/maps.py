@@ -244,7 +244,7 @@ def sample_photos(plan: MapPlan, run_folder: Path, model: Any, summary: MapSumma
     """The sampling pass (resumable); returns its state: photos, chunks, counts per layer, complete."""
     entries, bad = photos_to_use(plan.folder, "map")
     summary.bad = list(bad)
-    hash_ = plan.sampling_hash(model.sha256, listing_digest(entries))
+    hash_ = plan.sampling_hash(model.render_key, listing_digest(entries))
     state = _load_state(run_folder, hash_, plan.layers)
     done = {p["photo"] for p in state["photos"]}
     todo = [] if state["complete"] else [e for e in entries if e.name not in done]

@@ -34,7 +34,8 @@ def prepare_folder(run_folder: Path, model: Any) -> None:
             raise UserError(f"{run_folder} was made with another model ({recorded.get('spec')}); "
                             "leave out --model to use the run's own, or pass another -o folder")
         return
-    write_run_info(run_folder, run_folder.name, {"spec": model.spec, "sha256": model.sha256}, model.layers, [],
+    write_run_info(run_folder, run_folder.name, {"spec": model.spec, "sha256": model.sha256,
+                                                 "preprocess": model.preprocess.to_dict()}, model.layers, [],
                    {})
     Manifest(run_folder / MANIFEST_FILE, create=True).close()
 

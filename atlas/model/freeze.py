@@ -156,10 +156,11 @@ def _prune(graph: graph_pb2.GraphDef, outputs: list[str]) -> graph_pb2.GraphDef:
     from atlas.model.catalogue import source_name
 
     by_name = {node.name: node for node in graph.node}
-    keep, stack = {INPUT}, list(outputs)
+    keep: set[str] = set()
+    stack = [*outputs, INPUT] if INPUT in by_name else list(outputs)
     while stack:
         name = stack.pop()
-        if name in keep and name != INPUT:
+        if name in keep:
             continue
         keep.add(name)
         stack.extend(source_name(ref) for ref in by_name[name].input if not ref.startswith("^"))
@@ -172,3 +173,39 @@ def _prune(graph: graph_pb2.GraphDef, outputs: list[str]) -> graph_pb2.GraphDef:
             del copy.input[:]
             copy.input.extend(ref for ref in node.input if not ref.startswith("^"))
     return pruned
+
+
+def freeze_saved_model(loaded: Any) -> graph_pb2.GraphDef:
+    """The frozen GraphDef of a loaded SavedModel's (`tf.saved_model.load`) serving signature, its image input
+    renamed `input` and its height and width left free (the interpreter runs convolutions on any size; a head that
+    needs the saved size keeps needing it)."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    signatures = dict(getattr(loaded, "signatures", {}) or {})
+    function = signatures.get("serving_default") or next(iter(signatures.values()), None)
+    if function is None:
+        raise ValueError("it has no serving signature (save it with model.export(path) or tf.saved_model.save)")
+    frozen = convert_variables_to_constants_v2(function)
+    graph = frozen.graph.as_graph_def()
+    placeholders = [node for node in graph.node if node.op == "Placeholder"]
+    if len(placeholders) != 1:
+        raise ValueError(f"its serving signature has {len(placeholders)} inputs; atlas needs one image input")
+    _rename_input(graph, placeholders[0].name)
+    outputs = [tensor.name.split(":")[0] for tensor in frozen.outputs]
+    return fold_constants(graph, outputs)
+
+
+def _rename_input(graph: graph_pb2.GraphDef, name: str) -> None:
+    """Rename the Placeholder `name` to INPUT (and every reference to it); free its height and width."""
+    from atlas.model.catalogue import source_name
+
+    for node in graph.node:
+        if node.name == name:
+            node.name = INPUT
+            dims = node.attr["shape"].shape.dim
+            if len(dims) == 4:
+                for i in range(3):
+                    dims[i].size = -1
+        for i, ref in enumerate(node.input):
+            if source_name(ref) == name:
+                node.input[i] = ref.replace(name, INPUT, 1)

@@ -1,6 +1,7 @@
 """Load a frozen GoogLeNet-style graph, catalogue its layers, and build differentiable layer functions.
 
-A layer function maps a batch of NHWC float32 images (pixels 0..255) to that layer's activations. It is
+A layer function maps a batch of NHWC float32 images (RGB pixels 0..255) to that layer's activations; the
+model's `Preprocess` (atlas.model.preprocess) turns the pixels into its input first. It is
 a `tf.function` that evaluates only the nodes the layer depends on. Weights are eager constants created
 once per model and captured by reference, so every layer function shares one copy.
 
@@ -33,9 +34,9 @@ from atlas.model.catalogue import (
     source_name,
     topological_order,
 )
+from atlas.model.preprocess import GOOGLENET, Preprocess
 from atlas.model.source import ModelSource, read_graph_bytes, resolve
 
-IMAGENET_MEAN = 117.0
 LayerFn = Callable[[tf.Tensor], tf.Tensor]
 LayersFn = Callable[[tf.Tensor], tuple[tf.Tensor, ...]]
 PRECISIONS = {"float32": tf.float32, "bfloat16": tf.bfloat16}
@@ -154,7 +155,7 @@ class Model:
     graph_def: graph_pb2.GraphDef
     layers: list[Layer]
     sha256: str  # of the serialized graph: identifies the weights in manifests
-    mean: float = IMAGENET_MEAN
+    preprocess: Preprocess = GOOGLENET  # RGB pixels 0..255 -> the graph's input
     input: str = "input"
     blocks: list[BlockOutput] = field(default_factory=list)  # where branches merge, low to high
     _consts: dict[str, dict[str, tf.Tensor]] = field(default_factory=dict, repr=False)
@@ -167,6 +168,15 @@ class Model:
     @property
     def spec(self) -> str:
         return self.source.spec
+
+    @property
+    def render_key(self) -> str:
+        """What identifies the model in the hash of its renders: the weights' sha256 and the preprocessing, so two
+        preprocessings of the same weights never share renders. GoogLeNet's (mean 117) adds nothing, so runs made
+        before models declared their preprocessing keep their hashes."""
+        if self.preprocess.key() == GOOGLENET.key():
+            return self.sha256
+        return f"{self.sha256} {self.preprocess.key()}"
 
     @property
     def channels(self) -> int:
@@ -300,7 +310,9 @@ class Model:
                             f"{', '.join(targets)} depends on); it runs {', '.join(sorted(ops))}")
         consts = self._constants(precision)
         dtype = PRECISIONS[precision]
-        mean, input_node = (self.mean, self.input) if start in (None, self.input) else (0.0, start)
+        from_pixels = start in (None, self.input)
+        input_node = self.input if from_pixels else start
+        preprocess = self.preprocess.apply_tf if from_pixels else (lambda images: images)
 
         def run(node: node_def_pb2.NodeDef, args: list[tf.Tensor]) -> tf.Tensor:
             if dtype == tf.float32 or node.op not in FLOAT32_ONLY:
@@ -314,7 +326,7 @@ class Model:
             return found[output_index(ref)] if isinstance(found, tuple) else found
 
         def forward(images: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            values: dict[str, tf.Tensor | tuple[tf.Tensor, ...]] = {input_node: tf.cast(images - mean, dtype)}
+            values: dict[str, tf.Tensor | tuple[tf.Tensor, ...]] = {input_node: tf.cast(preprocess(images), dtype)}
             for node in nodes:
                 values[node.name] = run(node, [value(values, ref) for ref in node.input if not ref.startswith("^")])
             return tuple(tf.cast(value(values, target), tf.float32) for target in targets)
@@ -328,19 +340,28 @@ def _image_function(forward: Callable[[tf.Tensor], object]) -> Callable[[tf.Tens
                        reduce_retracing=True, autograph=False)  # plain Python loops over nodes: nothing to convert
 
 
-def load_model(spec: str | None = None) -> Model:
-    """Resolve `spec` (see `atlas.model.source.resolve`), parse the graph and catalogue it."""
-    source = resolve(spec)
+def load_model(spec: str | None = None, preprocess: Preprocess | str | dict | None = None) -> Model:
+    """Resolve `spec` (see `atlas.model.source.resolve`; a Keras model is frozen once and cached), parse the graph
+    and catalogue it. `preprocess` (a Preprocess, a scheme name, `mean=...` text or a mapping) overrides the
+    model's own; a Keras file needs it."""
+    from atlas.model.preprocess import parse_preprocess
+
+    source = resolve(spec, None if preprocess is None else parse_preprocess(preprocess))
     return load_model_bytes(read_graph_bytes(source), source)
 
 
-def load_model_bytes(data: bytes, source: ModelSource | str) -> Model:
+def load_model_bytes(data: bytes, source: ModelSource | str, preprocess: Preprocess | None = None) -> Model:
     """A model from its serialized GraphDef (as `load_model` reads it, or as a sweep sends it to workers that
-    have neither the file nor a network); `source` is where the bytes came from, or its spec."""
+    have neither the file nor a network); `source` is where the bytes came from, or its spec; `preprocess`,
+    when given, replaces the source's (workers get it with their task)."""
     if isinstance(source, str):
         source = ModelSource(spec=source, pb_path=None)
+    if preprocess is not None:
+        from dataclasses import replace
+
+        source = replace(source, preprocess=preprocess)
     origin = str(source.pb_path) if source.pb_path else source.spec
     graph = parse_graph_def(data, origin)
     layers, blocks = catalogue(graph)
     return Model(source=source, graph_def=graph, layers=layers, sha256=hashlib.sha256(data).hexdigest(),
-                 input=input_name(graph), blocks=blocks)
+                 preprocess=source.preprocess, input=input_name(graph), blocks=blocks)

@@ -1,5 +1,7 @@
-"""Where the model's GraphDef bytes come from: the user cache, the official download, a local
-.pb or .zip, or the synthetic stand-in."""
+"""Where the model's GraphDef bytes come from: the user cache, the official download, a local .pb or .zip, the
+synthetic stand-in, or a Keras model (a .keras or .h5 file, a SavedModel folder, or `keras:NAME` of
+keras.applications) frozen once into a GraphDef and cached under its source's sha256; and how atlas's pixels
+become the model's input (its `Preprocess`)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from atlas.atomic import atomic_path, atomic_write_bytes, stop_on_write_errors
 from atlas.errors import UserError
+from atlas.model.preprocess import GOOGLENET, KERAS_APPLICATIONS, Preprocess, keras_application_preprocess
 
 DEFAULT_MODEL = "inception5h"
 MODEL_URL = "https://storage.googleapis.com/download.tensorflow.org/models/inception5h.zip"
@@ -23,6 +26,11 @@ ZIP_NAME = "inception5h.zip"
 PB_NAME = "tensorflow_inception_graph.pb"
 LABELS_NAME = "imagenet_comp_graph_label_strings.txt"
 SYNTHETIC = "synthetic"
+KERAS_PREFIX = "keras:"
+KERAS_SUFFIXES = {".keras", ".h5", ".hdf5"}
+FROZEN_DIR = "frozen"  # in the cache folder: <source sha256>-f<FREEZE_FORMAT>.pb
+FREEZE_FORMAT = 1  # bump when freezing changes the graph it writes
+DOWNLOAD_TIMEOUT = 20.0  # seconds without an answer before a Keras weights download counts as offline
 
 ENV_MODEL = "ATLAS_MODEL"  # default for --model
 ENV_CACHE = "ATLAS_CACHE_DIR"  # overrides the XDG cache folder
@@ -40,6 +48,8 @@ class ModelSource:
     synthetic_scale: float | None = None
     labels_path: Path | None = None
     member: str | None = None  # when pb_path is a zip: the .pb inside it
+    preprocess: Preprocess = GOOGLENET  # how RGB pixels 0..255 become the model's input
+    source_sha256: str | None = None  # of the Keras file, folder or weights a frozen graph was made from
 
 
 def default_spec() -> str:
@@ -56,23 +66,38 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("atlas"))
 
 
-def resolve(spec: str | None) -> ModelSource:
-    """Turn a --model value into a ModelSource, downloading inception5h if it is not cached yet."""
+MODEL_HELP = ("inception5h, synthetic[:SCALE] (e.g. synthetic:0.125), keras:NAME (e.g. keras:ResNet50), "
+              "or a path to a .keras, .h5, .pb or .zip file or a SavedModel folder")
+
+
+def resolve(spec: str | None, preprocess: Preprocess | None = None) -> ModelSource:
+    """Turn a --model value into a ModelSource, downloading inception5h if it is not cached yet and freezing a
+    Keras model if its frozen graph is not cached yet; `preprocess` overrides the model's own (a Keras file has
+    none and needs it)."""
+    from dataclasses import replace
+
     spec = (spec or default_spec()).strip()
     if spec == DEFAULT_MODEL:
-        return _inception5h()
-    if spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":"):
+        source = _inception5h()
+    elif spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":"):
         scale = _synthetic_scale(spec)
-        return ModelSource(spec=f"{SYNTHETIC}:{scale:g}", pb_path=None, synthetic_scale=scale)
-    path = Path(spec).expanduser()
-    if path.suffix.lower() in {".pb", ".zip"}:
+        source = ModelSource(spec=f"{SYNTHETIC}:{scale:g}", pb_path=None, synthetic_scale=scale)
+    elif spec.startswith(KERAS_PREFIX):
+        return _keras_application(spec[len(KERAS_PREFIX):].strip(), preprocess)
+    else:
+        path = Path(spec).expanduser()
+        suffix = path.suffix.lower()
+        if path.is_dir() or suffix in KERAS_SUFFIXES:
+            return _keras_file(path, preprocess)
+        if suffix not in {".pb", ".zip"}:
+            raise UserError(f"unknown --model value '{spec}': use {MODEL_HELP}")
         if not path.is_file():
             raise UserError(f"model file not found: {path}; check the path given to --model")
-        if path.suffix.lower() == ".zip":
-            return _from_zip(path.resolve(), None)
-        return ModelSource(spec=str(path.resolve()), pb_path=path.resolve())
-    raise UserError(f"unknown --model value '{spec}': use inception5h, synthetic[:SCALE] "
-                    "(e.g. synthetic:0.125), or a path to a .pb or .zip file")
+        if suffix == ".zip":
+            source = _from_zip(path.resolve(), None)
+        else:
+            source = ModelSource(spec=str(path.resolve()), pb_path=path.resolve())
+    return source if preprocess is None else replace(source, preprocess=preprocess)
 
 
 def _synthetic_scale(spec: str) -> float:
@@ -204,3 +229,161 @@ def write_synthetic(path: Path, scale: float = 1.0, seed: int = 0) -> Path:
 
     atomic_write_bytes(path, build_graph_def(scale=scale, seed=seed).SerializeToString(deterministic=True))
     return path
+
+
+# ------------------------------------------------------------------------------------------- Keras models
+
+
+def frozen_path(source_sha256: str) -> Path:
+    """Where the frozen graph of the Keras model whose source hashes to `source_sha256` is cached."""
+    return cache_dir() / FROZEN_DIR / f"{source_sha256}-f{FREEZE_FORMAT}.pb"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, or of a folder: of each file's relative path and bytes, in sorted order."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            name = file.relative_to(path).as_posix().encode()
+            digest.update(len(name).to_bytes(8, "little") + name + file.stat().st_size.to_bytes(8, "little"))
+        with open(file, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _keras_file(path: Path, preprocess: Preprocess | None) -> ModelSource:
+    """A .keras or .h5 file or a SavedModel folder: its frozen graph, frozen now unless cached."""
+    if not path.exists():
+        raise UserError(f"model file not found: {path}; check the path given to --model")
+    if path.is_dir() and not (path / "saved_model.pb").is_file():
+        raise UserError(f"{path} is a folder but not a SavedModel (no saved_model.pb inside); pass a SavedModel "
+                        "folder, or a .keras, .h5, .pb or .zip file")
+    if preprocess is None:
+        raise UserError(f"--model {path} needs --preprocess: how RGB pixels 0..255 become its input (caffe, tf, "
+                        "torch, none, or mean=... std=...; see docs/own-model.md); a wrong range spoils every image")
+    path = path.resolve()
+    try:
+        sha = file_sha256(path)
+    except OSError as exc:
+        raise UserError(f"cannot read model {path}: {exc.strerror}") from None
+    target = frozen_path(sha)
+    if not target.is_file():
+        _write_frozen(target, lambda: _freeze_keras_file(path), str(path))
+    return ModelSource(spec=str(path), pb_path=target, preprocess=preprocess, source_sha256=sha)
+
+
+def _freeze_keras_file(path: Path) -> object:
+    """The frozen GraphDef of a Keras file or SavedModel folder; a UserError if it cannot be read."""
+    from atlas.console import import_tensorflow
+
+    import_tensorflow()
+    from atlas.model.freeze import freeze_keras_model, freeze_saved_model
+
+    kind = "SavedModel" if path.is_dir() else "Keras model"
+    try:
+        if path.is_dir():
+            import tensorflow as tf
+
+            model = tf.saved_model.load(str(path))
+        else:
+            import keras
+
+            model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001  (Keras, h5py and TensorFlow raise many kinds for a damaged file)
+        raise UserError(f"cannot load {path} as a {kind} ({_first_line(exc)}); check the file, or save the "
+                        "model again with model.save('model.keras')") from None
+    try:
+        return freeze_saved_model(model) if path.is_dir() else freeze_keras_model(model)
+    except ValueError as exc:  # a model atlas cannot take: several inputs, not NHWC, no signature
+        raise UserError(f"cannot use {path} as a {kind}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _keras_application(name: str, preprocess: Preprocess | None) -> ModelSource:
+    """`keras:NAME`: a keras.applications model with its ImageNet weights (downloaded once by Keras)."""
+    known = keras_application_preprocess(name)
+    sha = application_sha256(name)
+    target = frozen_path(sha)
+    if known is None or not target.is_file():
+        builder = _keras_builder(name)
+        if known is None and preprocess is None:
+            raise UserError(f"atlas does not know how keras:{name} preprocesses its input; pass --preprocess "
+                            "(caffe, tf, torch or none: see keras.applications' preprocess_input of its family)")
+        if not target.is_file():
+            _write_frozen(target, lambda: _freeze_application(name, builder), f"keras:{name}")
+    return ModelSource(spec=f"{KERAS_PREFIX}{name}", pb_path=target, preprocess=preprocess or known or GOOGLENET,
+                       source_sha256=sha)
+
+
+def application_sha256(name: str) -> str:
+    """What identifies keras:NAME's weights without loading Keras: the name and the Keras version, hashed."""
+    import importlib.metadata
+
+    key = f"keras.applications/{name}/imagenet/keras-{importlib.metadata.version('keras')}"
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _keras_builder(name: str) -> object:
+    """The keras.applications function `name`, or a UserError suggesting close names."""
+    from atlas.console import import_tensorflow
+
+    import_tensorflow()
+    import keras
+
+    builder = getattr(keras.applications, name, None) if name.isidentifier() else None
+    if builder is None or not callable(builder) or not name[:1].isupper():
+        import difflib
+
+        names = sorted(set(KERAS_APPLICATIONS) | {n for n in dir(keras.applications) if n[:1].isupper()})
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join('keras:' + c for c in close)}?" if close else \
+            "see keras.applications for the names (e.g. keras:ResNet50)"
+        raise UserError(f"unknown Keras application '{name}': {hint}")
+    return builder
+
+
+def _freeze_application(name: str, builder: object) -> object:
+    """Build keras.applications `name` with ImageNet weights (Keras downloads them once) and freeze it."""
+    import socket
+
+    import keras
+
+    from atlas.model.freeze import freeze_keras_model
+
+    previous = socket.getdefaulttimeout()
+    interactive = keras.config.is_interactive_logging_enabled()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    keras.config.disable_interactive_logging()  # no "Downloading data from ..." line before an offline error
+    try:
+        model = builder(weights="imagenet")  # type: ignore[operator]
+    except Exception as exc:  # noqa: BLE001  (Keras's get_file raises a bare Exception("URL fetch failure ..."))
+        if "fetch failure" in str(exc) or isinstance(exc, (OSError, urllib.error.URLError)):
+            reason = _first_line(Exception(str(exc).rpartition(" -- ")[2]))  # Keras: "... URL: errno -- reason"
+            raise UserError(f"cannot download the ImageNet weights of keras:{name} ({reason}); connect to the "
+                            "internet once (Keras caches them), or pass --model with the path of a saved .keras, "
+                            ".h5 or SavedModel") from None
+        raise
+    finally:
+        socket.setdefaulttimeout(previous)
+        if interactive:
+            keras.config.enable_interactive_logging()
+    return freeze_keras_model(model)
+
+
+def _write_frozen(target: Path, freeze: object, origin: str) -> None:
+    """Freeze (calling `freeze`), check the graph is convolutional, and cache it atomically at `target`."""
+    graph = freeze()  # type: ignore[operator]
+    convs = [n for n in graph.node if n.op in ("Conv2D", "DepthwiseConv2dNative")]
+    if not convs:
+        raise UserError(f"{origin} has no convolution (Conv2D or DepthwiseConv2D); atlas visualises "
+                        "convolutional image networks")
+    with stop_on_write_errors(target.parent.parent, f"set {ENV_CACHE} to", resumable=False):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, graph.SerializeToString(deterministic=True))

@@ -160,12 +160,21 @@ class FourierConfig(BaseModel):
     spectrum_std: float | None = Field(default=None, gt=0)
 
 
+class ModelConfig(BaseModel):
+    """`model: {path: ..., preprocess: ...}`: a model (anything --model takes) and how its input is made from
+    RGB pixels 0..255 (a scheme name such as caffe, or {mean, std, bgr}; docs/own-model.md)."""
+
+    model_config = _Strict
+    path: str
+    preprocess: Union[str, dict[str, Any], None] = None
+
+
 class SweepConfig(BaseModel):
     """A whole sweep: which layers and channels, from what, with which settings, written where."""
 
     model_config = _Strict
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    model: str = "inception5h"
+    model: Union[str, ModelConfig] = "inception5h"  # a --model value, or {path, preprocess}
     layers: Union[Literal["all"], list[str], str] = "all"
     channels: Channels = "all"
     modes: list[Literal["noise", "fourier", "photo"]] = Field(default_factory=lambda: ["noise"], min_length=1)
@@ -183,6 +192,16 @@ class SweepConfig(BaseModel):
     examples: ExamplesConfig | None = None  # also find each channel's dataset examples
     map: MapConfig | None = None  # also make activation atlases of some layers
     circuits: Union[bool, CircuitsConfig] = True  # also every unit's circuit: true, false or {top: N}
+
+    @property
+    def model_spec(self) -> str:
+        """The model as --model takes it."""
+        return self.model if isinstance(self.model, str) else self.model.path
+
+    @property
+    def model_preprocess(self) -> str | dict[str, Any] | None:
+        """The config's preprocessing of the model's input, if it gives one."""
+        return None if isinstance(self.model, str) else self.model.preprocess
 
     @field_validator("photos", mode="after")
     @classmethod

@@ -76,6 +76,7 @@ class RunPlan:
     # `neuron` renders sits in every layer (none for other objectives)
     planned: dict[str, dict[str, str]] = field(default_factory=dict)  # mode id -> layer -> the channels the
     # config asks for, as a selection ("0-15,20"), over every shard: what the site counts as missing
+    model_preprocess: dict[str, Any] = field(default_factory=dict)  # how pixels become the model's input
 
     def settings_for(self, mode: str) -> RenderSettings:
         """The render settings of one mode."""
@@ -126,7 +127,8 @@ def shard_items(items: list[WorkItem], shard: tuple[int, int] | None) -> list[Wo
 
 def settings_hash(model_sha: str, settings: RenderSettings, seed: int, photo: Path | None,
                   formats: dict[str, Any]) -> str:
-    """Hash of everything that affects a render's files: weights, pixel settings, seed, photo, formats."""
+    """Hash of everything that affects a render's files: weights (and preprocessing: `Model.render_key`), pixel
+    settings, seed, photo, formats."""
     photo_sha = hashlib.sha256(photo.read_bytes()).hexdigest() if photo else None
     blob = json.dumps({"model": model_sha, "render": settings.pixel_dict(), "seed": seed, "photo": photo_sha,
                        "formats": formats}, sort_keys=True)
@@ -227,7 +229,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     every = {m.id: replace(config.settings(m.method, m.facets), precision=layout.precision) for m in modes}
     formats = config.formats.model_dump()
     photos = {m.id: loaded.photos[m.photo] for m in modes if m.photo}
-    hashes = {m.id: settings_hash(model.sha256, every[m.id], config.seed, photos.get(m.id), formats) for m in modes}
+    hashes = {m.id: settings_hash(model.render_key, every[m.id], config.seed, photos.get(m.id), formats) for m in modes}
     work = resolve_work(loaded, model.layers, modes)
     items = shard_items(work, shard)
     units = {m.id: centre_units(model, every[m.id].size) for m in modes if m.kind == NOISE and m.objective == "neuron"}
@@ -243,7 +245,8 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
         maps = resolve_map(folder, model, config.seed, **given)
     return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path,
                    config=config_name(loaded.path), model_spec=model.spec,
-                   model_sha256=model.sha256, catalogue=list(model.layers), modes=modes, settings=settings,
+                   model_sha256=model.sha256, model_preprocess=model.preprocess.to_dict(),
+                   catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples, map=maps,
                    circuits=resolve_circuits(config.circuits, model, select_layers(config.layers, model.layers)),

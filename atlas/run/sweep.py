@@ -54,7 +54,8 @@ def versions() -> str:
 
 def make_task(plan: RunPlan, versions_json: str) -> Task:
     """What every worker needs of the plan: no paths, the photos as their bytes."""
-    return Task(model_sha256=plan.model_sha256, settings=plan.settings, seed=plan.seed,
+    return Task(model_sha256=plan.model_sha256, preprocess=plan.model_preprocess, settings=plan.settings,
+                seed=plan.seed,
                 photos={mode: path.read_bytes() for mode, path in plan.photos.items()}, hashes=plan.hashes,
                 formats=plan.formats, versions=versions_json, mode_settings=plan.mode_settings)
 
@@ -72,7 +73,8 @@ def prepare_run_folder(plan: RunPlan, versions_json: str, sweep_stale: bool = Tr
             if not target.exists():
                 with atomic_path(target) as tmp:
                     shutil.copyfile(plan.photos[mode.id], tmp)
-    write_run_info(folder, plan.name, {"spec": plan.model_spec, "sha256": plan.model_sha256}, plan.catalogue,
+    write_run_info(folder, plan.name, {"spec": plan.model_spec, "sha256": plan.model_sha256,
+                                       "preprocess": plan.model_preprocess}, plan.catalogue,
                    plan.modes, plan.run_settings(), plan.centre_units, versions=json.loads(versions_json),
                    planned=plan.planned)
 
@@ -103,7 +105,7 @@ def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = 
     """Run (or resume) the sweep a config describes; returns what happened. `gpus` overrides the config's."""
     from atlas.model.graph import load_model
 
-    model = load_model(loaded.config.model)
+    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess)
     with plan_and_client(loaded, model, parse_shard(shard), gpus, backend, scheduler) as (plan, client):
         return run_sweep(plan, model, client, out)
 

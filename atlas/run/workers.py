@@ -39,6 +39,7 @@ class Task:
     """What every worker needs besides its batch and the graph: plain, picklable data, no paths."""
 
     model_sha256: str  # the graph bytes a worker gets must hash to this
+    preprocess: dict[str, Any]  # how pixels become the model's input (atlas.model.preprocess, as to_dict gives it)
     settings: RenderSettings
     seed: int
     photos: dict[str, bytes]  # mode id -> the base photo file's bytes
@@ -104,7 +105,12 @@ def init_worker(environment: dict[str, str], threads: int | None, graph: bytes |
 
 def adopt_model(model: Any, fit: BatchFit) -> None:
     """Render in this very process with a model it already has (a sweep of one CPU worker)."""
-    _STATE.update(model=model, sha=model.sha256, fit=fit, configured=True)
+    _STATE.update(model=model, sha=_model_key(model.sha256, model.preprocess.to_dict()), fit=fit, configured=True)
+
+
+def _model_key(sha256: str, preprocess: dict[str, Any]) -> tuple[str, str]:
+    """Which model a process holds: its graph's sha256 and its preprocessing."""
+    return sha256, repr(sorted(preprocess.items()))
 
 
 def run_batch(task: Task, batch: Batch, graph: bytes | None = None) -> Outcome:
@@ -148,7 +154,8 @@ def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], di
 
 def _model(task: Task, graph: bytes | None) -> Any:
     """The model, built once per process from the graph bytes the parent sent, TensorFlow set up first."""
-    if _STATE.get("sha") != task.model_sha256:
+    key = _model_key(task.model_sha256, task.preprocess)
+    if _STATE.get("sha") != key:
         from atlas.model.graph import load_model_bytes
         from atlas.render.devices import configure_tensorflow
 
@@ -158,10 +165,13 @@ def _model(task: Task, graph: bytes | None) -> Any:
         data = graph if graph is not None else _STATE.get("graph")
         if data is None:
             raise RuntimeError("a worker got no model graph from the sweep")
-        model = load_model_bytes(data, f"graph sha256:{task.model_sha256[:12]}")
+        from atlas.model.preprocess import parse_preprocess
+
+        preprocess = parse_preprocess(task.preprocess) if task.preprocess else None
+        model = load_model_bytes(data, f"graph sha256:{task.model_sha256[:12]}", preprocess)
         if model.sha256 != task.model_sha256:
             raise RuntimeError(f"a worker got graph bytes of sha256 {model.sha256}, not the sweep's model")
-        _STATE.update(model=model, sha=model.sha256)
+        _STATE.update(model=model, sha=key)
     return _STATE["model"]
 
 
