@@ -6,8 +6,8 @@ import pytest
 
 from atlas.errors import UserError
 from atlas.model.catalogue import catalogue
-from atlas.model.preprocess import SCHEMES
 from atlas.model.graph import load_model_bytes
+from atlas.model.preprocess import SCHEMES
 from atlas.model.synthetic import build_graph_def
 
 keras = pytest.importorskip("keras")
