@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
+import urllib.request
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,11 +16,13 @@ import pytest
 from fakerun import add_fake_examples, keras_like_layers, make_fake_run, synthetic_layers
 
 from atlas.cli import main
+from atlas.publish.site import make_server
 from atlas.publish.multisite import (
     MODELS_FILE,
     RESERVED,
     build_multisite,
     depth_rows,
+    is_multisite,
     nearest_layer,
     relative_depth,
     slugify,
@@ -220,6 +224,22 @@ def test_cli_builds_several_runs_into_one_site(tiny_runs, tmp_path, capsys):
     assert main(["build", *map(str, tiny_runs), "-o", str(out)]) == 0
     assert "2 models" in capsys.readouterr().out
     assert (out / "index.html").is_file() and (out / "second" / "layers" / "conv1_conv.html").is_file()
+
+
+def test_a_site_of_several_models_is_served_from_its_index(site):
+    assert is_multisite(site) and not is_multisite(site / "resnet")
+    server = make_server(site, 0, start="/index.html")
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as answer:  # redirected
+            assert answer.url.endswith("/index.html") and b'class="model-card"' in answer.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/resnet/layers/conv1_conv.html", timeout=10) as answer:
+            assert b"conv1_conv" in answer.read()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_cli_one_run_without_o_builds_its_own_site_as_before(tmp_path, capsys):
