@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     _weights_parser(sub)
     build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/, or of "
                            "several run folders into one site (-o SITE)")
-    build.add_argument("run_folder", metavar="RUN_FOLDER", nargs="+")
+    build.add_argument("run_folder", metavar="RUN_FOLDER", nargs="+",
+                       help="run folders, or one site config (SITE.yaml: `runs:` a list of run folders, `out:` the "
+                       "site's folder)")
     build.add_argument("-o", "--out", metavar="SITE", default=None,
                        help="one self-contained site of every RUN_FOLDER given: an index of the models, each "
                        "model's gallery, a compare-by-depth view (needed for two or more run folders)")
@@ -506,9 +508,13 @@ def cmd_figure(args: argparse.Namespace) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    if args.out is not None:
-        from atlas.publish.multisite import build_multisite
+    from atlas.publish.multisite import build_multisite, is_site_config, load_site_config
 
+    if len(args.run_folder) == 1 and is_site_config(args.run_folder[0]):
+        runs, out = load_site_config(args.run_folder[0])
+        print(build_multisite(runs, args.out or out, progress=True).summary())
+        return
+    if args.out is not None:
         print(build_multisite(args.run_folder, args.out, progress=True).summary())
         return
     if len(args.run_folder) > 1:

@@ -242,6 +242,21 @@ def test_a_site_of_several_models_is_served_from_its_index(site):
         server.server_close()
 
 
+def test_a_site_config_names_the_runs_and_the_folder(tiny_runs, tmp_path, capsys):
+    config = tmp_path / "conf" / "site.yaml"
+    config.parent.mkdir()
+    relative = Path("..") / tiny_runs[1].relative_to(tiny_runs[1].parents[1])  # from the config's folder
+    shutil.copytree(tiny_runs[1], tmp_path / relative.parent.name / relative.name)
+    config.write_text(f"runs:\n  - {tiny_runs[0]}\n  - {relative}\nout: published\n")
+    assert main(["build", str(config)]) == 0
+    assert (config.parent / "published" / "first" / "index.html").is_file()
+    assert (config.parent / "published" / "second" / "index.html").is_file()
+    config.write_text("runs: []\nout: published\n")
+    assert "runs" in user_error(["build", str(config)], capsys)
+    config.write_text(f"runs: [{tiny_runs[0]}]\noutput: x\n")
+    assert "unknown key 'output'" in user_error(["build", str(config)], capsys)
+
+
 def test_cli_one_run_without_o_builds_its_own_site_as_before(tmp_path, capsys):
     run = make_fake_run(tmp_path / "solo", layers=keras_like_layers(blocks=1, per_block=1), photos=())
     assert main(["build", str(run)]) == 0

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from atlas.atomic import PART_MARK, atomic_path, atomic_write_text, stop_on_write_errors
 from atlas.errors import UserError
 from atlas.publish.site import (
@@ -45,6 +47,7 @@ from atlas.publish.site import (
     write_site,
 )
 from atlas.run.manifest import RUN_FILE, Mode, Render, read_run, read_run_info
+from atlas.validation import load_yaml, validate
 
 RUN_COPY = "run"  # inside each model's folder: the run files its pages show
 MODELS_FILE = ".atlas-models.json"  # the models (slugs) of the last build, so a rebuild drops removed ones
@@ -199,6 +202,34 @@ def pair_url(first: Model, second: Model) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# A site config: the run folders and the output folder in a file
+
+
+class SiteConfig(BaseModel):
+    """`atlas build SITE.yaml`: the runs of one site and its folder; relative paths start at the file's folder."""
+
+    model_config = ConfigDict(extra="forbid")
+    runs: list[str] = Field(min_length=1)
+    out: str
+
+
+def load_site_config(path: str | Path) -> tuple[list[Path], Path]:
+    """The run folders and the output folder a site config names, as paths from the current folder."""
+    path = Path(path)
+    config = validate(SiteConfig, load_yaml(path), str(path))
+
+    def at(value: str) -> Path:
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else path.parent / candidate
+
+    return [at(run) for run in config.runs], at(config.out)
+
+
+def is_site_config(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in (".yaml", ".yml") and Path(path).is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Checks of what the user asked for
 
 
@@ -258,7 +289,8 @@ class MultiReport:
         gone = sum(s.pages_removed for s in self.sites) + self.removed
         missing = sum(s.missing_renders for s in self.sites)
         tail = f"; {missing:,} renders missing (shown as placeholders)" if missing else ""
-        return (f"site: {self.index} ({len(self.models)} models, {pages:,} files written, {same:,} unchanged, "
+        count = len(self.models)
+        return (f"site: {self.index} ({count} model{'s' if count != 1 else ''}, {pages:,} files written, {same:,} unchanged, "
                 f"{gone:,} removed, {self.seconds:.1f} s){tail}")
 
 
@@ -353,7 +385,7 @@ def _old_models(out: Path) -> set[str]:
     """The slugs of the models an earlier build wrote into `out`."""
     try:
         return {slug for slug in json.loads((out / MODELS_FILE).read_text(encoding="utf-8"))
-                if isinstance(slug, str) and slug == slugify(slug)}
+                if isinstance(slug, str) and slug == slugify(slug) and slug not in RESERVED}
     except (OSError, ValueError, TypeError):
         return set()
 
