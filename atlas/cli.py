@@ -49,10 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     _examples_parser(sub)
     _map_parser(sub)
     _weights_parser(sub)
-    build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/")
-    build.add_argument("run_folder", metavar="RUN_FOLDER")
-    serve = sub.add_parser("serve", help="preview a run's gallery on http://127.0.0.1:PORT (builds it if missing)")
-    serve.add_argument("run_folder", metavar="RUN_FOLDER")
+    build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/, or of "
+                           "several run folders into one site (-o SITE)")
+    build.add_argument("run_folder", metavar="RUN_FOLDER", nargs="+",
+                       help="run folders, or one site config (SITE.yaml: `runs:` a list of run folders, `out:` the "
+                       "site's folder)")
+    build.add_argument("-o", "--out", metavar="SITE", default=None,
+                       help="one self-contained site of every RUN_FOLDER given: an index of the models, each "
+                       "model's gallery, a compare-by-depth view (needed for two or more run folders)")
+    serve = sub.add_parser("serve", help="preview a run's gallery (or a site of several models built with -o) on "
+                           "http://127.0.0.1:PORT (builds it if missing)")
+    serve.add_argument("run_folder", metavar="RUN_FOLDER|SITE")
     serve.add_argument("--port", type=int, default=8000)
     _configs_parser(sub)
     _verbose_flag(parser, sub)
@@ -483,15 +490,31 @@ def cmd_figure(args: argparse.Namespace) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
+    from atlas.publish.multisite import build_multisite, is_site_config, load_site_config
+
+    if len(args.run_folder) == 1 and is_site_config(args.run_folder[0]):
+        runs, out = load_site_config(args.run_folder[0])
+        print(build_multisite(runs, args.out or out, progress=True).summary())
+        return
+    if args.out is not None:
+        print(build_multisite(args.run_folder, args.out, progress=True).summary())
+        return
+    if len(args.run_folder) > 1:
+        raise UserError(f"{len(args.run_folder)} run folders need -o SITE, the folder of their one site; e.g. "
+                        f"atlas build {' '.join(args.run_folder)} -o output/site")
     from atlas.publish.site import build_site
 
-    print(build_site(args.run_folder, progress=True).summary())
+    print(build_site(args.run_folder[0], progress=True).summary())
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from atlas.publish.multisite import is_multisite, serve_multisite
     from atlas.publish.site import serve
 
-    serve(args.run_folder, args.port)
+    if is_multisite(args.run_folder):
+        serve_multisite(args.run_folder, args.port)
+    else:
+        serve(args.run_folder, args.port)
 
 
 COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure, "build": cmd_build,

@@ -32,13 +32,29 @@ def synthetic_layers(scale: float = 1.0) -> list[Layer]:
     return build_catalogue(build_graph_def(scale=scale))
 
 
+def keras_like_layers(blocks: int = 3, per_block: int = 3, channels: int = 8) -> list[Layer]:
+    """A made-up catalogue named like a Keras ResNet's (conv1_conv, conv2_block1_1_conv ...): a stem layer, then
+    `blocks` blocks of `per_block` layers, channels doubling per block."""
+    layers = [Layer("conv1_conv", "conv1_conv/Conv2D", channels, 7, 7, 2, 3, "conv1", 0, 1, 7, 2)]
+    for block in range(blocks):
+        for unit in range(per_block):
+            index = len(layers)
+            name = f"conv{block + 2}_block1_{unit + 1}_conv"
+            width = channels * 2 ** block
+            layers.append(Layer(name, f"{name}/Conv2D", width, 3, 3, 1, layers[-1].channels, f"conv{block + 2}",
+                                index, index + 1, 7 + 8 * index, 2 ** (block + 2)))
+    return layers
+
+
 def make_fake_run(folder: Path, layers: list[Layer] | None = None, photos: tuple[str, ...] = ("chelsea",),
                   fraction: float = 1.0, size: int = 64, thumb: int = 32, layer_dreams: bool = True,
                   seed: int = 0, thumb_ext: str | None = None, fourier_facets: int = 0,
-                  neuron: dict[str, tuple[int, int, int, int]] | None = None) -> Path:
+                  neuron: dict[str, tuple[int, int, int, int]] | None = None, spec: str = "synthetic:0.125",
+                  run_name: str | None = None) -> Path:
     """Write run.json, images and manifest rows for `fraction` of every layer's channels in every mode; with
     `fourier_facets` N, also a `fourier` mode rendered with diversity N (N images per channel); with `neuron`
-    (layer -> box), every mode maximises the neuron objective and the noise modes record those centre-unit boxes."""
+    (layer -> box), every mode maximises the neuron objective and the noise modes record those centre-unit boxes.
+    `spec` is the model spec recorded in run.json, `run_name` the run's name (default: the folder's name)."""
     layers = layers if layers is not None else synthetic_layers(0.125)
     rng = np.random.default_rng(seed)
     objective = "neuron" if neuron else "channel"
@@ -50,7 +66,7 @@ def make_fake_run(folder: Path, layers: list[Layer] | None = None, photos: tuple
     units = {mode.id: CentreUnits(size, size, neuron) for mode in modes if mode.kind == "noise"} if neuron else None
     settings = {"render": {"size": size}, "seed": seed,
                 "formats": {"web": {"size": size, "format": "jpg"}, "thumb": {"size": thumb, "format": "jpg"}}}
-    write_run_info(folder, folder.name, {"spec": "synthetic:0.125", "sha256": "0" * 64}, layers, modes,
+    write_run_info(folder, run_name or folder.name, {"spec": spec, "sha256": "0" * 64}, layers, modes,
                    settings, units, versions={"atlas": "test"})
     tile = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     renders = []

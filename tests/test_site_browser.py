@@ -340,3 +340,59 @@ def test_circuit_links_lead_to_the_input_unit_and_kernels_and_matrix_match_the_d
     page.mouse.move(box["x"] + box["width"] * (5.5 / 24), box["y"] + box["height"] * ((row + 0.5) / total))
     assert page.locator(".matrix-pair").inner_text() == f"{layer}:2 ← conv2d2_pre_relu:5"
     assert not watch.errors, watch.errors
+
+
+def test_site_of_two_models_index_compare_by_depth_and_a_layer_page(tmp_path, catalogue, browser):
+    """`atlas build RUN RUN -o SITE`: the index of models, the chooser of two models, a compare row's layer link
+    into one model's own gallery and back; every image loads, nothing is logged as an error."""
+    from fakerun import keras_like_layers
+
+    from atlas.publish.multisite import build_multisite
+
+    googlenet = [l for l in catalogue if l.name in WANTED]
+    runs = [make_fake_run(tmp_path / "googlenet", layers=googlenet, fraction=0.5),
+            make_fake_run(tmp_path / "resnet50", layers=keras_like_layers(channels=6), fraction=0.5, photos=(),
+                          spec="keras:ResNet50")]
+    site = tmp_path / "site"
+    build_multisite(runs, site)
+    watch = Watch(browser)
+    page = watch.page
+    page.goto(url(site, "index.html"))
+    cards = page.locator("li.model-card")
+    assert cards.count() == 2 and "keras:ResNet50" in cards.nth(1).inner_text()
+    assert not load_all_images(page)
+    watch.shot("models-index")
+
+    with page.expect_navigation():
+        page.click("nav >> text=Compare by depth")
+    assert page.locator("#pair-form").is_visible()  # the script shows the chooser
+    rows = page.locator("table.depths tbody tr")
+    assert rows.count() == 11
+    page.select_option("select[name=a]", "resnet50")
+    page.select_option("select[name=b]", "resnet50")
+    page.click("#pair-form button[type=submit]")
+    assert page.locator("#pair-message").is_visible() and page.url.endswith("/compare.html")
+    page.select_option("select[name=b]", "googlenet")
+    with page.expect_navigation():
+        page.click("#pair-form button[type=submit]")
+    assert page.url.endswith("compare/resnet50--googlenet.html")
+    heads = page.locator("table.depths thead th").evaluate_all("t => t.map(x => x.textContent.trim())")
+    assert heads[1].startswith("resnet50") and heads[2].startswith("googlenet")
+    assert not load_all_images(page)
+    watch.shot("models-compare")
+    middle = rows.nth(5)
+    assert middle.locator("th").inner_text() == "50%"
+    middle.scroll_into_view_if_needed()
+    watch.shot("models-compare-middle")
+
+    layer = middle.locator("td").nth(1).locator(".depth-layer a").inner_text()
+    with page.expect_navigation():
+        middle.locator("td").nth(1).locator(".depth-layer a").click()
+    assert page.url.endswith(f"googlenet/layers/{layer}.html")
+    assert page.locator("h1").inner_text() == layer
+    assert not load_all_images(page)
+    watch.shot("models-layer")
+    with page.expect_navigation():
+        page.click("nav >> text=All models")
+    assert urlsplit(page.url).path == (site / "index.html").as_posix()
+    assert not watch.errors, watch.errors

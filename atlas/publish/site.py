@@ -417,12 +417,15 @@ def place(rel: str, run_from_site: str) -> Place:
 # Rendering
 
 
+@functools.cache
 def environment() -> Environment:
-    """Jinja2 with autoescaping, strict undefined names and the site's filters."""
+    """Jinja2 with autoescaping, strict undefined names and the site's filters (one per process: templates compile
+    once, and Jinja2 reloads one whose file changed)."""
     env = Environment(loader=FileSystemLoader(templates_dir()), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(u=url_path, cccc=cccc, layer_url=layer_url, channel_url=channel_url, gain=_gain,
                        map_url=map_url)
+    env.globals["home"] = None  # in a site of several models: the path up to its index (see write_site)
     return env
 
 
@@ -430,9 +433,10 @@ def _gain(value: float | None) -> str:
     return "–" if value is None else f"{value:+.1f}"
 
 
-def pages(gallery: Gallery, env: Environment, run_from_site: str) -> Iterator[tuple[str, str]]:
+def pages(gallery: Gallery, env: Environment, run_from_site: str, home: str | None = None
+          ) -> Iterator[tuple[str, str]]:
     """(path from the site root, HTML) of every page, the big ones last."""
-    common = {"gallery": gallery, "run_info": gallery.run, "modes": gallery.modes}
+    common = {"gallery": gallery, "run_info": gallery.run, "modes": gallery.modes, "home": home}
 
     def render(template: str, rel: str, **context: Any) -> tuple[str, str]:
         where = place(rel, run_from_site)
@@ -596,15 +600,26 @@ def build_site(run_folder: str | Path, out: str | Path | None = None, progress: 
     run_folder = Path(run_folder)
     run = read_run(run_folder)
     out = Path(out) if out is not None else run_folder / SITE_DIR
+    report = write_site(build_gallery(run), out, progress=progress)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def write_site(gallery: Gallery, out: Path, run_from_site: str | None = None, home: str | None = None,
+               progress: bool = False) -> SiteReport:
+    """Write `gallery` into `out`. Its pages reach the run's files through `run_from_site` (a
+    relative path from `out`; default: the run folder itself) and, with `home` (a path from `out`), link up to
+    the page of a site that holds several models."""
+    started = time.perf_counter()
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; move it away or pass another output folder")
-    run_from_site = Path(os.path.relpath(run_folder.resolve(), out.resolve())).as_posix()
-    gallery = build_gallery(run)
+    if run_from_site is None:
+        run_from_site = Path(os.path.relpath(gallery.run.folder.resolve(), out.resolve())).as_posix()
     report = SiteReport(out=out, missing_renders=gallery.missing)
     with stop_on_write_errors(out, elsewhere=None):  # a site that cannot be written: one line
         writer = _Writer(out, report)
         try:
-            _write_all(writer, gallery, run_from_site, progress)
+            _write_all(writer, gallery, run_from_site, progress, home)
         except BaseException:
             writer.abort()
             raise
@@ -613,7 +628,8 @@ def build_site(run_folder: str | Path, out: str | Path | None = None, progress: 
     return report
 
 
-def _write_all(writer: _Writer, gallery: Gallery, run_from_site: str, progress: bool) -> None:
+def _write_all(writer: _Writer, gallery: Gallery, run_from_site: str, progress: bool, home: str | None = None
+               ) -> None:
     """Hand every file of the site to the writer: static assets, the index script, then the pages."""
     for rel, data in _static_files():
         writer.write(rel, data)
@@ -622,7 +638,7 @@ def _write_all(writer: _Writer, gallery: Gallery, run_from_site: str, progress: 
         writer.write(matrix.rel, matrix.png)
     total = 5 + len(gallery.layers) + gallery.total_channels + (1 + len(gallery.maps) if gallery.maps else 0)
     with _progress(total, progress) as bar:
-        for rel, html in pages(gallery, environment(), run_from_site):
+        for rel, html in pages(gallery, environment(), run_from_site, home):
             writer.write(rel, html.encode("utf-8"))
             bar.update(1)
 
@@ -644,8 +660,9 @@ def _progress(total: int, enabled: bool) -> Any:
 # Preview server
 
 
-def make_server(run_folder: str | Path, port: int = 8000) -> Any:
-    """An HTTP server on 127.0.0.1 serving the run folder (the site and the images it links to)."""
+def make_server(run_folder: str | Path, port: int = 8000, start: str = f"/{SITE_DIR}/index.html") -> Any:
+    """An HTTP server on 127.0.0.1 serving the run folder (the site and the images it links to); `/` leads to
+    `start`."""
     import http.server
 
     folder = Path(run_folder)
@@ -657,7 +674,7 @@ def make_server(run_folder: str | Path, port: int = 8000) -> Any:
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
             if self.path in ("/", ""):
                 self.send_response(302)
-                self.send_header("Location", f"/{SITE_DIR}/index.html")
+                self.send_header("Location", start)
                 self.end_headers()
                 return
             super().do_GET()
