@@ -88,7 +88,7 @@ def depth_rows(first: int, second: int, steps: int = DEPTH_STEPS) -> list[tuple[
 
 
 @dataclass
-class Model:
+class SiteModel:
     """One run folder as the site of several models shows it."""
 
     slug: str  # its folder in the site, unique and URL-safe
@@ -169,7 +169,7 @@ class Row:
         return percent(self.depth)
 
 
-def compare_rows(first: Model, second: Model, steps: int = DEPTH_STEPS) -> list[Row]:
+def compare_rows(first: SiteModel, second: SiteModel, steps: int = DEPTH_STEPS) -> list[Row]:
     """The two models' layers paired at relative depths 0, 1/steps, ..., 1."""
     low_high = first.layers, second.layers
     return [Row(depth, low_high[0][a], low_high[1][b])
@@ -196,7 +196,7 @@ def unique_slugs(names: list[str]) -> list[str]:
     return slugs
 
 
-def pair_url(first: Model, second: Model) -> str:
+def pair_url(first: SiteModel, second: SiteModel) -> str:
     """A compare page's path from the site root (slugs never hold '--', so the pair is unambiguous)."""
     return f"compare/{first.slug}--{second.slug}.html"
 
@@ -272,7 +272,7 @@ class MultiReport:
     """What a build of several models did."""
 
     out: Path
-    models: list[Model]
+    models: list[SiteModel]
     sites: list[SiteReport]
     written: int = 0  # top-level pages and run files new or changed
     unchanged: int = 0
@@ -303,7 +303,8 @@ def build_multisite(run_folders: list[str | Path], out: str | Path, progress: bo
         raise UserError("no run folder given; pass one or more, e.g. atlas build output/a output/b -o output/site")
     check_request(folders, out)
     galleries = [build_gallery(read_run(folder)) for folder in folders]
-    models = [Model(slug, gallery) for slug, gallery in zip(unique_slugs([g.run.name for g in galleries]), galleries)]
+    models = [SiteModel(slug, gallery)
+              for slug, gallery in zip(unique_slugs([g.run.name for g in galleries]), galleries)]
     report = MultiReport(out=out, models=models, sites=[])
     with stop_on_write_errors(out, elsewhere=None):
         out.mkdir(parents=True, exist_ok=True)
@@ -412,7 +413,7 @@ def _drop_models(out: Path, slugs: set[str]) -> int:
 # Pages
 
 
-def pages(models: list[Model]) -> Iterator[tuple[str, str]]:
+def pages(models: list[SiteModel]) -> Iterator[tuple[str, str]]:
     """(path from the site root, HTML) of the index and every compare page."""
     env = environment()
     pairs = [(a, b) for a in models for b in models if a is not b]
