@@ -361,9 +361,10 @@ def cmd_dream(args: argparse.Namespace) -> None:
                         "facets start from noise")
     photo = load_photo(args.photo) if args.photo else None
     model = load_model(args.model, args.preprocess)
-    name = model.tensor_name(args.layer)
+    name = model.tensor_name(args.layer)  # the graph node (a Keras layer's is a path: model/layer/op)
+    label = args.layer.replace("/", "_")  # as the user named it: files are LABEL-CCCC.png
     count = tensor_channels(model, name)
-    channels = parse_channels(args.channel, count, name) if args.objective != "layer" else [WHOLE_LAYER]
+    channels = parse_channels(args.channel, count, args.layer) if args.objective != "layer" else [WHOLE_LAYER]
     target = Path(args.output)
     single = target.suffix.lower() in IMAGE_SUFFIXES
     images = len(channels) * settings.diversity
@@ -374,13 +375,13 @@ def cmd_dream(args: argparse.Namespace) -> None:
     with stop_on_write_errors(folder, OUTPUT_FLAG, resumable=False):  # told now, not after the renders
         folder.mkdir(parents=True, exist_ok=True)
     steps_bar = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} channels [{elapsed}<{remaining}]"
-    with tqdm(total=len(channels), disable=None, desc=name, bar_format=steps_bar) as bar:  # moves every step
+    with tqdm(total=len(channels), disable=None, desc=label, bar_format=steps_bar) as bar:  # moves every step
         results = render_channels(model, name, channels, photo, settings, args.seed, progress=bar.update)
     for result in results:
         leaf = "layer" if result.channel == WHOLE_LAYER else f"{result.channel:04d}"
         leaf += f"-facet{result.facet}" if settings.diversity > 1 else ""
         with stop_on_write_errors(folder, OUTPUT_FLAG, resumable=False):  # e.g. the disk filled up meanwhile
-            path = save_image(target if single else target / f"{name}-{leaf}.png", result.image)
+            path = save_image(target if single else target / f"{label}-{leaf}.png", result.image)
         print(f"{path}  {describe_metrics(result, count)}")
 
 

@@ -48,7 +48,7 @@ from atlas.analysis.photos import (
 )
 from atlas.atomic import SWEEP_OUTPUT, atomic_path, atomic_write_text, sync_folders
 from atlas.errors import UserError
-from atlas.model.catalogue import Layer
+from atlas.model.catalogue import BlockOutput, Layer
 from atlas.probes import PROBES
 from atlas.run.manifest import MANIFEST_FILE, Manifest, MapCellRender, PhotoRecord
 from atlas.run.mapfiles import (
@@ -466,11 +466,12 @@ def _cell_photos(typical: np.ndarray, where: np.ndarray, photos: list[dict[str, 
     return chosen
 
 
-def layer_geometry(model: Any, layer: str, size: int) -> tuple[Layer, tuple[float, float], tuple[int, int]]:
-    """(catalogued layer whose receptive field a position of `layer` sees, offset, jump) on size x size inputs: the
-    layer itself, or for a block output its branch with the largest receptive field."""
-    sources = model.channel_sources(layer) or [(model.tensor_name(layer), 0)]
-    found = max({model.layer(name) for name, _ in sources}, key=lambda lay: lay.receptive_field)
+def layer_geometry(model: Any, layer: str, size: int) -> tuple[Layer | BlockOutput, tuple[float, float],
+                                                                tuple[int, int]]:
+    """(what a position of `layer` sees: its catalogued layer or block output, offset, jump) on size x size inputs;
+    a block output's receptive field is that of its widest branch (a residual sum's too)."""
+    block = next((b for b in model.blocks if b.name == layer), None)
+    found: Layer | BlockOutput = block if block is not None else model.layer(layer)
     grid = model.grids(size, size)[found.name]
     return found, grid.offset, grid.jump
 
@@ -649,7 +650,7 @@ def estimate_map(plan: MapPlan, run_folder: str | Path, model: Any, out: Any = N
     import tensorflow as tf
 
     from atlas.render.settings import auto_batch_size
-    from atlas.render.cost import measure_step, noise_cost
+    from atlas.render.cost import measure_step, measured_batch, noise_cost
 
     out = sys.stdout if out is None else out
     entries, _ = list_photos(plan.folder, "map folder")
@@ -669,7 +670,7 @@ def estimate_map(plan: MapPlan, run_folder: str | Path, model: Any, out: Any = N
         photos = max(photos, need)
         samples = min(plan.samples, need * each)
         cells = sum(min(g * g, samples // plan.min_samples) for g in plan.grids) if plan.render_cells else 0
-        step, _ = measure_step(model, layer, batch, method=plan.render.method)
+        step, _ = measure_step(model, layer, measured_batch(batch, plan.render.size), method=plan.render.method)
         render = cells * step * noise_cost(plan.render)
         umap_seconds = samples * UMAP_SECONDS_PER_SAMPLE
         total += render + umap_seconds

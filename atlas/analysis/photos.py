@@ -24,7 +24,7 @@ from PIL import Image
 from atlas.atomic import atomic_write_bytes, atomic_write_text
 from atlas.errors import UserError
 from atlas.images import MAX_PIXELS, encode, load_photo_image
-from atlas.model.catalogue import Layer
+from atlas.model.catalogue import BlockOutput, Layer
 from atlas.probes import PROBES, VERSION, probe_makers
 from atlas.run.manifest import PhotoRecord
 from atlas.run.plans import CROP_PX, THUMB_PX
@@ -196,7 +196,7 @@ def reload_photo(folder: str, record: PhotoRecord) -> Image.Image:
     return work_copy(load_photo_image(path, max(MAX_PIXELS, record.width * record.height), draft=WORK_SHORT))
 
 
-def patch_box(photo: PhotoRecord, layer: Layer, offset: tuple[float, float], jump: tuple[int, int],
+def patch_box(photo: PhotoRecord, layer: Layer | BlockOutput, offset: tuple[float, float], jump: tuple[int, int],
               row: int, col: int) -> tuple[int, int, int, int]:
     """The input pixels position (row, col) of `layer` sees, in the upright original photo, clipped to it.
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ STRIP = 4  # renders shown per layer on the index
 DEFAULT_THUMB = 128
 DEFAULT_WEB = 512
 WRITE_THREADS = 8
+# GoogLeNet's auxiliary heads (head0, head1): shown after the block they branch off. Any other block, a Keras
+# model's `head` included, is on the main line and keeps its place in the catalogue's order.
+AUX_HEAD = re.compile(r"head\d+")
 
 
 @dataclass
@@ -235,8 +239,8 @@ def display_order(layers: list[Layer]) -> list[tuple[str, list[Layer], str | Non
     groups: dict[str, list[Layer]] = {}
     for layer in sorted(layers, key=lambda layer: layer.index):
         groups.setdefault(layer.block, []).append(layer)
-    main = [name for name in groups if not name.startswith("head")]
-    heads = [name for name in groups if name.startswith("head")]
+    heads = [name for name in groups if AUX_HEAD.fullmatch(name)]
+    main = [name for name in groups if name not in heads]
     order: list[tuple[str, list[Layer], str | None]] = [(name, groups[name], None) for name in main]
     for head in heads:
         depth = min(layer.depth for layer in groups[head])

@@ -36,6 +36,12 @@ def photo_cost(height: int, width: int, settings: RenderSettings) -> float:
             + height * width / 224 ** 2)
 
 
+def measured_batch(batch: int, size: int) -> int:
+    """The images of a 224 px step measured for passes of `batch` images of `size` px: as many pixels (a pass of
+    174 images of 48 px is measured as 8 of 224 px, not 174 of them)."""
+    return max(1, min(batch, round(batch * size * size / (224 * 224))))
+
+
 def measure_step(model: Any, layer: str, batch: int, precision: str = "float32", repeats: int = 2,
                  method: str = "deepdream") -> tuple[float, float]:
     """(seconds per 224 px image-step of `layer` with `method` at this batch size, seconds of the first call's

@@ -1,14 +1,15 @@
 """The sweep's dry run: the work a config asks for, with a time estimate from a measured step of each layer.
 
 A step of each method the run uses is measured at 224 px on every layer; each mode's renders cost that step times
-their 224 px image-steps (the render stage's cost model, `atlas.render.cost`)."""
+their 224 px image-steps (the render stage's cost model, `atlas.render.cost`). Beside it, each layer's step FLOPs,
+counted from the model's own graph (`atlas.model.flops`), so two models' work can be compared without timing."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-from atlas.render.cost import measure_step, noise_cost, photo_cost
+from atlas.render.cost import measure_step, measured_batch, noise_cost, photo_cost
 from atlas.run.config import LoadedConfig
 from atlas.run.plan import RunPlan, WorkItem, make_batches, parse_shard, pending, resolve_plan
 
@@ -38,17 +39,19 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
         per_layer.setdefault(item.layer, []).append(item)
     total = 0.0
     print(f"atlas: {plan.layout.describe()}", file=out)
-    print(f"{'layer':<40} {'to do':>6} {'s/step':>7} {'estimate':>9}", file=out)
+    print(f"{'layer':<40} {'to do':>6} {'GFLOP':>7} {'s/step':>7} {'estimate':>9}", file=out)
     for layer, items in tqdm(per_layer.items(), desc="measuring", unit="layer", disable=None, file=sys.stderr):
         seconds, shown = 0.0, []
         for method in sorted({methods[item.mode] for item in items}):
             mine = [item for item in items if methods[item.mode] == method]
-            step, compile_seconds = measure_step(model, layer, min(batch_size, len(mine)),
+            measured = measured_batch(min(batch_size, len(mine)), settings.size)
+            step, compile_seconds = measure_step(model, layer, measured,
                                                  settings.resolved_precision(), method=method)
             seconds += sum(step * costs[item.mode] for item in mine) + compile_seconds
             shown.append(f"{step * 1000:>5.1f}ms")
         total += seconds
-        print(f"{layer:<40} {len(items):>6} {' '.join(shown):>7} {seconds / 60:>7.1f}min", file=out)
+        gflop = layer_step_flops(model, layer) / 1e9
+        print(f"{layer:<40} {len(items):>6} {gflop:>7.3f} {' '.join(shown):>7} {seconds / 60:>7.1f}min", file=out)
     shard = f" (shard {plan.shard[0]}/{plan.shard[1]})" if plan.shard else ""
     gpu_workers = 0 if plan.layout.remote else len(plan.layout.gpus)
     if gpu_workers > 1:  # measured on one of them; the others are assumed alike
@@ -64,6 +67,14 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
         print(f"then circuits: {len(layers)} layers, top {plan.circuits.top} (not timed; the whole full-width network "
               "took about 2 min on 2 CPU cores, see docs/circuits.md)", file=out)
     return total
+
+
+def layer_step_flops(model: Any, layer: str) -> int:
+    """The model's own work for one 224 px image-step of `layer` (forward and input gradient; atlas.model.flops
+    counts convolutions, depthwise ones included, and matmuls): the dry run prints it beside the measured step."""
+    from atlas.model.flops import step_flops
+
+    return step_flops(model.graph_def, model.tensor_name(layer), 224, 224, model.input)
 
 
 def format_duration(seconds: float) -> str:

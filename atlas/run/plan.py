@@ -183,8 +183,8 @@ def resolve_map(folder: str, model: Any, seed: int = 0, **given: Any) -> MapPlan
     from atlas.run.config import MapConfig
 
     spec = validate(MapConfig, {"folder": folder, **{k: v for k, v in given.items() if v is not None}}, "map")
-    layers = tuple(model.tensor_name(name) for name in spec.layers)
-    if len(set(layers)) != len(layers):
+    layers = tuple(spec.layers)  # by the names given: a Keras block output's folder is maps/res_out, not its node
+    if len({model.tensor_name(name) for name in layers}) != len(layers):
         raise UserError(f"map: layers lists a layer twice ({', '.join(spec.layers)})")
     cell = default_cell_settings(spec.method)
     overrides = {"size": spec.render_size, "steps": spec.steps, "octaves": spec.octaves}
