@@ -100,7 +100,13 @@ def channel_circuit(circuits: Circuits | None, layer: str, channel: int, pages: 
         return None
     return {"inputs": edge_views(circuits.inputs(layer, channel, KIND), pages, "input"),
             "outputs": edge_views(circuits.outputs(layer, channel, KIND), pages, "output"),
-            "source": circuits.sources[layer][KIND]["node"], "top": circuits.top}
+            "source": source_name(circuits.sources[layer][KIND]), "top": circuits.top}
+
+
+def source_name(meta: dict[str, Any]) -> str:
+    """A stored source as a user names it (a layer, a block output, `input`); its graph node in folders
+    written before the pass stored names."""
+    return meta.get("name") or meta["node"]
 
 
 @dataclass
@@ -115,7 +121,7 @@ class Matrix:
 
     @property
     def rel(self) -> str:
-        return f"{MATRIX_DIR}/{self.source}.png"
+        return f"{MATRIX_DIR}/{self.source.replace('/', '_')}.png"  # a graph node's scopes are not folders
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -144,7 +150,7 @@ def block_matrices(circuits: Circuits | None) -> dict[str, Matrix]:
 
     by_source: dict[str, list[str]] = {}
     for layer in circuits.sources:
-        by_source.setdefault(circuits.sources[layer][KIND]["node"], []).append(layer)
+        by_source.setdefault(source_name(circuits.sources[layer][KIND]), []).append(layer)
     palette = [c for i in range(256) for c in diverging(i - 127.5, 127.5)]
     found = {}
     for source, layers in by_source.items():

@@ -61,10 +61,12 @@ def circuit_layout(run: Run, layer_name: str, channel: int, mode: Mode, name: st
     texts = [Text(MARGIN, y, title or f"{short_layer(layer.name)}:{channel}, its strongest inputs and outputs",
                   TITLE_PT, "bold")]
     y += TITLE_PT * LINE / POINTS
-    source = circuits.sources[layer.name]["expanded"]["node"]
+    meta = circuits.sources[layer.name]["expanded"]
+    source = meta.get("name") or meta["node"]  # a layer or block output; the node in folders from before names
     for line in fit_lines([
             f"expanded weights from {source} (left) and into the later units this one feeds (right), through "
-            "bottlenecks and pools, ReLU as identity, max-pool as average pool, LRN as its slope at zero",
+            "bottlenecks, pools and batch norms, ReLU as identity, max-pool as average pool, LRN and sigmoid as "
+            "their slopes at zero",
             "red excites, blue inhibits; an edge's width grows with its kernel's L2 norm; kernels in the source "
             f"grid on one red/white/blue scale per side; renders: {mode_words(mode)}"], inner, FACTS_PT):
         texts.append(Text(MARGIN, y, line, FACTS_PT))
