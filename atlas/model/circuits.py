@@ -42,6 +42,7 @@ from atlas.model.selection import check_channels
 if TYPE_CHECKING:
     from atlas.model.graph import Model
 
+RESHAPES = {"Reshape", "Squeeze", "ExpandDims"}  # named through only after a global pool: channels kept
 KINDS = ("direct", "expanded")
 INPUT = "input"  # the layer name of the image's colour channels as sources
 # Ops whose output channel c is a function of their inputs' channel c alone (their other inputs constants, a
@@ -156,6 +157,10 @@ def _units(model: Model, name: str, nodes: dict, layers: dict[str, Layer], sums:
     inputs = [i for i in dict.fromkeys(_data_inputs(node)) if i in live]
     if node.op in CONCATS:
         return tuple(unit for part in inputs for unit in _units(model, part, nodes, layers, sums, live)[0]), False
+    if node.op in RESHAPES:  # a globally pooled [N, C] made [N, 1, 1, C] again (Keras's squeeze-and-excitation)
+        units, pooled = _units(model, _data_inputs(node)[0], nodes, layers, sums, live)
+        if pooled:
+            return units, pooled
     if node.op not in CHANNEL_WISE or not inputs:
         raise ValueError(f"cannot name the channels of {name}: it is a {node.op}")
     parts = [_units(model, i, nodes, layers, sums, live) for i in inputs]
