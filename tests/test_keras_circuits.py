@@ -236,9 +236,11 @@ def test_the_pass_writes_circuits_the_gallery_figures_and_cli_show(small, tmp_pa
     build_site(folder)
     page = (folder / "site" / "channels" / "mix_3x3" / "0001.html").read_text()
     assert 'class="circuit"' in page and "res_out:" in page and "<code>res_out</code>" in page
+    assert "not rendered yet" not in page  # a residual sum's units have no render: no placeholder either
     assert (folder / "site" / "circuits" / "res_out.png").is_file()  # the block-to-block matrix of res_out
+    capsys.readouterr()
     assert main(["figure", str(folder), "--circuit", "mix_3x3:1", "--dpi", "30", "-o", str(tmp_path / "c.png")]) == 0
-    assert (tmp_path / "c.png").stat().st_size > 0
+    assert (tmp_path / "c.png").stat().st_size > 0 and "missing" not in capsys.readouterr().err
 
     path = tmp_path / "small.keras"
     keras_model.save(path)

@@ -66,6 +66,7 @@ class Source:
     start: int  # where the W x W window starts in it (rows and columns)
     centre: int  # the target's centre position (rows and columns) on that tensor
     name: str = ""  # what a user calls `node`: a layer, a block output (`mixed4a`, `conv2_block1_out`), `input`
+    sums: tuple[str, ...] = ()  # the residual sums among the source's unit layers: units of no conv layer
 
     @property
     def layers(self) -> list[str]:
@@ -236,8 +237,11 @@ def edge_source(model: Model, layer: Layer | str, kind: str = "expanded") -> Sou
     if key not in _SOURCES:
         node = source_node(model, layer, kind)
         window, size, start, centre = window_of(model, node, layer.tensor)
-        _SOURCES[key] = Source(node=node, units=channel_units(model, node), window=window, size=size,
-                               start=start, centre=centre, name=source_label(model, node))
+        units = channel_units(model, node)
+        sums = {block.name for block in _residual_outputs(model).values()}
+        _SOURCES[key] = Source(node=node, units=units, window=window, size=size, start=start, centre=centre,
+                               name=source_label(model, node),
+                               sums=tuple(dict.fromkeys(unit for unit, _ in units if unit in sums)))
     return _SOURCES[key]
 
 
