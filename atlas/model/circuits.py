@@ -3,8 +3,10 @@
 Two kinds of edge per catalogued layer (the *target*):
 
 - **direct**: the unit's own kernel over the units it reads (the tensor its convolution takes);
-- **expanded**: the linear map from the previous block's output (in the stem, the previous convolution; for the
-  first convolution, the RGB image) to the unit, through bottlenecks, pools and LRN in between.
+- **expanded**: the linear map from the previous block's output (a concat or a residual sum; in the stem, the
+  previous convolution; for the first convolution, the RGB image) to the unit, through bottlenecks, pools, LRN,
+  batch norms and depthwise convs in between. The source is found up the graph's dominators, so a swish or a
+  squeeze-and-excitation gate (two paths from one activation) is crossed as one.
 
 Both are computed one way: the gradient of the target's centre unit, in the linearised network
 (`atlas.model.graph.LINEAR_OPS`: ReLU -> identity, max-pool -> average pool, LRN -> bias^-beta), with respect to
@@ -13,8 +15,9 @@ field. The linearised network is affine, so that gradient does not depend on the
 channels are batched, one source image each, each differentiating its own centre unit.
 
 Source channels are named as catalogued units: channel k of a block output (a Concat) is channel k - offset
-of the branch layer the concat order puts there; channels of pools, LRN and ReLU nodes are those of the layer
-before them; the image's channels are `("input", 0..2)`.
+of the branch layer the concat order puts there; a residual sum's channels are its own (`conv2_block1_out`, k);
+channels of per-channel ops (pools, LRN, ReLU, Pad, batch norm, Sigmoid, swish and gate products) are those of
+the layer before them; the image's channels are `("input", 0..2)`. docs/circuits.md, "On other networks".
 """
 
 from __future__ import annotations
@@ -109,9 +112,9 @@ def _catalogued(model: Model) -> dict[str, Layer]:
 def _residual_outputs(model: Model) -> dict[str, BlockOutput]:
     """Block outputs that are sums (a residual add), by their tensor and their merge node: their channels are
     their own units (`conv2_block1_out:5`), since every branch adds into every channel."""
-    found = {}
+    found, nodes = {}, _nodes(model)
     for block in model.blocks:
-        if _nodes(model)[block.merge].op not in CONCATS:
+        if nodes[block.merge].op not in CONCATS:
             found.update({block.tensor: block, block.merge: block})
     return found
 
