@@ -16,6 +16,7 @@ import yaml
 from atlas.cli import build_parser
 from atlas.errors import UserError
 from atlas.publish.figures import SpecFile
+from atlas.publish.multisite import SiteConfig
 from atlas.run.config import RenderConfig, SweepConfig
 from atlas.validation import validate
 
@@ -48,13 +49,14 @@ def is_figure_spec(data: Any) -> bool:
 
 @pytest.mark.parametrize("where, body, marked", yaml_blocks(), ids=[w for w, _, _ in yaml_blocks()])
 def test_every_yaml_block_validates(where: str, body: str, marked: bool) -> None:
-    """A block with `figures:` is a figure spec; any other is a sweep config or a fragment of one (keys of the top
-    level, merged into the minimal config, which is empty: every key has a default)."""
+    """A block with `figures:` is a figure spec, one with `runs:` a site config (several models in one site); any
+    other is a sweep config or a fragment of one (keys of the top level, merged into the minimal config, which is
+    empty: every key has a default)."""
     if marked:
         return
     data = yaml.safe_load(body)
     assert isinstance(data, dict), f"{where}: not a YAML mapping; mark it {NOT_A_CONFIG} if it is not a config"
-    schema = SpecFile if is_figure_spec(data) else SweepConfig
+    schema = SpecFile if is_figure_spec(data) else SiteConfig if "runs" in data else SweepConfig
     try:
         validate(schema, data, where)
     except UserError as exc:
@@ -217,11 +219,9 @@ def test_figures_md_documents_every_kind_of_figure() -> None:
     assert not missing, f"figures.md's table of kinds leaves out {missing}"
     kinds = re.search(r"kind: \w+ +# (.*)", text)
     assert kinds, "the spec file example names its kinds in a comment"
-    from typing import get_args
+    from atlas.publish.figures import KINDS
 
-    from atlas.publish.figures import Kind
-
-    assert set(re.findall(r"\w+", kinds[1])) >= set(get_args(Kind)), kinds[1]
+    assert set(re.findall(r"\w+", kinds[1])) >= set(KINDS), kinds[1]
 
 
 def test_maps_md_settings_table_states_the_defaults() -> None:

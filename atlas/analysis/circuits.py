@@ -44,7 +44,8 @@ def layer_arrays(kernels: np.ndarray, top: int) -> dict[str, np.ndarray]:
 
 
 def _source_meta(source: Source) -> dict[str, Any]:
-    return {"node": source.node, "window": source.window, "units": segments(source.units)}
+    return {"node": source.node, "name": source.name or source.node, "window": source.window,
+            "units": segments(source.units), "sums": list(source.sums)}
 
 
 @dataclass

@@ -268,6 +268,22 @@ def _dominators(graph: _Graph) -> tuple[dict[str, str | None], dict[str, int]]:
     return idom, depth
 
 
+def dominators(graph: graph_pb2.GraphDef) -> dict[str, str | None]:
+    """The immediate dominator of every live node (node -> the last node every path from the input to it passes
+    through; None for the input): where the circuits analysis finds a layer's expanded source."""
+    return _dominators(_read(graph))[0]
+
+
+def live_nodes(graph: graph_pb2.GraphDef) -> set[str]:
+    """The nodes that depend on the image input (activations; the rest are weights and shapes)."""
+    return _read(graph).live
+
+
+def is_global_pool(node: node_def_pb2.NodeDef, nodes: dict[str, node_def_pb2.NodeDef]) -> bool:
+    """A Mean or Max over both spatial axes (global pooling)."""
+    return _is_global_pool(node, nodes)
+
+
 def _dominates(a: str, b: str, idom: dict[str, str | None], depth: dict[str, int]) -> bool:
     """Whether `a` strictly dominates `b`."""
     node = idom.get(b)

@@ -3,8 +3,10 @@
 Two kinds of edge per catalogued layer (the *target*):
 
 - **direct**: the unit's own kernel over the units it reads (the tensor its convolution takes);
-- **expanded**: the linear map from the previous block's output (in the stem, the previous convolution; for the
-  first convolution, the RGB image) to the unit, through bottlenecks, pools and LRN in between.
+- **expanded**: the linear map from the previous block's output (a concat or a residual sum; in the stem, the
+  previous convolution; for the first convolution, the RGB image) to the unit, through bottlenecks, pools, LRN,
+  batch norms and depthwise convs in between. The source is found up the graph's dominators, so a swish or a
+  squeeze-and-excitation gate (two paths from one activation) is crossed as one.
 
 Both are computed one way: the gradient of the target's centre unit, in the linearised network
 (`atlas.model.graph.LINEAR_OPS`: ReLU -> identity, max-pool -> average pool, LRN -> bias^-beta), with respect to
@@ -13,8 +15,9 @@ field. The linearised network is affine, so that gradient does not depend on the
 channels are batched, one source image each, each differentiating its own centre unit.
 
 Source channels are named as catalogued units: channel k of a block output (a Concat) is channel k - offset
-of the branch layer the concat order puts there; channels of pools, LRN and ReLU nodes are those of the layer
-before them; the image's channels are `("input", 0..2)`.
+of the branch layer the concat order puts there; a residual sum's channels are its own (`conv2_block1_out`, k);
+channels of per-channel ops (pools, LRN, ReLU, Pad, batch norm, Sigmoid, swish and gate products) are those of
+the layer before them; the image's channels are `("input", 0..2)`. docs/circuits.md, "On other networks".
 """
 
 from __future__ import annotations
@@ -25,16 +28,31 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from atlas.model.catalogue import STEM, Layer, relative_geometry, source_name
+from atlas.model.catalogue import (
+    CONCATS,
+    GLOBAL_POOLS,
+    STEM,
+    BlockOutput,
+    Layer,
+    dominators,
+    is_global_pool,
+    live_nodes,
+    relative_geometry,
+    source_name,
+)
 from atlas.model.selection import check_channels
 
 if TYPE_CHECKING:
     from atlas.model.graph import Model
 
+RESHAPES = {"Reshape", "Squeeze", "ExpandDims"}  # named through only after a global pool: channels kept
 KINDS = ("direct", "expanded")
 INPUT = "input"  # the layer name of the image's colour channels as sources
-CHANNEL_WISE = {"Relu", "Relu6", "LRN", "MaxPool", "AvgPool", "Identity", "BiasAdd"}
-CONCATS = {"Concat", "ConcatV2"}
+# Ops whose output channel c is a function of their inputs' channel c alone (their other inputs constants, a
+# broadcast gate or the same activation; IdentityN passes each input through): a source's channels are named
+# through them.
+CHANNEL_WISE = {"Relu", "Relu6", "LRN", "MaxPool", "AvgPool", "Identity", "BiasAdd", "Sigmoid", "Pad", "PadV2",
+                "MirrorPad", "Mul", "Add", "AddV2", "Sub", "RealDiv", "Maximum", "Mean", "Max", "IdentityN"}
 DEFAULT_BATCH = 32
 EAGER_BATCHES = 4  # layers of at most this many batches run eagerly: tracing (about 1 s) would cost more
 
@@ -50,6 +68,8 @@ class Source:
     size: int  # the side of the zero source tensor that holds it
     start: int  # where the W x W window starts in it (rows and columns)
     centre: int  # the target's centre position (rows and columns) on that tensor
+    name: str = ""  # what a user calls `node`: a layer, a block output (`mixed4a`, `conv2_block1_out`), `input`
+    sums: tuple[str, ...] = ()  # the residual sums among the source's unit layers: units of no conv layer
 
     @property
     def layers(self) -> list[str]:
@@ -89,27 +109,67 @@ def _catalogued(model: Model) -> dict[str, Layer]:
             **{layer.name: layer for layer in model.layers}}
 
 
+def _residual_outputs(model: Model) -> dict[str, BlockOutput]:
+    """Block outputs that are sums (a residual add), by their tensor and their merge node: their channels are
+    their own units (`conv2_block1_out:5`), since every branch adds into every channel."""
+    found, nodes = {}, _nodes(model)
+    for block in model.blocks:
+        if nodes[block.merge].op not in CONCATS:
+            found.update({block.tensor: block, block.merge: block})
+    return found
+
+
+def _block_nodes(model: Model) -> set[str]:
+    """Every block output's tensor and merge node: where an expanded source stops."""
+    return {name for block in model.blocks for name in (block.tensor, block.merge)}
+
+
+_GRAPH_FACTS: dict[str, tuple[dict[str, str | None], set[str]]] = {}  # model sha256 -> (dominators, live)
+
+
+def _graph_facts(model: Model) -> tuple[dict[str, str | None], set[str]]:
+    """The graph's immediate dominators and live nodes (read once per graph)."""
+    if model.sha256 not in _GRAPH_FACTS:
+        _GRAPH_FACTS[model.sha256] = (dominators(model.graph_def), live_nodes(model.graph_def))
+    return _GRAPH_FACTS[model.sha256]
+
+
 def _data_inputs(node) -> list[str]:
     return [source_name(ref) for ref in node.input if not ref.startswith("^")]
 
 
 def channel_units(model: Model, node_name: str) -> tuple[tuple[str, int], ...]:
-    """The catalogued unit (layer, channel) of every channel of a node, read through concats and channel-wise
-    ops; the image's channels are ("input", c)."""
-    nodes, layers = _nodes(model), _catalogued(model)
-    name = node_name
-    while True:
-        if name in layers:
-            return tuple((layers[name].name, c) for c in range(layers[name].channels))
-        if name == model.input:
-            return tuple((INPUT, c) for c in range(model.layers[0].in_channels))
-        node = nodes[name]
-        inputs = [i for i in _data_inputs(node) if nodes[i].op != "Const"]
-        if node.op in CONCATS:
-            return tuple(unit for part in inputs for unit in channel_units(model, part))
-        if node.op not in CHANNEL_WISE or not inputs:
-            raise ValueError(f"cannot name the channels of {node_name}: {name} is a {node.op}")
-        name = inputs[0]
+    """The catalogued unit (layer, channel) of every channel of a node, read through concats and per-channel
+    ops (ReLU, pools, LRN, Pad, batch norm's Mul/AddV2 with constants, Sigmoid, a swish or gate Mul); a residual
+    block output's channels are its own (block name, channel); the image's channels are ("input", c)."""
+    units, _ = _units(model, node_name, _nodes(model), _catalogued(model), _residual_outputs(model),
+                      _graph_facts(model)[1])
+    return units
+
+
+def _units(model: Model, name: str, nodes: dict, layers: dict[str, Layer], sums: dict[str, BlockOutput],
+           live: set[str]) -> tuple[tuple[tuple[str, int], ...], bool]:
+    """`channel_units` of `name`, and whether it was read through a global pool (a squeeze-and-excitation
+    branch: a gate Mul names its channels by its other, spatial input)."""
+    if name in layers:
+        return tuple((layers[name].name, c) for c in range(layers[name].channels)), False
+    if name in sums:
+        return tuple((sums[name].name, c) for c in range(sums[name].channels)), False
+    if name == model.input:
+        return tuple((INPUT, c) for c in range(model.layers[0].in_channels)), False
+    node = nodes[name]
+    inputs = [i for i in dict.fromkeys(_data_inputs(node)) if i in live]
+    if node.op in CONCATS:
+        return tuple(unit for part in inputs for unit in _units(model, part, nodes, layers, sums, live)[0]), False
+    if node.op in RESHAPES:  # a globally pooled [N, C] made [N, 1, 1, C] again (Keras's squeeze-and-excitation)
+        units, pooled = _units(model, _data_inputs(node)[0], nodes, layers, sums, live)
+        if pooled:
+            return units, pooled
+    if node.op not in CHANNEL_WISE or not inputs:
+        raise ValueError(f"cannot name the channels of {name}: it is a {node.op}")
+    parts = [_units(model, i, nodes, layers, sums, live) for i in inputs]
+    units, pooled = next((part for part in parts if not part[1]), parts[0])
+    return units, pooled or (node.op in GLOBAL_POOLS and is_global_pool(node, nodes))
 
 
 def _conv_input(model: Model, layer: Layer) -> str:
@@ -117,17 +177,21 @@ def _conv_input(model: Model, layer: Layer) -> str:
 
 
 def _walk_to_source(model: Model, name: str) -> str:
-    """From a node, back through channel-wise ops to the first catalogued layer, concat or input."""
+    """From a node, up its dominators (the nodes every path from the input to it passes through) to the first
+    catalogued layer, block output, concat or the input: across batch norms, swish and gate products."""
     nodes, layers = _nodes(model), _catalogued(model)
-    while name not in layers and name != model.input and nodes[name].op not in CONCATS:
-        name = _data_inputs(nodes[name])[0]
+    idom, _ = _graph_facts(model)
+    stops = _block_nodes(model)
+    while name not in layers and name != model.input and name not in stops and nodes[name].op not in CONCATS:
+        name = idom[name]
     return name
 
 
 def source_node(model: Model, layer: Layer, kind: str) -> str:
     """The node a layer's edges of `kind` start from: for `direct` the tensor its convolution reads; for
-    `expanded` the previous block's output, skipping a bottleneck of the layer's own block (in the stem,
-    the previous convolution, across LRN and pools; for the first convolution, the image)."""
+    `expanded` the previous block's output (a concat, a residual sum), skipping the convolutions of the
+    layer's own block (in the stem, the previous convolution, across LRN and pools; for the first
+    convolution, the image)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     if kind == "direct":
@@ -139,6 +203,15 @@ def source_node(model: Model, layer: Layer, kind: str) -> str:
     if name in layers:
         return layers[name].tensor
     return name
+
+
+def source_label(model: Model, node: str) -> str:
+    """A source node as a user names it: the layer or block output whose tensor it is, `input`, else the node."""
+    if node == model.input:
+        return INPUT
+    names = {**{b.merge: b.name for b in model.blocks}, **{b.tensor: b.name for b in model.blocks},
+             **{layer.tensor: layer.name for layer in model.layers}}
+    return names.get(node, node)
 
 
 def window_of(model: Model, start: str, target: str) -> tuple[int, int, int, int]:
@@ -167,8 +240,11 @@ def edge_source(model: Model, layer: Layer | str, kind: str = "expanded") -> Sou
     if key not in _SOURCES:
         node = source_node(model, layer, kind)
         window, size, start, centre = window_of(model, node, layer.tensor)
-        _SOURCES[key] = Source(node=node, units=channel_units(model, node), window=window, size=size,
-                               start=start, centre=centre)
+        units = channel_units(model, node)
+        sums = {block.name for block in _residual_outputs(model).values()}
+        _SOURCES[key] = Source(node=node, units=units, window=window, size=size, start=start, centre=centre,
+                               name=source_label(model, node),
+                               sums=tuple(dict.fromkeys(unit for unit, _ in units if unit in sums)))
     return _SOURCES[key]
 
 

@@ -74,6 +74,7 @@ class EdgeView:
     edge: Edge
     svg: Markup
     has_page: bool
+    rendered: bool = True  # False for a residual sum's channel (`conv2_block1_out:5`): no layer renders it
 
     @property
     def label(self) -> str:
@@ -87,20 +88,28 @@ class EdgeView:
         return ["#d33", "#3a3", "#33d"][self.edge.channel % 3]
 
 
-def edge_views(edges: list[Edge], pages: set[str], direction: str) -> list[EdgeView]:
-    """Edges with their kernels drawn on one scale (the largest magnitude among them), so cells compare."""
+def edge_views(edges: list[Edge], pages: set[str], direction: str, sums: tuple[str, ...] = ()) -> list[EdgeView]:
+    """Edges with their kernels drawn on one scale (the largest magnitude among them), so cells compare; units
+    of the residual sums `sums` get no render panel."""
     scale = max((float(np.abs(e.kernel).max()) for e in edges), default=0.0)
     return [EdgeView(e, kernel_img(e.kernel, scale, f"{direction} kernel of {e.layer}:{e.channel}"),
-                     e.layer in pages) for e in edges]
+                     e.layer in pages, e.layer not in sums) for e in edges]
 
 
 def channel_circuit(circuits: Circuits | None, layer: str, channel: int, pages: set[str]) -> dict[str, Any] | None:
     """The inputs and outputs a channel page shows, or None when the run has no circuits for the layer."""
     if circuits is None or not circuits.has(layer):
         return None
-    return {"inputs": edge_views(circuits.inputs(layer, channel, KIND), pages, "input"),
+    sums = tuple(circuits.sources[layer][KIND].get("sums", ()))
+    return {"inputs": edge_views(circuits.inputs(layer, channel, KIND), pages, "input", sums),
             "outputs": edge_views(circuits.outputs(layer, channel, KIND), pages, "output"),
-            "source": circuits.sources[layer][KIND]["node"], "top": circuits.top}
+            "source": source_name(circuits.sources[layer][KIND]), "top": circuits.top}
+
+
+def source_name(meta: dict[str, Any]) -> str:
+    """A stored source as a user names it (a layer, a block output, `input`); its graph node in folders
+    written before the pass stored names."""
+    return meta.get("name") or meta["node"]
 
 
 @dataclass
@@ -115,7 +124,7 @@ class Matrix:
 
     @property
     def rel(self) -> str:
-        return f"{MATRIX_DIR}/{self.source}.png"
+        return f"{MATRIX_DIR}/{self.source.replace('/', '_')}.png"  # a graph node's scopes are not folders
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -144,7 +153,7 @@ def block_matrices(circuits: Circuits | None) -> dict[str, Matrix]:
 
     by_source: dict[str, list[str]] = {}
     for layer in circuits.sources:
-        by_source.setdefault(circuits.sources[layer][KIND]["node"], []).append(layer)
+        by_source.setdefault(source_name(circuits.sources[layer][KIND]), []).append(layer)
     palette = [c for i in range(256) for c in diverging(i - 127.5, 127.5)]
     found = {}
     for source, layers in by_source.items():

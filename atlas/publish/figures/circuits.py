@@ -61,10 +61,12 @@ def circuit_layout(run: Run, layer_name: str, channel: int, mode: Mode, name: st
     texts = [Text(MARGIN, y, title or f"{short_layer(layer.name)}:{channel}, its strongest inputs and outputs",
                   TITLE_PT, "bold")]
     y += TITLE_PT * LINE / POINTS
-    source = circuits.sources[layer.name]["expanded"]["node"]
+    meta = circuits.sources[layer.name]["expanded"]
+    source = meta.get("name") or meta["node"]  # a layer or block output; the node in folders from before names
     for line in fit_lines([
             f"expanded weights from {source} (left) and into the later units this one feeds (right), through "
-            "bottlenecks and pools, ReLU as identity, max-pool as average pool, LRN as its slope at zero",
+            "bottlenecks, pools and batch norms, ReLU as identity, max-pool as average pool, LRN and sigmoid as "
+            "their slopes at zero",
             "red excites, blue inhibits; an edge's width grows with its kernel's L2 norm; kernels in the source "
             f"grid on one red/white/blue scale per side; renders: {mode_words(mode)}"], inner, FACTS_PT):
         texts.append(Text(MARGIN, y, line, FACTS_PT))
@@ -80,6 +82,7 @@ def circuit_layout(run: Run, layer_name: str, channel: int, mode: Mode, name: st
     panels = [Panel(box, image_file(run, renders.get(key)), f"{short_layer(layer.name)}:{channel}", LABEL_PT_MAX,
                     key=key)]
     strongest = max((e.norm for e in inputs + outputs), default=1.0) or 1.0
+    run_layers = {run_layer.name for run_layer in run.layers}
     patches, links = [], []
     for side, edges in (("in", inputs), ("out", outputs)):
         scale = max((float(np.abs(e.kernel).max()) for e in edges), default=1.0) or 1.0
@@ -98,9 +101,11 @@ def circuit_layout(run: Run, layer_name: str, channel: int, mode: Mode, name: st
                 colour = np.zeros((1, 1, 3))
                 colour[..., edge.channel % 3] = 1.0
                 patches.append(Patch(unit_box, colour, key=(edge.layer, edge.channel)))
-            else:
+            elif (mode.id, edge.layer, edge.channel) in renders or edge.layer in run_layers:
                 unit_key = (mode.id, edge.layer, edge.channel)
                 panels.append(Panel(unit_box, image_file(run, renders.get(unit_key)), "", LABEL_PT_MIN, key=unit_key))
+            elif side == "in":  # a unit of no rendered layer (a residual sum's channel): the edge starts at its kernel
+                start = (kernel_x + UNIT, start[1])
             patches.append(Patch(Box(kernel_x, row_y, UNIT, UNIT), edge.kernel, scale, (edge.layer, edge.channel)))
             name_text, weight_text = _edge_label(edge)
             texts.append(Text(label_x, row_y, name_text, NAME_PT))
