@@ -111,13 +111,20 @@ def test_fourier_one_batched_step_equals_the_step_alone(small_model, index):
                                    "mixed4d_3x3_bottleneck_pre_relu"])
 def test_fourier_batched_and_alone_reach_the_same_result_where_rounding_drifts(small_model, layer):
     """Over a whole render the batch-size-dependent rounding can grow through Adam's normalised steps; the
-    images stay the same channel's image (more alike than any other channel's) with close metrics (measured by
-    benchmarks/batch_drift.py: correlation >= 0.83, rank within 1, end within 32% over every third layer)."""
+    images stay the same channel's image (more alike than any other channel's, and than the mean of the others
+    by a margin) with close metrics (rank within 2, end within 50%).
+
+    Measured by benchmarks/test_bounds.py --only drift_fourier (seeds 0-9, worst of the four layers per seed,
+    AMD EPYC, AVX2 only), min-median-max, float32 / bfloat16: twin's correlation minus the mean of the others'
+    0.838-0.903-0.983 / 0.834-0.901-0.996 (bound > 0.1), minus the largest other's 0.643-0.780-0.850 /
+    0.684-0.772-0.890 (> 0), twin's correlation 0.924-1.000-1.000 / 1.000 every seed, rank change 0-0-1 / 0
+    (<= 2), end change 0-0-0.042 / 0 (< 0.5)."""
     settings = replace(FOURIER, steps=24)
     batched = render_channels(small_model, layer, [0, 1, 2, 3], settings=replace(settings, batch_size=4))
     alone = render_channels(small_model, layer, [2], settings=replace(settings, batch_size=1))[0]
     same = _correlation(batched[2].image, alone.image)
-    assert same > max(0.5, *(_correlation(batched[i].image, alone.image) for i in (0, 1, 3))), layer
+    others = [_correlation(batched[i].image, alone.image) for i in (0, 1, 3)]
+    assert same > max(others) and same > np.mean(others) + 0.1, (layer, same, others)
     assert abs(alone.rank - batched[2].rank) <= 2
     assert alone.end == pytest.approx(batched[2].end, rel=0.5)
 
