@@ -53,14 +53,20 @@ STEP_LAYERS = range(0, 59, 6)  # every sixth layer, conv2d0 to mixed5b
 @pytest.mark.parametrize("index", STEP_LAYERS)
 def test_one_batched_step_equals_the_step_alone(small_model, index):
     """Where rounding stays rounding: one gradient step of a channel in a batch of four is the same step alone,
-    within one grey level (the kernels of another batch size may add in another order, on any CPU)."""
+    within one grey level (the kernels of another batch size may add in another order, on any CPU): a rounding
+    difference flips a pixel by one level at most, so the bound is the property, not a margin.
+
+    Measured by benchmarks/test_bounds.py --only step_deepdream (seeds 0-9, worst of the ten layers per seed, AMD
+    EPYC, AVX2 only), min-median-max, float32 / bfloat16: largest difference 0-0-1 / 0 grey levels (<= 1), mean
+    difference 0.000-0.000-0.000 / 0 (< 0.01), end change over max(|end|, 1) 0-0-0.002 / 0 (was rel 1e-3, which
+    seed 9 broke at float32; now 1e-2)."""
     layer = small_model.layers[index]
     settings, channels = replace(DEFAULT, octaves=1, steps=1), list(range(min(4, layer.channels)))
     batched = render_channels(small_model, layer.name, channels, settings=replace(settings, batch_size=4))
     alone = render_channels(small_model, layer.name, channels[-1:], settings=replace(settings, batch_size=1))[0]
     difference = np.abs(batched[-1].image.astype(int) - alone.image.astype(int))
     assert difference.max() <= 1 and difference.mean() < 0.01, layer.name
-    assert alone.end == pytest.approx(batched[-1].end, rel=1e-3, abs=1e-3)
+    assert alone.end == pytest.approx(batched[-1].end, rel=1e-2, abs=1e-2)
     assert (alone.batch, batched[-1].batch) == (1, len(channels))
     assert alone.specific is None and (batched[-1].specific is not None or len(channels) == 1)
 
