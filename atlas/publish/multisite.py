@@ -441,13 +441,7 @@ def is_multisite(folder: str | Path) -> bool:
 
 def serve_multisite(folder: str | Path, port: int = 8000) -> None:
     """Serve a site of several models on 127.0.0.1 until Ctrl+C."""
-    from atlas.publish.site import make_server
+    from atlas.publish.site import make_server, serve_until_stopped
 
-    server = make_server(folder, port, start="/index.html")
-    host, bound = server.server_address[:2]
-    print(f"serving {folder} at http://{host}:{bound}/index.html (Ctrl+C to stop)", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
+    serve_until_stopped(make_server(folder, port, start="/index.html"), folder, "index.html")
 

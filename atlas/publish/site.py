@@ -700,9 +700,13 @@ def serve(run_folder: str | Path, port: int = 8000) -> None:
     read_run(run_folder)  # a clear error for a folder that is not a run
     if not (run_folder / SITE_DIR / "index.html").is_file():
         print(build_site(run_folder, progress=True).summary())
-    server = make_server(run_folder, port)
+    serve_until_stopped(make_server(run_folder, port), run_folder, f"{SITE_DIR}/index.html")
+
+
+def serve_until_stopped(server: Any, folder: str | Path, page: str) -> None:
+    """Say where `server` serves `folder` (its `page`), then serve until Ctrl+C, closing the socket after."""
     host, bound = server.server_address[:2]
-    print(f"serving {run_folder} at http://{host}:{bound}/{SITE_DIR}/index.html (Ctrl+C to stop)", flush=True)
+    print(f"serving {folder} at http://{host}:{bound}/{page} (Ctrl+C to stop)", flush=True)
     try:
         server.serve_forever()
     finally:
