@@ -91,6 +91,29 @@ class CircuitsConfig(BaseModel):
 _D = RenderSettings()  # one source of truth for the defaults
 
 
+class ExplainConfig(BaseModel):
+    """Per-photo explanations: for each photo of `folder` at each of `layers`, the semantic dictionary, spatial and
+    channel attribution to the top `classes`, and `groups` neuron groups (atlas.analysis.explain; docs/explain.md)."""
+
+    model_config = _Strict
+    folder: str
+    layers: list[str] = Field(default_factory=lambda: ["mixed4a", "mixed4d"], min_length=1)
+    classes: int = Field(default=5, ge=0, le=100)  # top classes attributed
+    groups: int = Field(default=6, ge=1, le=32)  # neuron groups (NMF components)
+    top: int = Field(default=6, ge=1, le=64)  # channels per position in the dictionary
+    size: int = Field(default=224, ge=32, le=2048)  # the photo's centred square in the network's input
+    batch_size: int = Field(default=8, ge=1)  # photos per forward and backward pass
+    between: bool = True  # also the attribution between consecutive layers
+    render: bool = True  # false: the arrays only (no group renders, no missing channel renders)
+
+    @field_validator("layers", mode="after")
+    @classmethod
+    def _layers(cls, layers: list[str]) -> list[str]:
+        if len(set(layers)) != len(layers):
+            raise ValueError("lists a layer twice")
+        return layers
+
+
 class MapConfig(BaseModel):
     """Activation atlases: `layers`' activations over the photos of `folder` (or `probes`), laid out by UMAP,
     gridded at each `grid` (cells a side), every kept cell rendered (atlas.analysis.maps; docs/maps.md)."""
@@ -191,6 +214,7 @@ class SweepConfig(BaseModel):
     gpus: list[Annotated[int, Field(ge=0)]] | None = None  # GPU ids as nvidia-smi numbers them; None: all; []: none
     examples: ExamplesConfig | None = None  # also find each channel's dataset examples
     map: MapConfig | None = None  # also make activation atlases of some layers
+    explain: ExplainConfig | None = None  # also explain each photo of a folder (dictionary, attribution, groups)
     circuits: Union[bool, CircuitsConfig] = True  # also every unit's circuit: true, false or {top: N}
 
     @property
@@ -254,6 +278,7 @@ class LoadedConfig:
     photos: dict[str, Path]  # short name -> file
     examples_folder: str | None = None  # `examples.folder` as found on disk (or "probes")
     map_folder: str | None = None  # `map.folder` as found on disk (or "probes")
+    explain_folder: str | None = None  # `explain.folder` as found on disk
 
     def modes(self) -> list[Mode]:
         """The run's modes, with photo credits and the objective: noise and fourier first, then each photo."""
@@ -291,8 +316,9 @@ def load_config(path: str | Path) -> LoadedConfig:
     if config.examples:
         examples_folder = examples_folder_of(config.examples.folder, path)
     map_folder = examples_folder_of(config.map.folder, path, "map") if config.map else None
+    explain_folder = explain_path_of(config.explain.folder, path) if config.explain else None
     return LoadedConfig(path=path, config=config, name=name, run_folder=base / name, photos=photos,
-                        examples_folder=examples_folder, map_folder=map_folder)
+                        examples_folder=examples_folder, map_folder=map_folder, explain_folder=explain_folder)
 
 
 def examples_folder_of(folder: str, config_path: Path | None = None, key: str = "examples") -> str:
@@ -307,6 +333,16 @@ def examples_folder_of(folder: str, config_path: Path | None = None, key: str = 
         origin = f"{config_path}: {key}: " if config_path else ""
         raise UserError(f"{origin}folder {folder}: no such folder; give a folder of photos, or `probes` for the "
                         "built-in teaching probes")
+    return str(where.resolve())
+
+
+def explain_path_of(photo: str, config_path: Path | None = None) -> str:
+    """A photo or folder of photos to explain as given (in a config: relative to the current folder, else to the
+    config), checked to exist."""
+    where = _relative_to(config_path, photo) if config_path else Path(photo).expanduser()
+    if not where.exists():
+        origin = f"{config_path}: explain: " if config_path else ""
+        raise UserError(f"{origin}{photo}: no such photo or folder; give photo files or folders of photos")
     return str(where.resolve())
 
 

@@ -23,7 +23,7 @@ from atlas.render.settings import RenderSettings
 from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, select_layers
 from atlas.run.layout import Layout, resolve_cluster_layout, resolve_layout
 from atlas.run.manifest import NOISE, CentreUnits, Mode, image_paths, recorded_hashes
-from atlas.run.plans import CircuitsPlan, ExamplesPlan, MapPlan, default_cell_settings
+from atlas.run.plans import CircuitsPlan, ExamplesPlan, ExplainPlan, MapPlan, default_cell_settings
 from atlas.shipped import config_name
 from atlas.validation import validate
 
@@ -71,6 +71,7 @@ class RunPlan:
     # steps, facets), where they differ from `settings`
     examples: ExamplesPlan | None = None  # the dataset-examples pass, if the config or command line asks
     map: MapPlan | None = None  # the activation-atlas pass, if the config or command line asks
+    explain: ExplainPlan | None = None  # the per-photo explanations, if the config or command line asks
     circuits: CircuitsPlan | None = None  # the circuits pass, if the config asks (it does by default)
     centre_units: dict[str, CentreUnits] = field(default_factory=dict)  # noise mode id -> where the unit of its
     # `neuron` renders sits in every layer (none for other objectives)
@@ -196,6 +197,50 @@ def resolve_map(folder: str, model: Any, seed: int = 0, **given: Any) -> MapPlan
                    render_cells=spec.render)
 
 
+
+
+def layer_depth(model: Any, name: str) -> int:
+    """Convolutions on the longest path from the input to `name` (a catalogued layer or block output); -1 for any
+    other activation node (kept where it was given)."""
+    block = next((b for b in model.blocks if b.name == name), None)
+    if block is not None:
+        return block.depth
+    found = next((layer for layer in model.layers if name in (layer.name, layer.op)), None)
+    return found.depth if found is not None else -1
+
+
+def resolve_explain(photos: list[str] | tuple[str, ...], model: Any, seed: int = 0, **given: Any) -> ExplainPlan:
+    """The explain pass over `photos` (files and folders, checked to exist): `given` holds ExplainConfig fields
+    (None or left out: the default); layers are checked against the model (catalogued layers or block outputs,
+    a mistyped one is one line with suggestions) and ordered low to high."""
+    from atlas.run.config import ExplainConfig, explain_path_of
+
+    if not photos:
+        raise UserError("explain: no photo given; name photo files or folders of photos, e.g. "
+                        "`atlas explain dog.jpg photos/ -o output/quick --layer mixed4d`")
+    found = tuple(dict.fromkeys(explain_path_of(photo) for photo in photos))
+    spec = validate(ExplainConfig, {"folder": found[0], **{k: v for k, v in given.items() if v is not None}},
+                    "explain")
+    tensors = [model.tensor_name(name) for name in spec.layers]  # unknown: one line with suggestions
+    if len(set(tensors)) != len(tensors):
+        raise UserError(f"explain: layers lists a layer twice ({', '.join(spec.layers)})")
+    layers = tuple(sorted(spec.layers, key=lambda name: layer_depth(model, name)))  # stable: ties as given
+    return ExplainPlan(photos=found, layers=layers, classes=spec.classes, groups=spec.groups, top=spec.top,
+                       seed=seed, size=spec.size, batch_size=spec.batch_size, between=spec.between,
+                       render=spec.render)
+
+
+def resolve_config_explain(loaded: LoadedConfig, model: Any, folder: str | None = None) -> ExplainPlan | None:
+    """The config's `explain:` (its folder replaced by the command line's `folder`, which alone also asks for the
+    pass with the defaults), or None."""
+    config = loaded.config
+    if not folder and not config.explain:
+        return None
+    photos = folder or loaded.explain_folder
+    given = config.explain.model_dump(exclude={"folder"}) if config.explain else {}
+    return resolve_explain([photos], model, config.seed, **given)
+
+
 def resolve_circuits(setting: Any, model: Any, layers: list[Layer]) -> CircuitsPlan | None:
     """The config's `circuits:` (true, false or {top, batch_size}) as the pass's plan for the selected `layers`
     and the layers that read them (their outputs), or None when off."""
@@ -212,12 +257,13 @@ def resolve_circuits(setting: Any, model: Any, layers: list[Layer]) -> CircuitsP
 
 def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None = None,
                  gpus: list[int] | None = None, cluster: list[Device] | None = None,
-                 examples_folder: str | None = None, map_folder: str | None = None) -> RunPlan:
+                 examples_folder: str | None = None, map_folder: str | None = None,
+                 explain_folder: str | None = None) -> RunPlan:
     """Resolve a loaded config against the model's catalogue and this machine's devices (`gpus` from the
     command line overrides the config's), or a dask cluster's (`cluster`: what each worker process renders on;
     `workers` and `gpus` do not apply there); every config mistake is raised here, before anything is created.
     `examples_folder` (the command line's) adds or replaces the config's examples folder, `map_folder` its map
-    folder."""
+    folder, `explain_folder` its explain folder (a folder of photos, or one photo)."""
     config = loaded.config
     modes = loaded.modes()
     if cluster is not None:
@@ -249,6 +295,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
                    catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples, map=maps,
+                   explain=resolve_config_explain(loaded, model, explain_folder),
                    circuits=resolve_circuits(config.circuits, model, select_layers(config.layers, model.layers)),
                    mode_settings={mode: s for mode, s in every.items() if s != settings}, centre_units=units,
                    planned=planned_channels(work))

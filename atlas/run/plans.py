@@ -1,4 +1,5 @@
-"""The plans of the passes over a run folder, as plain data: dataset examples, activation maps, circuits.
+"""The plans of the passes over a run folder, as plain data: dataset examples, activation maps, circuits, per-photo
+explanations.
 
 Resolved once from a config (`atlas.run.plan`) or the command line and handed to the passes (`atlas.analysis`);
 this module imports no pass, so the sweep, its plan and its dry run load none of their code.
@@ -103,3 +104,45 @@ class CircuitsPlan:
     top: int = 10
     batch_size: int = 32
     layers: tuple[str, ...] | None = None  # None: every catalogued layer (a unit's outputs need the later ones)
+
+
+EXPLAIN_FORMAT = 1  # bump when the meaning of the arrays of explain/<sha256>/<layer>.npz changes
+GROUP_PX = 96  # neuron groups' render size (icons, as map cells)
+
+
+def default_group_settings() -> RenderSettings:
+    """The render settings of neuron groups: icons like map cells (96 px, DeepDream, 2 octaves of 12 steps),
+    with the `direction` objective of the group's channel factor."""
+    return default_cell_settings("deepdream")
+
+
+@dataclass(frozen=True)
+class ExplainPlan:
+    """What an explain pass does, resolved once (from a config's `explain:` or the command line)."""
+
+    photos: tuple[str, ...]  # photo files and folders of photos (searched recursively), as found on disk
+    layers: tuple[str, ...]  # by the names given: catalogued layers or block outputs such as mixed4d, low to high
+    classes: int = 5  # top classes attributed (0 or a model without classifier: none)
+    groups: int = 6  # neuron groups (NMF components) per photo and layer
+    top: int = 6  # channels per position in the semantic dictionary
+    seed: int = 0  # of NMF and of the group renders
+    size: int = 224  # the network's input: the photo's centred square at this size
+    batch_size: int = 8  # photos per forward and backward pass
+    between: bool = True  # also the attribution between consecutive layers (into the upper one's npz)
+    render: bool = True  # also render the neuron groups and the channels the pages show that the run lacks
+    group_render: RenderSettings = field(default_factory=default_group_settings)
+    power: float = 3.0  # of the cosine in the groups' direction objective (as map cells)
+
+    def settings_hash(self, model_key: str) -> str:
+        """Everything that changes a photo's arrays at a layer: the weights and preprocessing, the input size, the
+        counts, the seed (the layers and photos are per file)."""
+        blob = json.dumps({"model": model_key, "size": self.size, "classes": self.classes, "groups": self.groups,
+                           "top": self.top, "seed": self.seed, "between": self.between,
+                           "format": EXPLAIN_FORMAT}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def group_hash(self, settings_hash: str) -> str:
+        """What changes a neuron group's render: its arrays (the settings hash) and the render settings."""
+        blob = json.dumps({"arrays": settings_hash, "render": self.group_render.pixel_dict(), "power": self.power,
+                           "seed": self.seed}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

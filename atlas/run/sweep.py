@@ -113,12 +113,14 @@ def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = 
 @contextmanager
 def plan_and_client(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None, gpus: list[int] | None,
             backend: str | None, scheduler: str | None,
-            examples_folder: str | None = None, map_folder: str | None = None) -> Iterator[tuple[RunPlan, Any]]:
+            examples_folder: str | None = None, map_folder: str | None = None,
+            explain_folder: str | None = None) -> Iterator[tuple[RunPlan, Any]]:
     """The run's plan, resolved once against the devices that will render, with the dask client to render on
     (None for the local backend). For `backend` dask the cluster is connected first (a local one started without
     `scheduler`), its workers' devices decide the plan, and the client is closed on leaving the block."""
     if backend != "dask":
-        yield resolve_plan(loaded, model, shard, gpus, examples_folder=examples_folder, map_folder=map_folder), None
+        yield resolve_plan(loaded, model, shard, gpus, examples_folder=examples_folder, map_folder=map_folder,
+                           explain_folder=explain_folder), None
         return
     if gpus is not None:
         raise UserError("--gpus picks this machine's GPUs; on a dask cluster each worker renders on its first "
@@ -126,7 +128,8 @@ def plan_and_client(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | N
     client = _dask_client(scheduler)
     try:
         yield resolve_plan(loaded, model, shard, gpus, cluster=cluster_devices(client),
-                           examples_folder=examples_folder, map_folder=map_folder), client
+                           examples_folder=examples_folder, map_folder=map_folder,
+                           explain_folder=explain_folder), client
     finally:
         client.close()
 
