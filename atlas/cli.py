@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _figure_parser(sub)
     _examples_parser(sub)
     _map_parser(sub)
+    _explain_parser(sub)
     _weights_parser(sub)
     build = sub.add_parser("build", help="build the static gallery of a run folder into RUN_FOLDER/site/, or of "
                            "several run folders into one site (-o SITE)")
@@ -123,6 +124,8 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
                          "FOLDER (a folder of photos, or `probes`); replaces the config's examples folder")
         cmd.add_argument("--map", metavar="FOLDER", help="then make activation atlases from the photos of FOLDER "
                          "(or `probes`) of the config's map layers (default mixed3b, mixed4c, mixed5b)")
+        cmd.add_argument("--explain", metavar="FOLDER", help="then explain each photo of FOLDER (or one photo) at "
+                         "the config's explain layers (default mixed4a, mixed4d): dictionary, attribution, groups")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -137,7 +140,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     loaded = load_config(args.config)
     model = load_model(loaded.config.model_spec, loaded.config.model_preprocess)
     run_pipeline(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), args.backend, args.scheduler,
-                 args.examples, args.map, build_site=args.command == "run", dry_run=args.dry_run)
+                 args.examples, args.map, build_site=args.command == "run", dry_run=args.dry_run,
+                 explain_folder=args.explain)
 
 
 def _examples_parser(sub: argparse._SubParsersAction) -> None:
@@ -246,6 +250,50 @@ def cmd_map(args: argparse.Namespace) -> None:
         return
     print("\n".join(run_map(plan, run_folder, model, elsewhere=OUTPUT_FLAG).lines()))
     print(f"output: {run_folder} (`atlas build {run_folder}` shows the maps in the gallery)")
+
+
+def _explain_parser(sub: argparse._SubParsersAction) -> None:
+    cmd = sub.add_parser("explain", help="what the network sees in each photo: per layer, the semantic dictionary, "
+                         "attribution to the top classes and neuron groups, into a run folder (resumable)")
+    cmd.add_argument("photos", metavar="PHOTO_OR_FOLDER", nargs="*", help="photo files and folders of photos "
+                     "(searched recursively)")
+    _model_arg(cmd)
+    cmd.add_argument("-o", "--output", required=True, metavar="RUN_FOLDER",
+                     help="an existing run folder (its model is used) or a new one")
+    cmd.add_argument("--layer", nargs="+", metavar="LAYER", help="layers to explain: catalogued layers or block "
+                     "outputs (default: mixed4a mixed4d)")
+    cmd.add_argument("--classes", type=int, help="top classes attributed (default 5; 0: none)")
+    cmd.add_argument("--groups", type=int, help="neuron groups per photo and layer (default 6)")
+    cmd.add_argument("--top", type=int, help="channels per position in the dictionary, and per class and group "
+                     "shown (default 6)")
+    cmd.add_argument("--size", type=int, help="the photo's centred square in the network's input (default 224)")
+    cmd.add_argument("--batch-size", type=int, help="photos per forward and backward pass (default 8)")
+    cmd.add_argument("--seed", type=int, default=0, help="of the neuron groups (NMF) and their renders")
+    cmd.add_argument("--no-between", action="store_true", help="leave out the attribution between consecutive "
+                     "layers")
+    cmd.add_argument("--no-render", action="store_true", help="the arrays only: render neither the neuron groups "
+                     "nor the channels the run lacks")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    from atlas.analysis.explain import run_explain
+    from atlas.model.graph import load_model
+    from atlas.run.manifest import RUN_FILE, read_run_info
+    from atlas.run.plan import resolve_explain
+
+    if not args.photos:
+        raise UserError("explain: no photo given; name photo files or folders of photos, e.g. "
+                        f"`atlas explain dog.jpg photos/ -o {args.output} --layer mixed4d`")
+    run_folder = Path(args.output)
+    spec, preprocess = args.model, args.preprocess
+    if (run_folder / RUN_FILE).is_file():
+        spec, preprocess = recorded_model(read_run_info(run_folder).get("model", {}), spec, preprocess)
+    model = load_model(spec, preprocess)
+    plan = resolve_explain(args.photos, model, args.seed, layers=args.layer, classes=args.classes,
+                           groups=args.groups, top=args.top, size=args.size, batch_size=args.batch_size,
+                           between=False if args.no_between else None, render=False if args.no_render else None)
+    print("\n".join(run_explain(plan, run_folder, model, elsewhere=OUTPUT_FLAG).lines()))
+    print(f"output: {run_folder} (`atlas build {run_folder}` shows the photos in the gallery)")
 
 
 EXAMPLE_COLUMNS = ["rank", "photo", "value", "x0", "y0", "x1", "y1", "row", "col"]
@@ -520,8 +568,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 COMMANDS = {"layers": cmd_layers, "dream": cmd_dream, "figure": cmd_figure, "build": cmd_build,
             "serve": cmd_serve, "sweep": cmd_sweep, "run": cmd_sweep, "configs": cmd_configs,
-            "examples": cmd_examples, "map": cmd_map, "weights": cmd_weights}
-TF_COMMANDS = {"layers", "dream", "sweep", "run", "examples", "map", "weights"}
+            "examples": cmd_examples, "map": cmd_map, "weights": cmd_weights, "explain": cmd_explain}
+TF_COMMANDS = {"layers", "dream", "sweep", "run", "examples", "map", "weights", "explain"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

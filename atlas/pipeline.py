@@ -1,5 +1,6 @@
 """The pipeline of `atlas run` and `atlas sweep`, as one function the command line and Python both call: the
-sweep, then the passes over the run folder (dataset examples, activation maps, circuits), then the gallery.
+sweep, then the passes over the run folder (dataset examples, activation maps, explanations, circuits), then the
+gallery.
 
 It sits at the top of the package, beside the command line, because it calls every stage: the sweep is the run
 stage's, the photo passes are the analysis stage's (above run), the gallery is publish's (above both). Nothing
@@ -33,6 +34,7 @@ class PipelineSummary:
     sweep: Any = None  # atlas.run.sweep.Summary
     examples: Any = None  # atlas.analysis.examples.ExamplesSummary
     map: Any = None  # atlas.analysis.maps.MapSummary
+    explain: Any = None  # atlas.analysis.explain.ExplainSummary
     circuits: Any = None  # atlas.analysis.circuits.CircuitsSummary
     site: Any = None  # atlas.publish.site's build report
     estimate_seconds: float | None = None  # the dry run's estimate (sweep and map), when dry_run
@@ -58,19 +60,20 @@ class _Lines:
 def run_pipeline(loaded: Any, model: Any, shard: tuple[int, int] | None = None, gpus: list[int] | None = None,
                  backend: str | None = None, scheduler: str | None = None, examples_folder: str | None = None,
                  map_folder: str | None = None, build_site: bool = True, dry_run: bool = False,
-                 out: Out = print) -> PipelineSummary:
+                 out: Out = print, explain_folder: str | None = None) -> PipelineSummary:
     """Resolve the loaded config's plan once (for dask, from the cluster's devices; `backend`, `scheduler`), then
-    sweep, find examples, make maps, compute circuits and, with `build_site`, build the gallery; or with `dry_run`
-    only estimate the sweep's and the map's time. Every line goes to `out`. Raises `SweepFailed` (after the
-    sweep's lines) when renders failed, and UserError for mistakes a user can fix."""
+    sweep, find examples, make maps, explain photos (`explain_folder` adds or replaces the config's explain folder),
+    compute circuits and, with `build_site`, build the gallery; or with `dry_run` only estimate the sweep's and the
+    map's time. Every line goes to `out`. Raises `SweepFailed` (after the sweep's lines) when renders failed, and
+    UserError for mistakes a user can fix."""
     from atlas.errors import UserError
     from atlas.run.sweep import plan_and_client
 
     if scheduler and backend != "dask":
         raise UserError("--scheduler needs --backend dask")
     # the plan once: the sweep, the dry run and the passes take it
-    with plan_and_client(loaded, model, shard, gpus, backend, scheduler, examples_folder, map_folder) as (plan,
-                                                                                                          client):
+    with plan_and_client(loaded, model, shard, gpus, backend, scheduler, examples_folder, map_folder,
+                         explain_folder) as (plan, client):
         if dry_run:
             return PipelineSummary(plan, estimate_seconds=estimate_pipeline(plan, model, out))
         summary = PipelineSummary(plan, sweep=sweep_step(plan, model, client, out))
@@ -108,8 +111,8 @@ def sweep_step(plan: Any, model: Any, client: Any = None, out: Out = print) -> A
 
 
 def run_passes(summary: PipelineSummary, model: Any, build_site: bool = True, out: Out = print) -> PipelineSummary:
-    """After the sweep: its lines, then the examples, map and circuits passes (a slice of a sweep leaves them to
-    an unsliced run, saying so) and the gallery."""
+    """After the sweep: its lines, then the examples, map, explain and circuits passes (a slice of a sweep leaves
+    them to an unsliced run, saying so) and the gallery."""
     plan, swept = summary.plan, summary.sweep
     out("\n".join(swept.lines()))
     out(f"output: {plan.folder}")
@@ -131,6 +134,14 @@ def run_passes(summary: PipelineSummary, model: Any, build_site: bool = True, ou
 
         summary.map = run_map(plan.map, plan.folder, model)
         out("\n".join(summary.map.lines()))
+    if plan.explain and plan.shard:
+        out(f"explain: not made by a slice of a sweep; run `atlas explain PHOTO ... -o {plan.folder}` once the slices "
+            "are done")
+    elif plan.explain:
+        from atlas.analysis.explain import run_explain
+
+        summary.explain = run_explain(plan.explain, plan.folder, model)
+        out("\n".join(summary.explain.lines()))
     if plan.circuits and plan.shard:
         out("circuits: not computed by a slice of a sweep; run the sweep without --shard once the slices are done")
     elif plan.circuits:
