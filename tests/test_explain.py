@@ -4,8 +4,6 @@ none; unknown layers; the config key and `atlas run --explain`; the icons (missi
 manifest, neuron groups' renders); and a Keras model end to end, with and without a classifier. The maths of the
 attribution itself is tests/test_attribution.py's."""
 
-import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +15,11 @@ from atlas.analysis.explain import run_explain
 from atlas.analysis.photos import Entry, fit_to_input, read_entry
 from atlas.cli import main
 from atlas.errors import UserError
-from atlas.render.settings import RenderSettings
 from atlas.run.explainfiles import group_render, layer_file, read_explanation, read_index
 from atlas.run.plan import resolve_explain
 
-SIZE = 64  # the photos' square in the network's input: mixed4a and mixed4d maps are 4 x 4
+SIZE = 224  # the photos' square in the network's input (the classifier's 7 x 7 pooling needs 224): maps 14 x 14
 LAYERS = ["mixed4d", "mixed4a"]  # given high first: the pass orders them low to high
-TINY_GROUPS = RenderSettings(objective="direction", size=32, octaves=1, steps=2)  # group icons, cheaply
 
 
 def _photo(path: Path, seed: int, size: tuple[int, int] = (90, 70)) -> Path:
@@ -150,63 +146,61 @@ def test_no_photo_bad_photos_and_unknown_layers_are_one_line_exit_2(photos, tmp_
     assert "groups" in capsys.readouterr().err
 
 
-def test_config_key_validation_and_atlas_run_explain(photos, tmp_path, capsys, monkeypatch):
-    """The `explain:` key explains its folder after the sweep, `--explain FOLDER` replaces it; a mistyped key
-    is one line."""
+def test_config_key_atlas_run_explain_and_the_icons(small_model, photos, tmp_path, capsys, monkeypatch):
+    """`atlas run CONFIG --explain PHOTO` explains the photo with the config's `explain:` settings after the
+    sweep, then renders the channels its pages show that the run lacks with the run's own settings (recorded in
+    the manifest with the sweep's settings hash) and each neuron group to its png; a second pass renders nothing.
+    A mistyped key is one line."""
+    from atlas.analysis.explain import render_groups, render_missing_channels, shown_channels, wanted_channels
     from atlas.run.config import load_config
+    from atlas.run.manifest import read_run
 
     monkeypatch.chdir(tmp_path)
-    base = ("model: synthetic:0.125\nlayers: [conv2d0_pre_relu]\nchannels: 1\nrender: {size: 32, octaves: 1, "
-            "steps: 1}\ncircuits: false\n")
+    base = ("model: synthetic:0.125\nlayers: [mixed4a_1x1_pre_relu]\nchannels: 2\nrender: {size: 32, octaves: 1, "
+            "steps: 1}\ncircuits: false\nworkers: 1\n")
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(base + f"explain: {{folder: {photos}, clases: 3}}\n")
     with pytest.raises(UserError) as error:
         load_config(wrong)
     assert "clases" in str(error.value) and "\n" not in str(error.value)
     config = tmp_path / "tiny.yaml"
-    config.write_text(base + f"explain: {{folder: {photos / 'sub'}, layers: [mixed4a], classes: 2, groups: 2, "
-                      f"size: {SIZE}, render: false}}\n")
-    assert main(["run", str(config)]) == 0
+    config.write_text(base + f"explain: {{folder: {photos}, layers: [mixed4a_1x1_pre_relu], classes: 2, groups: 2, "
+                      "top: 2}\n")
+    assert main(["run", str(config), "--explain", str(photos / "sub")]) == 0
+    out = capsys.readouterr().out
+    assert "explain: 1 photos explained" in out and "neuron groups" in out
     run = tmp_path / "output" / "tiny"
-    assert [p.name for p in read_index(run).photos] == ["q.jpg"]
     assert (run / "site" / "index.html").is_file()
-    assert main(["run", str(config), "--explain", str(photos / "p1.png")]) == 0
-    assert [p.name for p in read_index(run).photos] == ["q.jpg", "p1.png"]
-    assert "explain: 1 photos explained" in capsys.readouterr().out
+    index = read_index(run)
+    assert [p.name for p in index.photos] == ["q.jpg"] and index.settings["groups"] == 2
+    plan = resolve_explain([str(photos / "sub")], small_model, layers=["mixed4a_1x1_pre_relu"], classes=2,
+                           groups=2, top=2)
+    wanted = wanted_channels(run, index, index.photos, plan)
+    data = read_explanation(run, index.photos[0].sha256, "mixed4a_1x1_pre_relu")
+    assert wanted == {"mixed4a_1x1_pre_relu": shown_channels(data, 2)}  # a catalogued layer is its own source
+    renders = read_run(run).renders
+    assert {("noise", "mixed4a_1x1_pre_relu", c) for c in wanted["mixed4a_1x1_pre_relu"] | {0, 1}} == \
+        {r.key for r in renders}
+    assert len({r.settings_hash for r in renders}) == 1  # the run's own settings, as its sweep rendered them
+    for group in range(len(data.group_channels)):
+        assert Image.open(run / group_render(index.photos[0].sha256, "mixed4a_1x1_pre_relu", group)).size == (96, 96)
+    assert render_missing_channels(run, small_model, index, index.photos, plan, progress=False) == 0
+    assert render_groups(run, small_model, index.photos, plan, index.settings["hash"], progress=False) == 0
 
 
-def test_icons_missing_channel_renders_and_neuron_groups(small_model, photos, tmp_path, capsys, monkeypatch):
-    """After the photos: the channels the pages show that the run lacks are rendered with the run's settings into
-    the manifest (as a sweep records them), and each neuron group to its png; a second pass renders nothing."""
-    from atlas.analysis.explain import shown_channels, wanted_channels
+def test_the_icons_of_a_folder_made_by_explain_alone(small_model, photos, tmp_path):
+    """A run folder made by the pass alone gets the noise mode (a config's default render settings) in its
+    run.json, so that the gallery shows the channel renders made for its pages."""
+    from atlas.analysis.explain import icon_mode
     from atlas.run.manifest import read_run
 
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "tiny.yaml").write_text("model: synthetic:0.125\nlayers: [mixed4a_1x1_pre_relu]\nchannels: 2\n"
-                                        "render: {size: 32, octaves: 1, steps: 1}\ncircuits: false\n")
-    assert main(["sweep", "tiny.yaml"]) == 0
-    run = tmp_path / "output" / "tiny"
-    before = {r.key for r in read_run(run).renders}
-    plan = replace(resolve_explain([str(photos / "sub")], small_model, layers=["mixed4a"], size=SIZE, classes=2,
-                                   groups=3, top=2), group_render=TINY_GROUPS)
-    summary = run_explain(plan, run, small_model, progress=False)
-    index = read_index(run)
-    wanted = wanted_channels(run, index, index.photos, plan)
-    data = read_explanation(run, index.photos[0].sha256, "mixed4a")
-    assert len(wanted) > 1  # mixed4a's channels come from its branches' layers
-    assert sum(map(len, wanted.values())) == len(shown_channels(data, 2))
-    after = read_run(run)
-    keys = {r.key for r in after.renders}
-    expected = {("noise", layer, c) for layer, channels in wanted.items() for c in channels}
-    assert expected <= keys and summary.rendered_channels == len(expected - before)
-    settings = {r.settings_hash for r in after.renders}
-    assert len(settings) == 1  # the run's own settings: the same hash as its sweep's renders
-    for group in range(3):
-        image = Image.open(run / group_render(index.photos[0].sha256, "mixed4a", group))
-        assert image.size == (32, 32)
-    assert summary.rendered_groups == 3
-    again = run_explain(plan, run, small_model, progress=False)
-    assert (again.rendered_channels, again.rendered_groups, again.processed) == (0, 0, 0)
+    plan = resolve_explain([str(photos / "sub")], small_model, layers=["mixed4a"], size=SIZE, batch_size=1,
+                           classes=2, groups=2, render=False)  # as the resume test: the same traced functions
+    run_explain(plan, tmp_path / "run", small_model, progress=False)
+    assert read_run(tmp_path / "run").modes == []
+    icons = icon_mode(tmp_path / "run", plan.seed)
+    assert [m.id for m in read_run(tmp_path / "run").modes] == ["noise"] and icons.settings.size == 224
+    assert icon_mode(tmp_path / "run", plan.seed) == icons  # recorded once
 
 
 def test_a_keras_model_end_to_end_with_and_without_a_classifier(tmp_path, capsys):

@@ -153,20 +153,25 @@ def no_photo(photos: tuple[str, ...] | list[str], bad: list[tuple[str, str]]) ->
 # The model's classifier and the attribution core (atlas.analysis.attribution)
 
 
-def classifier_of(model: Any) -> tuple[str | None, list[str]]:
-    """The logits node of the model's main classifier (None: it has none) and its class labels (may be empty:
-    then `class N`)."""
-    from atlas.model.classifier import class_labels, logits_node
+def class_names(model: Any, logits: str, pixels: np.ndarray) -> list[str]:
+    """The names of the classifier's classes (`atlas.model.classifier.class_labels`), their count read from the
+    logits of one photo."""
+    from atlas.model.classifier import class_labels
 
-    node = logits_node(model)
-    return node, (class_labels(model) if node is not None else [])
+    count = int(np.prod(model.layers_fn([logits])(pixels[:1])[0].shape[1:]))
+    return class_labels(model.source, count)
+
+
+def tf_reason(exc: Exception) -> str:
+    """The one line of a TensorFlow error that says what went wrong (not where)."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    said = [line for line in lines if line and not line.startswith(("[[", "File ", "Detected at node", "Graph "))]
+    return said[-1] if said else type(exc).__name__
 
 
 def label_of(labels: list[str], index: int) -> str:
-    """A class's shown label: the first comma-separated lemma of its label line, else `class N`."""
-    if 0 <= index < len(labels) and labels[index]:
-        return labels[index]
-    return f"class {index}"
+    """A class's shown label, else `class N`."""
+    return labels[index] if 0 <= index < len(labels) and labels[index] else f"class {index}"
 
 
 def explain_photos(model: Any, plan: ExplainPlan, pixels: np.ndarray,
@@ -195,9 +200,10 @@ class ExplainPass(PhotoPass):
 
     what = "explain"
 
-    def __init__(self, plan: ExplainPlan, run_folder: Path, model: Any, index: ExplainIndex, labels: list[str],
+    def __init__(self, plan: ExplainPlan, run_folder: Path, model: Any, index: ExplainIndex,
                  settings_hash: str) -> None:
-        self.plan, self.folder, self.model, self.labels = plan, run_folder, model, labels
+        self.plan, self.folder, self.model = plan, run_folder, model
+        self.labels: list[str] | None = None  # the classifier's class names, read with the first batch
         self.depth: dict[str, int] = {}  # layer -> convolutions from the input (its order)
         self.photos = {p.sha256: p for p in index.photos}
         self.layers = dict(index.layers)
@@ -217,7 +223,16 @@ class ExplainPass(PhotoPass):
     def take(self, batch: list[Fitted]) -> None:
         pixels = np.stack([f.pixels for f in batch]).astype(np.float32)
         classes = self.plan.classes if self.classifier is not None else 0
-        for fitted, layers in zip(batch, explain_photos(self.model, self.plan, pixels, classes)):
+        try:
+            if classes and self.labels is None:
+                self.labels = class_names(self.model, self.classifier, pixels)
+            found = explain_photos(self.model, self.plan, pixels, min(classes, len(self.labels or [])))
+        except Exception as exc:
+            if type(exc).__name__ != "InvalidArgumentError":  # TensorFlow's, for an input the graph cannot take
+                raise
+            raise UserError(f"explain: the model cannot take photos of {self.plan.size} px ({tf_reason(exc)}); "
+                            "leave out --size (config: size) for 224") from None
+        for fitted, layers in zip(batch, found):
             self._write(fitted, layers)
 
     def _write(self, fitted: Fitted, layers: dict[str, LayerExplanation]) -> None:
@@ -235,7 +250,7 @@ class ExplainPass(PhotoPass):
             if name not in self.layers:
                 self.layers[name] = describe_layer(self.model, name, explanation)
         first = layers[self.plan.layers[0]]
-        scores = [ClassScore(int(c), label_of(self.labels, int(c)), float(v))
+        scores = [ClassScore(int(c), label_of(self.labels or [], int(c)), float(v))
                   for c, v in zip(first.classes, first.logits)]
         before = self.photos.get(sha)
         kept = [layer for layer in (before.layers if before else [])
@@ -310,13 +325,15 @@ def run_explain(plan: ExplainPlan, run_folder: str | Path, model: Any, progress:
     if not entries:
         raise no_photo(plan.photos, bad)
     summary = ExplainSummary(layers=plan.layers, bad=list(bad))
-    classifier, labels = classifier_of(model)
+    from atlas.analysis import attribution
+
+    classifier = attribution.classifier(model)
     summary.classifier = classifier
     settings_hash = plan.settings_hash(model.render_key)
     with claimed_folder(run_folder, model, "explain", LOCK_FILE, elsewhere):
         began = time.perf_counter()
         index = start_index(run_folder, plan, settings_hash, classifier)
-        explaining = ExplainPass(plan, run_folder, model, index, labels, settings_hash)
+        explaining = ExplainPass(plan, run_folder, model, index, settings_hash)
         done = process_photos(explaining, entries, InputFit(plan.size, "crop", plan.batch_size), summary.bad,
                               progress, stop_after)
         summary.processed, summary.unchanged, summary.stopped = done.processed, done.skipped, done.stopped
@@ -386,10 +403,11 @@ def icon_mode(run_folder: Path, seed: int) -> IconMode:
     """The run's first noise mode (DeepDream or Fourier) with its recorded settings; a run with none (a folder
     made by a photo pass alone) gets the default noise mode and render settings of a config, recorded in its
     run.json so that the gallery shows them."""
-    from atlas.model.catalogue import Layer
+    from dataclasses import asdict
+
     from atlas.render.settings import RenderSettings
     from atlas.run.config import SweepConfig
-    from atlas.run.manifest import NOISE, Mode, read_run_info, write_run_info
+    from atlas.run.manifest import NOISE, RUN_FILE, Mode, read_run_info
 
     info = read_run_info(run_folder)
     recorded = info.get("settings", {})
@@ -397,16 +415,15 @@ def icon_mode(run_folder: Path, seed: int) -> IconMode:
         mode = Mode(**values)
         if mode.kind == NOISE:
             render = recorded.get("mode_render", {}).get(mode.id, recorded.get("render", {}))
-            values = {k: v for k, v in render.items() if k != "transforms"}  # fourier: recorded as its steps
-            return IconMode(mode, RenderSettings(**values), int(recorded.get("seed", 0)),
+            given = {k: v for k, v in render.items() if k != "transforms"}  # fourier: recorded as its steps
+            return IconMode(mode, RenderSettings(**given), int(recorded.get("seed", 0)),
                             recorded.get("formats") or SweepConfig().formats.model_dump())
     config = SweepConfig()
     mode, settings, formats = Mode.noise(), config.settings(), config.formats.model_dump()
     settings_block = {"render": settings.pixel_dict(), "seed": seed, "formats": formats, "layer_dreams": False,
                       "config": None, **{k: v for k, v in recorded.items() if k not in ("render", "seed", "formats")}}
-    extra = {k: v for k, v in info.items() if k not in ("name", "model", "layers", "modes", "settings")}
-    write_run_info(run_folder, info["name"], info["model"], [Layer(**layer) for layer in info["layers"]],
-                   [Mode(**m) for m in info["modes"]] + [mode], settings_block, **extra)
+    info.update(modes=[*info["modes"], asdict(mode)], settings=settings_block)  # as write_run_info writes it
+    atomic_write_text(run_folder / RUN_FILE, json.dumps(info, indent=1, sort_keys=True) + "\n")
     return IconMode(mode, settings, seed, formats)
 
 
