@@ -96,6 +96,12 @@ def estimate_pipeline(plan: Any, model: Any, out: Out = print) -> float:
         from atlas.analysis.maps import estimate_map
 
         seconds += estimate_map(plan.map, plan.folder, model, lines)
+    if plan.explain:
+        from atlas.analysis.explain import photo_entries
+
+        entries, _ = photo_entries(plan.explain.photos)
+        out(f"explain: {len(entries):,} photos at {', '.join(plan.explain.layers)} after the sweep (not in the "
+            "estimate; docs/explain.md#speed gives seconds per photo)")
     return seconds
 
 

@@ -166,6 +166,8 @@ def test_config_key_atlas_run_explain_and_the_icons(small_model, photos, tmp_pat
     config = tmp_path / "tiny.yaml"
     config.write_text(base + f"explain: {{folder: {photos}, layers: [mixed4a_1x1_pre_relu], classes: 2, groups: 2, "
                       "top: 2}\n")
+    assert main(["run", str(config), "--dry-run"]) == 0
+    assert "explain: 4 photos at mixed4a_1x1_pre_relu after the sweep" in capsys.readouterr().out
     assert main(["run", str(config), "--explain", str(photos / "sub")]) == 0
     out = capsys.readouterr().out
     assert "explain: 1 photos explained" in out and "neuron groups" in out
