@@ -9,8 +9,9 @@ with the defaults (5 classes, 6 groups, top 6, batches of 8), after one untimed 
   b. the arrays alone without it (`--no-between`);
   c. the arrays and the neuron groups' renders (the default group icons: DeepDream, 96 px, 2 octaves of 12 steps),
      the groups timed apart;
-each round into fresh run folders, a and c alternating, so that drift of the machine falls on both. The channel
-icons a run lacks are not timed: how many there are depends on the run (none after a full sweep).
+each round into fresh run folders, a and b in alternating order, so that drift of the machine falls on both; c is
+a's folder's groups, rendered right after it. The channel icons a run lacks are not timed: how many there are
+depends on the run (none after a full sweep).
 """
 
 from __future__ import annotations
