@@ -122,7 +122,8 @@ def test_config_errors_name_the_key_and_what_fits():
          "(got 'big')"),
         (SweepConfig, {"render": {"diversity": 4}}, "map: unknown key 'render.diversity' ('diversity' is a "
          "top-level key: write it beside 'render', not inside it)"),
-        (SweepConfig, {"top": 3}, "map: unknown key 'top' (did you mean examples.top or circuits.top?)"),
+        (SweepConfig, {"top": 3}, "map: unknown key 'top' (did you mean examples.top or explain.top or "
+         "circuits.top?)"),
         (SweepConfig, {"channels": {"first": 0}}, "map: channels.first: Input should be greater than or equal to 1"),
         (SweepConfig, {"channels": {"frist": 3}}, "map: unknown key 'channels.frist' (did you mean 'first'?)"),
         (SweepConfig, {"workers": "many"}, "map: workers: give a whole number or 'auto' (got 'many')"),
