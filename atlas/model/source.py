@@ -73,6 +73,12 @@ MODEL_HELP = ("inception5h, synthetic[:SCALE] (e.g. synthetic:0.125), keras:NAME
               "or a path to a .keras, .h5, .pb or .zip file or a SavedModel folder")
 
 
+def names_a_path(spec: str) -> bool:
+    """Whether a --model value is a file or folder path (not inception5h, synthetic[:SCALE] or keras:NAME)."""
+    spec = spec.strip()
+    return not (spec in (DEFAULT_MODEL, SYNTHETIC) or spec.startswith((SYNTHETIC + ":", KERAS_PREFIX)))
+
+
 def resolve(spec: str | None, preprocess: Preprocess | None = None) -> ModelSource:
     """Turn a --model value into a ModelSource, downloading inception5h if it is not cached yet and freezing a
     Keras model if its frozen graph is not cached yet; `preprocess` overrides the model's own (a Keras file has
