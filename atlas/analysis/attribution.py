@@ -138,7 +138,7 @@ def between_layers(model: Model, lower: str, upper: str, pixels: np.ndarray) -> 
     pixels = np.asarray(pixels, np.float32)
     if len(pixels) == 0:
         return np.zeros((0, 0, 0, 0, 0), np.float32)
-    low, up = (a.shape for a in model.layers_fn((lower, upper))(pixels[:1]))
+    low, up = (tuple(a.shape) for a in model.layers_fn((lower, upper))(pixels[:1]))
     positions = up[1] * up[2]
     chunk = max(1, JACOBIAN_BYTES // (4 * len(pixels) * int(np.prod(low[1:]))))
     between = model.between_fn(lower, upper)

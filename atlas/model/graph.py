@@ -274,7 +274,8 @@ class Model:
                 with tf.GradientTape(persistent=True) as tape:
                     tape.watch(images)
                     *acts, scores = forward(images)
-                    scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
+                    if scores.shape.rank != 2:  # per photo, its logits as one vector
+                        scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
                     top = tf.math.top_k(scores, min(k, scores.shape[-1] or k))
                     heads = [tf.reshape(f(images, a)[0], tf.shape(scores)) for f, a in zip(linearised, acts)]
                     picked = [tf.gather(h, top.indices, batch_dims=1) for h in heads or [scores]]  # [N, k] each
