@@ -16,7 +16,8 @@ PLANT_LAYER = "mixed3a"  # 28 x 28, receptive field 59 px: columns 0-9 see only 
 PURE = 10  # columns at each side whose receptive field lies in one half
 STEPS, STEP = 40, 4.0  # gradient ascent of a pattern: steps, pixels per step (normalised gradient)
 PLANT_SEEDS = (0, 1)  # in the test; the bounds below were measured over seeds 0-9 (docstring)
-RTOL = 1e-4  # float32 rounding: about 800 ulps (eps 1.2e-7) of the terms' magnitudes, for sums of thousands
+RTOL = 16 * float(np.finfo(np.float32).eps)  # float32 rounding: 16 ulps of the terms' total magnitude (measured
+# errors: 5e-9 .. 7e-8 of it, at mixed4d and mixed4c_3x3_pre_relu)
 
 
 def _photos(n: int, seed: int = 0) -> np.ndarray:
@@ -51,28 +52,33 @@ def test_linearised_attribution_is_complete(small_model, layer):
 
 
 def test_classes_are_the_real_top_logits_and_layers_share_one_pass(small_model):
-    """The top classes are the real network's top logits, best first, whatever the mode; every layer of one call
-    gets arrays of its own shape."""
+    """The top classes are the real network's top logits, best first; every layer of one call gets arrays of its
+    own shape."""
     pixels = _photos(2, seed=1)
     logits = small_model.layer_fn(classifier(small_model))(pixels).numpy()
-    for linear in (False, True):
-        explained = explain_batch(small_model, ["mixed3b", "mixed4d"], pixels, classes=5, top=3, groups=4,
-                                  linear=linear)
-        for p, per_layer in enumerate(explained):
-            best = np.argsort(-logits[p], kind="stable")[:5]
-            for name, e in per_layer.items():
-                np.testing.assert_array_equal(e.classes, best)
-                np.testing.assert_allclose(e.logits, logits[p, best], rtol=1e-5)
-                h, w, c = small_model.layer_fn(name)(pixels[:1]).shape[1:]
-                assert e.spatial.shape == (5, h, w) and e.channels.shape == (5, c)
-                assert e.group_spatial.shape == (4, h, w) and e.group_channels.shape == (4, c)
-                assert e.group_classes.shape == (4, 5) and e.dictionary_channels.shape == (h, w, 3)
+    explained = explain_batch(small_model, ["mixed3b", "mixed4d"], pixels, classes=5, top=3, groups=4)
+    _, _, acts, grads = small_model.class_gradients_fn(["mixed3b", "mixed4d"], classifier(small_model), 5)(pixels)
+    for p, per_layer in enumerate(explained):
+        best = np.argsort(-logits[p], kind="stable")[:5]
+        for (name, e), act, grad in zip(per_layer.items(), acts, grads):
+            h, w, c = act.shape[1:]
+            np.testing.assert_array_equal(e.classes, best)
+            np.testing.assert_allclose(e.logits, logits[p, best], rtol=1e-5)
+            assert e.spatial.shape == (5, h, w) and e.channels.shape == (5, c)
+            assert e.group_spatial.shape == (4, h, w) and e.group_channels.shape == (4, c)
+            assert e.group_classes.shape == (4, 5) and e.dictionary_channels.shape == (h, w, 3)
+            # the groups share out act x grad wherever their reconstruction is positive
+            product = act.numpy()[p][None].astype(np.float64) * grad.numpy()[p]
+            covered = np.einsum("ghw,gc->hwc", e.group_spatial, e.group_channels) > 0
+            np.testing.assert_allclose(e.group_classes.sum(axis=0), (product * covered).sum(axis=(1, 2, 3)),
+                                       rtol=1e-5, atol=1e-5 * np.abs(product).sum(axis=(1, 2, 3)).max())
 
 
 def _pattern(model, channel: int, seed: int) -> np.ndarray:
-    """A photo pushed by gradient ascent to make `channel` the most active of PLANT_LAYER at every position."""
+    """A half photo (SIZE x SIZE / 2) pushed by gradient ascent to make `channel` the most active of PLANT_LAYER at
+    every position."""
     layer = model.layer_fn(PLANT_LAYER)
-    image = tf.Variable(np.random.default_rng(seed).normal(128, 16, (1, SIZE, SIZE, 3)).astype(np.float32))
+    image = tf.Variable(np.random.default_rng(seed).normal(128, 16, (1, SIZE, SIZE // 2, 3)).astype(np.float32))
     for _ in range(STEPS):
         with tf.GradientTape() as tape:
             share = tf.reduce_mean(tf.nn.log_softmax(layer(image), axis=-1)[..., channel])
@@ -81,39 +87,47 @@ def _pattern(model, channel: int, seed: int) -> np.ndarray:
     return image.numpy()[0]
 
 
+def plantable(model) -> list[int]:
+    """PLANT_LAYER's channels whose layer reads at least 8 channels: enough inputs for one of them to outdo its
+    siblings. (At scale 0.125 the 5 x 5 branch's 4 channels read a 2-channel bottleneck, so they rise and fall
+    together: ascent brings none of them above 0.45 of the positions.)"""
+    sources = model.channel_sources(PLANT_LAYER)
+    return [c for c, (layer, _) in enumerate(sources) if model.layer(layer).in_channels >= 8]
+
+
 def planted(model, seed: int) -> tuple[np.ndarray, int, int]:
     """A photo whose left half carries a pattern of channel a and right half one of channel b (a, b drawn by
-    `seed` among PLANT_LAYER's channels)."""
-    channels = model.layer_fn(PLANT_LAYER)(np.zeros((1, 32, 32, 3), np.float32)).shape[-1]
-    a, b = (int(c) for c in np.random.default_rng(seed).choice(channels, 2, replace=False))
-    photo = np.concatenate([_pattern(model, a, seed)[:, :SIZE // 2], _pattern(model, b, seed + 100)[:, SIZE // 2:]],
-                           axis=1)
-    return photo, a, b
+    `seed` among the plantable channels of PLANT_LAYER)."""
+    a, b = (int(c) for c in np.random.default_rng(seed).choice(plantable(model), 2, replace=False))
+    return np.concatenate([_pattern(model, a, seed), _pattern(model, b, seed + 100)], axis=1), a, b
 
 
-def planted_scores(model, seed: int) -> tuple[float, float, float]:
-    """(share of the left columns whose top channel is a, the same for the right and b, how well NMF with two groups
-    separates the halves: the smaller of the two groups' share of their mass on their own half)."""
+def planted_scores(model, seed: int) -> tuple[float, float, float, float]:
+    """(share of the left columns whose top channel is a; the same for the right and b; the larger share of a channel
+    on top in the other half's columns; how well NMF with two groups separates the halves: the smaller of the two
+    groups' shares of their mass on their own half)."""
     photo, a, b = planted(model, seed)
     e = explain_batch(model, [PLANT_LAYER], photo[None], classes=0, top=3, groups=2, seed=seed)[0][PLANT_LAYER]
-    width = e.dictionary_channels.shape[1]
-    left = float(np.mean(e.dictionary_channels[:, :PURE, 0] == a))
-    right = float(np.mean(e.dictionary_channels[:, width - PURE:, 0] == b))
+    first, width = e.dictionary_channels[..., 0], e.dictionary_channels.shape[1]
+    left, right = first[:, :PURE], first[:, width - PURE:]
+    stray = max(np.mean(right == a), np.mean(left == b))
     mass = e.group_spatial.sum(axis=1)  # [2, W]: each group's mass per column
     on_left = mass[:, :width // 2].sum(axis=1) / mass.sum(axis=1)
-    first = int(np.argmax(on_left))
-    separation = min(on_left[first], 1 - on_left[1 - first])
-    return left, right, float(separation)
+    lefty = int(np.argmax(on_left))
+    separation = min(on_left[lefty], 1 - on_left[1 - lefty])
+    return float(np.mean(left == a)), float(np.mean(right == b)), float(stray), float(separation)
 
 
 @pytest.mark.parametrize("seed", PLANT_SEEDS)
 def test_planted_photo_dictionary_and_groups_find_the_halves(small_model, seed):
     """A photo whose halves carry patterns made (by gradient ascent) for two channels of mixed3a: the dictionary
-    puts each channel on top of its own half, and NMF with two groups puts each group on its own half.
-    Measured over seeds 0-9 (python tests/test_attribution.py): left share ..., right share ..., separation ...
-    The bounds sit below the worst with a margin."""
-    left, right, separation = planted_scores(small_model, seed)
-    assert left >= 0.0 and right >= 0.0 and separation >= 0.0
+    puts each channel on top of its own half (and not of the other), and NMF with two groups puts each group on its
+    own half. Measured over seeds 0-9 (`python tests/test_attribution.py`, float32, 2-core AVX2): a on top of the
+    left columns 0.932-1.000, b of the right 0.718-1.000 (chance: 1/28), a channel on top in the other half
+    0.000-0.007, NMF separation 0.824-0.944. The bounds sit below (above, for the stray share) the worst with a
+    margin."""
+    left, right, stray, separation = planted_scores(small_model, seed)
+    assert left >= 0.6 and right >= 0.6 and stray <= 0.1 and separation >= 0.7
 
 
 def test_same_seed_same_groups(small_model):
@@ -227,5 +241,5 @@ if __name__ == "__main__":  # the planted photo's scores over ten seeds, for the
     from atlas.model.graph import load_model
 
     measured = np.array([planted_scores(load_model("synthetic:0.125"), seed) for seed in range(10)])
-    for name, column in zip(("left", "right", "separation"), measured.T):
+    for name, column in zip(("left", "right", "stray", "separation"), measured.T):
         print(f"{name}: {column.min():.3f} .. {column.max():.3f}  ({', '.join(f'{v:.3f}' for v in column)})")
