@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from atlas.analysis.attribution import between_layers, classifier, explain_batch
 from atlas.errors import UserError
-from atlas.model.classifier import class_labels, logits_node
+from atlas.model.classifier import class_labels, labels_of, logits_node
 from atlas.model.source import ModelSource
 
 SIZE = 224  # the stand-in's input: its classifier pools a 7 x 7 map
@@ -214,6 +214,7 @@ def test_labels(tmp_path):
     labels.write_text("dummy\nkit fox\n\nEnglish setter\n", encoding="utf-8")
     source = ModelSource(spec="inception5h", pb_path=None, labels_path=labels)
     assert class_labels(source, 5) == ["dummy", "kit fox", "class 2", "English setter", "class 4"]
+    assert labels_of(source, [3, 1, 7]) == ["English setter", "kit fox", "class 7"] and labels_of(source, []) == []
 
 
 def test_between_layers_stays_in_the_receptive_field_and_matches_a_direct_gradient(small_model):

@@ -54,8 +54,12 @@ def classifier(model: Model) -> str | None:
 
 def explain_batch(model: Model, layers: list[str], pixels: np.ndarray, classes: int = 5, top: int = 6,
                   groups: int = 6, seed: int = 0, linear: bool = False) -> list[dict[str, LayerExplanation]]:
-    """Per photo of `pixels` (float32 [N, S, S, 3], 0..255, fitted to the input), per layer of `layers`, its
-    explanation (module docstring), from one forward and one backward pass over the batch."""
+    """Per photo of `pixels` (float32 [N, S, S, 3], 0..255, fitted to the input), per layer of `layers` (catalogued
+    layers or block outputs, by the names given), its explanation (module docstring), from one forward pass and one
+    backward per class over the batch: the top `classes` classes (k; fewer if the classifier has fewer; 0 without
+    a classifier), the `top` channels per position of the dictionary (n), `groups` NMF groups (g) seeded by
+    `seed`; `linear` takes the gradients through the network above each layer linearised (the completeness
+    check), while the classes and logits stay the real network's. `between` is left empty (`between_layers`)."""
     pixels = np.asarray(pixels, np.float32)
     layers = list(layers)
     logits = classifier(model)
