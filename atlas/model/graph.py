@@ -39,6 +39,8 @@ from atlas.model.source import ModelSource, read_graph_bytes, resolve
 
 LayerFn = Callable[[tf.Tensor], tf.Tensor]
 LayersFn = Callable[[tf.Tensor], tuple[tf.Tensor, ...]]
+PatchedFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]  # (images, a layer's value) -> targets
+GradientsFn = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor, tuple[tf.Tensor, ...], tuple[tf.Tensor, ...]]]
 PRECISIONS = {"float32": tf.float32, "bfloat16": tf.bfloat16}
 # No bfloat16 kernel on every CPU build (LRN; Rsqrt and Sqrt of a batch norm's variance, which also lose most of
 # their precision in bfloat16): computed in float32 inside a bfloat16 model.
@@ -131,6 +133,7 @@ LINEAR_OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tenso
     "Sigmoid": lambda n, a: 0.5 + a[0] / 4,
     "Max": lambda n, a: tf.reduce_mean(a[0], axis=a[1], keepdims=n.attr["keep_dims"].b),
 }
+LINEARISED = {**OPS, **LINEAR_OPS}
 
 
 def parse_graph_def(data: bytes, origin: str) -> graph_pb2.GraphDef:
@@ -161,6 +164,10 @@ class Model:
     _consts: dict[str, dict[str, tf.Tensor]] = field(default_factory=dict, repr=False)
     _fns: dict[tuple[str, str], LayerFn] = field(default_factory=dict, repr=False)
     _multi: dict[tuple[tuple[str, ...], str], LayersFn] = field(default_factory=dict, repr=False)
+    _patched: dict[tuple, PatchedFn] = field(default_factory=dict, repr=False)
+    _gradients: dict[tuple, GradientsFn] = field(default_factory=dict, repr=False)
+    _between: dict[tuple[str, str], Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = field(default_factory=dict,
+                                                                                         repr=False)
     _order: list[node_def_pb2.NodeDef] = field(default_factory=list, repr=False)
     _nodes: set[str] = field(default_factory=set, repr=False)
     _grids: dict[tuple[int, int], dict[str, Grid]] = field(default_factory=dict, repr=False)
@@ -241,6 +248,85 @@ class Model:
         return self._forward(tuple(self.tensor_name(t) for t in targets), "float32", start=self.tensor_name(start)
                              if start != self.input else start, linear=linear)
 
+    def patched_fn(self, layer: str, targets: tuple[str, ...] | list[str], linear: bool = False) -> PatchedFn:
+        """The function (images 0..255, a value for `layer`'s tensor) -> activations of `targets`: `layer` takes
+        the value, everything else is computed from the images (a catalogued layer's sibling branches too);
+        `linear` linearises the network above `layer` (`LINEAR_OPS`, as the circuits do), which is then affine
+        in the value. float32; built once."""
+        key = (self.tensor_name(layer), tuple(self.tensor_name(t) for t in targets), linear)
+        if key not in self._patched:
+            forward = self._forward(key[1], start=None, linear=linear, patch=key[0])
+            self._patched[key] = tf.function(forward, input_signature=[
+                tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec(None, tf.float32)],
+                reduce_retracing=True, autograph=False)
+        return self._patched[key]
+
+    def reads(self, upper: str, lower: str) -> bool:
+        """Whether the tensor `upper` depends on the tensor `lower` (or is it)."""
+        lower, upper = self.tensor_name(lower), self.tensor_name(upper)
+        return upper == lower or any(source_name(ref) == lower for node in self._needed((upper,), patch=lower)
+                                     for ref in node.input)
+
+    def class_gradients_fn(self, layers: list[str] | tuple[str, ...], logits: str, k: int, linear: bool = False
+                           ) -> GradientsFn:
+        """One function images (0..255) -> (the top `k` classes [N, k] int32, best first, and their logits
+        [N, k], from the node `logits`; the activations of every layer in `layers`; per layer, the gradients of
+        the k logits with respect to its activations [N, k, H, W, C]), from one forward pass and one persistent
+        tape (one backward per class). With `linear`, each layer's gradients are taken through the network above
+        it linearised (`patched_fn`), so a logit is affine in the layer's activations; the classes and logits are
+        still the real network's. Layers that do not feed the logits get zero gradients. Built once."""
+        names = tuple(self.tensor_name(name) for name in layers)
+        target = self.tensor_name(logits)
+        key = (names, target, k, linear)
+        if key not in self._gradients:
+            forward = self._forward((*names, target))
+            linearised = [self._forward((target,), linear=True, patch=name) for name in names] if linear else []
+
+            def gradients(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tuple[tf.Tensor, ...],
+                                                      tuple[tf.Tensor, ...]]:
+                with tf.GradientTape(persistent=True) as tape:
+                    tape.watch(images)
+                    *acts, scores = forward(images)
+                    if scores.shape.rank != 2:  # per photo, its logits as one vector
+                        scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
+                    top = tf.math.top_k(scores, min(k, scores.shape[-1] or k))
+                    heads = [tf.reshape(f(images, a)[0], tf.shape(scores)) for f, a in zip(linearised, acts)]
+                    picked = [tf.gather(h, top.indices, batch_dims=1) for h in heads or [scores]]  # [N, k] each
+                    sums = [[tf.reduce_sum(p[:, j]) for j in range(top.indices.shape[-1])] for p in picked]
+                if linear:
+                    grads = [_stacked_gradients(tape, s, [a])[0] for s, a in zip(sums, acts)]
+                else:  # one backward per class gives every layer's gradients
+                    grads = _stacked_gradients(tape, sums[0], acts)
+                return top.indices, top.values, tuple(acts), tuple(grads)
+
+            self._gradients[key] = _image_function(gradients)
+        return self._gradients[key]
+
+    def between_fn(self, lower: str, upper: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+        """The function (images 0..255, flat positions [P] int32 of `upper`'s map) -> [N, P, h, w]: for each of
+        those positions, how much each position of `lower` feeds it: activation x gradient of the position's
+        summed positive activation (its ReLU'd channels), summed over `lower`'s channels (a batched jacobian).
+        Built once."""
+        key = (self.tensor_name(lower), self.tensor_name(upper))
+        if key not in self._between:
+            below = self._forward((key[0],))
+            above = self._forward((key[1],), patch=key[0])
+
+            def between(images: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
+                low = below(images)[0]
+                with tf.GradientTape() as tape:
+                    tape.watch(low)
+                    up = above(images, low)[0]
+                    total = tf.reshape(tf.reduce_sum(tf.nn.relu(up), axis=-1), [tf.shape(up)[0], -1])
+                    chosen = tf.gather(total, positions, axis=1)
+                jacobian = tape.batch_jacobian(chosen, low, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                return tf.reduce_sum(jacobian * low[:, None], axis=-1)
+
+            self._between[key] = tf.function(between, input_signature=[
+                tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None], tf.int32)],
+                reduce_retracing=True, autograph=False)
+        return self._between[key]
+
     def grids(self, height: int, width: int) -> dict[str, Grid]:
         """Every layer's output grid (size, jump, receptive-field offset) on a height x width input; cached."""
         if (height, width) not in self._grids:
@@ -293,9 +379,10 @@ class Model:
                                        for k, v in self._consts["float32"].items()}
         return self._consts[precision]
 
-    def _needed(self, targets: tuple[str, ...], start: str | None = None) -> list[node_def_pb2.NodeDef]:
+    def _needed(self, targets: tuple[str, ...], start: str | None = None, patch: str | None = None
+                ) -> list[node_def_pb2.NodeDef]:
         """The non-constant nodes the `targets` depend on (the union, each once), in topological order, from
-        `start` (default: the input) on."""
+        `start` (default: the input) on; with `patch`, that node is given, so what only it needs is left out."""
         start = start or self.input
         by_name = {n.name: n for n in self._ordered()}
         needed, stack = set(), list(targets)
@@ -304,21 +391,24 @@ class Model:
             if name in needed:
                 continue
             needed.add(name)
-            if name != start:
+            if name not in (start, patch):
                 stack.extend(source_name(ref) for ref in by_name[name].input if not ref.startswith("^"))
-        nodes = [n for n in self._ordered() if n.name in needed and n.op != "Const" and n.name != start]
+        nodes = [n for n in self._ordered() if n.name in needed and n.op != "Const" and n.name not in (start, patch)]
         if start != self.input and any(n.op == "Placeholder" for n in nodes):
             raise ValueError(f"{', '.join(targets)} do not all depend on {start} alone")
         return nodes
 
     def _forward(self, targets: tuple[str, ...], precision: str = "float32", start: str | None = None,
-                 linear: bool = False) -> LayersFn:
+                 linear: bool = False, patch: str | None = None) -> Callable[..., tuple[tf.Tensor, ...]]:
         """The plain Python forward pass images -> activations of `targets` (traced by `_image_function`); with
-        `start`, activations of that node -> `targets`, and with `linear`, through the linearised network."""
-        nodes = self._needed(targets, start)
-        ops = {**OPS, **LINEAR_OPS} if linear else OPS
-        unsupported = next((n for n in nodes if n.op not in ops), None)
+        `start`, activations of that node -> `targets`, and with `linear`, through the linearised network.
+        With `patch`, (images, value) -> `targets`: the node `patch` takes `value`, everything else is computed
+        from the images, and `linear` linearises only the nodes that depend on `patch` (the network above it)."""
+        nodes = self._needed(targets, start, patch)
+        linearised = _descendants(nodes, patch) if linear and patch else {n.name for n in nodes} if linear else set()
+        unsupported = next((n for n in nodes if n.op not in (LINEARISED if n.name in linearised else OPS)), None)
         if unsupported is not None:
+            ops = LINEARISED if unsupported.name in linearised else OPS
             raise UserError(f"atlas cannot run op {unsupported.op} (node {unsupported.name}, which "
                             f"{', '.join(targets)} depends on); it runs {', '.join(sorted(ops))}")
         consts = self._constants(precision)
@@ -328,6 +418,7 @@ class Model:
         preprocess = self.preprocess.apply_tf if from_pixels else (lambda images: images)
 
         def run(node: node_def_pb2.NodeDef, args: list[tf.Tensor]) -> tf.Tensor:
+            ops = LINEARISED if node.name in linearised else OPS
             if dtype == tf.float32 or node.op not in FLOAT32_ONLY:
                 return ops[node.op](node, args)
             return tf.cast(ops[node.op](node, [tf.cast(a, tf.float32) for a in args]), dtype)
@@ -338,13 +429,32 @@ class Model:
             found = values[name] if name in values else consts[name]
             return found[output_index(ref)] if isinstance(found, tuple) else found
 
-        def forward(images: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        def forward(images: tf.Tensor, patched: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
             values: dict[str, tf.Tensor | tuple[tf.Tensor, ...]] = {input_node: tf.cast(preprocess(images), dtype)}
+            if patch is not None:
+                values[patch] = tf.cast(patched, dtype)
             for node in nodes:
                 values[node.name] = run(node, [value(values, ref) for ref in node.input if not ref.startswith("^")])
             return tuple(tf.cast(value(values, target), tf.float32) for target in targets)
 
         return forward
+
+
+def _stacked_gradients(tape: tf.GradientTape, sums: list[tf.Tensor], sources: list[tf.Tensor]) -> list[tf.Tensor]:
+    """Per source [N, ...], the gradients of each of the `sums` (a class logit summed over the batch, whose photos
+    are independent) stacked on axis 1: [N, k, ...]; zero where a source does not feed them."""
+    per_class = [tape.gradient(s, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO) for s in sums]
+    return [tf.stack([g[i] for g in per_class], axis=1) if per_class else tf.zeros_like(source)[:, None][:, :0]
+            for i, source in enumerate(sources)]
+
+
+def _descendants(nodes: list[node_def_pb2.NodeDef], root: str) -> set[str]:
+    """The names of `nodes` (in topological order) that depend on the node `root`."""
+    found = {root}
+    for node in nodes:
+        if any(source_name(ref) in found for ref in node.input if not ref.startswith("^")):
+            found.add(node.name)
+    return found - {root}
 
 
 def _image_function(forward: Callable[[tf.Tensor], object]) -> Callable[[tf.Tensor], object]:

@@ -1,0 +1,61 @@
+"""A model's main classifier, found from its graph, and the names of its classes (per-photo explanations).
+
+The logits are the input of the model's final Softmax: GoogLeNet's `softmax2_pre_activation` (not its auxiliary
+heads' `softmax0`/`softmax1`, which hang off lower blocks), a Keras model's dense layer before its `predictions`
+softmax. A graph without a Softmax has no classifier (None): it still gets dictionaries and groups, no attribution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from atlas.model.catalogue import source_name, topological_order
+
+if TYPE_CHECKING:
+    from tensorflow.core.framework import graph_pb2
+
+    from atlas.model.source import ModelSource
+
+SOFTMAX = "Softmax"
+IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.txt")  # wnid<TAB>lemmas, Keras's class order
+IMAGENET_COUNT = 1000
+KERAS_PREFIX = "keras:"
+NO_CLASSIFIER = "attribution needs class logits: the model has no softmax classifier, so its photos get " \
+                "dictionaries and neuron groups only"
+
+
+def logits_node(graph: graph_pb2.GraphDef) -> str | None:
+    """The node whose output is the main classifier's logits: the input of the final Softmax (the deepest one,
+    counted in nodes on the longest path from the input; ties: the last in topological order), or None."""
+    depth: dict[str, int] = {}
+    found: tuple[int, int, str] | None = None
+    for position, node in enumerate(topological_order(graph)):
+        inputs = [source_name(ref) for ref in node.input if not ref.startswith("^")]
+        depth[node.name] = 0 if node.op == "Const" else 1 + max((depth.get(i, 0) for i in inputs), default=0)
+        if node.op == SOFTMAX and inputs and (found is None or (depth[node.name], position) >= found[:2]):
+            found = (depth[node.name], position, inputs[0])
+    return None if found is None else found[2]
+
+
+def class_labels(source: ModelSource, count: int) -> list[str]:
+    """The names of a classifier's `count` classes: the model's label file (inception5h's 1008 lines), the shipped
+    ImageNet names (first lemma) for a 1000-class `keras:NAME` model, else "class N"."""
+    names: list[str] = []
+    if source.labels_path is not None and Path(source.labels_path).is_file():
+        names = [line.strip() for line in Path(source.labels_path).read_text(encoding="utf-8").splitlines()]
+    elif source.spec.startswith(KERAS_PREFIX) and count == IMAGENET_COUNT:
+        names = imagenet_names()
+    return [names[i] if i < len(names) and names[i] else f"class {i}" for i in range(count)]
+
+
+def labels_of(source: ModelSource, indices: list[int]) -> list[str]:
+    """The names of some classes (as `class_labels` names them)."""
+    names = class_labels(source, max(indices, default=-1) + 1)
+    return [names[i] for i in indices]
+
+
+def imagenet_names() -> list[str]:
+    """The 1000 ImageNet class names in Keras's order: the first comma-separated lemma of each line."""
+    lines = IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()
+    return [line.partition("\t")[2].split(",")[0].strip() for line in lines if line.strip()]
