@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
-from fakerun import add_fake_examples, make_fake_run, synthetic_layers
+from fakerun import add_fake_examples, add_fake_explain, explain_layer, make_fake_run, synthetic_layers
 
 from atlas.atomic import atomic_write_bytes
 from atlas.publish.site import build_site
@@ -48,15 +48,21 @@ def site(tmp_path_factory, catalogue) -> Path:
 
 @pytest.fixture(scope="module")
 def small_site(tmp_path_factory, catalogue) -> Path:
-    """A half-rendered site of four narrow layers (stem, head0, mixed4d, mixed5b), small enough to crawl."""
+    """A half-rendered site of four narrow layers (stem, head0, mixed4d, mixed5b), small enough to crawl, with dataset
+    examples and a photo explained at a catalogued layer and at a block output."""
     return built(tmp_path_factory.mktemp("browser") / "crawl", [l for l in catalogue if l.name in CRAWLED],
-                 examples=True)
+                 examples=True, explain=catalogue)
 
 
-def built(folder: Path, layers, examples: bool = False) -> Path:
+def built(folder: Path, layers, examples: bool = False, explain=None) -> Path:
+    """A fake run of `layers` and its site; with `explain` (the whole catalogue), one photo explained at FAMOUS and
+    at mixed4d."""
     make_fake_run(folder, layers=layers, fraction=0.5)
     if examples:
         add_fake_examples(folder, layers)
+    if explain:
+        add_fake_explain(folder, [explain_layer(explain, FAMOUS, 7), explain_layer(explain, "mixed4d", 7)],
+                         photos=("astronaut",))
     build_site(folder)
     return folder / "site"
 
@@ -88,6 +94,14 @@ class Watch:
         atomic_write_bytes(path, self.page.screenshot(full_page=False))
         print(f"screenshot: {path}")
         return path
+
+
+def element_shot(locator, name: str) -> Path:
+    """A screenshot of one element (docs/img/explain-*.png are these, reduced to a palette)."""
+    path = ARTIFACTS / f"{name}.png"
+    atomic_write_bytes(path, locator.screenshot())
+    print(f"screenshot: {path}")
+    return path
 
 
 def url(site: Path, rel: str) -> str:
@@ -403,8 +417,6 @@ def test_photo_page_tabs_dictionary_hover_and_links_to_channel_pages(tmp_path, c
     not catalogue): the layer tabs switch panels; hovering a dictionary position shows that position's channels,
     strongest first and largest, with placeholders where no render exists; the channel attribution's renders lead to
     their channel pages, whose photo list leads back to the right tab; hovering a class lights it in every list."""
-    from fakerun import add_fake_explain, explain_layer
-
     from atlas.publish.explain_view import ICON_MAX, photo_url
     from atlas.run.explainfiles import read_explanation, read_index
 
@@ -449,8 +461,13 @@ def test_photo_page_tabs_dictionary_hover_and_links_to_channel_pages(tmp_path, c
     assert widths[0] == ICON_MAX  # the layer's strongest activation
     assert not load_all_images(page)
     watch.shot("photo-dictionary")
+    element_shot(second.locator("section.dictionary"), "explain-dictionary")
     frame.click(position={"x": box["width"] * 11.5 / 14, "y": box["height"] * 2.5 / 14})  # keep a position
     page.mouse.move(box["x"] + box["width"] * 0.5 / 14, box["y"] + box["height"] * 0.5 / 14)
+    assert frame.get_attribute("data-position") == "2,11"
+    frame.press("ArrowDown")  # the keyboard moves the kept position
+    assert frame.get_attribute("data-position") == "3,11"
+    frame.press("ArrowUp")
     assert frame.get_attribute("data-position") == "2,11"
     linked = second.locator(".dictionary-detail figure.unit-icon:has(a)")
     unlinked = second.locator(".dictionary-detail figure.unit-icon:not(:has(a))")
@@ -471,12 +488,8 @@ def test_photo_page_tabs_dictionary_hover_and_links_to_channel_pages(tmp_path, c
     spatial.first.hover()
     lit = first.locator(".lit")
     assert lit.count() == 2 + 3  # its heatmap, its channel row, its bar in each of the 3 groups
-    first.locator("section.spatial").scroll_into_view_if_needed()
-    watch.shot("photo-spatial")
-    first.locator("section.channel-attribution").scroll_into_view_if_needed()
-    watch.shot("photo-channels")
-    first.locator("section.groups").scroll_into_view_if_needed()
-    watch.shot("photo-groups")
+    for part in ("spatial", "channel-attribution", "groups"):  # screenshots for docs/explain.md
+        element_shot(first.locator(f"section.{part}"), f"explain-{part}")
     channels = read_explanation(folder, photo.sha256, FAMOUS).channels[0]
     best = int(np.argmax(channels))
     with page.expect_navigation():

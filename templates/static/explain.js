@@ -29,7 +29,7 @@
   document.querySelectorAll("section.dictionary").forEach(function (section) {
     var data = JSON.parse(section.querySelector("script.dictionary-data").textContent);
     var frame = section.querySelector(".dictionary-frame"), mark = section.querySelector(".position-mark");
-    var out = section.querySelector(".dictionary-detail"), pinned = null;
+    var out = section.querySelector(".dictionary-detail"), pinned = null, current = [0, 0];
 
     function at(e) {
       var box = frame.getBoundingClientRect();
@@ -55,6 +55,7 @@
       });
       out.replaceChildren(head, list);
       frame.dataset.position = row + "," + col;
+      current = [row, col];
     }
 
     frame.addEventListener("mousemove", function (e) {
@@ -64,6 +65,19 @@
       var p = at(e);
       pinned = pinned && pinned[0] === p[0] && pinned[1] === p[1] ? null : p;
       show(p[0], p[1]);
+    });
+    /* the keyboard: arrows move the position (the frame takes the focus), Enter keeps it */
+    var steps = {ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1]};
+    frame.addEventListener("keydown", function (e) {
+      var step = steps[e.key];
+      if (e.key === "Enter") pinned = pinned ? null : current;
+      else if (!step) return;
+      e.preventDefault();
+      e.stopPropagation();
+      var row = Math.min(data.h - 1, Math.max(0, current[0] + (step ? step[0] : 0)));
+      var col = Math.min(data.w - 1, Math.max(0, current[1] + (step ? step[1] : 0)));
+      if (pinned && step) pinned = [row, col];
+      show(row, col);
     });
   });
 
