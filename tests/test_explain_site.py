@@ -119,8 +119,9 @@ def test_dictionary_json_holds_each_positions_channels_with_their_pages_and_rend
         assert shown["channels"] == data.dictionary_channels.tolist()
         assert np.allclose(shown["values"], data.dictionary_values, atol=1e-4)
         assert shown["top"] == pytest.approx(float(data.dictionary_values.max()))
-        for channel, (label, href, thumb) in shown["units"].items():
+        for channel, (label, href, thumb, short) in shown["units"].items():
             assert label == label_of(layer, int(channel))
+            assert short == (channel if name == FAMOUS else label.removeprefix("mixed4d_").replace("_pre_relu", ""))
             catalogued, number = label.split(":")
             if catalogued in RUN_LAYERS:
                 assert href == channel_url(catalogued, int(number)) and (site / href).is_file()
@@ -129,7 +130,7 @@ def test_dictionary_json_holds_each_positions_channels_with_their_pages_and_rend
                 assert href == "" and thumb == ""
         if name == FAMOUS:
             assert {u[0].split(":")[0] for u in shown["units"].values()} == {FAMOUS}
-            assert any(not thumb for _, _, thumb in shown["units"].values())  # half its channels are not rendered
+            assert any(not unit[2] for unit in shown["units"].values())  # half its channels are not rendered
 
 
 def test_spatial_attribution_heatmaps_follow_the_sign_and_size_of_the_arrays(run):
