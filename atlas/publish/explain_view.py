@@ -20,7 +20,6 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 import numpy as np
-from markupsafe import Markup
 
 from atlas.publish.circuits_view import diverging_pixels, rgb_png
 from atlas.run.explainfiles import (
@@ -165,10 +164,6 @@ class PhotoView:
 
     photo: ExplainedPhoto
     panels: list[LayerPanel]
-
-    @property
-    def url(self) -> str:
-        return photo_url(self.photo.sha256)
 
 
 @dataclass(frozen=True)
