@@ -212,12 +212,14 @@ def explain_layer(layers: list[Layer], name: str, grid: int) -> ExplainLayer:
 
 def add_fake_explain(folder: Path, layers: list[ExplainLayer], photos: tuple[str, ...] = ("chelsea", "coffee"),
                      classes: int = 5, groups: int = 3, top: int = 6, size: int = 224, seed: int = 0,
-                     render_groups: bool = True, classifier: str | None = "softmax2_pre_activation") -> Path:
+                     render_groups: bool = True, classifier: str | None = "softmax2_pre_activation",
+                     between: tuple[str, int] | None = None) -> Path:
     """Write a made-up `explain/` folder as `atlas explain` leaves it: index.json, per photo its fitted photo.jpg
     (the centred square at `size`), one npz per layer with the contract's arrays, and the group renders. The arrays
     agree with each other where the pages rely on it: the activations are the product of the NMF factors, and the
     dictionary holds each position's `top` strongest channels of that product. With `classifier` None there are no
-    classes (k = 0), as for a model without class logits."""
+    classes (k = 0), as for a model without class logits. With `between` (a lower layer, its grid), each layer also
+    holds a made-up attribution from that layer (`from_<lower>`)."""
     from atlas.run.explainfiles import (
         INDEX_FILE,
         PHOTO_FILE,
@@ -255,7 +257,9 @@ def add_fake_explain(folder: Path, layers: list[ExplainLayer], photos: tuple[str
             channels = np.einsum("gk,gc->kc", group_classes, gc) + rng.normal(0, 0.05, (k, layer.channels))
             data = LayerExplanation(layer.name, indices, logits, spatial.astype(np.float32),
                                     channels.astype(np.float32), gs, gc, group_classes, strongest,
-                                    np.take_along_axis(acts, strongest, -1).astype(np.float32))
+                                    np.take_along_axis(acts, strongest, -1).astype(np.float32),
+                                    between={} if between is None else
+                                    {between[0]: _feeds(rng, layer.height, layer.width, between[1])})
             np.savez(folder / layer_file(sha, layer.name), **data.arrays())
             for g in range(groups if render_groups else 0):
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
@@ -275,3 +279,17 @@ def _blobs(rng: np.random.Generator, count: int, height: int, width: int) -> np.
     spread = (0.2 + 0.25 * rng.random(count)) * max(height, width)
     d2 = (y[None] - centres[:, 0, None, None]) ** 2 + (x[None] - centres[:, 1, None, None]) ** 2
     return np.exp(-d2 / (2 * spread[:, None, None] ** 2)).astype(np.float32)
+
+
+def _feeds(rng: np.random.Generator, height: int, width: int, grid: int) -> np.ndarray:
+    """A made-up attribution from a `grid` x `grid` lower layer [height, width, grid, grid]: each position is fed
+    mostly by the lower positions under it (a positive blob there) and lowered by a weaker blob elsewhere."""
+    y, x = np.mgrid[0:grid, 0:grid]
+    out = np.empty((height, width, grid, grid), np.float32)
+    for row in range(height):
+        for col in range(width):
+            cy, cx = (row + 0.5) * grid / height, (col + 0.5) * grid / width
+            oy, ox = rng.random(2) * grid
+            near, far = (y - cy) ** 2 + (x - cx) ** 2, (y - oy) ** 2 + (x - ox) ** 2
+            out[row, col] = np.exp(-near / 2) - 0.5 * np.exp(-far / 2) + rng.normal(0, 0.02, (grid, grid))
+    return out

@@ -282,3 +282,21 @@ def test_a_keras_like_run_links_catalogued_layers_and_shows_a_residual_sum_unlin
     residual = dictionary_data(found["conv2_block1_out"])["units"]
     assert all(unit == [f"conv2_block1_out:{c}", "", "", c] for c, unit in residual.items())
     assert "../channels/conv2_block1_out" not in found["conv2_block1_out"]
+
+
+def test_attribution_between_layers_is_in_the_dictionary_data_as_signed_bytes(tmp_path, catalogue):
+    """With `from_<lower>` arrays, each position's attribution over the lower layer's positions is in the page, scaled
+    by its own largest |value| to -127..127 (signs kept), with a canvas to draw it on."""
+    folder = explained_run(tmp_path / "between", catalogue, photos=("rocket",), between=("mixed4c", 14))
+    build_site(folder)
+    photo = read_index(folder).photos[0]
+    found = panels((folder / "site" / photo_url(photo.sha256)).read_text())
+    for name, panel in found.items():
+        attribution = read_explanation(folder, photo.sha256, name).between["mixed4c"]
+        [shown] = dictionary_data(panel)["between"]
+        assert (shown["layer"], shown["h"], shown["w"]) == ("mixed4c", 14, 14)
+        data = np.frombuffer(base64.b64decode(shown["data"]), np.int8).reshape(14, 14, 14, 14).astype(int)
+        assert (np.abs(data).reshape(196, 196).max(axis=1) == 127).all()
+        assert (np.sign(data) == np.sign(attribution))[np.abs(attribution) > 0.01 * np.abs(attribution).max()].all()
+        assert re.search(r'<figure class="between" data-lower="mixed4c">.*?<canvas class="heat" width="14" height="14">',
+                         panel, re.S)

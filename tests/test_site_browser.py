@@ -424,7 +424,7 @@ def test_photo_page_tabs_dictionary_hover_and_links_to_channel_pages(tmp_path, c
     kept = (CRAWLED[0], FAMOUS, "mixed4d_1x1_pre_relu", "mixed4d_3x3_pre_relu")
     folder = make_fake_run(tmp_path / "explained", layers=[l for l in catalogue if l.name in kept], fraction=0.5)
     add_fake_explain(folder, [explain_layer(catalogue, FAMOUS, 14), explain_layer(catalogue, "mixed4d", 14)],
-                     photos=("chelsea", "coffee"))
+                     photos=("chelsea", "coffee"), between=("mixed4c", 14))
     build_site(folder)
     site, index = folder / "site", read_index(folder)
     photo = index.photos[0]
@@ -460,6 +460,13 @@ def test_photo_page_tabs_dictionary_hover_and_links_to_channel_pages(tmp_path, c
         assert mark["x"] - box["x"] == pytest.approx(box["width"] * col / 14, abs=1.5)
         assert mark["y"] - box["y"] == pytest.approx(box["height"] * row / 14, abs=1.5)
     assert widths[0] == ICON_MAX  # the layer's strongest activation
+    canvas = second.locator("figure.between canvas")  # the attribution from mixed4c to the hovered position
+    drawn = np.array(canvas.evaluate("c => Array.from(c.getContext('2d').getImageData(0, 0, 14, 14).data)"))
+    drawn = drawn.reshape(14, 14, 4)[..., :3]
+    feeds = data.between["mixed4c"][row, col]
+    strong = np.abs(feeds) > 0.05 * np.abs(feeds).max()
+    assert (drawn[(feeds > 0) & strong][:, 0] == 255).all() and (drawn[(feeds < 0) & strong][:, 2] == 255).all()
+    assert tuple(drawn[np.unravel_index(np.abs(feeds).argmax(), (14, 14))]) in [(255, 0, 0), (0, 0, 255)]
     assert not load_all_images(page)
     watch.shot("photo-dictionary")
     element_shot(second.locator("section.dictionary"), "explain-dictionary")

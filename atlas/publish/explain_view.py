@@ -147,7 +147,7 @@ class LayerPanel:
     layer: ExplainLayer
     classes: list[ClassPanel]
     groups: list[GroupPanel]
-    dictionary: dict[str, Any]  # JSON for explain.js: h, w, channels, values, units, icon sizes
+    dictionary: dict[str, Any]  # JSON for explain.js: h, w, channels, values, units, icon sizes, between
 
     @property
     def name(self) -> str:
@@ -257,7 +257,19 @@ class Explained:
         units = {str(c): self.unit(layer, c).to_json() for c in sorted(set(channels.ravel().tolist()))}
         return {"h": int(channels.shape[0]), "w": int(channels.shape[1]), "channels": channels.tolist(),
                 "values": np.round(values, 4).tolist(), "units": units, "top": float(max(values.max(initial=0.0), 0.0)),
-                "min": ICON_MIN, "max": ICON_MAX}
+                "min": ICON_MIN, "max": ICON_MAX,
+                "between": [between_json(lower, a) for lower, a in sorted(data.between.items())]}
+
+
+def between_json(lower: str, attribution: np.ndarray) -> dict[str, Any]:
+    """Attribution between layers for explain.js: per position of this layer [H, W], how much each position of
+    `lower` [h, w] feeds it, as signed bytes (-127..127, each position scaled by its own largest |value|), base64."""
+    height, width, low_h, low_w = attribution.shape
+    flat = attribution.reshape(height * width, low_h * low_w).astype(np.float64)
+    scale = np.abs(flat).max(axis=1, keepdims=True)
+    scaled = np.divide(flat, scale, out=np.zeros_like(flat), where=scale > 0)
+    data = np.round(scaled * 127).astype(np.int8).tobytes()
+    return {"layer": lower, "h": int(low_h), "w": int(low_w), "data": base64.b64encode(data).decode()}
 
 
 def top_channels(row: np.ndarray, count: int = TOP_CHANNELS) -> tuple[list[int], list[int]]:

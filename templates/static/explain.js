@@ -40,6 +40,27 @@
       return [Math.min(data.h - 1, Math.max(0, row)), Math.min(data.w - 1, Math.max(0, col))];
     }
 
+    /* attribution between layers: per position of this layer, signed bytes over the lower layer's positions,
+       drawn in the diverging colours of the heatmaps (red raises, blue lowers, white is zero) */
+    var canvases = section.querySelectorAll("figure.between canvas");
+    function drawBetween(row, col) {
+      (data.between || []).forEach(function (b, i) {
+        if (!b.bytes) b.bytes = Uint8Array.from(atob(b.data), function (c) { return c.charCodeAt(0); });
+        var n = b.h * b.w, offset = (row * data.w + col) * n;
+        var g = canvases[i].getContext("2d"), image = g.createImageData(b.w, b.h);
+        for (var k = 0; k < n; k++) {
+          var v = b.bytes[offset + k];
+          if (v > 127) v -= 256;
+          var fade = Math.round(255 * (1 - Math.min(1, Math.abs(v) / 127)));
+          image.data[4 * k] = v >= 0 ? 255 : fade;
+          image.data[4 * k + 1] = fade;
+          image.data[4 * k + 2] = v >= 0 ? fade : 255;
+          image.data[4 * k + 3] = 255;
+        }
+        g.putImageData(image, 0, 0);
+      });
+    }
+
     function show(row, col) {
       mark.hidden = false;
       mark.style.left = (100 * col / data.w) + "%";
@@ -56,6 +77,7 @@
         list.appendChild(icon(data.units[channel], value, Math.round(data.min + (data.max - data.min) * share)));
       });
       out.replaceChildren(head, list);
+      drawBetween(row, col);
       frame.dataset.position = row + "," + col;
       current = [row, col];
     }
