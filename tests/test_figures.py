@@ -19,6 +19,7 @@ from atlas.publish.figures import grids, page
 from atlas.publish.figures import KINDS, FigureJob, FigureSpec, ItemSpec, SpecFile, SpecJob
 from atlas.run.manifest import WHOLE_LAYER, Run, read_run
 from tests.fakerun import add_fake_circuits, add_fake_map, make_fake_run, synthetic_layers
+from tests.test_explain_figure import add_fake_explanations  # until tests/fakerun.py has a writer (explain-site)
 
 ROOT = Path(__file__).resolve().parents[1]
 LECTURE = ROOT / "configs" / "figures" / "lecture3.yaml"
@@ -271,6 +272,7 @@ EVERY_KIND = {
     "map": {"layer": "mixed4c", "grid": 3},
     "circuit": {"layer": "mixed4b_5x5_pre_relu", "channel": 3, "mode": "noise"},
     "weights": {"layer": "conv2d0_pre_relu", "columns": 4},
+    "explain": {"explained": "dog.jpg", "layer": "mixed4d", "classes": 2},
 }
 
 
@@ -281,6 +283,7 @@ def every_kind_run(small_model, tmp_path_factory) -> Path:
                            size=32, thumb=16)
     add_fake_circuits(folder, small_model, top=5)
     add_fake_map(folder, "mixed4c", [("mixed4c_3x3_pre_relu", c) for c in range(4)], grids=(3,))
+    add_fake_explanations(folder, small_model.layers)
     return folder
 
 
