@@ -2,11 +2,11 @@
 data against the explanation's arrays, the page's fit to A4 and a 16:9 slide, PNG and PDF files (the PDF's text
 holds the class labels and channel names), and one-line errors.
 
-The fake explanations are written here (`add_fake_explanations`, through `atlas.run.explainfiles`'s dataclasses)
-until the gallery's branch adds its writer to tests/fakerun.py."""
+The fake explanations come from tests/fakerun.py's writer (`add_fake_explain`, from the gallery's branch)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import zlib
@@ -22,79 +22,47 @@ from atlas.cli import main
 from atlas.errors import UserError
 from atlas.publish import figures
 from atlas.publish.figures import FigureJob, explain
-from atlas.run.explainfiles import (INDEX_FILE, ClassScore, ExplainedPhoto, ExplainIndex, ExplainLayer,
-                                    LayerExplanation, group_render, layer_file, photo_dir)
+from atlas.run.explainfiles import INDEX_FILE, ExplainLayer, group_render, layer_file
 from atlas.run.manifest import read_run
-from tests.fakerun import PHOTOS, make_fake_run, synthetic_layers
+from tests.fakerun import PHOTOS, add_fake_explain, make_fake_run, synthetic_layers
 
 DPI = 40
 BLOCK = "mixed4d"  # a block output: its channels are the catalogued branches' (ExplainLayer.sources)
 CATALOGUED = "mixed4d_3x3_pre_relu"
-LABELS = ["golden retriever", "tabby cat", "wooden spoon", "banana", "paper towel"]
+SIDE = 7  # the fake layers' maps
 A4_LANDSCAPE, SLIDE = (11.69, 8.27), (13.333, 7.5)
 
 
 def block_sources(layers, block: str) -> list[tuple[str, int]]:
     """A made-up block output: the channels of the block's branch convs, one after the other."""
-    branches = [layer for layer in layers if layer.block == block and layer.kernel >= 1
+    branches = [layer for layer in layers if layer.block == block
                 and not any(word in layer.name for word in ("bottleneck", "reduce"))]
     return [(layer.name, c) for layer in branches for c in range(layer.channels)]
 
 
-def fake_explanation(layer: str, channels: int, side: int, classes: int, groups: int, seed: int) -> LayerExplanation:
-    """Arrays of the contract's shapes with values of both signs (attribution) or non-negative (NMF factors)."""
-    rng = np.random.default_rng(seed)
-    acts = rng.gamma(1.0, 1.0, (side, side, channels)).astype(np.float32)
-    order = np.argsort(-acts, axis=-1)[..., :4]
-    return LayerExplanation(
-        layer, classes=np.arange(classes, dtype=np.int32) * 7 + 3,
-        logits=np.sort(rng.uniform(2, 15, classes))[::-1].astype(np.float32),
-        spatial=rng.normal(0, 1, (classes, side, side)).astype(np.float32),
-        channels=rng.normal(0, 1, (classes, channels)).astype(np.float32),
-        group_spatial=rng.gamma(1.0, 1.0, (groups, side, side)).astype(np.float32),
-        group_channels=rng.gamma(1.0, 1.0, (groups, channels)).astype(np.float32),
-        group_classes=rng.normal(0, 2, (groups, classes)).astype(np.float32),
-        dictionary_channels=order.astype(np.int32),
-        dictionary_values=np.take_along_axis(acts, order, axis=-1))
+def explained_layers(layers) -> list[ExplainLayer]:
+    sources = block_sources(layers, BLOCK)
+    channels = next(layer.channels for layer in layers if layer.name == CATALOGUED)
+    return [ExplainLayer(BLOCK, len(sources), SIDE, SIDE, sources), ExplainLayer(CATALOGUED, channels, SIDE, SIDE)]
 
 
-def add_fake_explanations(folder: Path, layers, photos: tuple[str, ...] = ("dog.jpg",), classes: int = 5,
-                          groups: int = 4, side: int = 7, classifier: str | None = "softmax2_pre_activation",
-                          missing_group: int | None = 1, seed: int = 0) -> ExplainIndex:
-    """Write explain/ as the pass leaves it: index.json, each photo's photo.jpg, arrays at BLOCK (a block output)
-    and CATALOGUED, and every group's render but `missing_group`'s."""
-    explained = {BLOCK: ExplainLayer(BLOCK, len(block_sources(layers, BLOCK)), side, side,
-                                     block_sources(layers, BLOCK)),
-                 CATALOGUED: ExplainLayer(CATALOGUED, next(la.channels for la in layers if la.name == CATALOGUED),
-                                          side, side)}
-    entries = []
-    for i, name in enumerate(photos):
-        sha = f"{i:02d}" + "ab" * 31
-        (folder / photo_dir(sha)).mkdir(parents=True, exist_ok=True)
-        Image.open(PHOTOS / "chelsea.jpg").convert("RGB").resize((64, 64)).save(folder / photo_dir(sha) / "photo.jpg")
-        k = classes if classifier else 0
-        for j, layer in enumerate(explained.values()):
-            data = fake_explanation(layer.name, layer.channels, side, k, groups, seed + 10 * i + j)
-            np.savez(folder / layer_file(sha, layer.name), **data.arrays())
-            for g in range(groups):
-                if g != missing_group:
-                    pixels = np.random.default_rng(g).integers(0, 255, (32, 32, 3), dtype=np.uint8)
-                    Image.fromarray(pixels).save(folder / group_render(sha, layer.name, g))
-        scores = [ClassScore(int(c), LABELS[n], float(v)) for n, (c, v) in enumerate(zip(data.classes, data.logits))]
-        entries.append(ExplainedPhoto(name, sha, scores, list(explained)))
-    index = ExplainIndex(entries, explained, {"classes": classes, "groups": groups, "seed": seed}, classifier)
-    (folder / INDEX_FILE).write_text(json.dumps(index.to_dict()))
-    return index
+def explained_run(folder: Path, classifier: str | None = "softmax2_pre_activation") -> Path:
+    """Half of every layer's channels rendered; chelsea and coffee explained at a block output and a catalogued
+    layer (tests/fakerun.py's writer), group 1's render of chelsea at the block output deleted."""
+    layers = synthetic_layers(0.125)
+    make_fake_run(folder, layers=layers, fraction=0.5, size=32, thumb=16)
+    add_fake_explain(folder, explained_layers(layers), size=64, groups=4, classifier=classifier)
+    (folder / group_render(sha("chelsea"), BLOCK, 1)).unlink()
+    return folder
+
+
+def sha(photo: str) -> str:
+    return hashlib.sha256((PHOTOS / f"{photo}.jpg").read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> Path:
-    """Half of every layer's channels rendered; one photo explained at a block output and at a catalogued layer."""
-    layers = synthetic_layers(0.125)
-    folder = make_fake_run(tmp_path_factory.mktemp("explain") / "run", layers=layers, fraction=0.5, size=32,
-                           thumb=16)
-    add_fake_explanations(folder, layers, photos=("teaching/dog.jpg", "cat.jpg"))
-    return folder
+    return explained_run(tmp_path_factory.mktemp("explain") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +70,18 @@ def run(run_folder):
     return read_run(run_folder)
 
 
-def poster(run, photo: str = "dog.jpg", layer: str = BLOCK, **options) -> figures.FigureLayout:
+def labels(run_folder: Path, photo: str = "chelsea") -> list[str]:
+    index = json.loads((run_folder / INDEX_FILE).read_text())
+    return [c["label"] for c in next(p for p in index["photos"] if p["name"] == f"{photo}.jpg")["classes"]]
+
+
+def poster(run, photo: str = "chelsea.jpg", layer: str = BLOCK, **options) -> figures.FigureLayout:
     return figures.layout_figure(run, figures.FigureSpec(name="p", kind="explain", explained=photo, layer=layer,
                                                          **options))
 
 
-def arrays(run_folder: Path, photo: int = 0, layer: str = BLOCK) -> dict[str, np.ndarray]:
-    with np.load(run_folder / layer_file(f"{photo:02d}" + "ab" * 31, layer)) as data:
+def arrays(run_folder: Path, photo: str = "chelsea", layer: str = BLOCK) -> dict[str, np.ndarray]:
+    with np.load(run_folder / layer_file(sha(photo), layer)) as data:
         return dict(data)
 
 
@@ -178,7 +151,7 @@ def test_attribution_shows_each_class_heatmap_logit_and_its_strongest_channels_b
         assert np.array_equal(overlay.values, data["spatial"][k])
         assert overlay.scale == pytest.approx(float(np.abs(data["spatial"][k]).max()))
         line = next(t.text for t in layout.texts if t.text.startswith(f"{k + 1} · "))
-        assert line == f"{k + 1} · {LABELS[k]} · logit {data['logits'][k]:.2f}"
+        assert line == f"{k + 1} · {labels(run_folder)[k]} · logit {data['logits'][k]:.2f}"
         row = sorted((p for p in layout.panels if p.box.y > overlay.box.y - 1e-6 and p.box.x > overlay.box.x
                       and p.box.y < overlay.box.y + overlay.box.h and p.key[0] == "noise"), key=lambda p: p.box.x)
         values = data["channels"][k]
@@ -205,7 +178,7 @@ def test_neuron_groups_show_where_what_and_their_attribution_to_each_class(run, 
     what = [p for p in layout.panels if p.key[0] == "group"]
     assert [p.key[2] for p in what] == list(range(groups))
     assert [p.image is None for p in what] == [g == 1 for g in range(groups)]  # group 1's render is missing
-    assert what[0].image == run_folder / group_render("00" + "ab" * 31, BLOCK, 0)
+    assert what[0].image == run_folder / group_render(sha("chelsea"), BLOCK, 0)
     cells = [p for p in layout.patches if p.key[0].startswith("group")]
     assert [p.key for p in cells] == [(f"group {g + 1}", k + 1) for g in range(groups) for k in range(2)]
     assert np.allclose([p.data[0, 0] for p in cells], data["group_classes"][:, :2].ravel())
@@ -213,18 +186,15 @@ def test_neuron_groups_show_where_what_and_their_attribution_to_each_class(run, 
 
 
 def test_a_catalogued_layer_names_its_own_channels(run, run_folder):
-    layout = poster(run, "cat.jpg", CATALOGUED)
-    data = arrays(run_folder, 1, CATALOGUED)
+    layout = poster(run, "coffee.jpg", CATALOGUED)
+    data = arrays(run_folder, "coffee", CATALOGUED)
     keys = [p.key for p in layout.panels if p.key[0] == "noise"]
     assert keys and all(layer == CATALOGUED for _, layer, _ in keys)
     assert {c for *_, c in keys} <= set(data["dictionary_channels"].ravel()) | set(range(data["channels"].shape[1]))
 
 
 def test_a_model_without_classifier_still_gets_dictionary_and_groups(tmp_path):
-    layers = synthetic_layers(0.125)
-    folder = make_fake_run(tmp_path / "run", layers=layers, fraction=0.5, size=32, thumb=16)
-    add_fake_explanations(folder, layers, classifier=None)
-    layout = poster(read_run(folder))
+    layout = poster(read_run(explained_run(tmp_path / "run", classifier=None)))
     assert "attribution needs class logits: the model has no classifier" in texts(layout)
     assert not [o for o in layout.overlays if o.key[0] == "spatial"]
     assert [o.key[0] for o in layout.overlays].count("group") == 4 and not layout.patches
@@ -252,7 +222,7 @@ def test_the_poster_fits_a4_and_a_slide_and_every_label_is_legible(run, classes,
     assert layout.width / layout.height == pytest.approx(16 / 9, rel=1e-3)
     assert layout.width <= A4_LANDSCAPE[0] and layout.height <= A4_LANDSCAPE[1]
     slide = min(SLIDE[0] / layout.width, SLIDE[1] / layout.height)
-    assert min(t.size for t in layout.texts) >= explain.MIN_PT and explain.MIN_PT * slide >= 8
+    assert min(t.size for t in layout.texts) >= explain.MIN_PT and round(explain.MIN_PT * slide, 1) >= 8
     images = [(b.x, b.y, b.x + b.w, b.y + b.h) for b in
               [p.box for p in layout.panels] + [o.box for o in layout.overlays] + [p.box for p in layout.patches]]
     words = [text_box(t) for t in layout.texts]
@@ -285,8 +255,8 @@ def test_long_channel_names_wrap_under_their_tile():
 
 def test_cli_writes_png_and_pdf_with_classes_and_channel_names_as_text(run, run_folder, tmp_path, capsys):
     png, pdf = tmp_path / "dog.png", tmp_path / "dog.pdf"
-    assert main(["figure", str(run_folder), "--explain", "dog.jpg:mixed4d", "--dpi", str(DPI), "-o", str(png)]) == 0
-    assert main(["figure", str(run_folder), "--explain", "00ababab:mixed4d", "--classes", "2", "-o", str(pdf),
+    assert main(["figure", str(run_folder), "--explain", "chelsea.jpg:mixed4d", "--dpi", str(DPI), "-o", str(png)]) == 0
+    assert main(["figure", str(run_folder), "--explain", f"{sha('chelsea')[:8]}:mixed4d", "--classes", "2", "-o", str(pdf),
                  "--dpi", str(DPI)]) == 0
     out, err = capsys.readouterr()
     assert out.split() == [str(png), str(pdf)] and "missing render(s) left as gaps" in err
@@ -298,37 +268,37 @@ def test_cli_writes_png_and_pdf_with_classes_and_channel_names_as_text(run, run_
     shown = pdf_text(pdf)
     two = poster(run, classes=2)
     for k in range(2):
-        assert f"{k + 1} · {LABELS[k]} · logit {arrays(run_folder)['logits'][k]:.2f}" in shown
+        assert f"{k + 1} · {labels(run_folder)[k]} · logit {arrays(run_folder)['logits'][k]:.2f}" in shown
     names = [t.text for t in two.texts if t.align == "center" and t.size == explain.MIN_PT]
     assert names and all(name in shown for name in names)
     assert "Semantic dictionary" in shown and "Neuron groups" in shown
 
 
 def test_the_command_line_names_the_poster_after_the_photo_and_layer(run_folder, capsys):
-    assert main(["figure", str(run_folder), "--explain", "teaching/dog.jpg:mixed4d", "--dpi", str(DPI)]) == 0
-    assert Path(capsys.readouterr().out.strip()) == run_folder / "figures" / "explain-dog-mixed4d.png"
+    assert main(["figure", str(run_folder), "--explain", f"{sha('coffee')}:mixed4d", "--dpi", str(DPI)]) == 0
+    assert Path(capsys.readouterr().out.strip()) == run_folder / "figures" / "explain-coffee-mixed4d.png"
 
 
 def test_a_spec_file_names_the_kind(run_folder, tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"dpi": DPI, "figures": [
-        {"name": "dog", "kind": "explain", "explained": "dog.jpg", "layer": BLOCK, "classes": 2,
+        {"name": "dog", "kind": "explain", "explained": "chelsea.jpg", "layer": BLOCK, "classes": 2,
          "output": str(tmp_path / "dog.pdf")}]}))
     made, _ = figures.draw_job(read_run(run_folder), figures.SpecJob(path))
     assert made[0].path == tmp_path / "dog.pdf" and made[0].layout.kind == "explain"
-    job, _ = figures.draw_job(read_run(run_folder), FigureJob("explain", {"explained": "cat.jpg", "layer": BLOCK},
+    job, _ = figures.draw_job(read_run(run_folder), FigureJob("explain", {"explained": "coffee.jpg", "layer": BLOCK},
                                                               output=tmp_path / "cat.png", dpi=DPI))
     assert job[0].path.is_file()
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--explain", "dog.jpg"], "--explain takes PHOTO:LAYER, e.g. dog.jpg:mixed4d, not 'dog.jpg'"),
+    (["--explain", "chelsea.jpg"], "--explain takes PHOTO:LAYER, e.g. dog.jpg:mixed4d, not 'chelsea.jpg'"),
     (["--explain", ":mixed4d"], "--explain takes PHOTO:LAYER"),
-    (["--explain", "horse.jpg:mixed4d"], "no explained photo horse.jpg; the run has: teaching/dog.jpg, cat.jpg"),
-    (["--explain", "dog.jpg:mixed5b"], "photo teaching/dog.jpg is not explained at layer 'mixed5b'; its layers: "
-                                       "mixed4d, mixed4d_3x3_pre_relu"),
-    (["--explain", "dog.jpg:mixed4d", "--classes", "9"], "classes"),
-    (["--explain", "dog.jpg:mixed4d", "--grid", "3"], "--grid does not apply to --explain"),
+    (["--explain", "horse.jpg:mixed4d"], "no explained photo horse.jpg; the run has: chelsea.jpg, coffee.jpg"),
+    (["--explain", "chelsea.jpg:mixed5b"], "photo chelsea.jpg is not explained at layer 'mixed5b'; its layers: "
+                                           "mixed4d, mixed4d_3x3_pre_relu"),
+    (["--explain", "chelsea.jpg:mixed4d", "--classes", "9"], "classes"),
+    (["--explain", "chelsea.jpg:mixed4d", "--grid", "3"], "--grid does not apply to --explain"),
 ])
 def test_user_errors_are_one_line_exit_2(run_folder, tmp_path, capsys, argv, message):
     assert main(["figure", str(run_folder), *argv, "-o", str(tmp_path / "x.png")]) == 2
@@ -339,7 +309,7 @@ def test_user_errors_are_one_line_exit_2(run_folder, tmp_path, capsys, argv, mes
 
 def test_a_run_without_explanations_is_one_line(tmp_path, capsys):
     folder = make_fake_run(tmp_path / "plain", layers=synthetic_layers(0.125), fraction=0.1, size=32, thumb=16)
-    assert main(["figure", str(folder), "--explain", "dog.jpg:mixed4d"]) == 2
+    assert main(["figure", str(folder), "--explain", "chelsea.jpg:mixed4d"]) == 2
     err = capsys.readouterr().err
     assert "has no explained photos; make them with `atlas explain" in err and err.count("\n") == 1
     with pytest.raises(UserError):

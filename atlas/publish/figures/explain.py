@@ -59,20 +59,21 @@ def shorten(text: str, width: float, size: float) -> str:
 
 
 def wrap_name(name: str, width: float, size: float = MIN_PT, lines: int = NAME_LINES) -> list[str]:
-    """A channel's name on at most `lines` lines of `width` inches, broken after `_` or `:`; the rest is cut."""
+    """A channel's name on at most `lines` lines of `width` inches: broken after `_` or `:` where that fits, else
+    anywhere; what still does not fit is cut with an ellipsis."""
     chars = max(4, int(width * POINTS / (CHAR_EM * size)))
-    pieces = [p for p in re.split(r"(?<=[_:])", name) if p]
-    out: list[str] = []
-    for piece in pieces:
+    soft: list[str] = []
+    for piece in (p for p in re.split(r"(?<=[_:])", name) if p):
         while len(piece) > chars:  # a piece longer than a line: cut it
-            out, piece = out + [piece[:chars]], piece[chars:]
-        if out and len(out[-1]) + len(piece) <= chars:
-            out[-1] += piece
+            soft, piece = soft + [piece[:chars]], piece[chars:]
+        if soft and len(soft[-1]) + len(piece) <= chars:
+            soft[-1] += piece
         else:
-            out.append(piece)
-    if len(out) > lines:
-        out = out[:lines - 1] + [shorten("".join(out[lines - 1:]), width, size)]
-    return out
+            soft.append(piece)
+    if len(soft) <= lines:
+        return soft
+    hard = [name[i:i + chars] for i in range(0, len(name), chars)]
+    return hard if len(hard) <= lines else hard[:lines - 1] + [shorten("".join(hard[lines - 1:]), width, size)]
 
 
 def signed(value: float) -> str:
@@ -128,12 +129,14 @@ class Page:
         return y + line_height(size)
 
     def tile(self, x: float, y: float, side: float, pitch: float, channel: Channel, extra: str | None = None) -> None:
-        """A channel's render (a gap if it has none) with its name, and `extra` below, centred under it."""
-        self.panels.append(Panel(Box(round(x, 4), round(y, 4), side, side), channel.image, "", MIN_PT,
+        """A channel's render (a gap if it has none) centred in the slot [x, x + pitch], with its name, and `extra`,
+        centred under it: labels stay inside their slot."""
+        left = x + (pitch - side) / 2
+        self.panels.append(Panel(Box(round(left, 4), round(y, 4), side, side), channel.image, "", MIN_PT,
                                  key=channel.key))
         below = y + side + 0.02
         for line in wrap_name(channel.name, pitch - 0.04) + ([extra] if extra else []):
-            below = self.text(x + side / 2, below, line, MIN_PT, align="center")
+            below = self.text(left + side / 2, below, line, MIN_PT, align="center")
 
 
 def explain_layout(run: Run, spec: Any) -> FigureLayout:
