@@ -76,6 +76,11 @@ def wrap_name(name: str, width: float, size: float = MIN_PT, lines: int = NAME_L
     return hard if len(hard) <= lines else hard[:lines - 1] + [shorten("".join(hard[lines - 1:]), width, size)]
 
 
+def name_lines(shown: list[Channel], pitch: float) -> int:
+    """The most lines any of these channels' names takes under a tile in a slot `pitch` wide."""
+    return max((len(wrap_name(channel.name, pitch - 0.04)) for channel in shown), default=1)
+
+
 def signed(value: float) -> str:
     """A logit or attribution in at most 5 characters: +0.31, -4.2, +123."""
     return f"{value:+.2f}" if abs(value) < 1 else f"{value:+.1f}" if abs(value) < 10 else f"{value:+.0f}"
@@ -132,7 +137,8 @@ class Page:
         """A channel's render (a gap if it has none) centred in the slot [x, x + pitch], with its name, and `extra`,
         centred under it: labels stay inside their slot."""
         left = x + (pitch - side) / 2
-        self.panels.append(Panel(Box(round(left, 4), round(y, 4), side, side), channel.image, "", MIN_PT,
+        fit = round(min(MIN_PT, side * POINTS / (CHAR_EM * len("missing"))), 2)  # the word a gap shows
+        self.panels.append(Panel(Box(round(left, 4), round(y, 4), side, side), channel.image, "", fit,
                                  key=channel.key))
         below = y + side + 0.02
         for line in wrap_name(channel.name, pitch - 0.04) + ([extra] if extra else []):
@@ -220,17 +226,18 @@ def dictionary_column(page: Page, x: float, y: float, bottom: float, picture: Pa
     label = 0.22  # room for a position's number left of its renders
     per = min(PER_POSITION, data.dictionary_channels.shape[2])
     pitch = (DICTIONARY_W - label) / max(1, per)
-    names = NAME_LINES * line_height(MIN_PT) + 0.03
+    shown = [[channels[int(c)] for c in data.dictionary_channels[r, c0, :per]] for r, c0 in positions]
+    names = name_lines([ch for row in shown for ch in row], pitch) * line_height(MIN_PT) + 0.03
     side = min(pitch - TILE_GAP, DICTIONARY_TILE)
     photo_side = min(DICTIONARY_W, bottom - y - len(positions) * (side + names + 0.05) - 0.08)
     marks = tuple((r, c, str(i + 1)) for i, (r, c) in enumerate(positions))
     page.overlays.append(Overlay(Box(round(x, 4), round(y, 4), photo_side, photo_side), picture, grid=(rows, cols),
                                  marks=marks, mark_pt=MIN_PT, key=("dictionary", data.layer, -1)))
     y += photo_side + 0.08
-    for i, (r, c) in enumerate(positions):
+    for i, row in enumerate(shown):
         page.text(x, y, str(i + 1), HEAD_PT, "bold")
-        for j in range(per):
-            page.tile(x + label + j * pitch, y, side, pitch, channels[int(data.dictionary_channels[r, c, j])])
+        for j, channel in enumerate(row):
+            page.tile(x + label + j * pitch, y, side, pitch, channel)
         y += side + names + 0.05
 
 
@@ -245,12 +252,14 @@ def attribution_column(page: Page, x: float, y: float, bottom: float, picture: P
                else "the photo has no classes")
         page.text(x, y, f"attribution needs class logits: {why}", TEXT_PT)
         return
-    names = NAME_LINES * line_height(MIN_PT) + line_height(MIN_PT)  # the name, then the attribution
     row = min((bottom - y) / len(top), 1.45)
     heat = min(row - line_height(TEXT_PT) - 0.1, 1.2)
     pitch = (ATTRIBUTION_W - heat - 0.25) / (2 * PER_SIGN)
-    side = min(pitch - TILE_GAP, heat - names)
-    for number, (k, label, logit) in enumerate(top, start=1):
+    picks = [(adding(data.channels[k]), taking(data.channels[k])) for k, _, _ in top]
+    shown = [channels[c] for plus, minus in picks for c in plus + minus]
+    names = (name_lines(shown, pitch) + 1) * line_height(MIN_PT)  # the name, then the attribution
+    side = min(pitch - TILE_GAP, heat - names - 0.02)
+    for number, ((k, label, logit), (plus, minus)) in enumerate(zip(top, picks), start=1):
         text = f"{number} · {label} · logit {logit:.2f}"
         page.text(x, y, shorten(text, ATTRIBUTION_W, TEXT_PT), TEXT_PT, "bold")
         box_y = y + line_height(TEXT_PT) + 0.02
@@ -258,7 +267,7 @@ def attribution_column(page: Page, x: float, y: float, bottom: float, picture: P
         page.overlays.append(Overlay(Box(round(x, 4), round(box_y, 4), heat, heat), picture, data.spatial[k],
                                      scale, key=("spatial", data.layer, int(data.classes[k]))))
         tile_x = x + heat + 0.15
-        for sign, chosen in (("+", adding(data.channels[k])), ("−", taking(data.channels[k]))):
+        for sign, chosen in (("+", plus), ("−", minus)):
             for slot in range(PER_SIGN):
                 if slot < len(chosen):
                     channel = chosen[slot]
