@@ -31,7 +31,7 @@ CHAR_EM = 0.6  # generous average glyph width of DejaVu Sans, in ems (to fit lab
 CAPTION_LINES = 3
 ASCENT = 0.93  # DejaVu Sans ascent, in ems
 POINTS = 72.0
-HEAT_POSITIVE, HEAT_NEGATIVE, HEAT_ALPHA = (0.84, 0.15, 0.16), (0.12, 0.34, 0.71), 0.85  # red, blue; opacity at +-1
+HEAT_POSITIVE, HEAT_NEGATIVE, HEAT_ALPHA = (0.84, 0.15, 0.16), (0.12, 0.34, 0.71), 0.9  # red, blue; opacity at +-1
 
 
 class ItemSpec(BaseModel):
