@@ -47,9 +47,10 @@ def explained_layers(layers) -> list[ExplainLayer]:
 
 
 def explained_run(folder: Path, classifier: str | None = "softmax2_pre_activation") -> Path:
-    """Half of every layer's channels rendered; chelsea and coffee explained at a block output and a catalogued
-    layer (tests/fakerun.py's writer), group 1's render of chelsea at the block output deleted."""
-    layers = synthetic_layers(0.125)
+    """Half of every channel of the block's layers rendered (a run of those layers only: cheap); chelsea and coffee
+    explained at the block output and a catalogued layer (tests/fakerun.py's writer), group 1's render of chelsea at
+    the block output deleted."""
+    layers = [layer for layer in synthetic_layers(0.125) if layer.block == BLOCK]
     make_fake_run(folder, layers=layers, fraction=0.5, size=32, thumb=16)
     add_fake_explain(folder, explained_layers(layers), size=64, groups=4, classifier=classifier)
     (folder / group_render(sha("chelsea"), BLOCK, 1)).unlink()
@@ -308,7 +309,7 @@ def test_user_errors_are_one_line_exit_2(run_folder, tmp_path, capsys, argv, mes
 
 
 def test_a_run_without_explanations_is_one_line(tmp_path, capsys):
-    folder = make_fake_run(tmp_path / "plain", layers=synthetic_layers(0.125), fraction=0.1, size=32, thumb=16)
+    folder = make_fake_run(tmp_path / "plain", layers=synthetic_layers(0.125)[:2], fraction=0.1, size=32, thumb=16)
     assert main(["figure", str(folder), "--explain", "chelsea.jpg:mixed4d"]) == 2
     err = capsys.readouterr().err
     assert "has no explained photos; make them with `atlas explain" in err and err.count("\n") == 1
