@@ -257,8 +257,8 @@ def test_long_channel_names_wrap_under_their_tile():
 def test_cli_writes_png_and_pdf_with_classes_and_channel_names_as_text(run, run_folder, tmp_path, capsys):
     png, pdf = tmp_path / "dog.png", tmp_path / "dog.pdf"
     assert main(["figure", str(run_folder), "--explain", "chelsea.jpg:mixed4d", "--dpi", str(DPI), "-o", str(png)]) == 0
-    assert main(["figure", str(run_folder), "--explain", f"{sha('chelsea')[:8]}:mixed4d", "--classes", "2", "-o", str(pdf),
-                 "--dpi", str(DPI)]) == 0
+    assert main(["figure", str(run_folder), "--explain", f"{sha('chelsea')[:8]}:mixed4d", "--classes", "2",
+                 "-o", str(pdf), "--dpi", str(DPI)]) == 0
     out, err = capsys.readouterr()
     assert out.split() == [str(png), str(pdf)] and "missing render(s) left as gaps" in err
     layout = poster(run)

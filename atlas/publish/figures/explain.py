@@ -164,8 +164,8 @@ def explain_layout(run: Run, spec: Any) -> FigureLayout:
              f"{mode_words(mode) if mode else 'none in this run'}")
     y = page.text(MARGIN, y, shorten(facts, WIDTH - 2 * MARGIN, TEXT_PT), TEXT_PT) + 0.1
     settings = ", ".join(f"{key} {value}" for key, value in index.settings.items() if key in SETTINGS)
-    footer = shorten(" · ".join([footer_text(run, [mode] if mode else []), f"explained with {settings or 'defaults'}"]),
-                     WIDTH - 2 * MARGIN, MIN_PT)
+    footer = " · ".join([footer_text(run, [mode] if mode else []), f"explained with {settings or 'defaults'}"])
+    footer = shorten(footer, WIDTH - 2 * MARGIN, MIN_PT)
     bottom = HEIGHT - MARGIN - line_height(MIN_PT)
     page.text(MARGIN, bottom, footer, MIN_PT)
     bottom -= 0.1
