@@ -70,8 +70,8 @@ def _overlay(ax: Any, overlay: Overlay, dpi: int) -> None:
         x, y = b.x + col * w, b.y + row * h
         ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="black", linewidth=1.4))
         ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="white", linewidth=0.5))
-        ax.text(x + w + 0.02, y, text, fontsize=overlay.mark_pt, fontweight="bold", ha="left", va="top",
-                bbox={"facecolor": "white", "edgecolor": "black", "linewidth": 0.5, "pad": 0.8})
+        ax.text(x + w / 2, y + h / 2, text, fontsize=overlay.mark_pt, fontweight="bold", ha="center", va="center",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 0.6})
     ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor=FRAME, linewidth=0.5))
 
 
