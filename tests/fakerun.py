@@ -272,6 +272,6 @@ def _blobs(rng: np.random.Generator, count: int, height: int, width: int) -> np.
     """`count` smooth non-negative maps [count, height, width], each a Gaussian blob at a random place."""
     y, x = np.mgrid[0:height, 0:width]
     centres = rng.random((count, 2)) * [height, width]
-    spread = (0.12 + 0.15 * rng.random(count)) * max(height, width)
+    spread = (0.2 + 0.25 * rng.random(count)) * max(height, width)
     d2 = (y[None] - centres[:, 0, None, None]) ** 2 + (x[None] - centres[:, 1, None, None]) ** 2
     return np.exp(-d2 / (2 * spread[:, None, None] ** 2)).astype(np.float32)

@@ -13,12 +13,12 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-from fakerun import add_fake_explain, explain_layer, make_fake_run, synthetic_layers
+from fakerun import add_fake_explain, explain_layer, keras_like_layers, make_fake_run, synthetic_layers
 from PIL import Image
 
 from atlas.publish.explain_view import TOP_CHANNELS, photo_url
 from atlas.publish.site import build_site, channel_url
-from atlas.run.explainfiles import read_explanation, read_index
+from atlas.run.explainfiles import ExplainLayer, read_explanation, read_index
 
 FAMOUS = "mixed4d_3x3_bottleneck_pre_relu"
 RUN_LAYERS = ["conv2d0_pre_relu", FAMOUS, "mixed4d_1x1_pre_relu", "mixed4d_3x3_pre_relu"]  # not 5x5, pool_reduce
@@ -119,8 +119,9 @@ def test_dictionary_json_holds_each_positions_channels_with_their_pages_and_rend
         assert shown["channels"] == data.dictionary_channels.tolist()
         assert np.allclose(shown["values"], data.dictionary_values, atol=1e-4)
         assert shown["top"] == pytest.approx(float(data.dictionary_values.max()))
-        for channel, (label, href, thumb) in shown["units"].items():
+        for channel, (label, href, thumb, short) in shown["units"].items():
             assert label == label_of(layer, int(channel))
+            assert short == (channel if name == FAMOUS else label.removeprefix("mixed4d_").replace("_pre_relu", ""))
             catalogued, number = label.split(":")
             if catalogued in RUN_LAYERS:
                 assert href == channel_url(catalogued, int(number)) and (site / href).is_file()
@@ -129,7 +130,7 @@ def test_dictionary_json_holds_each_positions_channels_with_their_pages_and_rend
                 assert href == "" and thumb == ""
         if name == FAMOUS:
             assert {u[0].split(":")[0] for u in shown["units"].values()} == {FAMOUS}
-            assert any(not thumb for _, _, thumb in shown["units"].values())  # half its channels are not rendered
+            assert any(not unit[2] for unit in shown["units"].values())  # half its channels are not rendered
 
 
 def test_spatial_attribution_heatmaps_follow_the_sign_and_size_of_the_arrays(run):
@@ -264,3 +265,20 @@ def test_the_site_of_several_models_copies_the_explained_photos(tmp_path, catalo
         if not ref.startswith("data:"):
             assert (page.parent / unquote(ref.split("#")[0])).resolve().is_file(), ref
     assert not (out / "second" / "photos.html").exists()
+
+
+def test_a_keras_like_run_links_catalogued_layers_and_shows_a_residual_sum_unlinked(tmp_path):
+    """A model named like a Keras ResNet: a catalogued conv layer's channels link to their pages; a residual sum
+    (`conv2_block1_out`, no catalogued source: sources None) is shown by number, unlinked, as a placeholder."""
+    layers = keras_like_layers(channels=6)
+    folder = make_fake_run(tmp_path / "resnet", layers=layers, photos=(), fraction=1.0, spec="keras:ResNet50")
+    explained = [explain_layer(layers, "conv2_block1_2_conv", 7), ExplainLayer("conv2_block1_out", 6, 7, 7)]
+    add_fake_explain(folder, explained, photos=("astronaut",), classes=3, groups=2)
+    build_site(folder)
+    photo = read_index(folder).photos[0]
+    found = panels((folder / "site" / photo_url(photo.sha256)).read_text())
+    conv = dictionary_data(found["conv2_block1_2_conv"])["units"]
+    assert all(href == channel_url("conv2_block1_2_conv", int(c)) and thumb for c, (_, href, thumb, _) in conv.items())
+    residual = dictionary_data(found["conv2_block1_out"])["units"]
+    assert all(unit == [f"conv2_block1_out:{c}", "", "", c] for c, unit in residual.items())
+    assert "../channels/conv2_block1_out" not in found["conv2_block1_out"]

@@ -99,6 +99,7 @@ class Watch:
 def element_shot(locator, name: str) -> Path:
     """A screenshot of one element (docs/img/explain-*.png are these, reduced to a palette)."""
     path = ARTIFACTS / f"{name}.png"
+    locator.page.add_style_tag(content="header.top { position: static; }")  # not stuck over the element
     atomic_write_bytes(path, locator.screenshot())
     print(f"screenshot: {path}")
     return path
@@ -481,7 +482,7 @@ def test_photo_page_tabs_dictionary_hover_and_links_to_channel_pages(tmp_path, c
         assert page.locator("h1.channel-title").inner_text().replace("\n", "") == unit
         page.go_back()
 
-    page.goto(url(site, photo_url(photo.sha256)) + f"#m={FAMOUS}")
+    page.click(f"button[data-mode='{FAMOUS}']")
     assert first.is_visible() and not second.is_visible()
     spatial = first.locator("figure.class-map")
     assert spatial.count() == 5

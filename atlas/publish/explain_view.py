@@ -40,7 +40,7 @@ from atlas.run.manifest import Render
 PHOTOS_PAGE = "photos.html"
 TOP_CHANNELS = 6  # channels shown per class, positive and negative each
 GROUP_CHANNELS = 4  # top channels shown per neuron group
-DIM = 0.25  # a group's heatmap: the photo keeps this much brightness where the group does not fire
+DIM = 0.3  # a group's heatmap: the photo keeps this much brightness where the group does not fire
 ICON_MIN, ICON_MAX = 28, 96  # px: the dictionary's icons, sized by activation
 
 IconOf = Callable[[str, int], Render | None]  # (catalogued layer, channel) -> its render on disk, if any
@@ -79,9 +79,19 @@ class Unit:
     label: str  # the catalogued `layer:channel` it is, else `explained layer:channel`
     href: str | None  # its channel page from the site root, when the site has it
     thumb: str | None  # its render's thumbnail, run-relative, when the run has one
+    short: str = ""  # its caption beside the others of its layer: `3x3:12` in mixed4d, `12` in a catalogued layer
 
     def to_json(self) -> list[str]:
-        return [self.label, self.href or "", self.thumb or ""]
+        return [self.label, self.href or "", self.thumb or "", self.short or self.label]
+
+
+def short_label(explained: str, layer: str, channel: int) -> str:
+    """A unit's caption on its explained layer's page: the channel alone in the layer itself, else the catalogued
+    layer without the explained layer's name and the `_pre_relu` suffix (`mixed4d_3x3_pre_relu` in mixed4d: `3x3`)."""
+    if layer == explained:
+        return str(channel)
+    name = layer[len(explained) + 1:] if layer.startswith(f"{explained}_") else layer
+    return f"{name.removesuffix('_pre_relu') or name}:{channel}"
 
 
 def catalogued(layer: ExplainLayer, channel: int, catalogue: set[str]) -> tuple[str, int] | None:
@@ -198,10 +208,11 @@ class Explained:
     def unit(self, layer: ExplainLayer, channel: int) -> Unit:
         source = catalogued(layer, channel, self.pages)
         if source is None:
-            return Unit(channel, f"{layer.name}:{channel}", None, None)
+            return Unit(channel, f"{layer.name}:{channel}", None, None, str(channel))
         render = self.icon(*source)
         href = channel_page(*source) if source[0] in self.pages else None
-        return Unit(channel, f"{source[0]}:{source[1]}", href, render.thumb if render else None)
+        return Unit(channel, f"{source[0]}:{source[1]}", href, render.thumb if render else None,
+                    short_label(layer.name, *source))
 
     def units(self, layer: ExplainLayer, channels: list[int]) -> list[Unit]:
         return [self.unit(layer, c) for c in channels]

@@ -20,8 +20,10 @@
       fig.appendChild(holder);
     }
     holder.appendChild(img);
-    var caption = document.createElement("figcaption");
-    caption.textContent = unit[0] + " " + value.toPrecision(3);
+    var caption = document.createElement("figcaption"), number = document.createElement("span");
+    number.className = "value";
+    number.textContent = value.toPrecision(3);
+    caption.append(unit[3] + " ", number);
     fig.appendChild(caption);
     return fig;
   }
