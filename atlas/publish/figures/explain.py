@@ -246,7 +246,7 @@ def attribution_column(page: Page, x: float, y: float, bottom: float, picture: P
     """Per top class: its label and logit, where it comes from (a heatmap) and which channels add and take most."""
     y = heading(page, x, y, ATTRIBUTION_W, "Attribution to the top classes",
                 "heatmap: activation × gradient of the class logit at each position (red adds, blue takes away, "
-                "each on its own scale); renders: the channels that add most (+) and take most (−)")
+                "one scale for every class); renders: the channels that add most (+) and take most (−)")
     if not top:
         why = ("the model has no classifier" if classifier is None and not len(data.classes)
                else "the photo has no classes")
@@ -259,11 +259,11 @@ def attribution_column(page: Page, x: float, y: float, bottom: float, picture: P
     shown = [channels[c] for plus, minus in picks for c in plus + minus]
     names = (name_lines(shown, pitch) + 1) * line_height(MIN_PT)  # the name, then the attribution
     side = min(pitch - TILE_GAP, heat - names - 0.02)
+    scale = float(abs(data.spatial[:len(top)]).max())  # one scale for every class, as in the gallery
     for number, ((k, label, logit), (plus, minus)) in enumerate(zip(top, picks), start=1):
         text = f"{number} · {label} · logit {logit:.2f}"
         page.text(x, y, shorten(text, ATTRIBUTION_W, TEXT_PT), TEXT_PT, "bold")
         box_y = y + line_height(TEXT_PT) + 0.02
-        scale = float(abs(data.spatial[k]).max())
         page.overlays.append(Overlay(Box(round(x, 4), round(box_y, 4), heat, heat), picture, data.spatial[k],
                                      scale, key=("spatial", data.layer, int(data.classes[k]))))
         tile_x = x + heat + 0.15
