@@ -194,6 +194,16 @@ def test_a_catalogued_layer_names_its_own_channels(run, run_folder):
     assert {c for *_, c in keys} <= set(data["dictionary_channels"].ravel()) | set(range(data["channels"].shape[1]))
 
 
+def test_a_channel_is_named_and_shown_as_the_catalogued_channel_it_is(run):
+    noise = figures.find_mode(run, None)
+    block = explain.Channels(run, ExplainLayer(BLOCK, 2, SIDE, SIDE, [(CATALOGUED, 0), (CATALOGUED, 1000)]), noise)
+    assert block[0] == explain.Channel("mixed4d_3x3:0", ("noise", CATALOGUED, 0), block[0].image)
+    assert block[0].image is not None and block[1].image is None  # rendered; not rendered: a gap with its name
+    residual = explain.Channels(run, ExplainLayer("add_3", 4, SIDE, SIDE), noise)  # no sources, not catalogued
+    assert residual[2] == explain.Channel("add_3:2", ("noise", "add_3", 2), None)
+    assert explain.renders_mode(run, None) == noise and explain.renders_mode(run, "chelsea").id == "photo-chelsea"
+
+
 def test_a_model_without_classifier_still_gets_dictionary_and_groups(tmp_path):
     layout = poster(read_run(explained_run(tmp_path / "run", classifier=None)))
     assert "attribution needs class logits: the model has no classifier" in texts(layout)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from atlas.errors import UserError
 from atlas.publish.figures.page import (CHAR_EM, LINE, POINTS, Box, FigureLayout, Overlay, Panel, Patch, Text,
                                         find_mode, footer_text, image_file, mode_words, short_layer)
-from atlas.run.manifest import Mode, Render, Run
+from atlas.run.manifest import NOISE, Mode, Render, Run
 
 if TYPE_CHECKING:  # numpy, through explainfiles: not for `atlas --help`, which lists the figure kinds
     from atlas.run.explainfiles import ExplainedPhoto, ExplainIndex, ExplainLayer, LayerExplanation
@@ -152,7 +152,7 @@ def explain_layout(run: Run, spec: Any) -> FigureLayout:
     index = read_index(run.folder)
     photo, layer = find_explained(index, spec.explained or "", spec.layer or "")
     data = read_explanation(run.folder, photo.sha256, layer.name)
-    mode = find_mode(run, spec.mode) if run.modes or spec.mode else None
+    mode = renders_mode(run, spec.mode)
     channels = Channels(run, layer, mode)
     picture = run.folder / photo.photo
     page = Page([], [], [], [])
@@ -177,6 +177,14 @@ def explain_layout(run: Run, spec: Any) -> FigureLayout:
     groups_column(page, x, y, bottom, WIDTH - MARGIN - x, run.folder, photo, data, top)
     return FigureLayout(spec.name, "explain", WIDTH, HEIGHT, title, page.texts, page.panels, page.patches,
                         overlays=page.overlays)
+
+
+def renders_mode(run: Run, wanted: str | None) -> Mode | None:
+    """The mode whose renders the poster shows: the one asked for, else noise, else the run's first; None if the
+    run has no renders at all (every channel is then a gap with its name)."""
+    if wanted or any(mode.id == NOISE for mode in run.modes):
+        return find_mode(run, wanted)
+    return run.modes[0] if run.modes else None
 
 
 def find_explained(index: ExplainIndex, key: str, layer: str) -> tuple[ExplainedPhoto, ExplainLayer]:
