@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--model", default="synthetic")
     parser.add_argument("--layers", nargs="+", default=LAYERS)
     parser.add_argument("--channels", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=None, help="default: auto_batch_size()")
+    parser.add_argument("--batch", type=int, default=None, help="default: auto_batch_size() for the model")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
@@ -53,7 +53,7 @@ def main() -> None:
 
     model = load_model(args.model)
     layers = [model.layer(name).name for name in args.layers]
-    batch = args.batch or auto_batch_size(args.size ** 2)
+    batch = args.batch or auto_batch_size(args.size ** 2, work=model.work)
     channels = list(range(args.channels))
     ways = {(precision, size): RenderSettings(size=args.size, octaves=1, steps=args.steps, batch_size=size,
                                               precision=precision)

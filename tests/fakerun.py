@@ -13,6 +13,7 @@ from PIL import Image
 
 from atlas.model.catalogue import Layer, build_catalogue
 from atlas.model.synthetic import build_graph_def
+from atlas.run.explainfiles import ExplainLayer
 from atlas.run.manifest import (
     MANIFEST_FILE,
     WHOLE_LAYER,
@@ -193,3 +194,102 @@ def add_fake_circuits(folder: Path, model, layers: list[str] | None = None, top:
             kernels[kind] = (source, rng.normal(0, 0.1, shape).astype(np.float32))
         write_layer(target, index, layer.name, kernels)
     return target
+
+
+BRANCHES = ("1x1", "3x3", "5x5", "pool_reduce")  # a GoogLeNet block output's channels, in concatenation order
+
+
+def explain_layer(layers: list[Layer], name: str, grid: int) -> ExplainLayer:
+    """An explained layer of `grid` x `grid` positions: a catalogued layer (its channels are its own), or a block
+    output such as `mixed4d` (its channels are its branches' `<block>_<branch>_pre_relu`, concatenated)."""
+    by_name = {layer.name: layer for layer in layers}
+    if name in by_name:
+        return ExplainLayer(name, by_name[name].channels, grid, grid)
+    branches = [by_name[f"{name}_{branch}_pre_relu"] for branch in BRANCHES if f"{name}_{branch}_pre_relu" in by_name]
+    sources = [(layer.name, c) for layer in branches for c in range(layer.channels)]
+    return ExplainLayer(name, len(sources), grid, grid, sources)
+
+
+def add_fake_explain(folder: Path, layers: list[ExplainLayer], photos: tuple[str, ...] = ("chelsea", "coffee"),
+                     classes: int = 5, groups: int = 3, top: int = 6, size: int = 224, seed: int = 0,
+                     render_groups: bool = True, classifier: str | None = "softmax2_pre_activation",
+                     between: tuple[str, int] | None = None) -> Path:
+    """Write a made-up `explain/` folder as `atlas explain` leaves it: index.json, per photo its fitted photo.jpg
+    (the centred square at `size`), one npz per layer with the contract's arrays, and the group renders. The arrays
+    agree with each other where the pages rely on it: the activations are the product of the NMF factors, and the
+    dictionary holds each position's `top` strongest channels of that product. With `classifier` None there are no
+    classes (k = 0), as for a model without class logits. With `between` (a lower layer, its grid), each layer also
+    holds a made-up attribution from that layer (`from_<lower>`)."""
+    from atlas.run.explainfiles import (
+        INDEX_FILE,
+        PHOTO_FILE,
+        ClassScore,
+        ExplainedPhoto,
+        ExplainIndex,
+        LayerExplanation,
+        group_render,
+        layer_file,
+        photo_dir,
+    )
+
+    rng = np.random.default_rng(seed)
+    k = classes if classifier else 0
+    shown = []
+    for name in photos:
+        source = PHOTOS / f"{name}.jpg"
+        sha = hashlib.sha256(source.read_bytes()).hexdigest()
+        image = Image.open(source).convert("RGB")
+        side = min(image.size)
+        left, top_edge = (image.width - side) // 2, (image.height - side) // 2
+        (folder / photo_dir(sha)).mkdir(parents=True, exist_ok=True)
+        image.crop((left, top_edge, left + side, top_edge + side)).resize((size, size)).save(
+            folder / photo_dir(sha) / PHOTO_FILE, quality=85)
+        indices = rng.choice(1000, k, replace=False).astype(np.int32)
+        logits = np.sort(rng.normal(8.0, 2.0, k))[::-1].astype(np.float32)
+        for layer in layers:
+            gs = _blobs(rng, groups, layer.height, layer.width)
+            gc = (rng.random((groups, layer.channels)) ** 4).astype(np.float32)
+            acts = np.einsum("ghw,gc->hwc", gs, gc)
+            n = min(top, layer.channels)
+            strongest = np.argsort(-acts, axis=-1, kind="stable")[..., :n].astype(np.int32)
+            group_classes = rng.normal(size=(groups, k)).astype(np.float32)
+            spatial = np.einsum("gk,ghw->khw", group_classes, gs) + rng.normal(0, 0.05, (k, layer.height, layer.width))
+            channels = np.einsum("gk,gc->kc", group_classes, gc) + rng.normal(0, 0.05, (k, layer.channels))
+            data = LayerExplanation(layer.name, indices, logits, spatial.astype(np.float32),
+                                    channels.astype(np.float32), gs, gc, group_classes, strongest,
+                                    np.take_along_axis(acts, strongest, -1).astype(np.float32),
+                                    between={} if between is None else
+                                    {between[0]: _feeds(rng, layer.height, layer.width, between[1])})
+            np.savez(folder / layer_file(sha, layer.name), **data.arrays())
+            for g in range(groups if render_groups else 0):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    folder / group_render(sha, layer.name, g))
+        scores = [ClassScore(int(i), f"label {int(i)}", float(v)) for i, v in zip(indices, logits)]
+        shown.append(ExplainedPhoto(f"{name}.jpg", sha, scores, [layer.name for layer in layers]))
+    index = ExplainIndex(shown, {layer.name: layer for layer in layers},
+                         {"classes": k, "groups": groups, "top": top, "seed": seed, "size": size}, classifier)
+    (folder / INDEX_FILE).write_text(json.dumps(index.to_dict(), indent=1))
+    return folder
+
+
+def _blobs(rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:
+    """`count` smooth non-negative maps [count, height, width], each a Gaussian blob at a random place."""
+    y, x = np.mgrid[0:height, 0:width]
+    centres = rng.random((count, 2)) * [height, width]
+    spread = (0.2 + 0.25 * rng.random(count)) * max(height, width)
+    d2 = (y[None] - centres[:, 0, None, None]) ** 2 + (x[None] - centres[:, 1, None, None]) ** 2
+    return np.exp(-d2 / (2 * spread[:, None, None] ** 2)).astype(np.float32)
+
+
+def _feeds(rng: np.random.Generator, height: int, width: int, grid: int) -> np.ndarray:
+    """A made-up attribution from a `grid` x `grid` lower layer [height, width, grid, grid]: each position is fed
+    mostly by the lower positions under it (a positive blob there) and lowered by a weaker blob elsewhere."""
+    y, x = np.mgrid[0:grid, 0:grid]
+    out = np.empty((height, width, grid, grid), np.float32)
+    for row in range(height):
+        for col in range(width):
+            cy, cx = (row + 0.5) * grid / height, (col + 0.5) * grid / width
+            oy, ox = rng.random(2) * grid
+            near, far = (y - cy) ** 2 + (x - cx) ** 2, (y - oy) ** 2 + (x - ox) ** 2
+            out[row, col] = np.exp(-near / 2) - 0.5 * np.exp(-far / 2) + rng.normal(0, 0.02, (grid, grid))
+    return out

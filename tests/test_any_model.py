@@ -258,6 +258,12 @@ def test_the_dry_run_estimates_a_keras_config_from_its_own_work(saved, tmp_path,
         assert found, (layer.name, out)
         assert float(found[1]) == pytest.approx(layer_step_flops(model, layer.name) / 1e9, abs=0.001)
     assert "18 renders in this config" in out and "map: about" in out
+    from atlas.render.devices import discover_devices
+    from atlas.render.settings import BatchFit, auto_batch_size
+
+    first = BatchFit(auto_batch_size(224 * 224, discover_devices()[0], model.work)).size("", 48 * 48)
+    assert f"batches of {first} images of 48 px (automatic: the model's forward pass is {model.work:g}x " in out
+    assert re.search(rf"to do in \d+ batches of up to {first};", out)  # the plan's batches are the same size
     assert not (tmp_path / "out" / "small_cnn").exists()
     flops = [layer_step_flops(model, layer.name) for layer in model.layers]
     assert all(a < b for a, b in zip(flops, flops[1:]))  # each layer's step includes every layer below
@@ -266,3 +272,54 @@ def test_the_dry_run_estimates_a_keras_config_from_its_own_work(saved, tmp_path,
     wide = load_model(str(wide_path), "tf")
     narrow_work, wide_work = layer_step_flops(model, "top_conv"), layer_step_flops(wide, "top_conv")
     assert 3 * narrow_work < wide_work < 4.1 * narrow_work  # the stem's 3 input channels stay: a little under 4x
+
+
+def _vgg_like():
+    """VGG16's first two blocks (3x3 convs of 64 and 128 channels at full and half size): about three times
+    GoogLeNet's work per image, in 0.26 M weights."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    x = inputs
+    for block, width in enumerate((64, 128), 1):
+        for conv in (1, 2):
+            x = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"block{block}_conv{conv}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+    return keras.Model(inputs, x, name="vgg_like")
+
+
+def _mobilenet_like():
+    """MobileNetV2's stem and first two inverted residual blocks (a strided conv, depthwise-separable convs):
+    about a thirtieth of GoogLeNet's work per image."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="stem")(inputs)
+    x = layers.DepthwiseConv2D(3, padding="same", activation="relu", name="block1_dw")(x)
+    x = layers.Conv2D(16, 1, name="block1_project")(x)
+    x = layers.Conv2D(96, 1, activation="relu", name="block2_expand")(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu", name="block2_dw")(x)
+    x = layers.Conv2D(24, 1, name="block2_project")(x)
+    return keras.Model(inputs, x, name="mobilenet_like")
+
+
+def test_heavy_models_start_with_smaller_batches_and_light_ones_with_larger(tmp_path):
+    """The automatic batch size divides by the model's work per image (its full forward pass at 224 px over
+    GoogLeNet's, counted from its own graph): a VGG-like model starts with fewer images per pass than GoogLeNet,
+    a MobileNet-like one with more, on a CPU and on a GPU."""
+    from atlas.model.flops import GOOGLENET_FLOPS, full_pass_flops
+    from atlas.model.graph import load_model
+    from atlas.render.devices import GIB, Device
+    from atlas.render.settings import auto_batch_size
+
+    works = {}
+    for build in (_vgg_like, _mobilenet_like):
+        path = tmp_path / f"{build.__name__[1:]}.keras"
+        build().save(path)
+        model = load_model(str(path), "caffe")
+        flops = full_pass_flops(model.graph_def, [layer.tensor for layer in model.layers], model.input)
+        assert model.work == pytest.approx(flops / GOOGLENET_FLOPS, rel=0.05)
+        works[build.__name__] = model.work
+    heavy, light = works["_vgg_like"], works["_mobilenet_like"]
+    assert 2 < heavy < 4 and light < 0.1
+    for device in (Device("cpu", 0, "CPU", 8 * GIB, cores=2), Device("gpu", 0, "T4", 15 * GIB, (7, 5))):
+        googlenet = auto_batch_size(224 * 224, device, 1.0)  # GoogLeNet's work (test_render_settings.py)
+        assert auto_batch_size(224 * 224, device, heavy) < googlenet < auto_batch_size(224 * 224, device, light)

@@ -58,8 +58,8 @@ def test_auto_precision_and_batches_come_from_the_workers_gpus(cluster, tmp_path
     ampere = resolve_plan(loaded, small_model, cluster=cluster_devices(client, one_gpu_each(
         client, gpu(0, 16), gpu(0, 40))))
     assert ampere.settings.precision == "bfloat16"
-    smallest = auto_batch_size(224 * 224, gpu(0, 16))
-    assert smallest < auto_batch_size(224 * 224, gpu(0, 40))  # one batching for both: the smaller card's
+    smallest = auto_batch_size(224 * 224, gpu(0, 16), small_model.work)  # divided by the model's work, as locally
+    assert smallest < auto_batch_size(224 * 224, gpu(0, 40), small_model.work)  # one batching: the smaller card's
     assert ampere.layout.batch_size(224 * 224) == smallest
     assert ampere.layout.batch_size(112 * 112) == 4 * smallest  # scaled by image area, as locally
     assert ampere.layout.describe() == (

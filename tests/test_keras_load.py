@@ -179,14 +179,40 @@ def test_unknown_keras_application_suggests_close_names(capsys):
 
 
 def test_keras_application_offline_fails_fast_in_one_line(monkeypatch, tmp_path, capsys):
-    """keras:NAME whose ImageNet weights cannot be downloaded (here every URL fetch fails, as offline): one line,
-    exit 2, nothing cached."""
-    import urllib.error
-
-    from keras.src.utils import file_utils
+    """keras:NAME with no route to the weights' host (the network is absent here) and nothing in Keras's download
+    cache: one line, exit 2, nothing cached, and the model is never built (the check comes first)."""
+    import keras
     from keras.src.backend import config
 
+    from atlas.model import source
+
+    problem = source.weights_route_problem()
+    if problem is None:
+        pytest.skip(f"this machine reaches {source.KERAS_WEIGHTS_HOST}: not offline")
+    (tmp_path / "keras_home").mkdir()
     monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "keras_home"))
+    built = []
+    real = keras.applications.MobileNetV2
+    monkeypatch.setattr(keras.applications, "MobileNetV2", lambda *a, **k: built.append(k) or real(*a, **k))
+    assert main(["layers", "--model", "keras:MobileNetV2"]) == 2
+    out, err = capsys.readouterr()
+    assert not out.strip() and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"cannot download the ImageNet weights of keras:MobileNetV2 ({problem})" in err and "--model" in err
+    assert built == [] and not list((tmp_path / "cache").glob("frozen/*.pb"))
+
+
+def test_keras_application_whose_download_fails_is_one_line(monkeypatch, tmp_path, capsys):
+    """keras:NAME where a route seems open but Keras's own download fails (here every URL fetch fails): the same
+    one line, exit 2, nothing cached."""
+    import urllib.error
+
+    from keras.src.backend import config
+    from keras.src.utils import file_utils
+
+    from atlas.model import source
+
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "keras_home"))
+    monkeypatch.setattr(source, "weights_route_problem", lambda: None)
 
     def offline(url, *args, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
@@ -198,6 +224,26 @@ def test_keras_application_offline_fails_fast_in_one_line(monkeypatch, tmp_path,
     assert "cannot download the ImageNet weights of keras:MobileNetV2 ([Errno -2] Name or service not known)" in err
     assert "--model" in err
     assert not list((tmp_path / "cache").glob("frozen/*.pb"))
+
+
+def test_the_route_check_names_why_a_host_cannot_be_reached(monkeypatch):
+    """An unresolvable host (.invalid never resolves, RFC 2606) and a closed local port each give a reason; a
+    listening one gives none."""
+    import socket
+
+    for name in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    from atlas.model.source import weights_route_problem
+
+    assert weights_route_problem("weights.invalid", 443, 2.0)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert weights_route_problem("127.0.0.1", port, 2.0)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        assert weights_route_problem("127.0.0.1", listening.getsockname()[1], 2.0) is None
 
 
 def test_keras_application_knows_its_preprocessing_and_loads_from_the_cache_without_keras(capsys):

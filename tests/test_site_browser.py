@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
-from fakerun import add_fake_examples, make_fake_run, synthetic_layers
+from fakerun import add_fake_examples, add_fake_explain, explain_layer, make_fake_run, synthetic_layers
 
 from atlas.atomic import atomic_write_bytes
 from atlas.publish.site import build_site
@@ -48,15 +48,21 @@ def site(tmp_path_factory, catalogue) -> Path:
 
 @pytest.fixture(scope="module")
 def small_site(tmp_path_factory, catalogue) -> Path:
-    """A half-rendered site of four narrow layers (stem, head0, mixed4d, mixed5b), small enough to crawl."""
+    """A half-rendered site of four narrow layers (stem, head0, mixed4d, mixed5b), small enough to crawl, with dataset
+    examples and a photo explained at a catalogued layer and at a block output."""
     return built(tmp_path_factory.mktemp("browser") / "crawl", [l for l in catalogue if l.name in CRAWLED],
-                 examples=True)
+                 examples=True, explain=catalogue)
 
 
-def built(folder: Path, layers, examples: bool = False) -> Path:
+def built(folder: Path, layers, examples: bool = False, explain=None) -> Path:
+    """A fake run of `layers` and its site; with `explain` (the whole catalogue), one photo explained at FAMOUS and
+    at mixed4d."""
     make_fake_run(folder, layers=layers, fraction=0.5)
     if examples:
         add_fake_examples(folder, layers)
+    if explain:
+        add_fake_explain(folder, [explain_layer(explain, FAMOUS, 7), explain_layer(explain, "mixed4d", 7)],
+                         photos=("astronaut",))
     build_site(folder)
     return folder / "site"
 
@@ -88,6 +94,15 @@ class Watch:
         atomic_write_bytes(path, self.page.screenshot(full_page=False))
         print(f"screenshot: {path}")
         return path
+
+
+def element_shot(locator, name: str) -> Path:
+    """A screenshot of one element (docs/img/explain-*.png are these, reduced to a palette)."""
+    path = ARTIFACTS / f"{name}.png"
+    locator.page.add_style_tag(content="header.top { position: static; }")  # not stuck over the element
+    atomic_write_bytes(path, locator.screenshot())
+    print(f"screenshot: {path}")
+    return path
 
 
 def url(site: Path, rel: str) -> str:
@@ -395,4 +410,103 @@ def test_site_of_two_models_index_compare_by_depth_and_a_layer_page(tmp_path, ca
     with page.expect_navigation():
         page.click("nav >> text=All models")
     assert urlsplit(page.url).path == (site / "index.html").as_posix()
+    assert not watch.errors, watch.errors
+
+
+def test_photo_page_tabs_dictionary_hover_and_links_to_channel_pages(tmp_path, catalogue, browser):
+    """A photo explained at a catalogued layer and at a block output (mixed4d, two of whose branches the run does
+    not catalogue): the layer tabs switch panels; hovering a dictionary position shows that position's channels,
+    strongest first and largest, with placeholders where no render exists; the channel attribution's renders lead to
+    their channel pages, whose photo list leads back to the right tab; hovering a class lights it in every list."""
+    from atlas.publish.explain_view import ICON_MAX, photo_url
+    from atlas.run.explainfiles import read_explanation, read_index
+
+    kept = (CRAWLED[0], FAMOUS, "mixed4d_1x1_pre_relu", "mixed4d_3x3_pre_relu")
+    folder = make_fake_run(tmp_path / "explained", layers=[l for l in catalogue if l.name in kept], fraction=0.5)
+    add_fake_explain(folder, [explain_layer(catalogue, FAMOUS, 14), explain_layer(catalogue, "mixed4d", 14)],
+                     photos=("chelsea", "coffee"), between=("mixed4c", 14))
+    build_site(folder)
+    site, index = folder / "site", read_index(folder)
+    photo = index.photos[0]
+    watch = Watch(browser)
+    page = watch.page
+    page.goto(url(site, "photos.html"))
+    assert page.locator("ul.photo-cards li").count() == 2
+    assert not load_all_images(page)
+    watch.shot("photos")
+    with page.expect_navigation():
+        page.locator("ul.photo-cards li a").first.click()
+    assert page.url.endswith(photo_url(photo.sha256))
+    tabs = page.locator(".tabs [role=tab]")
+    assert tabs.evaluate_all("t => t.map(x => x.textContent.trim())") == [FAMOUS, "mixed4d"]
+    first, second = (page.locator(f"section.explain-layer[data-panel='{name}']") for name in (FAMOUS, "mixed4d"))
+    assert first.is_visible() and not second.is_visible()
+    page.click("button[data-mode=mixed4d]")
+    assert second.is_visible() and not first.is_visible() and page.url.endswith("#m=mixed4d")
+    assert not load_all_images(page)
+
+    layer, data = index.layers["mixed4d"], read_explanation(folder, photo.sha256, "mixed4d")
+    frame = second.locator(".dictionary-frame")
+    box = frame.bounding_box()
+    for row, col in [(2, 11), np.unravel_index(data.dictionary_values[..., 0].argmax(), (14, 14))]:
+        page.mouse.move(box["x"] + box["width"] * (col + 0.5) / 14, box["y"] + box["height"] * (row + 0.5) / 14)
+        assert frame.get_attribute("data-position") == f"{row},{col}"
+        icons = second.locator(".dictionary-detail figure.unit-icon")
+        assert icons.evaluate_all("f => f.map(x => x.dataset.unit)") == [
+            "%s:%d" % layer.sources[c] for c in data.dictionary_channels[row, col]]
+        widths = icons.locator("img").evaluate_all("i => i.map(x => x.width)")
+        assert widths == sorted(widths, reverse=True)
+        mark = second.locator(".position-mark").bounding_box()
+        assert mark["x"] - box["x"] == pytest.approx(box["width"] * col / 14, abs=1.5)
+        assert mark["y"] - box["y"] == pytest.approx(box["height"] * row / 14, abs=1.5)
+    assert widths[0] == ICON_MAX  # the layer's strongest activation
+    canvas = second.locator("figure.between canvas")  # the attribution from mixed4c to the hovered position
+    drawn = np.array(canvas.evaluate("c => Array.from(c.getContext('2d').getImageData(0, 0, 14, 14).data)"))
+    drawn = drawn.reshape(14, 14, 4)[..., :3]
+    feeds = data.between["mixed4c"][row, col]
+    strong = np.abs(feeds) > 0.05 * np.abs(feeds).max()
+    assert (drawn[(feeds > 0) & strong][:, 0] == 255).all() and (drawn[(feeds < 0) & strong][:, 2] == 255).all()
+    assert tuple(drawn[np.unravel_index(np.abs(feeds).argmax(), (14, 14))]) in [(255, 0, 0), (0, 0, 255)]
+    assert not load_all_images(page)
+    watch.shot("photo-dictionary")
+    element_shot(second.locator("section.dictionary"), "explain-dictionary")
+    frame.click(position={"x": box["width"] * 11.5 / 14, "y": box["height"] * 2.5 / 14})  # keep a position
+    page.mouse.move(box["x"] + box["width"] * 0.5 / 14, box["y"] + box["height"] * 0.5 / 14)
+    assert frame.get_attribute("data-position") == "2,11"
+    frame.press("ArrowDown")  # the keyboard moves the kept position
+    assert frame.get_attribute("data-position") == "3,11"
+    frame.press("ArrowUp")
+    assert frame.get_attribute("data-position") == "2,11"
+    linked = second.locator(".dictionary-detail figure.unit-icon:has(a)")
+    unlinked = second.locator(".dictionary-detail figure.unit-icon:not(:has(a))")
+    sources = ["%s:%d" % layer.sources[c] for c in data.dictionary_channels[2, 11]]
+    assert linked.count() == sum(s.split(":")[0] in kept for s in sources)
+    assert unlinked.count() == len(sources) - linked.count()
+    if linked.count():
+        unit = linked.first.get_attribute("data-unit")
+        with page.expect_navigation():
+            linked.first.locator("a").click()
+        assert page.locator("h1.channel-title").inner_text().replace("\n", "") == unit
+        page.go_back()
+
+    page.click(f"button[data-mode='{FAMOUS}']")
+    assert first.is_visible() and not second.is_visible()
+    spatial = first.locator("figure.class-map")
+    assert spatial.count() == 5
+    spatial.first.hover()
+    lit = first.locator(".lit")
+    assert lit.count() == 2 + 3  # its heatmap, its channel row, its bar in each of the 3 groups
+    for part in ("spatial", "channel-attribution", "groups"):  # screenshots for docs/explain.md
+        element_shot(first.locator(f"section.{part}"), f"explain-{part}")
+    channels = read_explanation(folder, photo.sha256, FAMOUS).channels[0]
+    best = int(np.argmax(channels))
+    with page.expect_navigation():
+        first.locator(".channel-attribution tbody tr").first.locator("td.up a").first.click()
+    assert page.url.endswith(f"channels/{FAMOUS}/{best:04d}.html")
+    back = page.locator(f"section.contributions a[href*='{photo_url(photo.sha256)}#m={FAMOUS}']")
+    assert back.count() >= 1
+    assert not load_all_images(page)
+    with page.expect_navigation():
+        back.first.click()
+    assert first.is_visible() and not second.is_visible()
     assert not watch.errors, watch.errors

@@ -74,6 +74,42 @@ def test_missing_config_file(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_a_relative_model_path_starts_at_the_configs_folder(tmp_path, monkeypatch, capsys):
+    """`model: models/net.pb` (or `{path: ..., preprocess: ...}`) in a config file names a file beside the config,
+    wherever atlas runs from; absolute paths, inception5h, synthetic and keras:NAME stay as written, and so does a
+    shipped config's model; a missing file is one line naming the path as given and where it was looked for."""
+    import yaml as pyyaml
+
+    from atlas.model.graph import load_model
+    from atlas.model.source import write_synthetic
+    from atlas.shipped import shipped_configs
+
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    net = write_synthetic(project / "models" / "net.pb", 0.125)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    plain = load_config(write_config(project, name="plain", model="models/net.pb"))
+    mapping = load_config(write_config(project, name="mapping", model={"path": "models/net.pb",
+                                                                       "preprocess": "mean=117"}))
+    assert plain.config.model_spec == mapping.config.model_spec == str(net)
+    assert mapping.config.model_preprocess == "mean=117"
+    assert load_model(plain.config.model_spec).sha256 == load_model(str(net)).sha256
+    assert load_config(write_config(project, name="absolute", model=str(net))).config.model_spec == str(net)
+    for spec in ("inception5h", "synthetic:0.125", "keras:ResNet50"):
+        assert load_config(write_config(project, name="named", model=spec)).config.model_spec == spec
+    demo = pyyaml.safe_load(shipped_configs()["demo"].read_text()).get("model", "inception5h")
+    assert load_config("demo").config.model_spec == demo
+    missing = write_config(project, name="missing", model="models/gone.keras")
+    with pytest.raises(UserError, match="models/gone.keras") as caught:
+        load_config(missing)
+    assert str(project / "models" / "gone.keras") in str(caught.value)
+    assert main(["sweep", str(missing), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(project / "models" / "gone.keras") in err and "Traceback" not in err
+
+
 def test_sweep_records_everything_then_skips_it_and_redoes_only_changed_settings(tmp_path):
     path = write_config(tmp_path, modes=["noise", "photo"], photos=["chelsea"], layer_dreams=True)
     loaded = load_config(path)

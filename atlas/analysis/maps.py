@@ -533,7 +533,7 @@ def render_cells(plan: MapPlan, run_folder: Path, model: Any, layer: str, progre
     directions = np.stack([np.load(folder / cell.direction) for cell in data.cells])
     objective = Direction(directions, np.load(folder / data.info["whitening"]), plan.power)
     settings = plan.render
-    batch = settings.batch_size or auto_batch_size(settings.size ** 2)
+    batch = settings.batch_size or auto_batch_size(settings.size ** 2, work=model.work)
     name = model.tensor_name(layer)
     with tqdm(total=len(todo), unit="cell", desc=f"map {layer}", disable=None if progress else True,
               file=sys.stderr) as bar:
@@ -662,7 +662,7 @@ def estimate_map(plan: MapPlan, run_folder: str | Path, model: Any, out: Any = N
     per_photo_seconds = (time.perf_counter() - began) / plan.batch_size
     photos = 0
     total = 0.0
-    batch = plan.render.batch_size or auto_batch_size(plan.render.size ** 2)
+    batch = plan.render.batch_size or auto_batch_size(plan.render.size ** 2, work=model.work)
     lines = []
     for layer, shape in zip(plan.layers, shapes):
         each = min(plan.per_photo, len(inner_positions(shape[1], shape[2])))

@@ -49,6 +49,12 @@ def class_labels(source: ModelSource, count: int) -> list[str]:
     return [names[i] if i < len(names) and names[i] else f"class {i}" for i in range(count)]
 
 
+def labels_of(source: ModelSource, indices: list[int]) -> list[str]:
+    """The names of some classes (as `class_labels` names them)."""
+    names = class_labels(source, max(indices, default=-1) + 1)
+    return [names[i] for i in indices]
+
+
 def imagenet_names() -> list[str]:
     """The 1000 ImageNet class names in Keras's order: the first comma-separated lemma of each line."""
     lines = IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()

@@ -171,6 +171,7 @@ class Model:
     _order: list[node_def_pb2.NodeDef] = field(default_factory=list, repr=False)
     _nodes: set[str] = field(default_factory=set, repr=False)
     _grids: dict[tuple[int, int], dict[str, Grid]] = field(default_factory=dict, repr=False)
+    _work: list[float] = field(default_factory=list, repr=False)
 
     @property
     def spec(self) -> str:
@@ -184,6 +185,18 @@ class Model:
         if self.preprocess.key() == GOOGLENET.key():
             return self.sha256
         return f"{self.sha256} {self.preprocess.key()}"
+
+    @property
+    def work(self) -> float:
+        """This model's work per image over GoogLeNet's: the FLOPs of a full forward pass (every catalogued layer)
+        at 224 px, counted once from the graph (atlas.model.flops.relative_work); the automatic batch size divides
+        by it."""
+        if not self._work:
+            from atlas.model.flops import full_pass_flops, relative_work
+
+            flops = full_pass_flops(self.graph_def, [layer.tensor for layer in self.layers], self.input)
+            self._work.append(relative_work(flops))
+        return self._work[0]
 
     @property
     def channels(self) -> int:
@@ -274,7 +287,8 @@ class Model:
                 with tf.GradientTape(persistent=True) as tape:
                     tape.watch(images)
                     *acts, scores = forward(images)
-                    scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
+                    if scores.shape.rank != 2:  # per photo, its logits as one vector
+                        scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
                     top = tf.math.top_k(scores, min(k, scores.shape[-1] or k))
                     heads = [tf.reshape(f(images, a)[0], tf.shape(scores)) for f, a in zip(linearised, acts)]
                     picked = [tf.gather(h, top.indices, batch_dims=1) for h in heads or [scores]]  # [N, k] each

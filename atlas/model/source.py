@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import sys
 import urllib.error
 import urllib.request
 import zipfile
@@ -31,6 +32,8 @@ KERAS_SUFFIXES = {".keras", ".h5", ".hdf5"}
 FROZEN_DIR = "frozen"  # in the cache folder: <source sha256>-f<FREEZE_FORMAT>.pb
 FREEZE_FORMAT = 1  # bump when freezing changes the graph it writes
 DOWNLOAD_TIMEOUT = 20.0  # seconds without an answer before a Keras weights download counts as offline
+KERAS_WEIGHTS_HOST = "storage.googleapis.com"  # where keras.applications downloads every model's weights (https)
+ROUTE_TIMEOUT = 3.0  # seconds for its DNS look-up and a connection before keras:NAME counts as offline at once
 
 ENV_MODEL = "ATLAS_MODEL"  # default for --model
 ENV_CACHE = "ATLAS_CACHE_DIR"  # overrides the XDG cache folder
@@ -68,6 +71,12 @@ def cache_dir() -> Path:
 
 MODEL_HELP = ("inception5h, synthetic[:SCALE] (e.g. synthetic:0.125), keras:NAME (e.g. keras:ResNet50), "
               "or a path to a .keras, .h5, .pb or .zip file or a SavedModel folder")
+
+
+def names_a_path(spec: str) -> bool:
+    """Whether a --model value is a file or folder path (not inception5h, synthetic[:SCALE] or keras:NAME)."""
+    spec = spec.strip()
+    return not (spec in (DEFAULT_MODEL, SYNTHETIC) or spec.startswith((SYNTHETIC + ":", KERAS_PREFIX)))
 
 
 def resolve(spec: str | None, preprocess: Preprocess | None = None) -> ModelSource:
@@ -311,12 +320,16 @@ def _keras_application(name: str, preprocess: Preprocess | None) -> ModelSource:
     known = keras_application_preprocess(name)
     sha = application_sha256(name)
     target = frozen_path(sha)
+    if known is not None and not target.is_file():
+        _require_weights_route(name)  # a name atlas knows: offline, stop before Keras is even imported
     if known is None or not target.is_file():
         builder = _keras_builder(name)
         if known is None and preprocess is None:
             raise UserError(f"atlas does not know how keras:{name} preprocesses its input; pass --preprocess "
                             "(caffe, tf, torch or none: see keras.applications' preprocess_input of its family)")
         if not target.is_file():
+            if known is None:
+                _require_weights_route(name)  # after Keras said the name exists
             _write_frozen(target, lambda: _freeze_application(name, builder), f"keras:{name}")
     return ModelSource(spec=f"{KERAS_PREFIX}{name}", pb_path=target, preprocess=preprocess or known or GOOGLENET,
                        source_sha256=sha)
@@ -366,15 +379,71 @@ def _freeze_application(name: str, builder: object) -> object:
     except Exception as exc:  # noqa: BLE001  (Keras's get_file raises a bare Exception("URL fetch failure ..."))
         if "fetch failure" in str(exc) or isinstance(exc, (OSError, urllib.error.URLError)):
             reason = _first_line(Exception(str(exc).rpartition(" -- ")[2]))  # Keras: "... URL: errno -- reason"
-            raise UserError(f"cannot download the ImageNet weights of keras:{name} ({reason}); connect to the "
-                            "internet once (Keras caches them), or pass --model with the path of a saved .keras, "
-                            ".h5 or SavedModel") from None
+            raise UserError(_offline(name, reason)) from None
         raise
     finally:
         socket.setdefaulttimeout(previous)
         if interactive:
             keras.config.enable_interactive_logging()
     return freeze_keras_model(model)
+
+
+def _require_weights_route(name: str) -> None:
+    """Stop at once, in one line, when keras:NAME's weights clearly cannot come: no route to their host and nothing
+    in Keras's download cache (building the model first and letting Keras fail takes 10-20 s)."""
+    problem = None if keras_downloads_cached() else weights_route_problem()
+    if problem is not None:
+        raise UserError(_offline(name, problem))
+
+
+def _offline(name: str, reason: str) -> str:
+    return (f"cannot download the ImageNet weights of keras:{name} ({reason}); connect to the internet once (Keras "
+            "caches them), or pass --model with the path of a saved .keras, .h5 or SavedModel")
+
+
+def weights_route_problem(host: str = KERAS_WEIGHTS_HOST, port: int = 443,
+                          timeout: float = ROUTE_TIMEOUT) -> str | None:
+    """Why this machine cannot reach `host` now (through the https proxy urllib would use, if one is set): its
+    DNS look-up or connection failed, or gave no answer within `timeout` seconds; None when a connection opened.
+    The attempt runs in a daemon thread, so a look-up that hangs costs `timeout` at most."""
+    import socket
+    import threading
+    import urllib.parse
+
+    target: tuple[str, int] = (host, port)
+    proxy = urllib.request.getproxies().get("https")
+    if proxy and not urllib.request.proxy_bypass(host):
+        parts = urllib.parse.urlsplit(proxy if "//" in proxy else f"//{proxy}")
+        target = (parts.hostname or host, parts.port or (443 if parts.scheme == "https" else 80))
+    found: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(target, timeout=timeout).close()
+            found.append(None)
+        except OSError as exc:
+            found.append(_first_line(exc))
+
+    attempt = threading.Thread(target=connect, daemon=True)
+    attempt.start()
+    attempt.join(timeout)
+    return found[0] if found else f"no answer from {target[0]} within {timeout:g} s"
+
+
+def keras_downloads_cached() -> bool:
+    """Whether Keras's download cache (`models/` in its home, ~/.keras or $KERAS_HOME; /tmp/.keras where that
+    is not writable, as Keras's get_file decides) holds any file: weights Keras may find there without network."""
+    imported = sys.modules.get("keras.src.backend.config")  # Keras's own answer if it is loaded; else as it would
+    if imported is not None and hasattr(imported, "keras_home"):
+        home = Path(imported.keras_home())
+    elif os.environ.get("KERAS_HOME"):
+        home = Path(os.environ["KERAS_HOME"])
+    else:
+        user = Path.home()
+        home = (user if os.access(user, os.W_OK) else Path("/tmp")) / ".keras"
+    home = home.expanduser()
+    folder = (home if os.access(home, os.W_OK) else Path("/tmp/.keras")) / "models"
+    return folder.is_dir() and any(entry.is_file() for entry in folder.iterdir())
 
 
 def _write_frozen(target: Path, freeze: object, origin: str) -> None:

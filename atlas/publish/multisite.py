@@ -7,8 +7,9 @@ layers of similar relative depth side by side.
                                          with a chooser of two models
     SITE/compare/<a>--<b>.html           the same for every ordered pair of models
     SITE/<slug>/                         each run's whole single-run gallery (`atlas.publish.site.write_site`)
-    SITE/<slug>/run/                     the run's images, example patches, map cells, figures and photos,
-                                         hard-linked where the file system allows it, else copied
+    SITE/<slug>/run/                     the run's images, example patches, map cells, figures, photos and
+                                         explained photos, hard-linked where the file system allows it, else
+                                         copied
     SITE/static/                         CSS and the chooser's small script
 
 The relative depth of a layer is its index in the catalogue's low-to-high order divided by (layers - 1), so the
@@ -53,7 +54,7 @@ RUN_COPY = "run"  # inside each model's folder: the run files its pages show
 MODELS_FILE = ".atlas-models.json"  # the models (slugs) of the last build, so a rebuild drops removed ones
 RESERVED = {"static", "compare", "index", RUN_COPY}  # names at SITE's top level that a slug must not take
 COPIED = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".svg", ".pdf"}  # run files a gallery can show or link
-RUN_PARTS = ("images", "examples", "maps", "figures")  # run sub-folders a gallery reads files from
+RUN_PARTS = ("images", "examples", "maps", "figures", "explain")  # run sub-folders a gallery reads files from
 DEPTH_STEPS = 10  # compare rows at 0%, 10%, ..., 100%
 SAMPLES = 4  # renders per layer in a compare row
 INDEX_SAMPLES = 4  # layers sampled (low to high) for an index entry's strip

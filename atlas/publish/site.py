@@ -11,6 +11,9 @@
     site/maps.html                       the run's maps side by side (the compare view), at one zoom level
     site/atlas-index.js                  the small JSON index behind search and compare
     site/circuits/<source>.png           a block-to-block matrix of expanded-weight norms (runs with circuits)
+    site/photos.html                     the explained photos (runs with `explain/`, atlas.publish.explain_view)
+    site/photos/<sha16>.html             one photo, a tab per layer: semantic dictionary, spatial and channel
+                                         attribution per class, neuron groups
     site/static/                         CSS, JavaScript and the placeholder image, copied from templates/static/
 
 Pages link to each other and to the run's images with relative URLs only, so the site works from `file://` and
@@ -38,6 +41,7 @@ from atlas.errors import UserError
 from atlas.model.catalogue import Layer
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.publish.circuits_view import Matrix, block_matrices, channel_circuit
+from atlas.publish.explain_view import PHOTOS_PAGE, Explained, photo_url, read_explained
 from atlas.run.manifest import Example, Mode, PhotoRecord, Render, Run, image_paths, read_run
 from atlas.run.mapfiles import MapCell, MapData, map_layers, read_map
 from atlas.shipped import templates_dir
@@ -187,6 +191,7 @@ class Gallery:
     figures: list[tuple[str, Size | None]] = field(default_factory=list)  # run-relative path, size of a PNG
     maps: list[MapView] = field(default_factory=list)  # the run's activation atlases
     matrices: dict[str, Matrix] = field(default_factory=dict)  # layer -> its block-to-block matrix of norms
+    explained: Explained | None = None  # the run's per-photo explanations, if any
 
     @functools.cached_property
     def by_name(self) -> dict[str, LayerView]:
@@ -196,6 +201,14 @@ class Gallery:
         """A unit's render in a mode, if the run has it on disk (for the circuit section's small renders)."""
         view = self.by_name.get(layer)
         return view.renders.get(mode, {}).get(channel) if view else None
+
+    def icon(self, layer: str, channel: int) -> Render | None:
+        """A unit's render in the first mode that has one (its icon on the photo pages)."""
+        for mode in self.modes:
+            found = self.render_of(layer, channel, mode.id)
+            if found:
+                return found
+        return None
 
     @property
     def modes(self) -> list[Mode]:
@@ -326,10 +339,12 @@ def build_gallery(run: Run) -> Gallery:
         blocks.append(Block(name, block_views, after))
     for before, after_view in zip(views, views[1:]):
         before.next, after_view.prev = after_view, before
-    return Gallery(run=run, blocks=blocks, layers=views, thumb=_mode_sizes(run, "thumb", DEFAULT_THUMB),
-                 web=_mode_sizes(run, "web", DEFAULT_WEB), photos=_photo_sizes(run), figures=_figures(run.folder),
-                 maps=build_maps(run, existing, {v.name for v in views}),
-                 matrices=block_matrices(run.circuits))
+    gallery = Gallery(run=run, blocks=blocks, layers=views, thumb=_mode_sizes(run, "thumb", DEFAULT_THUMB),
+                      web=_mode_sizes(run, "web", DEFAULT_WEB), photos=_photo_sizes(run),
+                      figures=_figures(run.folder), maps=build_maps(run, existing, {v.name for v in views}),
+                      matrices=block_matrices(run.circuits))
+    gallery.explained = read_explained(run.folder, gallery.icon, set(gallery.by_name))
+    return gallery
 
 
 def _existing_files(folder: Path) -> set[str]:
@@ -428,7 +443,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(templates_dir()), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(u=url_path, cccc=cccc, layer_url=layer_url, channel_url=channel_url, gain=_gain,
-                       map_url=map_url)
+                       map_url=map_url, photo_url=photo_url)
     env.globals["home"] = None  # in a site of several models: the path up to its index (see write_site)
     return env
 
@@ -457,6 +472,10 @@ def pages(gallery: Gallery, env: Environment, run_from_site: str, home: str | No
         yield render("maps.html", "maps.html")
     for view in gallery.maps:
         yield render("map.html", map_url(view.layer), map=view)
+    if gallery.explained:
+        yield render("photos.html", PHOTOS_PAGE)
+        for photo in gallery.explained.photos:
+            yield render("photo.html", photo_url(photo.sha256), shown=gallery.explained.view(photo))
     for view in gallery.layers:
         yield render("layer.html", layer_url(view.name), view=view, matrix=gallery.matrices.get(view.name))
     channel_template = env.get_template("channel.html")
@@ -466,9 +485,10 @@ def pages(gallery: Gallery, env: Environment, run_from_site: str, home: str | No
             rel = channel_url(view.name, channel)
             where = place(rel, run_from_site)
             circuit = channel_circuit(gallery.run.circuits, view.name, channel, with_pages)
+            photos = gallery.explained.contributions.get((view.name, channel), []) if gallery.explained else []
             yield rel, channel_template.render(root=where.root, run=where.run, page=rel, view=view,
                                                channel=channel, nav=_channel_nav(view, channel), circuit=circuit,
-                                               **common)
+                                               photos=photos, **common)
 
 
 def _progression_modes(gallery: Gallery) -> list[Mode]:
@@ -641,6 +661,7 @@ def _write_all(writer: _Writer, gallery: Gallery, run_from_site: str, progress: 
     for matrix in {m.rel: m for m in gallery.matrices.values()}.values():
         writer.write(matrix.rel, matrix.png)
     total = 5 + len(gallery.layers) + gallery.total_channels + (1 + len(gallery.maps) if gallery.maps else 0)
+    total += 1 + len(gallery.explained.photos) if gallery.explained else 0
     with _progress(total, progress) as bar:
         for rel, html in pages(gallery, environment(), run_from_site, home):
             writer.write(rel, html.encode("utf-8"))

@@ -194,9 +194,10 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
 
     With the `layer` objective, `channels` is ignored and one whole-layer dream is returned. With `diversity`
     N, each channel gets N results (facets 0..N-1, in that order). Passes hold `fit`'s number of images
-    (default: `settings.batch_size`, else `auto_batch_size`), whole channels with all their facets; a pass that
-    runs out of device memory is retried with half as many. `progress` is told the channels done, in fractions
-    after every gradient step (so a bar moves during a long pass), summing to the number of channels.
+    (default: `settings.batch_size`, else `auto_batch_size` for the model's work), whole channels with all their
+    facets; a pass that runs out of device memory is retried with half as many. `progress` is told the channels
+    done, in fractions after every gradient step (so a bar moves during a long pass), summing to the number of
+    channels.
     """
     layer_name = model.tensor_name(layer)
     if settings.objective == DIRECTION:
@@ -213,7 +214,9 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
     if photo is not None:
         photo = cap_photo_side(photo, settings.photo_size)
     pixels = photo.shape[0] * photo.shape[1] if photo is not None else settings.size ** 2
-    fit = fit or (BatchFit(settings.batch_size, area=None) if settings.batch_size else BatchFit(auto_batch_size()))
+    if fit is None:
+        fit = BatchFit(settings.batch_size, area=None) if settings.batch_size else \
+            BatchFit(auto_batch_size(work=model.work))
     results: list[RenderResult] = []
     first = 0
     while first < len(channels):

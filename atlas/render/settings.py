@@ -147,19 +147,30 @@ def _cpu_flags() -> set[str]:
 
 GPU_IMAGES_PER_15_GIB = 64
 GPU_MEMORY_USE = 0.8  # the share of a GPU's memory a pass may be measured to take
+WORK_RANGE = (0.25, 8.0)  # a model's work per image (GoogLeNet's: 1) is taken within these bounds
 
 
-def auto_batch_size(pixels: int = 224 * 224, device: Device | None = None) -> int:
-    """Images per pass on `device` (default: this machine's first GPU, else its CPU), scaled by image area.
+def auto_batch_size(pixels: int = 224 * 224, device: Device | None = None, work: float = 1.0) -> int:
+    """Images per pass on `device` (default: this machine's first GPU, else its CPU), scaled by image area and
+    divided by the model's `work` per image: its full forward pass at 224 px over GoogLeNet's
+    (atlas.model.flops.relative_work, `Model.work`), taken within WORK_RANGE. GoogLeNet's own is 1.0.
 
-    On a CPU, 8 at 224 px: on 2 cores batch 8 takes 1.1-1.5x as many gradient steps per second as batch 1
-    (more at deep, small-map layers; benchmarks/render_speed.py); 16 gained at most 8% more at mixed5b and lost
-    at mixed4d. On a GPU, 64 images of 224 px per 15 GiB of its memory (a 16 GB card reports 15-16 GiB), an
-    upper bound that `BatchFit` lowers to what a pass is measured to need.
+    On a CPU, 8 GoogLeNet images at 224 px: on 2 cores batch 8 takes 1.1-1.5x as many gradient steps per second as
+    batch 1 (more at deep, small-map layers; benchmarks/render_speed.py); 16 gained at most 8% more at mixed5b and
+    lost at mixed4d. On a GPU, 64 images of 224 px per 15 GiB of its memory (a 16 GB card reports 15-16 GiB), an
+    upper bound that `BatchFit` lowers to what a pass is measured to need. A model with 4x GoogLeNet's work starts
+    with a quarter of the images (at least one), one with a quarter of it with 4x as many.
     """
     device = device or devices.discover_devices()[0]
     base = device.memory * GPU_IMAGES_PER_15_GIB / (15 * GIB) if device.is_gpu else 8
-    return max(1, int(base * (224 * 224) / max(pixels, 1)))
+    return max(1, int(base * (224 * 224) / max(pixels, 1) / clamp_work(work)))
+
+
+def clamp_work(work: float) -> float:
+    """A model's work per image within WORK_RANGE: a tiny network is not given hundreds of images a pass, nor a
+    huge one less than an eighth of GoogLeNet's batch."""
+    low, high = WORK_RANGE
+    return min(max(work, low), high)
 
 
 @dataclass

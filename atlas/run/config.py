@@ -19,9 +19,10 @@ from atlas.errors import UserError
 from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
 from atlas.model.catalogue import Layer, find_layer
 from atlas.model.selection import check_channels, parse_channels
+from atlas.model.source import MODEL_HELP, names_a_path
 from atlas.render.settings import RenderSettings
 from atlas.run.manifest import FOURIER_MODE, NOISE, Mode
-from atlas.shipped import file_or_shipped, shipped_configs
+from atlas.shipped import config_name, file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate
 
 _Strict = ConfigDict(extra="forbid")
@@ -300,6 +301,8 @@ def load_config(path: str | Path) -> LoadedConfig:
 
     path = file_or_shipped(path, shipped_configs(), "config")
     config = validate(SweepConfig, load_yaml(path), str(path))
+    if config_name(path) == str(path):  # a config file; a shipped one (by name) has no files beside it
+        config = _model_beside(config, path)
     name = config.name or path.stem
     base = Path(config.output)
     if not base.is_absolute():
@@ -319,6 +322,20 @@ def load_config(path: str | Path) -> LoadedConfig:
     explain_folder = explain_path_of(config.explain.folder, path) if config.explain else None
     return LoadedConfig(path=path, config=config, name=name, run_folder=base / name, photos=photos,
                         examples_folder=examples_folder, map_folder=map_folder, explain_folder=explain_folder)
+
+
+def _model_beside(config: SweepConfig, config_path: Path) -> SweepConfig:
+    """The config with its model's path (`model: my_net.keras` or `model: {path: ...}`) made absolute, a relative
+    one starting at the config file's folder; inception5h, synthetic and keras:NAME stay as they are."""
+    given = config.model_spec
+    if not names_a_path(given):
+        return config
+    where = Path(os.path.abspath(config_path.parent / Path(given.strip()).expanduser()))
+    if not where.exists():
+        raise UserError(f"{config_path}: model: {given}: no such file or folder {where} (a relative path starts at "
+                        f"the config's folder); give {MODEL_HELP}")
+    model = str(where) if isinstance(config.model, str) else config.model.model_copy(update={"path": str(where)})
+    return config.model_copy(update={"model": model})
 
 
 def examples_folder_of(folder: str, config_path: Path | None = None, key: str = "examples") -> str:

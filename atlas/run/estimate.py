@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from atlas.render.cost import measure_step, measured_batch, noise_cost, photo_cost
+from atlas.render.settings import clamp_work
 from atlas.run.config import LoadedConfig
 from atlas.run.plan import RunPlan, WorkItem, make_batches, parse_shard, pending, resolve_plan
 
@@ -39,6 +40,7 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
         per_layer.setdefault(item.layer, []).append(item)
     total = 0.0
     print(f"atlas: {plan.layout.describe()}", file=out)
+    print(f"atlas: {describe_batches(plan, batch_size)}", file=out)
     print(f"{'layer':<40} {'to do':>6} {'GFLOP':>7} {'s/step':>7} {'estimate':>9}", file=out)
     for layer, items in tqdm(per_layer.items(), desc="measuring", unit="layer", disable=None, file=sys.stderr):
         seconds, shown = 0.0, []
@@ -67,6 +69,18 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
         print(f"then circuits: {len(layers)} layers, top {plan.circuits.top} (not timed; the whole full-width network "
               "took about 2 min on 2 CPU cores, see docs/circuits.md)", file=out)
     return total
+
+
+def describe_batches(plan: RunPlan, batch_size: int) -> str:
+    """`batches of 32 images of 224 px (automatic: the model's forward pass is 0.016x GoogLeNet's work per image,
+    taken as 0.25)`, or the config's batch size."""
+    size = plan.settings.size
+    if plan.settings.batch_size:
+        return f"batches of {batch_size} images of {size} px (batch_size in the config)"
+    work = plan.layout.work
+    taken = f", taken as {clamp_work(work):g}" if clamp_work(work) != work else ""
+    return (f"batches of {batch_size} images of {size} px (automatic: the model's forward pass is {work:g}x "
+            f"GoogLeNet's work per image{taken})")
 
 
 def layer_step_flops(model: Any, layer: str) -> int:

@@ -48,6 +48,7 @@ class Layout:
     precision: str
     why: str  # why this precision
     remote: bool = False  # a dask cluster renders: `workers` are its worker processes, one device each
+    work: float = 1.0  # the model's work per image over GoogLeNet's (`Model.work`), which the batch sizes divide by
 
     def batch_size(self, pixels: int) -> int:
         """Images per batch handed to a worker: the largest first guess of any worker."""
@@ -94,8 +95,9 @@ def _kinds(found: list[Device]) -> str:
 
 
 def resolve_layout(devices: list[Device], workers: int | str, gpus: list[int] | None, batch_size: int | None,
-                   precision: str) -> Layout:
-    """The workers for these devices and settings; `gpus` picks GPUs by id (None: all, []: none)."""
+                   precision: str, work: float = 1.0) -> Layout:
+    """The workers for these devices and settings; `gpus` picks GPUs by id (None: all, []: none); automatic batch
+    sizes are divided by the model's `work` per image (`auto_batch_size`)."""
     chosen = pick_gpus(devices, gpus)
     cpu = next(d for d in devices if not d.is_gpu)
     if precision == "auto":
@@ -107,29 +109,30 @@ def resolve_layout(devices: list[Device], workers: int | str, gpus: list[int] | 
         count = len(chosen) if workers == "auto" else int(workers)
         slots = [chosen[i % len(chosen)] for i in range(count)]
         per_gpu = Counter(d.index for d in slots)
-        made = [Worker(d, None, batch_size or max(1, auto_batch_size(224 * 224, d) // per_gpu[d.index]), area)
+        made = [Worker(d, None, batch_size or max(1, auto_batch_size(224 * 224, d, work) // per_gpu[d.index]), area)
                 for d in slots]
-        return Layout(devices, made, False, precision, why)
+        return Layout(devices, made, False, precision, why, work=work)
     count, threads = cpu_workers(workers, cpu.cores)
-    first = batch_size or auto_batch_size(224 * 224, cpu)
+    first = batch_size or auto_batch_size(224 * 224, cpu, work)
     made = [Worker(cpu, threads, first, area) for _ in range(count)]
-    return Layout(devices, made, count == 1, precision, why)
+    return Layout(devices, made, count == 1, precision, why, work=work)
 
 
-def resolve_cluster_layout(found: list[Device], batch_size: int | None, precision: str) -> Layout:
+def resolve_cluster_layout(found: list[Device], batch_size: int | None, precision: str,
+                           work: float = 1.0) -> Layout:
     """The layout of a dask cluster whose worker processes render on `found` (one device each, as they
     reported): `auto` precision is bfloat16 only when every worker renders on a GPU of compute capability 8.0 or
     more; one batching serves every worker, so batches are the smallest worker device's automatic size (an
-    explicit `batch_size` wins)."""
+    explicit `batch_size` wins), divided by the model's `work` per image as locally."""
     if precision != "auto":
         why = "set in the config"
     elif all(d.is_gpu for d in found):
         precision, why = choose_precision(found)
     else:
         precision, why = "float32", "a worker renders on a CPU"
-    images = batch_size or min(auto_batch_size(224 * 224, d) for d in found)
+    images = batch_size or min(auto_batch_size(224 * 224, d, work) for d in found)
     made = [Worker(d, None, images, None if batch_size else 224 * 224) for d in found]
-    return Layout(found, made, False, precision, why, remote=True)
+    return Layout(found, made, False, precision, why, remote=True, work=work)
 
 
 def cpu_workers(requested: int | str, cores: int) -> tuple[int, int | None]:

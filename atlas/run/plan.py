@@ -267,10 +267,10 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     config = loaded.config
     modes = loaded.modes()
     if cluster is not None:
-        layout = resolve_cluster_layout(cluster, config.batch_size, config.render.precision)
+        layout = resolve_cluster_layout(cluster, config.batch_size, config.render.precision, model.work)
     else:
         layout = resolve_layout(devices.discover_devices(), config.workers, config.gpus if gpus is None else gpus,
-                                config.batch_size, config.render.precision)
+                                config.batch_size, config.render.precision, model.work)
     settings = replace(config.settings(), precision=layout.precision)  # `auto` decided once, for every worker
     every = {m.id: replace(config.settings(m.method, m.facets), precision=layout.precision) for m in modes}
     formats = config.formats.model_dump()

@@ -57,7 +57,7 @@ def make_task(plan: RunPlan, versions_json: str) -> Task:
     return Task(model_sha256=plan.model_sha256, preprocess=plan.model_preprocess, settings=plan.settings,
                 seed=plan.seed,
                 photos={mode: path.read_bytes() for mode, path in plan.photos.items()}, hashes=plan.hashes,
-                formats=plan.formats, versions=versions_json, mode_settings=plan.mode_settings)
+                formats=plan.formats, versions=versions_json, mode_settings=plan.mode_settings, work=plan.layout.work)
 
 
 def prepare_run_folder(plan: RunPlan, versions_json: str, sweep_stale: bool = True) -> None:

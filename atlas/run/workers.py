@@ -48,6 +48,7 @@ class Task:
     versions: str
     mode_settings: dict[str, RenderSettings] = field(default_factory=dict)  # mode id -> settings, where not
     # `settings` (another method, facets)
+    work: float = 1.0  # the model's work per image over GoogLeNet's (`Model.work`): automatic batches divide by it
 
 
 @dataclass
@@ -198,7 +199,7 @@ def _fit(task: Task) -> BatchFit:
         device = _STATE["device"] = rendering_device(discover_devices)
         size = task.settings.batch_size
         _STATE["fit"] = BatchFit(size, None) if size else \
-            BatchFit(auto_batch_size(224 * 224, device), memory=device.memory if device.is_gpu else None)
+            BatchFit(auto_batch_size(224 * 224, device, task.work), memory=device.memory if device.is_gpu else None)
     return _STATE["fit"]
 
 

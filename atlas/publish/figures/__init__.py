@@ -1,10 +1,11 @@
 """Teaching figures from a run folder: contact sheets, layer progressions, channel panels, activation-atlas
-posters, circuits and first-layer weights, as PNG or PDF.
+posters, circuits, first-layer weights and per-photo explanation posters, as PNG or PDF.
 
 Two steps, one way: pure functions turn (Run, FigureSpec) into a `FigureLayout` (page size in inches, title,
 panels with boxes, image paths or None for a gap, labels, captions) without drawing anything; then
 `write_figure` / `write_combined_pdf` draw layouts with matplotlib (Agg, DejaVu Sans bundled with it).
-Figures read the run only through `atlas.run.manifest`; nothing here imports TensorFlow.
+Figures read the run only through `atlas.run.manifest` (and `atlas.run.mapfiles`, `atlas.run.explainfiles`);
+nothing here imports TensorFlow.
 
     kinds.py     the registry of figure kinds (KINDS): options, defaults, help, layout function
     spec.py      the spec file (FigureSpec and SpecFile, derived from KINDS)
@@ -12,6 +13,7 @@ Figures read the run only through `atlas.run.manifest`; nothing here imports Ten
     page.py      layout data (FigureLayout, Panel, ...) and the shared layout helpers
     grids.py     sheet, progression, panel and map layouts
     circuits.py  circuit and weights layouts
+    explain.py   the explain poster: one photo at one layer, the four interfaces of the Building Blocks article
     draw.py      matplotlib: layouts to PNG and PDF
 """
 

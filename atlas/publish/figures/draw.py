@@ -9,13 +9,15 @@ from typing import Any
 
 from atlas.atomic import atomic_path
 from atlas.errors import UserError
-from atlas.publish.figures.page import ASCENT, CAPTION_PT, DEFAULT_DPI, LINE, POINTS, FigureLayout, output_format
+from atlas.publish.figures.page import (ASCENT, CAPTION_PT, DEFAULT_DPI, LINE, POINTS, FigureLayout, Overlay,
+                                        output_format)
 
 RC = {"font.family": "DejaVu Sans", "pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none",
       "text.color": "black", "hatch.color": "#9a9a9a", "hatch.linewidth": 0.5, "image.interpolation": "none"}
 FRAME = "#808080"
 EXCITE, INHIBIT = "#d62728", "#1f57b4"
 GAP_FILL = "#f0f0f0"
+WASH = 0.45  # a white veil over a photo under a heatmap, so the heat shows in print
 PDF_METADATA = {"Creator": "atlas", "Producer": "atlas (matplotlib)", "CreationDate": None, "ModDate": None}
 PNG_METADATA = {"Software": "atlas (matplotlib)"}
 
@@ -43,6 +45,36 @@ def _line(ax: Any, x: float, top: float, text: str, size: float, color: str = "b
     ax.text(x, top + size * ASCENT / POINTS, text, fontsize=size, ha="center", va="baseline", color=color)
 
 
+def _overlay(ax: Any, overlay: Overlay, dpi: int) -> None:
+    """A photo, then its heatmap cell by cell over a white veil, its grid lines and its numbered cells."""
+    from matplotlib.patches import Rectangle
+
+    b = overlay.box
+    extent = (b.x, b.x + b.w, b.y + b.h, b.y)
+    if overlay.photo is not None and overlay.photo.is_file():
+        ax.imshow(_load(overlay.photo, b.w, dpi), extent=extent, aspect="auto")
+    else:
+        ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, facecolor=GAP_FILL, edgecolor="none"))
+    if overlay.values is not None:
+        ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, facecolor="white", edgecolor="none", alpha=WASH))
+        ax.imshow(overlay.rgba(), extent=extent, aspect="auto", interpolation="nearest")
+    if overlay.grid:
+        rows, cols = overlay.grid
+        ax.hlines([b.y + i * b.h / rows for i in range(1, rows)], b.x, b.x + b.w, colors="white", linewidth=0.3,
+                  alpha=0.8)
+        ax.vlines([b.x + j * b.w / cols for j in range(1, cols)], b.y, b.y + b.h, colors="white", linewidth=0.3,
+                  alpha=0.8)
+    for row, col, text in overlay.marks:
+        rows, cols = overlay.grid or (1, 1)
+        w, h = b.w / cols, b.h / rows
+        x, y = b.x + col * w, b.y + row * h
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="black", linewidth=1.4))
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="white", linewidth=0.5))
+        ax.text(x + w / 2, y + h / 2, text, fontsize=overlay.mark_pt, fontweight="bold", ha="center", va="center",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 0.6})
+    ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor=FRAME, linewidth=0.5))
+
+
 def draw(layout: FigureLayout, dpi: int) -> Any:
     """A matplotlib Figure of the layout (call inside `matplotlib.rc_context(RC)`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -60,8 +92,10 @@ def draw(layout: FigureLayout, dpi: int) -> Any:
         b = patch.box
         ax.imshow(patch.rgb(), extent=(b.x, b.x + b.w, b.y + b.h, b.y), aspect="auto", interpolation="nearest")
         ax.add_patch(Rectangle((b.x, b.y), b.w, b.h, fill=False, edgecolor=FRAME, linewidth=0.5))
+    for overlay in layout.overlays:
+        _overlay(ax, overlay, dpi)
     for text in layout.texts:
-        ax.text(text.x, text.y, text.text, fontsize=text.size, fontweight=text.weight, va="top", ha="left")
+        ax.text(text.x, text.y, text.text, fontsize=text.size, fontweight=text.weight, va="top", ha=text.align)
     for panel in layout.panels:
         b = panel.box
         if panel.image is None:

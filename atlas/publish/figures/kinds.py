@@ -8,14 +8,17 @@ adding a kind is one entry here.
 from __future__ import annotations
 
 import hashlib
+import re
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from atlas.errors import UserError
 from atlas.publish.figures.circuits import circuit_layout, weights_layout
+from atlas.publish.figures.explain import CLASSES, MAX_CLASSES, MAX_POSITIONS, POSITIONS, explain_layout
 from atlas.publish.figures.grids import map_layout, panel_layout, progression_layout, sheet_layout
 from atlas.publish.figures.page import FigureLayout, ItemSpec, find_mode
 from atlas.run.manifest import Run
@@ -159,6 +162,22 @@ def _circuit_flag(value: str, options: dict[str, Any]) -> dict[str, Any]:
     return {"layer": items[0].layer, "channel": items[0].channel, **options}
 
 
+def _explain_flag(value: str, options: dict[str, Any]) -> dict[str, Any]:
+    """`--explain PHOTO:LAYER` as the spec's explained photo and layer (a photo's name may hold a colon)."""
+    photo, _, layer = str(value).rpartition(":")
+    if not photo.strip() or not layer.strip():
+        raise UserError(f"--explain takes PHOTO:LAYER, e.g. dog.jpg:mixed4d, not '{value}'")
+    return {"explained": photo.strip(), "layer": layer.strip(), **options}
+
+
+def _explain_name(run: Run, spec: Any) -> str:
+    """explain-<photo's file name without suffix>-<layer>, in the characters a figure name may hold."""
+    from atlas.run.explainfiles import read_index
+
+    stem = Path(read_index(run.folder).photo(spec.explained).name).stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"explain-{stem}-{spec.layer}")
+
+
 def _circuit_layout(run: Run, spec: Any) -> FigureLayout:
     return circuit_layout(run, spec.layer, spec.channel, find_mode(run, spec.mode), spec.name, spec.title)
 
@@ -208,6 +227,18 @@ KINDS: dict[str, FigureKind] = {kind.name: kind for kind in [
         "weights", "a layer's kernels over the RGB image as colour patches, e.g. conv2d0_pre_relu", _weights_layout,
         lambda run, spec: f"weights-{run.layer(spec.layer).name}", metavar="LAYER", needs=("layer",),
         options=(LAYER,)),
+    FigureKind(
+        "explain", "a poster of what the network sees in an explained photo at one layer: semantic dictionary, "
+        "attribution to its top classes by position and by channel, neuron groups (needs `atlas explain`)",
+        explain_layout, _explain_name, metavar="PHOTO:LAYER", needs=("explained", "layer"), from_flag=_explain_flag,
+        options=(
+            Option("explained", str, "the explained photo: its name, file name or sha256 prefix", cli=False),
+            LAYER,
+            Option("classes", Annotated[int, Field(ge=1, le=MAX_CLASSES)], f"top classes to show, 1-{MAX_CLASSES} "
+                   f"(default {CLASSES})", default=CLASSES),
+            Option("positions", Annotated[int, Field(ge=1, le=MAX_POSITIONS)], "strongest positions of the semantic "
+                   f"dictionary to show, 1-{MAX_POSITIONS} (default {POSITIONS})", default=POSITIONS),
+            MODE)),
 ]}
 
 

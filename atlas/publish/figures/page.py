@@ -31,6 +31,7 @@ CHAR_EM = 0.6  # generous average glyph width of DejaVu Sans, in ems (to fit lab
 CAPTION_LINES = 3
 ASCENT = 0.93  # DejaVu Sans ascent, in ems
 POINTS = 72.0
+HEAT_POSITIVE, HEAT_NEGATIVE, HEAT_ALPHA = (0.84, 0.15, 0.16), (0.12, 0.34, 0.71), 0.9  # red, blue; opacity at +-1
 
 
 class ItemSpec(BaseModel):
@@ -92,6 +93,7 @@ class Text:
     text: str
     size: float
     weight: str = "normal"
+    align: str = "left"  # where x is: the text's left end, "center" or "right"
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,31 @@ class Patch:
         t = np.clip(self.data / self.scale, -1, 1) if self.scale > 0 else np.zeros_like(self.data)
         fade = 1 - np.abs(t)
         return np.stack([np.where(t >= 0, 1, fade), fade, np.where(t >= 0, fade, 1)], axis=-1)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """A photo in a box with, over it, an optional heatmap of a layer's positions (red positive, blue negative,
+    each on +-`scale`, shown cell by cell), the layer's grid lines and numbered marks on some of its cells."""
+
+    box: Box
+    photo: Path | None  # None or a missing file: a grey square
+    values: Any = None  # numpy array [H, W], or None: the photo alone
+    scale: float = 1.0
+    grid: tuple[int, int] | None = None  # (rows, columns) of grid lines to draw over the photo
+    marks: tuple[tuple[int, int, str], ...] = ()  # (row, column, text): cells outlined and numbered
+    mark_pt: float = 7.0
+    key: tuple[str, str, int] | None = None  # what it shows, e.g. ("spatial", layer, class index), for tests
+
+    def rgba(self) -> Any:
+        """The heatmap's colours [H, W, 4] in 0..1, as drawn over the photo: opaque where strongest."""
+        import numpy as np
+
+        t = np.clip(self.values / self.scale, -1, 1) if self.scale > 0 else np.zeros_like(self.values)
+        rgba = np.zeros((*t.shape, 4))
+        rgba[..., :3] = np.where(t[..., None] >= 0, HEAT_POSITIVE, HEAT_NEGATIVE)
+        rgba[..., 3] = np.abs(t) * HEAT_ALPHA
+        return rgba
 
 
 @dataclass(frozen=True)
@@ -137,6 +164,7 @@ class FigureLayout:
     panels: list[Panel] = field(default_factory=list)
     patches: list[Patch] = field(default_factory=list)  # kernels and colour patches (circuit, weights)
     links: list[Link] = field(default_factory=list)  # edges of a circuit
+    overlays: list[Overlay] = field(default_factory=list)  # photos with heatmaps or grids (explain)
 
     @property
     def gaps(self) -> list[Panel]:
