@@ -116,6 +116,39 @@ def sweep_step(plan: Any, model: Any, client: Any = None, out: Out = print) -> A
     return run_sweep(plan, model, client)
 
 
+def _examples(plan: Any, model: Any) -> Any:
+    from atlas.analysis.examples import run_examples
+
+    return run_examples(plan.examples, plan.folder, model)
+
+
+def _map(plan: Any, model: Any) -> Any:
+    from atlas.analysis.maps import run_map
+
+    return run_map(plan.map, plan.folder, model)
+
+
+def _explain(plan: Any, model: Any) -> Any:
+    from atlas.analysis.explain import run_explain
+
+    return run_explain(plan.explain, plan.folder, model)
+
+
+def _circuits(plan: Any, model: Any) -> Any:
+    from atlas.analysis.circuits import run_circuits
+
+    return run_circuits(plan.circuits, plan.folder, model)
+
+
+# the passes after the sweep, in order: the plan's (and summary's) field, how to run it after a sliced sweep, the run
+PASSES: tuple[tuple[str, str, Callable[[Any, Any], Any]], ...] = (
+    ("examples", "`atlas examples FOLDER -o {folder}`", _examples),
+    ("map", "`atlas map FOLDER -o {folder}`", _map),
+    ("explain", "`atlas explain PHOTO ... -o {folder}`", _explain),
+    ("circuits", "the sweep without --shard", _circuits),
+)
+
+
 def run_passes(summary: PipelineSummary, model: Any, build_site: bool = True, out: Out = print) -> PipelineSummary:
     """After the sweep: its lines, then the examples, map, explain and circuits passes (a slice of a sweep leaves
     them to an unsliced run, saying so) and the gallery."""
@@ -125,36 +158,16 @@ def run_passes(summary: PipelineSummary, model: Any, build_site: bool = True, ou
     if swept.failed:
         raise SweepFailed(f"{len(swept.failed)} batches failed (listed above); re-run the same command to "
                           "retry them")
-    if plan.examples and plan.shard:
-        out(f"examples: not found by a slice of a sweep; run `atlas examples FOLDER -o {plan.folder}` once "
-            "when the slices are done")
-    elif plan.examples:
-        from atlas.analysis.examples import run_examples
-
-        summary.examples = run_examples(plan.examples, plan.folder, model)
-        out("\n".join(summary.examples.lines()))
-    if plan.map and plan.shard:
-        out(f"map: not made by a slice of a sweep; run `atlas map FOLDER -o {plan.folder}` once the slices are done")
-    elif plan.map:
-        from atlas.analysis.maps import run_map
-
-        summary.map = run_map(plan.map, plan.folder, model)
-        out("\n".join(summary.map.lines()))
-    if plan.explain and plan.shard:
-        out(f"explain: not made by a slice of a sweep; run `atlas explain PHOTO ... -o {plan.folder}` once the slices "
-            "are done")
-    elif plan.explain:
-        from atlas.analysis.explain import run_explain
-
-        summary.explain = run_explain(plan.explain, plan.folder, model)
-        out("\n".join(summary.explain.lines()))
-    if plan.circuits and plan.shard:
-        out("circuits: not computed by a slice of a sweep; run the sweep without --shard once the slices are done")
-    elif plan.circuits:
-        from atlas.analysis.circuits import run_circuits
-
-        summary.circuits = run_circuits(plan.circuits, plan.folder, model)
-        out("\n".join(summary.circuits.lines()))
+    for name, hint, run in PASSES:
+        if getattr(plan, name) is None:
+            continue
+        if plan.shard:
+            out(f"{name}: not made by a slice of a sweep; run {hint.format(folder=plan.folder)} once the slices are "
+                "done")
+            continue
+        result = run(plan, model)
+        setattr(summary, name, result)
+        out("\n".join(result.lines()))
     if build_site:
         from atlas.publish.site import build_site as build
 
