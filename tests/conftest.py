@@ -45,7 +45,8 @@ def isolated_cache(tmp_path, monkeypatch):
 # no long file starts last while the other workers idle (pyproject.toml's addopts). Order only: nothing is skipped.
 LONGEST_FIRST = ("test_wheel.py", "test_render.py", "test_fourier.py", "test_memory_and_atomic.py", "test_console.py",
                  "test_examples.py", "test_sweep.py", "test_lifeline.py", "test_sweep_io.py", "test_maps.py",
-                 "test_keras_load.py", "test_any_model.py", "test_keras_circuits.py", "test_keras_graphs.py")
+                 "test_keras_load.py", "test_any_model.py", "test_explain.py", "test_attribution.py",
+                 "test_keras_circuits.py", "test_keras_graphs.py", "test_explain_site.py", "test_explain_figure.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
