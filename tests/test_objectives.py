@@ -99,8 +99,11 @@ def test_one_step_cache_for_both_methods(small_model):
 @pytest.mark.parametrize("method", ["deepdream", "fourier"])
 def test_a_composed_objective_renders(small_model, method):
     """`channel.of(k)` renders the bytes of the named objective's render of channel k (one compiled step path), and
-    a total-variation penalty in the objective smooths every render: over 10 channels at mixed4a the renders' total
-    variation fell to 0.38-0.87 (DeepDream) and 0.23-0.82 (Fourier) of the same renders' without it."""
+    a total-variation penalty in the objective smooths the renders: of 10 channels at mixed4a, the median render's
+    total variation falls below 0.9 of the same render's without it, and at least 8 of the 10 fall below 0.95.
+    Measured by benchmarks/test_bounds.py --only tv_penalty (AMD EPYC, AVX2 only), min-median-max: TV_MEASURED.
+    Every render below 0.95 (the first bound, from one seed) failed at bfloat16: one Fourier render in ten came
+    out rougher with the penalty (ratio 3.27 at seed 7, 2.57 at seed 9)."""
     settings = RenderSettings(method=method, size=32, octaves=1, steps=4 if method == "deepdream" else 8,
                               batch_size=10)
     named = render_channels(small_model, "mixed4a", [3], settings=replace(settings, batch_size=1))[0]
@@ -115,7 +118,8 @@ def test_a_composed_objective_renders(small_model, method):
     def tv(results) -> np.ndarray:
         return total_variation(None, None, tf.constant(np.stack([r.image for r in results]), tf.float32)).numpy()
 
-    assert (tv(smooth) < 0.95 * tv(plain)).all(), tv(smooth) / tv(plain)
+    ratio = tv(smooth) / tv(plain)
+    assert np.median(ratio) < 0.9 and (ratio < 0.95).sum() >= 8, ratio
     assert [r.channel for r in smooth] == list(range(10)) and all(r.objective == "channel" for r in smooth)
 
 
