@@ -1,6 +1,7 @@
 import tensorflow as tf
 
 from atlas.model.flops import forward_flops, step_flops
+from atlas.model.graph import load_model
 
 
 def test_first_convolution_is_counted_exactly(small_model):
@@ -24,3 +25,12 @@ def test_matmul_is_counted():
         flat = tf.reshape(tf.reduce_mean(image, axis=[1, 2]), [-1, 3])
         tf.linalg.matmul(flat, tf.ones([3, 10]), name="logits")
     assert forward_flops(graph.as_graph_def(), "logits", 8, 8) == 2 * 3 * 10
+
+
+def test_counting_leaves_the_graph_as_it_was():
+    """Counting a model's work must not touch its GraphDef (an `attr["value"]` read adds an empty attribute to a
+    node that has none, and TensorFlow's own import then fails on the shared graph)."""
+    model = load_model("synthetic:0.125")  # its own GraphDef, which no other test has counted
+    before = model.graph_def.SerializeToString(deterministic=True)
+    assert model.work > 0
+    assert model.graph_def.SerializeToString(deterministic=True) == before

@@ -41,8 +41,10 @@ def _subgraph(graph_def: graph_pb2.GraphDef, targets: list[str]) -> list[node_de
 def _shape_only(node: node_def_pb2.NodeDef) -> node_def_pb2.NodeDef:
     """A large constant (a layer's weights) as a placeholder of its shape and type: shape inference needs no
     values of it, and copying a big network's weights into a graph takes seconds."""
+    if node.op != "Const":  # first: reading attr["value"] of another node would add an empty one to it
+        return node
     tensor = node.attr["value"].tensor
-    if node.op != "Const" or len(tensor.tensor_content) < BIG_CONST:
+    if len(tensor.tensor_content) < BIG_CONST:
         return node
     stub = node_def_pb2.NodeDef(name=node.name, op="Placeholder")
     stub.attr["dtype"].CopyFrom(node.attr["dtype"])
