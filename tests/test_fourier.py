@@ -58,7 +58,9 @@ def test_fourier_against_the_noise_method_over_ten_layers(ten_layers):
     noise"); the next test pins the method's noise removal against pixel-space ascent, as published.
 
     Measured by benchmarks/test_bounds.py --only fourier_ten_layers (AMD EPYC, AVX2 only), min-median-max:
-    FOURIER_TEN_MEASURED
+    specificity DeepDream 0.800-0.871-0.943 / 0.829-0.871-0.943 and Fourier 0.800-0.914-0.971 / 0.829-0.886-0.971
+    (float32 / bfloat16; bound 0.7 for both), Fourier's median lift over DeepDream's 1.040-1.911-2.467 /
+    1.138-1.615-2.368 (bound 0.8).
     The old bounds (Fourier's specificity >= DeepDream's >= 0.8, lift ratio > 1.5) failed at 5 of 10 float32
     seeds: Fourier's specificity fell below DeepDream's at seeds 4 and 6, the lift ratio was 1.04-1.49 at seeds
     1, 5 and 8."""
@@ -79,21 +81,22 @@ def test_fourier_keeps_the_pixel_noise_of_pixel_space_ascent_out_over_ten_layers
     Pixels win only at conv2d0, whose channel means answer the image's mean colour, so pixel ascent paints it
     flat (0.00): Fourier is below pixels at 9 of the 10 layers at every measured seed, so the bound is 8.
     Measured by benchmarks/test_bounds.py --only fourier_ten_layers (AMD EPYC, AVX2 only), min-median-max: the
-    ratio of the mean shares FOURIER_NOISE_MEASURED (bound < 0.6)."""
+    ratio of the mean shares 0.499-0.513-0.541 (float32) and 0.487-0.506-0.533 (bfloat16); bound < 0.7 (it was
+    0.6, a 10% margin)."""
     shares = {"fourier": [transforms.finest_band_share(np.stack([r.image for r in layer])).mean()
                           for layer in ten_layers["fourier"]],
               "pixel": [transforms.finest_band_share(_fourier_loop(small_model, layer, channels, param.PIXEL)).mean()
                         for layer, channels in _ten_layer_channels(small_model)]}
     fourier_share, pixel_share = np.array(shares["fourier"]), np.array(shares["pixel"])
     print("finest-level share per layer, Fourier:", fourier_share.round(3), "pixels:", pixel_share.round(3))
-    assert fourier_share.mean() < 0.6 * pixel_share.mean() and (fourier_share < pixel_share).sum() >= 8, shares
+    assert fourier_share.mean() < 0.7 * pixel_share.mean() and (fourier_share < pixel_share).sum() >= 8, shares
 
 
 def test_transforms_keep_pixel_noise_out_of_fourier_renders(small_model):
     """The noise is the point of the method: without its random transforms (an identity chain) the same renders
     put clearly more energy in the finest Laplacian level. Measured by benchmarks/test_bounds.py --only
     transforms_noise (the smaller of the two layers' ratios; AMD EPYC, AVX2 only), min-median-max:
-    TRANSFORMS_MEASURED; the bound was 1.5 (a 10% margin at bfloat16's worst seed), now 1.3."""
+    1.836-2.036-2.178 (float32) and 1.649-2.119-2.350 (bfloat16); the bound was 1.5 (a 10% margin at bfloat16's worst seed), now 1.3."""
     layers = ["mixed3b_5x5_bottleneck_pre_relu", "mixed4c_5x5_pre_relu"]
 
     def shares(settings: RenderSettings) -> np.ndarray:
@@ -159,8 +162,9 @@ def test_fourier_same_seed_same_image_and_the_seed_matters(small_model):
 def test_diversity_facets_differ_and_each_excites_the_channel(small_model, layer):
     """N facets rendered together at the default weight: pairwise correlation well below 1, each lift at least a
     quarter of a single render's. Measured by benchmarks/test_bounds.py --only facets (worst of the three layers
-    per seed; AMD EPYC, AVX2 only), min-median-max: FACETS_MEASURED. The lift bound was a half, which bfloat16's
-    seed 9 broke (0.374). (Also measured: the Fourier facets' Gram similarity at this weight is within the spread of
+    per seed; AMD EPYC, AVX2 only), min-median-max: largest pair correlation 0.207-0.286-0.357 (float32) and 0.204-0.276-0.413 (bfloat16), bound 0.6;
+    lowest lift over a single render's 0.428-0.752-0.888 (float32) and 0.374-0.844-0.944 (bfloat16). The lift bound was a half, which both
+    precisions broke (0.428 and 0.374). (Also measured: the Fourier facets' Gram similarity at this weight is within the spread of
     reruns of the facets rendered without the term, 2.97/2.93/2.84 against 2.99/2.95/2.80 here: on the stand-in
     the term moves Fourier facets little before it costs lift; the next test shows it working.)"""
     single = render_channels(small_model, layer, [3], settings=FOURIER)[0]
