@@ -207,7 +207,8 @@ def test_the_icons_of_a_folder_made_by_explain_alone(small_model, photos, tmp_pa
 
 def test_a_keras_model_end_to_end_with_and_without_a_classifier(tmp_path, capsys):
     """A tiny .keras file made here: with a softmax head it gets classes and attribution; without one, one line
-    says attribution needs class logits, and the dictionaries and groups are made."""
+    says attribution needs class logits, and the dictionaries and groups are made. Both get their photo page in
+    the gallery and a poster."""
     keras = pytest.importorskip("keras")
     layers = keras.layers
     keras.utils.set_random_seed(0)
@@ -239,3 +240,10 @@ def test_a_keras_model_end_to_end_with_and_without_a_classifier(tmp_path, capsys
             assert index.classifier is None and index.photos[0].classes == []
             assert data.spatial.shape == (0, 12, 12) and data.channels.shape == (0, 12)
             assert "attribution needs class logits" in out or "needs class logits" in out
+        # the gallery's photo page and the poster, of a Keras model's explanations
+        assert main(["build", str(run)]) == 0
+        page = run / "site" / "photos" / f"{index.photos[0].sha256[:16]}.html"
+        assert page.is_file() and "top_conv" in page.read_text(encoding="utf-8")
+        assert main(["figure", str(run), "--explain", f"{index.photos[0].name}:top_conv", "-o",
+                     str(tmp_path / f"{name}.png")]) == 0
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
