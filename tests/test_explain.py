@@ -17,26 +17,18 @@ from atlas.cli import main
 from atlas.errors import UserError
 from atlas.run.explainfiles import group_render, layer_file, read_explanation, read_index
 from atlas.run.plan import resolve_explain
+from tests.photos import smooth_photo
 
 SIZE = 224  # the photos' square in the network's input (the classifier's 7 x 7 pooling needs 224): maps 14 x 14
 LAYERS = ["mixed4d", "mixed4a"]  # given high first: the pass orders them low to high
-
-
-def _photo(path: Path, seed: int, size: tuple[int, int] = (90, 70)) -> Path:
-    """A smooth random colour image (distinct per seed)."""
-    rng = np.random.default_rng(seed)
-    small = rng.uniform(0, 255, (size[1] // 16 + 2, size[0] // 16 + 2, 3)).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("photos")
     for i in range(3):
-        _photo(root / f"p{i}.png", i, (90 + 10 * i, 70))
-    _photo(root / "sub" / "q.jpg", 7, (60, 100))
+        smooth_photo(root / f"p{i}.png", i, (90 + 10 * i, 70))
+    smooth_photo(root / "sub" / "q.jpg", 7, (60, 100))
     return root
 
 
@@ -53,7 +45,7 @@ def test_cli_explains_photos_and_folders_against_the_models_own_logits_and_activ
     active channels at each position, both recomputed here from the photos."""
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg at all")
-    single = _photo(tmp_path / "single.png", 11)
+    single = smooth_photo(tmp_path / "single.png", 11, (90, 70))
     run = tmp_path / "run"
     assert main(["explain", str(single), str(photos), str(broken), "--model", "synthetic:0.125", "-o", str(run),
                  "--layer", *LAYERS, "--size", str(SIZE), "--classes", "3", "--groups", "2", "--top", "4",
@@ -220,7 +212,7 @@ def test_a_keras_model_end_to_end_with_and_without_a_classifier(tmp_path, capsys
     pooled = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     with_head = keras.Model(inputs, layers.Dense(4, activation="softmax", name="predictions")(pooled))
     without = keras.Model(inputs, pooled)
-    photo = _photo(tmp_path / "photo.png", 3)
+    photo = smooth_photo(tmp_path / "photo.png", 3, (90, 70))
     for model, name in ((with_head, "head"), (without, "plain")):
         path = tmp_path / f"{name}.keras"
         model.save(path)

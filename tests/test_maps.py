@@ -33,25 +33,17 @@ from atlas.run.manifest import Manifest
 from atlas.run.mapfiles import CELLS_FILE, cell_direction, map_dir, map_layers, read_map
 from atlas.run.plan import resolve_map
 from tests.precision import PRECISION
+from tests.photos import smooth_photo
 
 LAYERS = ["mixed3b", "mixed4c_3x3_pre_relu"]  # a block output and a catalogued layer
 SIZE = 96
-
-
-def _photo(path, seed, size=(140, 110)):
-    """A smooth random colour image (distinct per seed)."""
-    rng = np.random.default_rng(seed)
-    small = rng.uniform(0, 255, (size[1] // 16 + 2, size[0] // 16 + 2, 3)).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("photos")
     for i in range(10):
-        _photo(root / f"p{i:02d}.png", i, (140 + 10 * (i % 3), 110 + 7 * (i % 4)))
+        smooth_photo(root / f"p{i:02d}.png", i, (140 + 10 * (i % 3), 110 + 7 * (i % 4)))
     shutil.copy(PHOTOS_DIR / "chelsea.jpg", root / "sub" / "chelsea.jpg") if (root / "sub").mkdir() is None else None
     return root
 
