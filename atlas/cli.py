@@ -125,7 +125,8 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
         cmd.add_argument("--map", metavar="FOLDER", help="then make activation atlases from the photos of FOLDER "
                          "(or `probes`) of the config's map layers (default mixed3b, mixed4c, mixed5b)")
         cmd.add_argument("--explain", metavar="FOLDER", help="then explain each photo of FOLDER (or one photo) at "
-                         "the config's explain layers (default mixed4a, mixed4d): dictionary, attribution, groups")
+                         "the config's explain layers (default: the model's; mixed4a, mixed4d on GoogLeNet): "
+                         "dictionary, attribution, groups")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -261,7 +262,8 @@ def _explain_parser(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("-o", "--output", required=True, metavar="RUN_FOLDER",
                      help="an existing run folder (its model is used) or a new one")
     cmd.add_argument("--layer", nargs="+", metavar="LAYER", help="layers to explain: catalogued layers or block "
-                     "outputs (default: mixed4a mixed4d)")
+                     "outputs (default: mixed4a mixed4d on GoogLeNet; on other models the block outputs at 0.4 and "
+                     "0.7 of its depth, docs/explain.md)")
     cmd.add_argument("--classes", type=int, help="top classes attributed (default 5; 0: none)")
     cmd.add_argument("--groups", type=int, help="neuron groups per photo and layer (default 6)")
     cmd.add_argument("--top", type=int, help="channels per position in the dictionary, and per class and group "
@@ -269,8 +271,11 @@ def _explain_parser(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--size", type=int, help="the photo's centred square in the network's input (default 224)")
     cmd.add_argument("--batch-size", type=int, help="photos per forward and backward pass (default 8)")
     cmd.add_argument("--seed", type=int, default=0, help="of the neuron groups (NMF) and their renders")
-    cmd.add_argument("--no-between", action="store_true", help="leave out the attribution between consecutive "
-                     "layers")
+    cmd.add_argument("--baseline", metavar="shipped|zero|FOLDER", help="what a layer's activations are measured "
+                     "against: the mean activation over the shipped photos (default), zero (the article's), or "
+                     "over the photos of FOLDER")
+    cmd.add_argument("--between", action=argparse.BooleanOptionalAction, default=None, help="also the attribution "
+                     "between consecutive layers (off by default: it costs 15 times the rest)")
     cmd.add_argument("--no-render", action="store_true", help="the arrays only: render neither the neuron groups "
                      "nor the channels the run lacks")
 
@@ -291,7 +296,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     model = load_model(spec, preprocess)
     plan = resolve_explain(args.photos, model, args.seed, layers=args.layer, classes=args.classes,
                            groups=args.groups, top=args.top, size=args.size, batch_size=args.batch_size,
-                           between=False if args.no_between else None, render=False if args.no_render else None)
+                           baseline=args.baseline, between=args.between, render=False if args.no_render else None)
     print("\n".join(run_explain(plan, run_folder, model, elsewhere=OUTPUT_FLAG).lines()))
     print(f"output: {run_folder} (`atlas build {run_folder}` shows the photos in the gallery)")
 

@@ -49,7 +49,7 @@ def test_cli_explains_photos_and_folders_against_the_models_own_logits_and_activ
     run = tmp_path / "run"
     assert main(["explain", str(single), str(photos), str(broken), "--model", "synthetic:0.125", "-o", str(run),
                  "--layer", *LAYERS, "--size", str(SIZE), "--classes", "3", "--groups", "2", "--top", "4",
-                 "--no-render"]) == 0
+                 "--between", "--no-render"]) == 0
     out = capsys.readouterr().out
     assert "5 photos explained" in out and "skipped 1 unreadable files: broken.jpg" in out
     assert (run / "explain" / "skipped.txt").read_text().startswith("broken.jpg\t")
@@ -86,7 +86,8 @@ def test_cli_explains_photos_and_folders_against_the_models_own_logits_and_activ
         assert upper.between["mixed4a"].shape[:2] == acts[1].shape[:2]
         assert upper.between["mixed4a"].shape[2:] == acts[0].shape[:2]
     assert main(["explain", str(photos), "--model", "synthetic:0.125", "-o", str(run), "--layer", *LAYERS,
-                 "--size", str(SIZE), "--classes", "3", "--groups", "2", "--top", "4", "--no-render"]) == 0
+                 "--size", str(SIZE), "--classes", "3", "--groups", "2", "--top", "4", "--between",
+                 "--no-render"]) == 0
     assert "0 photos explained, 4 unchanged, 5 in the index" in capsys.readouterr().out
 
 

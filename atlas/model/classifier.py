@@ -7,6 +7,7 @@ softmax. A graph without a Softmax has no classifier (None): it still gets dicti
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from atlas.model.catalogue import source_name, topological_order
 if TYPE_CHECKING:
     from tensorflow.core.framework import graph_pb2
 
+    from atlas.model.graph import Model
     from atlas.model.source import ModelSource
 
 SOFTMAX = "Softmax"
@@ -36,6 +38,21 @@ def logits_node(graph: graph_pb2.GraphDef) -> str | None:
         if node.op == SOFTMAX and inputs and (found is None or (depth[node.name], position) >= found[:2]):
             found = (depth[node.name], position, inputs[0])
     return None if found is None else found[2]
+
+
+def class_count(model: Model) -> int | None:
+    """How many classes the model's classifier has (the width of its logits, from the shapes TensorFlow infers
+    when tracing them, else from one 224 px image); None without a classifier."""
+    node = logits_node(model.graph_def)
+    if node is None:
+        return None
+    function = model.layers_fn([node])
+    shape = function.get_concrete_function().structured_outputs[0].shape
+    if None in shape[1:]:
+        import numpy as np
+
+        shape = function(np.zeros((1, 224, 224, 3), np.float32))[0].shape
+    return int(math.prod(shape[1:]))
 
 
 def class_labels(source: ModelSource, count: int) -> list[str]:

@@ -22,6 +22,7 @@ from atlas.model.selection import check_channels, parse_channels
 from atlas.model.source import MODEL_HELP, names_a_path
 from atlas.render.settings import RenderSettings
 from atlas.run.manifest import FOURIER_MODE, NOISE, Mode
+from atlas.run.plans import BASELINES, SHIPPED_BASELINE
 from atlas.shipped import config_name, file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate
 
@@ -98,19 +99,20 @@ class ExplainConfig(BaseModel):
 
     model_config = _Strict
     folder: str
-    layers: list[str] = Field(default_factory=lambda: ["mixed4a", "mixed4d"], min_length=1)
+    layers: list[str] | None = Field(default=None, min_length=1)  # None: the model's default (atlas.run.plan)
     classes: int = Field(default=5, ge=0, le=100)  # top classes attributed
     groups: int = Field(default=6, ge=1, le=32)  # neuron groups (NMF components)
     top: int = Field(default=6, ge=1, le=64)  # channels per position in the dictionary
     size: int = Field(default=224, ge=32, le=2048)  # the photo's centred square in the network's input
     batch_size: int = Field(default=8, ge=1)  # photos per forward and backward pass
-    between: bool = True  # also the attribution between consecutive layers
+    baseline: str = Field(default=SHIPPED_BASELINE, min_length=1)  # shipped, zero, or a folder of photos
+    between: bool = False  # also the attribution between consecutive layers (15 times the cost of the rest)
     render: bool = True  # false: the arrays only (no group renders, no missing channel renders)
 
     @field_validator("layers", mode="after")
     @classmethod
-    def _layers(cls, layers: list[str]) -> list[str]:
-        if len(set(layers)) != len(layers):
+    def _layers(cls, layers: list[str] | None) -> list[str] | None:
+        if layers is not None and len(set(layers)) != len(layers):
             raise ValueError("lists a layer twice")
         return layers
 
@@ -320,6 +322,9 @@ def load_config(path: str | Path) -> LoadedConfig:
         examples_folder = examples_folder_of(config.examples.folder, path)
     map_folder = examples_folder_of(config.map.folder, path, "map") if config.map else None
     explain_folder = explain_path_of(config.explain.folder, path) if config.explain else None
+    if config.explain:
+        baseline = baseline_of(config.explain.baseline, path)
+        config = config.model_copy(update={"explain": config.explain.model_copy(update={"baseline": baseline})})
     return LoadedConfig(path=path, config=config, name=name, run_folder=base / name, photos=photos,
                         examples_folder=examples_folder, map_folder=map_folder, explain_folder=explain_folder)
 
@@ -360,6 +365,19 @@ def explain_path_of(photo: str, config_path: Path | None = None) -> str:
     if not where.exists():
         origin = f"{config_path}: explain: " if config_path else ""
         raise UserError(f"{origin}{photo}: no such photo or folder; give photo files or folders of photos")
+    return str(where.resolve())
+
+
+def baseline_of(baseline: str, config_path: Path | None = None) -> str:
+    """An explain baseline as given: `shipped` or `zero` as they are, else a folder of photos (in a config:
+    relative to the current folder, else to the config), checked to exist and made absolute."""
+    if baseline in BASELINES:
+        return baseline
+    where = _relative_to(config_path, baseline) if config_path else Path(baseline).expanduser()
+    if not where.is_dir():
+        origin = f"{config_path}: explain: " if config_path else ""
+        raise UserError(f"{origin}baseline {baseline}: no such folder; give {', '.join(BASELINES)} or a folder of "
+                        "photos whose mean activation is the baseline")
     return str(where.resolve())
 
 

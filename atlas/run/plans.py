@@ -108,6 +108,9 @@ class CircuitsPlan:
 
 EXPLAIN_FORMAT = 1  # bump when the meaning of the arrays of explain/<sha256>/<layer>.npz changes
 GROUP_PX = 96  # neuron groups' render size (icons, as map cells)
+SHIPPED_BASELINE = "shipped"  # the mean activation over the shipped photos (atlas/data/photos)
+ZERO_BASELINE = "zero"  # the article's: activation x gradient
+BASELINES = (SHIPPED_BASELINE, ZERO_BASELINE)  # else a folder of photos, whose mean activation it is
 
 
 def default_group_settings() -> RenderSettings:
@@ -128,17 +131,19 @@ class ExplainPlan:
     seed: int = 0  # of NMF and of the group renders
     size: int = 224  # the network's input: the photo's centred square at this size
     batch_size: int = 8  # photos per forward and backward pass
-    between: bool = True  # also the attribution between consecutive layers (into the upper one's npz)
+    baseline: str = SHIPPED_BASELINE  # attribution is (activation - baseline) x gradient: BASELINES or a folder
+    between: bool = False  # also the attribution between consecutive layers (into the upper one's npz)
     render: bool = True  # also render the neuron groups and the channels the pages show that the run lacks
     group_render: RenderSettings = field(default_factory=default_group_settings)
     power: float = 3.0  # of the cosine in the groups' direction objective (as map cells)
 
-    def settings_hash(self, model_key: str) -> str:
+    def settings_hash(self, model_key: str, reference: str = "") -> str:
         """Everything that changes a photo's arrays at a layer: the weights and preprocessing, the input size, the
-        counts, the seed (the layers and photos are per file)."""
+        counts, the seed, the baseline and its reference photos (`reference`: their listing's digest; the layers
+        and photos are per file)."""
         blob = json.dumps({"model": model_key, "size": self.size, "classes": self.classes, "groups": self.groups,
-                           "top": self.top, "seed": self.seed, "between": self.between,
-                           "format": EXPLAIN_FORMAT}, sort_keys=True)
+                           "top": self.top, "seed": self.seed, "between": self.between, "baseline": self.baseline,
+                           "reference": reference, "format": EXPLAIN_FORMAT}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def group_hash(self, settings_hash: str) -> str:
