@@ -54,32 +54,57 @@ def classifier(model: Model) -> str | None:
 
 
 def explain_batch(model: Model, layers: list[str], pixels: np.ndarray, classes: int = 5, top: int = 6,
-                  groups: int = 6, seed: int = 0, linear: bool = False,
-                  baselines: dict[str, np.ndarray] | None = None) -> list[dict[str, LayerExplanation]]:
+                  groups: int = 6, seed: int = 0, linear: bool = False, baselines: dict[str, np.ndarray] | None = None,
+                  steps: int = 0) -> list[dict[str, LayerExplanation]]:
     """Per photo of `pixels` (float32 [N, S, S, 3], 0..255, fitted to the input), per layer of `layers` (catalogued
-    layers or block outputs, by the names given), its explanation (module docstring), from one forward pass and one
-    backward per class over the batch: the top `classes` classes (k; fewer if the classifier has fewer; 0 without
-    a classifier), the `top` channels per position of the dictionary (n), `groups` NMF groups (g) seeded by
-    `seed`, attribution against `baselines` (layer -> [C]; a layer left out, or None: zero); `linear` takes the
-    gradients through the network above each layer linearised (the completeness check), while the classes and
-    logits stay the real network's. `between` is left empty (`between_layers`)."""
+    layers or block outputs, by the names given), its explanation (module docstring): the top `classes` classes (k;
+    fewer if the classifier has fewer; 0 without a classifier), the `top` channels per position of the dictionary
+    (n), `groups` NMF groups (g) seeded by `seed`, attribution against `baselines` (layer -> [C]; a layer left out,
+    or None: zero). With `steps` 0 the gradients are taken at the photo, from one forward pass and one backward per
+    class over the batch (the article's linear approximation); with `steps` >= 1 they are integrated along the
+    straight path from the baseline to the activations (`path_gradients`), so the attribution adds up to
+    logit(a) - logit(b). `linear` takes the gradients through the network above each layer linearised (the
+    completeness check), while the classes and logits stay the real network's. `between` is left empty
+    (`between_layers`)."""
     pixels = np.asarray(pixels, np.float32)
     layers = list(layers)
     logits = classifier(model)
     n = len(pixels)
     if n == 0:
         return []
+    baselines = baselines or {}
     if logits is None or classes <= 0:
         acts = [np.asarray(a) for a in model.layers_fn(layers)(pixels)]
         grads = [np.zeros((n, 0, *a.shape[1:]), np.float32) for a in acts]
         indices, values = np.zeros((n, 0), np.int32), np.zeros((n, 0), np.float32)
+    elif steps > 0:
+        *acts, scores = (a.numpy() for a in model.layers_fn([*layers, logits])(pixels))
+        scores = scores.reshape(n, -1)
+        indices = np.argsort(-scores, axis=1, kind="stable")[:, :classes].astype(np.int32)
+        values = np.take_along_axis(scores, indices, axis=1).astype(np.float32)
+        grads = [path_gradients(model, name, pixels, act, baselines.get(name), indices, steps, linear)
+                 for name, act in zip(layers, acts)]
     else:
         top_k, top_logits, act_t, grad_t = model.class_gradients_fn(layers, logits, classes, linear)(pixels)
         indices, values = top_k.numpy().astype(np.int32), top_logits.numpy().astype(np.float32)
         acts, grads = [a.numpy() for a in act_t], [g.numpy() for g in grad_t]
-    baselines = baselines or {}
     return [{name: explain_one(name, acts[i][p], grads[i][p], indices[p], values[p], top, groups, seed,
                                baselines.get(name)) for i, name in enumerate(layers)} for p in range(n)]
+
+
+def path_gradients(model: Model, layer: str, pixels: np.ndarray, act: np.ndarray, baseline: np.ndarray | None,
+                   classes: np.ndarray, steps: int, linear: bool = False) -> np.ndarray:
+    """[N, k, H, W, C]: integrated gradients' average gradient of each photo's `classes` ([N, k]) logits along the
+    straight path from the baseline ([C]; None: zero) to the activations `act` ([N, H, W, C]) at `layer`, by the
+    midpoint rule over `steps` steps; times (act - baseline) it adds up to logit(act) - logit(baseline), up to the
+    rule's error (docs/explain.md measures it)."""
+    gradients = model.path_gradients_fn(layer, classifier(model), classes.shape[1], linear)
+    base = np.zeros(act.shape[-1], np.float32) if baseline is None else np.asarray(baseline, np.float32)
+    total = np.zeros((len(act), classes.shape[1], *act.shape[1:]), np.float64)
+    for step in range(steps):
+        value = (base + (step + 0.5) / steps * (act - base)).astype(np.float32)
+        total += gradients(pixels, value, classes).numpy()
+    return (total / steps).astype(np.float32)
 
 
 def explain_one(layer: str, act: np.ndarray, grad: np.ndarray, classes: np.ndarray, logits: np.ndarray, top: int,

@@ -110,7 +110,7 @@ class ExplainSummary:
         if self.classifier is None:
             lines.append(NO_CLASSIFIER)
         else:
-            lines.append(f"explain: attribution is {self.attribution} x gradient")
+            lines.append(f"explain: attribution is {self.attribution}")
         if self.rendered_channels or self.rendered_groups:
             lines.append(f"explain: rendered {self.rendered_channels:,} channels the run lacked and "
                          f"{self.rendered_groups:,} neuron groups")
@@ -196,7 +196,7 @@ def explain_photos(model: Any, plan: ExplainPlan, pixels: np.ndarray, classes: i
     from atlas.analysis.attribution import between_layers, explain_batch
 
     found = explain_batch(model, list(plan.layers), pixels, classes=classes, top=plan.top, groups=plan.groups,
-                          seed=plan.seed, baselines=baselines)
+                          seed=plan.seed, baselines=baselines, steps=plan.ig_steps)
     if plan.between:
         for lower, upper in zip(plan.layers, plan.layers[1:]):
             links = between_layers(model, lower, upper, pixels)
@@ -219,13 +219,16 @@ class Reference:
 
 
 def reference_photos(plan: ExplainPlan) -> Reference:
-    """The reference set of the plan's baseline: the shipped photos, a folder's, or none (zero)."""
-    from atlas.images import PHOTOS_DIR
+    """The reference set of the plan's baseline: the shipped photos, a folder's (unreadable files are left out when
+    read), or none (zero)."""
+    from atlas.images import PHOTOS_DIR, SHIPPED_PHOTOS, photo_path
 
     if plan.baseline == ZERO_BASELINE:
         return Reference("", [])
-    folder = str(PHOTOS_DIR) if plan.baseline == SHIPPED_BASELINE else plan.baseline
-    entries, _ = list_photos(folder, "explain baseline folder")
+    if plan.baseline == SHIPPED_BASELINE:
+        folder, entries = str(PHOTOS_DIR), photo_entries([str(photo_path(name)) for name in SHIPPED_PHOTOS])[0]
+    else:
+        folder, entries = plan.baseline, list_photos(plan.baseline, "explain baseline folder")[0]
     if not entries:
         raise UserError(f"explain: baseline {plan.baseline}: no photos in {folder}; give a folder of photos, or "
                         f"--baseline {SHIPPED_BASELINE} or {ZERO_BASELINE}")
@@ -372,7 +375,8 @@ class ExplainPass(PhotoPass):
 def plan_settings(plan: ExplainPlan, settings_hash: str, reference_photos: int = 0) -> dict[str, Any]:
     """What index.json records of the plan (and how many photos the baseline is the mean over)."""
     return {"classes": plan.classes, "groups": plan.groups, "top": plan.top, "seed": plan.seed, "size": plan.size,
-            "baseline": plan.baseline, "reference_photos": reference_photos, "between": plan.between,
+            "baseline": plan.baseline, "reference_photos": reference_photos, "ig_steps": plan.ig_steps,
+            "between": plan.between,
             "hash": settings_hash}
 
 
@@ -499,7 +503,7 @@ def icon_mode(run_folder: Path, seed: int) -> IconMode:
 
     from atlas.render.settings import RenderSettings
     from atlas.run.config import SweepConfig
-    from atlas.run.manifest import NOISE, RUN_FILE, Mode, read_run_info
+    from atlas.run.manifest import NOISE, Mode, read_run_info, rewrite_run_info
 
     info = read_run_info(run_folder)
     recorded = info.get("settings", {})
@@ -515,7 +519,7 @@ def icon_mode(run_folder: Path, seed: int) -> IconMode:
     settings_block = {"render": settings.pixel_dict(), "seed": seed, "formats": formats, "layer_dreams": False,
                       "config": None, **{k: v for k, v in recorded.items() if k not in ("render", "seed", "formats")}}
     info.update(modes=[*info["modes"], asdict(mode)], settings=settings_block)  # as write_run_info writes it
-    atomic_write_text(run_folder / RUN_FILE, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    rewrite_run_info(run_folder, info)
     return IconMode(mode, settings, seed, formats)
 
 

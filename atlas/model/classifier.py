@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from atlas.errors import UserError
 from atlas.model.catalogue import source_name, topological_order
 
 if TYPE_CHECKING:
@@ -64,12 +65,55 @@ def class_labels(source: ModelSource, count: int) -> list[str]:
     if source.labels == IMAGENET:
         names = imagenet_names()
     elif source.labels:
-        names = [line.strip() for line in Path(source.labels).read_text(encoding="utf-8").splitlines()]
+        names = label_lines(Path(source.labels))
     elif source.labels_path is not None and Path(source.labels_path).is_file():
         names = [line.strip() for line in Path(source.labels_path).read_text(encoding="utf-8").splitlines()]
     elif source.spec.startswith(KERAS_PREFIX) and count == IMAGENET_COUNT:
         names = imagenet_names()
     return [names[i] if i < len(names) and names[i] else f"class {i}" for i in range(count)]
+
+
+def given_labels(value: str) -> str:
+    """A --labels value as `ModelSource.labels` keeps it: `imagenet`, or a label file's absolute path, checked to
+    name at least one class (one name a line)."""
+    value = value.strip()
+    if value == IMAGENET:
+        return value
+    path = Path(value).expanduser().resolve()
+    try:
+        names = label_lines(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UserError(f"--labels {value}: cannot read {path} ({why}); give imagenet or a text file with one class "
+                        "name a line") from None
+    if not names:
+        raise UserError(f"--labels {value}: {path} names no class; give imagenet or a text file with one class "
+                        "name a line")
+    return str(path)
+
+
+def label_lines(path: Path) -> list[str]:
+    """A label file's names, one a line, without the blank lines at its end."""
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    return names
+
+
+def check_labels(model: Model) -> None:
+    """The labels given for a model (`ModelSource.labels`) must name each of its classifier's classes: one line
+    naming both counts otherwise, or saying that the model has no classifier."""
+    given = model.source.labels
+    if given is None:
+        return
+    count = class_count(model)
+    if count is None:
+        raise UserError(f"--labels {given}: {model.spec} has no classifier (no softmax) whose classes they could "
+                        "name; leave out --labels")
+    names = IMAGENET_COUNT if given == IMAGENET else len(label_lines(Path(given)))
+    if names != count:
+        raise UserError(f"--labels {given}: {names} names for the {count} classes of {model.spec}'s classifier; "
+                        f"give a file with {count} lines, one class name a line, in the classifier's order")
 
 
 def labels_of(source: ModelSource, indices: list[int]) -> list[str]:

@@ -11,20 +11,24 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atlas.errors import UserError
 from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
 from atlas.model.catalogue import Layer, find_layer
+from atlas.model.classifier import IMAGENET
 from atlas.model.selection import check_channels, parse_channels
 from atlas.model.source import MODEL_HELP, names_a_path
 from atlas.render.settings import RenderSettings
 from atlas.run.manifest import FOURIER_MODE, NOISE, Mode
-from atlas.run.plans import BASELINES, SHIPPED_BASELINE
+from atlas.run.plans import BASELINES, IG_STEPS, SHIPPED_BASELINE
 from atlas.shipped import config_name, file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate
+
+if TYPE_CHECKING:
+    from atlas.model.graph import Model
 
 _Strict = ConfigDict(extra="forbid")
 
@@ -106,6 +110,7 @@ class ExplainConfig(BaseModel):
     size: int = Field(default=224, ge=32, le=2048)  # the photo's centred square in the network's input
     batch_size: int = Field(default=8, ge=1)  # photos per forward and backward pass
     baseline: str = Field(default=SHIPPED_BASELINE, min_length=1)  # shipped, zero, or a folder of photos
+    ig_steps: int = Field(default=IG_STEPS, ge=0, le=1024)  # integrated gradients' steps; 0: the gradient at a photo
     between: bool = False  # also the attribution between consecutive layers (15 times the cost of the rest)
     render: bool = True  # false: the arrays only (no group renders, no missing channel renders)
 
@@ -187,12 +192,14 @@ class FourierConfig(BaseModel):
 
 
 class ModelConfig(BaseModel):
-    """`model: {path: ..., preprocess: ...}`: a model (anything --model takes) and how its input is made from
-    RGB pixels 0..255 (a scheme name such as caffe, or {mean, std, bgr}; docs/own-model.md)."""
+    """`model: {path: ..., preprocess: ..., labels: ...}`: a model (anything --model takes), how its input is made
+    from RGB pixels 0..255 (a scheme name such as caffe, or {mean, std, bgr}; docs/own-model.md) and the names of
+    its classes (`imagenet`, or a file with one name a line)."""
 
     model_config = _Strict
     path: str
     preprocess: Union[str, dict[str, Any], None] = None
+    labels: str | None = Field(default=None, min_length=1)
 
 
 class SweepConfig(BaseModel):
@@ -229,6 +236,17 @@ class SweepConfig(BaseModel):
     def model_preprocess(self) -> str | dict[str, Any] | None:
         """The config's preprocessing of the model's input, if it gives one."""
         return None if isinstance(self.model, str) else self.model.preprocess
+
+    @property
+    def model_labels(self) -> str | None:
+        """The config's names of the model's classes, if it gives them."""
+        return None if isinstance(self.model, str) else self.model.labels
+
+    def load_model(self) -> Model:
+        """The config's model with its preprocessing and labels (`atlas.model.graph.load_model`)."""
+        from atlas.model.graph import load_model
+
+        return load_model(self.model_spec, self.model_preprocess, self.model_labels)
 
     @field_validator("photos", mode="after")
     @classmethod
@@ -330,8 +348,13 @@ def load_config(path: str | Path) -> LoadedConfig:
 
 
 def _model_beside(config: SweepConfig, config_path: Path) -> SweepConfig:
-    """The config with its model's path (`model: my_net.keras` or `model: {path: ...}`) made absolute, a relative
-    one starting at the config file's folder; inception5h, synthetic and keras:NAME stay as they are."""
+    """The config with its model's path (`model: my_net.keras` or `model: {path: ...}`) and label file made
+    absolute, a relative one starting at the config file's folder; inception5h, synthetic, keras:NAME and the
+    zoo's names (and labels: imagenet) stay as they are."""
+    labels = config.model_labels
+    if labels is not None and labels != IMAGENET:
+        where = _relative_to(config_path, labels)
+        config = config.model_copy(update={"model": config.model.model_copy(update={"labels": str(where)})})
     given = config.model_spec
     if not names_a_path(given):
         return config

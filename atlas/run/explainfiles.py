@@ -15,7 +15,7 @@ channels per position in the dictionary). With no classifier, k = 0 and the clas
     classes [k] int32            class indices, best first
     logits [k] float32           their logits (before the softmax)
     spatial [k, H, W] float32    per position, the sum over channels of (activation - baseline) x gradient of the
-                                 class logit (the baseline: `settings["baseline"]` of the index, `attribution_of`)
+                                 class logit (integrated from the baseline: the index's settings, `attribution_of`)
     channels [k, C] float32      per channel, the same product summed over positions
     group_spatial [g, H, W]      NMF of the positions x channels activations: where each group fires ...
     group_channels [g, C]        ... and what it is; group_spatial x group_channels approximates the activations
@@ -170,15 +170,20 @@ class LayerExplanation:
 
 
 def attribution_of(settings: dict[str, Any]) -> str:
-    """What the index's attribution multiplies the gradient by, in words for the pages and posters (an index made
-    before baselines is zero's)."""
+    """What the index's attribution is, in words for the pages and posters (an index made before baselines is
+    activation x the gradient at the photo)."""
     baseline = settings.get("baseline", ZERO_BASELINE)
-    if baseline == ZERO_BASELINE:
-        return "activation"
-    count = settings.get("reference_photos")
-    photos = f"{count} " if count else ""
-    where = f"the {photos}shipped photos" if baseline == SHIPPED_BASELINE else f"the {photos}photos of {Path(baseline).name}"
-    return f"(activation − its mean over {where})"
+    steps = int(settings.get("ig_steps", 0))
+    moved = "activation"
+    if baseline != ZERO_BASELINE:
+        count = settings.get("reference_photos")
+        photos = f"{count} " if count else ""
+        where = f"the {photos}shipped photos" if baseline == SHIPPED_BASELINE else \
+            f"the {photos}photos of {Path(baseline).name}"
+        moved = f"(activation − its mean over {where})"
+    if not steps:
+        return f"{moved} × gradient of the class logit"
+    return f"{moved} × gradient of the class logit, integrated from the baseline ({steps} steps)"
 
 
 def has_explanations(run_folder: str | Path) -> bool:

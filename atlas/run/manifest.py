@@ -511,6 +511,11 @@ def write_run_info(folder: str | Path, name: str, model: dict[str, Any], layers:
             "modes": [asdict(mode) for mode in modes], "settings": settings, **extra}
     if centre_units:
         info[CENTRE_UNITS] = {mode: units.to_dict() for mode, units in centre_units.items()}
+    return rewrite_run_info(folder, info)
+
+
+def rewrite_run_info(folder: str | Path, info: dict[str, Any]) -> Path:
+    """Write `run.json` (as `read_run_info` reads it, changed) atomically; returns its path."""
     path = Path(folder) / RUN_FILE
     atomic_write_text(path, json.dumps(info, indent=1, sort_keys=True) + "\n")
     return path

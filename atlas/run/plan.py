@@ -78,6 +78,7 @@ class RunPlan:
     planned: dict[str, dict[str, str]] = field(default_factory=dict)  # mode id -> layer -> the channels the
     # config asks for, as a selection ("0-15,20"), over every shard: what the site counts as missing
     model_preprocess: dict[str, Any] = field(default_factory=dict)  # how pixels become the model's input
+    model_labels: str | None = None  # the names of its classes: imagenet or a label file (ModelSource.labels)
 
     def settings_for(self, mode: str) -> RenderSettings:
         """The render settings of one mode."""
@@ -250,7 +251,7 @@ def resolve_explain(photos: list[str] | tuple[str, ...], model: Any, seed: int =
     layers = tuple(sorted(chosen, key=lambda name: layer_depth(model, name)))  # stable: ties as given
     return ExplainPlan(photos=found, layers=layers, classes=spec.classes, groups=spec.groups, top=spec.top,
                        seed=seed, size=spec.size, batch_size=spec.batch_size, baseline=baseline_of(spec.baseline),
-                       between=spec.between, render=spec.render)
+                       ig_steps=spec.ig_steps, between=spec.between, render=spec.render)
 
 
 def resolve_config_explain(loaded: LoadedConfig, model: Any, folder: str | None = None) -> ExplainPlan | None:
@@ -315,6 +316,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path,
                    config=config_name(loaded.path), model_spec=model.spec,
                    model_sha256=model.sha256, model_preprocess=model.preprocess.to_dict(),
+                   model_labels=model.source.labels,
                    catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples, map=maps,

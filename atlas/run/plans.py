@@ -111,6 +111,7 @@ GROUP_PX = 96  # neuron groups' render size (icons, as map cells)
 SHIPPED_BASELINE = "shipped"  # the mean activation over the shipped photos (atlas/data/photos)
 ZERO_BASELINE = "zero"  # the article's: activation x gradient
 BASELINES = (SHIPPED_BASELINE, ZERO_BASELINE)  # else a folder of photos, whose mean activation it is
+IG_STEPS = 16  # integrated gradients' steps: the sums within 0.75 of logit(x) - logit(baseline) (docs/explain.md)
 
 
 def default_group_settings() -> RenderSettings:
@@ -132,6 +133,7 @@ class ExplainPlan:
     size: int = 224  # the network's input: the photo's centred square at this size
     batch_size: int = 8  # photos per forward and backward pass
     baseline: str = SHIPPED_BASELINE  # attribution is (activation - baseline) x gradient: BASELINES or a folder
+    ig_steps: int = IG_STEPS  # the gradient integrated from the baseline over this many steps; 0: at the photo
     between: bool = False  # also the attribution between consecutive layers (into the upper one's npz)
     render: bool = True  # also render the neuron groups and the channels the pages show that the run lacks
     group_render: RenderSettings = field(default_factory=default_group_settings)
@@ -143,7 +145,8 @@ class ExplainPlan:
         and photos are per file)."""
         blob = json.dumps({"model": model_key, "size": self.size, "classes": self.classes, "groups": self.groups,
                            "top": self.top, "seed": self.seed, "between": self.between, "baseline": self.baseline,
-                           "reference": reference, "format": EXPLAIN_FORMAT}, sort_keys=True)
+                           "reference": reference, "ig_steps": self.ig_steps, "format": EXPLAIN_FORMAT},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def group_hash(self, settings_hash: str) -> str:
