@@ -126,19 +126,29 @@ def explain_one(layer: str, act: np.ndarray, grad: np.ndarray, classes: np.ndarr
         dictionary_channels=dictionary_channels, dictionary_values=dictionary_values)
 
 
+def logits_at(model: Model, layer: str, pixels: np.ndarray, value: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """[N]: each photo's logit of its class in `classes` [N] in the real network with `layer`'s activations
+    replaced by `value` (broadcast to them, e.g. a baseline [C]): with `value` the baseline, what integrated
+    gradients' attribution adds up to is logit(x) minus this."""
+    pixels = np.asarray(pixels, np.float32)
+    shape = model.layer_fn(layer)(pixels).shape
+    scores = model.patched_fn(layer, (classifier(model),))(pixels, np.broadcast_to(value, shape).astype(np.float32))
+    return scores[0].numpy().reshape(len(pixels), -1)[np.arange(len(pixels)), classes]
+
+
 def mean_activations(model: Model, layers: list[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
     """Per layer, its mean activation per channel [C] (float32) over every position of every photo of `batches`
     (float32 [N, S, S, 3], 0..255, fitted to the input): the baseline of a reference set of photos."""
     sums: list[np.ndarray] = []
-    count = 0
+    counts = np.zeros(len(layers), np.int64)  # positions seen, per layer (each has its own map size)
     for pixels in batches:
         acts = [np.asarray(a, np.float64) for a in model.layers_fn(list(layers))(np.asarray(pixels, np.float32))]
         totals = [a.sum(axis=(0, 1, 2)) for a in acts]
         sums = totals if not sums else [s + t for s, t in zip(sums, totals)]
-        count += int(np.prod(acts[0].shape[:3])) if acts else 0
-    if not count:
+        counts += [int(np.prod(a.shape[:3])) for a in acts]
+    if not sums:
         raise ValueError("mean_activations needs at least one photo")
-    return {name: (total / count).astype(np.float32) for name, total in zip(layers, sums)}
+    return {name: (total / count).astype(np.float32) for name, total, count in zip(layers, sums, counts)}
 
 
 def neuron_groups(act: np.ndarray, groups: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

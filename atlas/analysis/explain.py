@@ -39,7 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -259,11 +259,8 @@ def reference_baselines(run_folder: Path, model: Any, plan: ExplainPlan,
     missing = [name for name in plan.layers if name not in kept]
     if missing:
         bad: list[tuple[str, str]] = []
-        fit = InputFit(plan.size, "crop", plan.batch_size)
-        batches = (np.stack([f.pixels for f in batch]) for batch in
-                   fitted_batches(reference.photos, fit, bad, _NoBar()))
         try:
-            means = mean_activations(model, missing, batches)
+            means = mean_activations(model, missing, reference_batches(reference, plan, bad))
         except ValueError:
             raise no_readable_photo("explain baseline", reference.folder, bad) from None
         kept.update({name: [float(v) for v in mean] for name, mean in means.items()})
@@ -271,6 +268,14 @@ def reference_baselines(run_folder: Path, model: Any, plan: ExplainPlan,
         atomic_write_text(path, json.dumps({"made_from": made_from, "baseline": plan.baseline, "photos": photos,
                                             "layers": kept}) + "\n")
     return {name: np.asarray(kept[name], np.float32) for name in plan.layers}, photos
+
+
+def reference_batches(reference: Reference, plan: ExplainPlan, bad: list[tuple[str, str]]) -> Iterator[np.ndarray]:
+    """The reference photos fitted as the plan fits the explained ones (float32 [N, S, S, 3] batches); those that
+    cannot be read go to `bad`."""
+    fit = InputFit(plan.size, "crop", plan.batch_size)
+    for batch in fitted_batches(reference.photos, fit, bad, _NoBar()):
+        yield np.stack([f.pixels for f in batch])
 
 
 class _NoBar:
