@@ -256,8 +256,8 @@ def attribution_column(page: Page, x: float, y: float, bottom: float, picture: P
     """Per top class: its label and logit, where it comes from (a heatmap of `words`, what the attribution is) and
     which channels add and take most."""
     y = heading(page, x, y, ATTRIBUTION_W, "Attribution to the top classes",
-                f"heatmap: {words} at each position (red adds, blue takes away, one scale for every class); "
-                "renders: the channels that add most (+) and take most (−)")
+                f"heatmap: {words} per position (red adds, blue takes away); renders: the channels adding (+), "
+                "taking (−) most")
     if not top:
         why = ("the model has no classifier" if classifier is None and not len(data.classes)
                else "the photo has no classes")
