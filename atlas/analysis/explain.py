@@ -1,20 +1,22 @@
 """Per-photo explanations: what the network sees in each photo, at each chosen layer (docs/explain.md).
 
-The third pass over photos, on the shared loop of `atlas.analysis.passes`. Photos (files and folders of them) are
-fitted as the examples pass fits them (shorter side to the input size, centred square) and go through the network
-in batches: one forward and backward pass per batch (`atlas.analysis.attribution.explain_batch`) gives, per photo
-and layer, the semantic dictionary, the spatial and channel attribution to the top classes and the neuron groups;
-`between_layers` adds the attribution between consecutive chosen layers (into the upper one's arrays, as
-`from_<lower>`). Everything goes to the run folder as `atlas.run.explainfiles` lists it, keyed by the photo's
-sha256:
+The third pass over photos, on the shared loop of `atlas.analysis.passes`. First the baseline: each layer's mean
+activation per channel over the reference photos (the shipped ones by default, a folder's, or none for zero),
+kept in the run. Photos (files and folders of them) are fitted as the examples pass fits them (shorter side to
+the input size, centred square) and go through the network in batches (`atlas.analysis.attribution.explain_batch`):
+per photo and layer, the semantic dictionary, the spatial and channel attribution to the top classes against the
+baseline (integrated gradients) and the neuron groups; with `between`, `between_layers` adds the attribution
+between consecutive chosen layers (into the upper one's arrays, as `from_<lower>`). Everything goes to the run
+folder as `atlas.run.explainfiles` lists it, keyed by the photo's sha256:
 
+    explain/baseline.json                                      the baseline, made once (new layers added)
     explain/<sha256>/<layer>.npz, explain/<sha256>/photo.jpg   written per batch (atomically)
     explain/index.json                                         at each checkpoint: the photos done so far
     explain/skipped.txt                                        the files that could not be read
 
 Resume: a photo is done when the index lists it with every chosen layer and its files are there (`wanted`), so a
-killed pass loses only the photos since its last checkpoint. Changing the counts, the seed or the input size (the
-settings hash) starts the index over.
+killed pass loses only the photos since its last checkpoint. Changing the counts, the seed, the input size or the
+baseline (the settings hash) starts the index over; new class labels only rename the photos of the index.
 
 After the photos, with `render` (the default), the icons the pages show: the channels of the dictionaries, the
 top +/- channel attributions and the groups' top channels, mapped to catalogued (layer, channel), that the run
