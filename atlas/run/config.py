@@ -373,22 +373,15 @@ def examples_folder_of(folder: str, config_path: Path | None = None, key: str = 
 
     if folder == PROBES:
         return folder
-    where = _relative_to(config_path, folder) if config_path else Path(folder).expanduser()
-    if not where.is_dir():
-        origin = f"{config_path}: {key}: " if config_path else ""
-        raise UserError(f"{origin}folder {folder}: no such folder; give a folder of photos, or `probes` for the "
-                        "built-in teaching probes")
-    return str(where.resolve())
+    return _on_disk(folder, config_path, key, f"folder {folder}: no such folder; give a folder of photos, or "
+                    "`probes` for the built-in teaching probes")
 
 
 def explain_path_of(photo: str, config_path: Path | None = None) -> str:
     """A photo or folder of photos to explain as given (in a config: relative to the current folder, else to the
     config), checked to exist."""
-    where = _relative_to(config_path, photo) if config_path else Path(photo).expanduser()
-    if not where.exists():
-        origin = f"{config_path}: explain: " if config_path else ""
-        raise UserError(f"{origin}{photo}: no such photo or folder; give photo files or folders of photos")
-    return str(where.resolve())
+    return _on_disk(photo, config_path, "explain", f"{photo}: no such photo or folder; give photo files or folders "
+                    "of photos", folder=False)
 
 
 def baseline_of(baseline: str, config_path: Path | None = None) -> str:
@@ -396,11 +389,16 @@ def baseline_of(baseline: str, config_path: Path | None = None) -> str:
     relative to the current folder, else to the config), checked to exist and made absolute."""
     if baseline in BASELINES:
         return baseline
-    where = _relative_to(config_path, baseline) if config_path else Path(baseline).expanduser()
-    if not where.is_dir():
-        origin = f"{config_path}: explain: " if config_path else ""
-        raise UserError(f"{origin}baseline {baseline}: no such folder; give {', '.join(BASELINES)} or a folder of "
-                        "photos whose mean activation is the baseline")
+    return _on_disk(baseline, config_path, "explain", f"baseline {baseline}: no such folder; give "
+                    f"{', '.join(BASELINES)} or a folder of photos whose mean activation is the baseline")
+
+
+def _on_disk(given: str, config_path: Path | None, key: str, problem: str, folder: bool = True) -> str:
+    """A path as given (in a config: relative to the current folder, else to the config), made absolute; when no
+    folder (or with `folder` False, nothing) is there, one line: the config and its `key`, and `problem`."""
+    where = _relative_to(config_path, given) if config_path else Path(given).expanduser()
+    if not (where.is_dir() if folder else where.exists()):
+        raise UserError((f"{config_path}: {key}: " if config_path else "") + problem)
     return str(where.resolve())
 
 
