@@ -273,9 +273,9 @@ def _explain_parser(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--size", type=int, help="the photo's centred square in the network's input (default 224)")
     cmd.add_argument("--batch-size", type=int, help="photos per forward and backward pass (default 8)")
     cmd.add_argument("--seed", type=int, default=0, help="of the neuron groups (NMF) and their renders")
-    cmd.add_argument("--baseline", metavar="shipped|zero|FOLDER", help="what a layer's activations are measured "
-                     "against: the mean activation over the shipped photos (default), zero (the article's), or "
-                     "over the photos of FOLDER")
+    cmd.add_argument("--baseline", metavar="photos|zero|FOLDER", help="what a layer's activations are measured "
+                     "against: the mean activation over the photos of FOLDER (default `photos`, the shipped ones), "
+                     "or zero (the article's)")
     cmd.add_argument("--ig-steps", type=int, metavar="N", help="integrated gradients: the gradient averaged along "
                      "the path from the baseline to the photo's activations over N steps (default 16; 0: the "
                      "gradient at the photo, as the article)")

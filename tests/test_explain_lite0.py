@@ -87,7 +87,7 @@ def test_the_pass_keeps_the_shipped_photos_mean_and_makes_it_once(lite0_model, s
     run = tmp_path / "run"
     plan = resolve_explain([photo], lite0_model, layers=["block9_add"], classes=1, groups=2, ig_steps=2,
                            render=False)
-    assert plan.baseline == "shipped" and not plan.between
+    assert plan.baseline == "photos" and not plan.between
     run_explain(plan, run, lite0_model, progress=False)
     first = json.loads((run / BASELINE_FILE).read_text())
     assert first["photos"] == len(SHIPPED_PHOTOS) == 4 and list(first["layers"]) == ["block9_add"]
@@ -95,7 +95,7 @@ def test_the_pass_keeps_the_shipped_photos_mean_and_makes_it_once(lite0_model, s
     np.testing.assert_allclose(first["layers"]["block9_add"],
                                mean_activations(lite0_model, ["block9_add"], [pixels])["block9_add"], rtol=1e-5)
     index = read_index(run)
-    assert index.settings["baseline"] == "shipped" and index.settings["reference_photos"] == 4
+    assert index.settings["baseline"] == "photos" and index.settings["reference_photos"] == 4
     assert index.photos[0].classes[0].label == "Egyptian cat"  # the zoo's ImageNet labels
     more = resolve_explain([photo], lite0_model, layers=["block9_add", "head_conv"], classes=1, groups=2,
                            ig_steps=2, render=False)

@@ -80,7 +80,7 @@ from atlas.run.explainfiles import (
 )
 from atlas.run.manifest import PhotoRecord
 from atlas.run.plan import layer_depth
-from atlas.run.plans import SHIPPED_BASELINE, ZERO_BASELINE, ExplainPlan
+from atlas.run.plans import ZERO_BASELINE, ExplainPlan
 
 LOCK_FILE = ".explain.lock"
 CHECKPOINT_SECONDS = 30.0  # at most this much work is lost (and done again) when a pass is killed
@@ -221,19 +221,17 @@ class Reference:
 
 
 def reference_photos(plan: ExplainPlan) -> Reference:
-    """The reference set of the plan's baseline: the shipped photos, a folder's (unreadable files are left out when
-    read), or none (zero)."""
-    from atlas.images import PHOTOS_DIR, SHIPPED_PHOTOS, photo_path
+    """The reference set of the plan's baseline: the photos of its folder (`photos`: the shipped ones; unreadable
+    files are left out when read), or none (zero)."""
+    from atlas.images import PHOTOS_DIR, SHIPPED_FOLDER
 
     if plan.baseline == ZERO_BASELINE:
         return Reference("", [])
-    if plan.baseline == SHIPPED_BASELINE:
-        folder, entries = str(PHOTOS_DIR), photo_entries([str(photo_path(name)) for name in SHIPPED_PHOTOS])[0]
-    else:
-        folder, entries = plan.baseline, list_photos(plan.baseline, "explain baseline folder")[0]
+    folder = str(PHOTOS_DIR) if plan.baseline == SHIPPED_FOLDER else plan.baseline
+    entries = list_photos(folder, "explain baseline folder")[0]
     if not entries:
         raise UserError(f"explain: baseline {plan.baseline}: no photos in {folder}; give a folder of photos, or "
-                        f"--baseline {SHIPPED_BASELINE} or {ZERO_BASELINE}")
+                        f"--baseline {ZERO_BASELINE}")
     return Reference(folder, entries, listing_digest(entries))
 
 

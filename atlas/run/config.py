@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atlas.errors import UserError
-from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
+from atlas.images import PHOTOS_DIR, SHIPPED_FOLDER, SHIPPED_PHOTOS, photo_credit, photo_path
 from atlas.model.catalogue import Layer, find_layer
 from atlas.model.classifier import IMAGENET
 from atlas.model.selection import check_channels, parse_channels
 from atlas.model.source import MODEL_HELP, names_a_path
 from atlas.render.settings import RenderSettings
 from atlas.run.manifest import FOURIER_MODE, NOISE, Mode
-from atlas.run.plans import BASELINES, IG_STEPS, SHIPPED_BASELINE
+from atlas.run.plans import DEFAULT_BASELINE, IG_STEPS, ZERO_BASELINE
 from atlas.shipped import config_name, file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate
 
@@ -109,7 +109,7 @@ class ExplainConfig(BaseModel):
     top: int = Field(default=6, ge=1, le=64)  # channels per position in the dictionary
     size: int = Field(default=224, ge=32, le=2048)  # the photo's centred square in the network's input
     batch_size: int = Field(default=8, ge=1)  # photos per forward and backward pass
-    baseline: str = Field(default=SHIPPED_BASELINE, min_length=1)  # shipped, zero, or a folder of photos
+    baseline: str = Field(default=DEFAULT_BASELINE, min_length=1)  # zero, or a folder of photos (`photos`)
     ig_steps: int = Field(default=IG_STEPS, ge=0, le=1024)  # integrated gradients' steps; 0: the gradient at a photo
     between: bool = False  # also the attribution between consecutive layers (15 times the cost of the rest)
     render: bool = True  # false: the arrays only (no group renders, no missing channel renders)
@@ -373,30 +373,39 @@ def examples_folder_of(folder: str, config_path: Path | None = None, key: str = 
 
     if folder == PROBES:
         return folder
-    return _on_disk(folder, config_path, key, f"folder {folder}: no such folder; give a folder of photos, or "
-                    "`probes` for the built-in teaching probes")
+    return _on_disk(folder, config_path, key, f"folder {folder}: no such folder; give a folder of photos, `photos` "
+                    "for the shipped ones, or `probes` for the built-in teaching probes", {SHIPPED_FOLDER: PHOTOS_DIR})
 
 
 def explain_path_of(photo: str, config_path: Path | None = None) -> str:
     """A photo or folder of photos to explain as given (in a config: relative to the current folder, else to the
     config), checked to exist."""
+    shipped = {SHIPPED_FOLDER: PHOTOS_DIR, **{name: photo_path(name) for name in SHIPPED_PHOTOS}}
     return _on_disk(photo, config_path, "explain", f"{photo}: no such photo or folder; give photo files or folders "
-                    "of photos", folder=False)
+                    "of photos, `photos` for the shipped ones, or a shipped photo's name (chelsea)", shipped,
+                    folder=False)
 
 
 def baseline_of(baseline: str, config_path: Path | None = None) -> str:
-    """An explain baseline as given: `shipped` or `zero` as they are, else a folder of photos (in a config:
-    relative to the current folder, else to the config), checked to exist and made absolute."""
-    if baseline in BASELINES:
+    """An explain baseline as given: `zero` as it is, else a folder of photos (in a config: relative to the current
+    folder, else to the config), checked to exist and made absolute; `photos`, the shipped ones' folder, stays
+    `photos`."""
+    if baseline == ZERO_BASELINE:
         return baseline
-    return _on_disk(baseline, config_path, "explain", f"baseline {baseline}: no such folder; give "
-                    f"{', '.join(BASELINES)} or a folder of photos whose mean activation is the baseline")
+    found = _on_disk(baseline, config_path, "explain", f"baseline {baseline}: no such folder; give {ZERO_BASELINE}, "
+                     "`photos` for the shipped photos, or a folder of photos whose mean activation is the baseline",
+                     {SHIPPED_FOLDER: PHOTOS_DIR})
+    return SHIPPED_FOLDER if Path(found) == PHOTOS_DIR else found
 
 
-def _on_disk(given: str, config_path: Path | None, key: str, problem: str, folder: bool = True) -> str:
-    """A path as given (in a config: relative to the current folder, else to the config), made absolute; when no
-    folder (or with `folder` False, nothing) is there, one line: the config and its `key`, and `problem`."""
+def _on_disk(given: str, config_path: Path | None, key: str, problem: str, shipped: dict[str, Path],
+             folder: bool = True) -> str:
+    """A path as given (in a config: relative to the current folder, else to the config), made absolute; a name of
+    `shipped` where nothing is at that path is its shipped file or folder; when no folder (or with `folder` False,
+    nothing) is there, one line: the config and its `key`, and `problem`."""
     where = _relative_to(config_path, given) if config_path else Path(given).expanduser()
+    if not where.exists() and given in shipped:
+        return str(shipped[given])
     if not (where.is_dir() if folder else where.exists()):
         raise UserError((f"{config_path}: {key}: " if config_path else "") + problem)
     return str(where.resolve())

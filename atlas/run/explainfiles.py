@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from atlas.errors import UserError
-from atlas.run.plans import SHIPPED_BASELINE, ZERO_BASELINE
+from atlas.images import SHIPPED_FOLDER
+from atlas.run.plans import ZERO_BASELINE
 
 EXPLAIN_DIR = "explain"
 INDEX_FILE = f"{EXPLAIN_DIR}/index.json"
@@ -178,7 +179,7 @@ def attribution_of(settings: dict[str, Any]) -> str:
     if baseline != ZERO_BASELINE:
         count = settings.get("reference_photos")
         photos = f"{count} " if count else ""
-        where = f"the {photos}shipped photos" if baseline == SHIPPED_BASELINE else \
+        where = f"the {photos}shipped photos" if baseline == SHIPPED_FOLDER else \
             f"the {photos}photos of {Path(baseline).name}"
         moved = f"(activation − its mean over {where})"
     if not steps:

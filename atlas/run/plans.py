@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from atlas.images import SHIPPED_FOLDER
 from atlas.render.settings import RenderSettings
 
 EXAMPLES_FORMAT = 1  # bump when the meaning of recorded examples changes
@@ -108,9 +109,8 @@ class CircuitsPlan:
 
 EXPLAIN_FORMAT = 1  # bump when the meaning of the arrays of explain/<sha256>/<layer>.npz changes
 GROUP_PX = 96  # neuron groups' render size (icons, as map cells)
-SHIPPED_BASELINE = "shipped"  # the mean activation over the shipped photos (atlas/data/photos)
-ZERO_BASELINE = "zero"  # the article's: activation x gradient
-BASELINES = (SHIPPED_BASELINE, ZERO_BASELINE)  # else a folder of photos, whose mean activation it is
+ZERO_BASELINE = "zero"  # the article's: activation x gradient; else the mean activation over a folder of photos
+DEFAULT_BASELINE = SHIPPED_FOLDER  # `photos`: the mean over the shipped photos (atlas/data/photos)
 IG_STEPS = 16  # integrated gradients' steps: the sums within 0.75 of logit(x) - logit(baseline) (docs/explain.md)
 
 
@@ -132,7 +132,7 @@ class ExplainPlan:
     seed: int = 0  # of NMF and of the group renders
     size: int = 224  # the network's input: the photo's centred square at this size
     batch_size: int = 8  # photos per forward and backward pass
-    baseline: str = SHIPPED_BASELINE  # attribution is (activation - baseline) x gradient: BASELINES or a folder
+    baseline: str = DEFAULT_BASELINE  # attribution is (activation - baseline) x gradient: zero, photos, a folder
     ig_steps: int = IG_STEPS  # the gradient integrated from the baseline over this many steps; 0: at the photo
     between: bool = False  # also the attribution between consecutive layers (into the upper one's npz)
     render: bool = True  # also render the neuron groups and the channels the pages show that the run lacks
