@@ -1,7 +1,8 @@
 """The static gallery: reads a run folder through `atlas.run.manifest` and writes `<run>/site/`.
 
     site/index.html                      the network, low to high: blocks, layers, counts, a strip of renders
-    site/layers/<layer>.html             every channel of a layer as a thumbnail grid, one tab per mode
+    site/layers/<layer>.html             every channel of a layer as a thumbnail grid, one tab per mode (a block
+                                         output the run renders is a layer too, marked as one, last in its block)
     site/channels/<layer>/<cccc>.html    one channel: the large image of each mode, metrics, facts, neighbours
     site/compare.html                    two to four channels or layers side by side (picked in the page)
     site/progression.html                one base photo dreamed at each layer, low to high
@@ -38,7 +39,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from atlas.atomic import atomic_write_bytes, atomic_write_text, stop_on_write_errors
 from atlas.errors import UserError
-from atlas.model.catalogue import Layer
+from atlas.model.catalogue import AnyLayer, BlockOutput, in_order
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.publish.circuits_view import Matrix, block_matrices, channel_circuit
 from atlas.publish.explain_view import PHOTOS_PAGE, Explained, photo_url, read_explained
@@ -113,9 +114,9 @@ def _percent(value: int, total: int) -> str:
 
 @dataclass
 class LayerView:
-    """One layer with everything its pages show."""
+    """One layer (a conv layer, or a block output) with everything its pages show."""
 
-    layer: Layer
+    layer: AnyLayer
     position: int  # in display order
     renders: dict[str, dict[int, Render]]  # mode id -> channel -> render (present on disk)
     dreams: dict[str, Render]  # mode id -> whole-layer render
@@ -134,6 +135,10 @@ class LayerView:
     @property
     def channels(self) -> int:
         return self.layer.channels
+
+    @property
+    def is_block_output(self) -> bool:
+        return isinstance(self.layer, BlockOutput)
 
     @functools.cached_property
     def rendered(self) -> int:
@@ -232,6 +237,11 @@ class Gallery:
         return sum(view.channels for view in self.layers)
 
     @property
+    def block_outputs(self) -> int:
+        """How many of the layers shown are block outputs."""
+        return sum(view.is_block_output for view in self.layers)
+
+    @property
     def missing(self) -> int:
         return sum(view.missing(self.modes) for view in self.layers)
 
@@ -243,18 +253,19 @@ class Gallery:
                 sum(len(a) for a in asked))
 
 
-def display_order(layers: list[Layer]) -> list[tuple[str, list[Layer], str | None]]:
-    """Blocks low to high, each auxiliary head placed right after the block it branches off.
+def display_order(layers: list[AnyLayer]) -> list[tuple[str, list[AnyLayer], str | None]]:
+    """Blocks low to high, each auxiliary head placed right after the block it branches off; block outputs among
+    the conv layers, each last in the block of its name.
 
     A head goes after the last main block whose deepest layer is shallower than the head's first layer
     (head0 after mixed4a, head1 after mixed4d in GoogLeNet). Returns (block, layers, branches_after) triples.
     """
-    groups: dict[str, list[Layer]] = {}
-    for layer in sorted(layers, key=lambda layer: layer.index):
+    groups: dict[str, list[AnyLayer]] = {}
+    for layer in in_order(layers):
         groups.setdefault(layer.block, []).append(layer)
     heads = [name for name in groups if AUX_HEAD.fullmatch(name)]
     main = [name for name in groups if name not in heads]
-    order: list[tuple[str, list[Layer], str | None]] = [(name, groups[name], None) for name in main]
+    order: list[tuple[str, list[AnyLayer], str | None]] = [(name, groups[name], None) for name in main]
     for head in heads:
         depth = min(layer.depth for layer in groups[head])
         after = [i for i, (name, members, _) in enumerate(order)
@@ -321,7 +332,7 @@ def build_gallery(run: Run) -> Gallery:
         if len(shown) > 1:
             facets.setdefault(layer_name, {}).setdefault(mode, {})[channel] = shown
     blocks, views = [], []
-    for name, members, after in display_order(run.layers):
+    for name, members, after in display_order([*run.layers, *shown_block_outputs(run, per_layer)]):
         block_views = []
         for layer in members:
             renders = {mode: {c: r for c, r in found.items() if 0 <= c < layer.channels}
@@ -345,6 +356,13 @@ def build_gallery(run: Run) -> Gallery:
                       matrices=block_matrices(run.circuits))
     gallery.explained = read_explained(run.folder, gallery.icon, set(gallery.by_name))
     return gallery
+
+
+def shown_block_outputs(run: Run, rendered: dict[str, Any]) -> list[BlockOutput]:
+    """The block outputs the gallery shows as layers: those the run asks renders of, or has renders of (e.g. the
+    icons of photos explained there)."""
+    asked = {layer for layers in (run.planned or {}).values() for layer in layers}
+    return [block for block in run.blocks if block.name in asked or block.name in rendered]
 
 
 def _existing_files(folder: Path) -> set[str]:
@@ -517,15 +535,18 @@ def search_index(gallery: Gallery) -> dict[str, Any]:
         modes.append({"id": mode.id, "kind": mode.kind, "photo": mode.photo, "web": web, "thumb": thumb,
                       "size": [gallery.web[mode.id].width, gallery.web[mode.id].height],
                       "thumbSize": [gallery.thumb[mode.id].width, gallery.thumb[mode.id].height]})
-    layers = [{"name": v.name, "block": v.layer.block, "channels": v.channels, "kernel": _kernel(v.layer),
-               "stride": v.layer.stride, "rf": v.layer.receptive_field, "depth": v.layer.depth,
+    layers = [{"name": v.name, "block": v.layer.block, "channels": v.channels, **_shape(v.layer),
+               "rf": v.layer.receptive_field, "depth": v.layer.depth,
                "rendered": {mode: format_channels(sorted(found)) for mode, found in v.renders.items() if found},
                "dreams": {mode: r.web for mode, r in v.dreams.items()}} for v in gallery.layers]
     return {"modes": modes, "layers": layers}
 
 
-def _kernel(layer: Layer) -> str:
-    return f"{layer.kernel}×{layer.kernel_w}"
+def _shape(layer: AnyLayer) -> dict[str, Any]:
+    """What the index says of a layer's op: a conv's kernel (`3×3`) and stride, a block output's merge (`add`)."""
+    if isinstance(layer, BlockOutput):
+        return {"merge": layer.kind}
+    return {"kernel": f"{layer.kernel}×{layer.kernel_w}", "stride": layer.stride}
 
 
 def _image_exts(gallery: Gallery, mode: str) -> tuple[str, str]:

@@ -238,8 +238,8 @@
       caption.appendChild(el("small", {}, dream ? " whole layer" : " first channels"));
       fig.appendChild(caption);
     }
-    fig.appendChild(el("p", { "class": "count" }, "kernel " + layer.kernel + " · stride " + layer.stride +
-      " · rf " + layer.rf + " px · depth " + layer.depth));
+    var shape = layer.merge ? "block output (" + layer.merge + ")" : "kernel " + layer.kernel + " · stride " + layer.stride;
+    fig.appendChild(el("p", { "class": "count" }, shape + " · rf " + layer.rf + " px · depth " + layer.depth));
     return fig;
   }
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from atlas.errors import UserError
-from atlas.model.catalogue import Layer
+from atlas.model.catalogue import AnyLayer, Layer, in_order
 from atlas.model.selection import WHOLE_LAYER, check_channels, parse_channels
 from atlas.publish.figures.page import (FACTS_PT, ItemSpec, FOOTER_PT, GAP, LABEL_PT_MIN, LINE, MARGIN, PAGE_WIDTH, POINTS,
                                         TITLE_PT, Box, Cell, FigureLayout, Panel, Text, find_mode, footer_text,
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 MAX_PROGRESSION = 10  # the default progression keeps at most this many layers
 
 
-def sheet_cells(run: Run, layer: Layer, channels: list[int], mode: Mode) -> list[Cell]:
+def sheet_cells(run: Run, layer: AnyLayer, channels: list[int], mode: Mode) -> list[Cell]:
     renders = run.by_key()
     return [Cell((mode.id, layer.name, c), image_file(run, renders.get((mode.id, layer.name, c))), f"{c}")
             for c in channels]
@@ -44,7 +44,7 @@ def default_progression(layers: list[Layer]) -> list[Layer]:
     return [chosen[round(i * step)] for i in range(MAX_PROGRESSION)]
 
 
-def progression_render(run: Run, layer: Layer, mode: Mode) -> Render | None:
+def progression_render(run: Run, layer: AnyLayer, mode: Mode) -> Render | None:
     """A layer's whole-layer render in `mode` if there is one, else its channel with the highest lift
     (ties: the lowest channel); None if the layer has no render in that mode."""
     candidates = [r for r in run.renders if r.mode == mode.id and r.layer == layer.name]
@@ -54,7 +54,7 @@ def progression_render(run: Run, layer: Layer, mode: Mode) -> Render | None:
     return min(candidates, key=lambda r: (-(r.lift if r.lift is not None else -math.inf), r.channel), default=None)
 
 
-def progression_cells(run: Run, layers: list[Layer], mode: Mode) -> list[Cell]:
+def progression_cells(run: Run, layers: list[AnyLayer], mode: Mode) -> list[Cell]:
     """The base photo first (when the run has its copy), then one panel per layer."""
     cells = []
     if mode.file and (run.folder / mode.file).is_file():
@@ -71,7 +71,7 @@ def panel_cells(run: Run, items: list[ItemSpec], default_mode: Mode) -> list[Cel
     renders = run.by_key()
     cells = []
     for item in items:
-        layer = run.layer(item.layer)
+        layer = run.any_layer(item.layer)
         check_channels([item.channel], layer.channels, layer.name)
         mode = find_mode(run, item.mode) if item.mode else default_mode
         key = (mode.id, layer.name, item.channel)
@@ -85,7 +85,7 @@ def panel_cells(run: Run, items: list[ItemSpec], default_mode: Mode) -> list[Cel
     return cells
 
 
-def example_cells(run: Run, layer: Layer, channel: int, top: int) -> list[Cell]:
+def example_cells(run: Run, layer: AnyLayer, channel: int, top: int) -> list[Cell]:
     """A channel's dataset-example patches, best first, labelled with their activation; gaps up to `top`."""
     found = run.examples.get((layer.name, channel), [])
     cells = [Cell(("examples", layer.name, channel), run.folder / e.crop if e.crop else None, f"{e.value:.3g}")
@@ -95,7 +95,7 @@ def example_cells(run: Run, layer: Layer, channel: int, top: int) -> list[Cell]:
 
 def examples_sheet_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     """One row per channel: its dream (in `mode`, when the run has renders), then its top dataset patches."""
-    layer = run.layer(spec.layer or "")
+    layer = run.any_layer(spec.layer or "")
     if not run.examples:
         raise UserError(f"{run.folder} has no dataset examples; run `atlas examples FOLDER -o {run.folder}` first")
     top = int(run.example_meta.get("top", 0)) or max(len(v) for v in run.examples.values())
@@ -120,7 +120,7 @@ def sheet_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     """A contact sheet: one layer's channels in a grid, each labelled with its number."""
     if spec.examples:
         return examples_sheet_layout(run, spec)
-    layer = run.layer(spec.layer or "")
+    layer = run.any_layer(spec.layer or "")
     mode = find_mode(run, spec.mode)
     channels = parse_channels(spec.value("channels"), layer.channels, layer.name)
     cells = sheet_cells(run, layer, channels, mode)
@@ -135,8 +135,7 @@ def progression_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     """One start (a photo or noise) across layers from low to high, each panel labelled with its layer."""
     mode = find_mode(run, spec.photo)
     if spec.layers:
-        layers = sorted({run.layer(name).name: run.layer(name) for name in spec.layers}.values(),
-                        key=lambda layer: layer.index)
+        layers = in_order({run.any_layer(name).name: run.any_layer(name) for name in spec.layers}.values())
     else:
         layers = default_progression(run.layers)
     if not layers:
