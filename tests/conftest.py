@@ -1,4 +1,5 @@
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # umap-learn's numba functions compiled once per machine, not once per test session (atlas.analysis.maps.import_umap);
@@ -29,6 +30,36 @@ def small_model():
 @pytest.fixture(scope="session")
 def full_model():
     return load_model("synthetic")
+
+
+LITE0 = "efficientnet-lite0"
+
+
+@pytest.fixture(scope="session")
+def lite0_frozen(tmp_path_factory) -> "os.PathLike[str]":
+    """The frozen graph of the trained EfficientNet-Lite0 (the zoo), built once per test process (about 10 s)."""
+    from atlas.model.source import resolve
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ATLAS_CACHE_DIR", str(tmp_path_factory.mktemp("zoo")))
+        return resolve(LITE0).pb_path
+
+
+@pytest.fixture(scope="session")
+def lite0_model(lite0_frozen):
+    """The trained EfficientNet-Lite0 as a loaded model, shared by a test process."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ATLAS_CACHE_DIR", str(lite0_frozen.parent.parent))
+        return load_model(LITE0)
+
+
+@pytest.fixture
+def lite0(lite0_frozen, isolated_cache) -> str:
+    """`--model efficientnet-lite0` usable in this test (its own cache) without building it again."""
+    target = isolated_cache / "frozen" / lite0_frozen.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(lite0_frozen, target)
+    return LITE0
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 SOFTMAX = "Softmax"
 IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.txt")  # wnid<TAB>lemmas, Keras's class order
 IMAGENET_COUNT = 1000
+IMAGENET = "imagenet"  # ModelSource.labels: the shipped names
 KERAS_PREFIX = "keras:"
 NO_CLASSIFIER = "attribution needs class logits: the model has no softmax classifier, so its photos get " \
                 "dictionaries and neuron groups only"
@@ -39,10 +40,15 @@ def logits_node(graph: graph_pb2.GraphDef) -> str | None:
 
 
 def class_labels(source: ModelSource, count: int) -> list[str]:
-    """The names of a classifier's `count` classes: the model's label file (inception5h's 1008 lines), the shipped
-    ImageNet names (first lemma) for a 1000-class `keras:NAME` model, else "class N"."""
+    """The names of a classifier's `count` classes: the source's `labels` ("imagenet": the shipped names, first lemma;
+    else a file with one name a line), the model's label file (inception5h's 1008 lines), the shipped ImageNet
+    names for a 1000-class `keras:NAME` model, else "class N"."""
     names: list[str] = []
-    if source.labels_path is not None and Path(source.labels_path).is_file():
+    if source.labels == IMAGENET:
+        names = imagenet_names()
+    elif source.labels:
+        names = [line.strip() for line in Path(source.labels).read_text(encoding="utf-8").splitlines()]
+    elif source.labels_path is not None and Path(source.labels_path).is_file():
         names = [line.strip() for line in Path(source.labels_path).read_text(encoding="utf-8").splitlines()]
     elif source.spec.startswith(KERAS_PREFIX) and count == IMAGENET_COUNT:
         names = imagenet_names()

@@ -1,7 +1,8 @@
 """Where the model's GraphDef bytes come from: the user cache, the official download, a local .pb or .zip, the
-synthetic stand-in, or a Keras model (a .keras or .h5 file, a SavedModel folder, or `keras:NAME` of
-keras.applications) frozen once into a GraphDef and cached under its source's sha256; and how atlas's pixels
-become the model's input (its `Preprocess`)."""
+synthetic stand-in, a Keras model (a .keras or .h5 file, a SavedModel folder, or `keras:NAME` of
+keras.applications) or a trained network of atlas's zoo (`efficientnet-lite0`, built from a package's weights),
+frozen once into a GraphDef and cached under its source's sha256; and how atlas's pixels become the model's input
+(its `Preprocess`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from atlas.atomic import atomic_path, atomic_write_bytes, stop_on_write_errors
 from atlas.errors import UserError
-from atlas.model.preprocess import GOOGLENET, KERAS_APPLICATIONS, Preprocess, keras_application_preprocess
+from atlas.model.preprocess import GOOGLENET, KERAS_APPLICATIONS, SCHEMES, Preprocess, keras_application_preprocess
+from atlas.model.zoo import ZOO
 
 DEFAULT_MODEL = "inception5h"
 MODEL_URL = "https://storage.googleapis.com/download.tensorflow.org/models/inception5h.zip"
@@ -53,6 +55,7 @@ class ModelSource:
     member: str | None = None  # when pb_path is a zip: the .pb inside it
     preprocess: Preprocess = GOOGLENET  # how RGB pixels 0..255 become the model's input
     source_sha256: str | None = None  # of the Keras file, folder or weights a frozen graph was made from
+    labels: str | None = None  # the class names: "imagenet" (the shipped 1000) or a file with one name a line
 
 
 def default_spec() -> str:
@@ -69,14 +72,17 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("atlas"))
 
 
-MODEL_HELP = ("inception5h, synthetic[:SCALE] (e.g. synthetic:0.125), keras:NAME (e.g. keras:ResNet50), "
-              "or a path to a .keras, .h5, .pb or .zip file or a SavedModel folder")
+MODEL_HELP = ("inception5h, efficientnet-lite0 (or -lite1, -lite2; NAME:FILE.pth for other weights), "
+              "synthetic[:SCALE] (e.g. synthetic:0.125), keras:NAME (e.g. keras:ResNet50), or a path to a .keras, "
+              ".h5, .pb or .zip file or a SavedModel folder")
 
 
 def names_a_path(spec: str) -> bool:
-    """Whether a --model value is a file or folder path (not inception5h, synthetic[:SCALE] or keras:NAME)."""
+    """Whether a --model value is a file or folder path (not inception5h, a zoo name, synthetic[:SCALE] or
+    keras:NAME)."""
     spec = spec.strip()
-    return not (spec in (DEFAULT_MODEL, SYNTHETIC) or spec.startswith((SYNTHETIC + ":", KERAS_PREFIX)))
+    return not (spec in (DEFAULT_MODEL, SYNTHETIC) or spec.partition(":")[0] in ZOO
+                or spec.startswith((SYNTHETIC + ":", KERAS_PREFIX)))
 
 
 def resolve(spec: str | None, preprocess: Preprocess | None = None) -> ModelSource:
@@ -93,6 +99,9 @@ def resolve(spec: str | None, preprocess: Preprocess | None = None) -> ModelSour
         source = ModelSource(spec=f"{SYNTHETIC}:{scale:g}", pb_path=None, synthetic_scale=scale)
     elif spec.startswith(KERAS_PREFIX):
         return _keras_application(spec[len(KERAS_PREFIX):].strip(), preprocess)
+    elif spec.partition(":")[0] in ZOO:
+        name, _, weights = spec.partition(":")
+        source = _zoo(name, Path(weights).expanduser() if weights else None)
     else:
         path = Path(spec).expanduser()
         suffix = path.suffix.lower()
@@ -313,6 +322,42 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     line = text[0] if text else type(exc).__name__
     return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _zoo(name: str, weights: Path | None) -> ModelSource:
+    """A network of the zoo (`atlas.model.zoo`): built from its package's state_dict, or from `weights` (a .pth
+    file of the same architecture: `efficientnet-lite0:FILE`), frozen once and cached under a key of the weights'
+    sha256."""
+    from atlas.model import zoo
+
+    model = ZOO[name]
+    if weights is None:
+        weights, spec = zoo.weights_path(model), name
+    else:
+        weights = weights.resolve()
+        spec = f"{name}:{weights}"
+        if not weights.is_file():
+            raise UserError(f"weights file not found: {weights}; give --model {name}:PATH with a PyTorch state_dict "
+                            f"of {name}, or --model {name} for its ImageNet weights")
+    try:
+        sha = zoo.source_key(model, file_sha256(weights))
+    except OSError as exc:
+        raise UserError(f"cannot read weights file {weights}: {exc.strerror}") from None
+    target = frozen_path(sha)
+    if not target.is_file():
+        _write_frozen(target, lambda: _freeze_zoo(model, weights), spec)
+    return ModelSource(spec=spec, pb_path=target, preprocess=SCHEMES["tf"], source_sha256=sha, labels="imagenet")
+
+
+def _freeze_zoo(model: object, weights: Path) -> object:
+    from atlas.console import import_tensorflow
+
+    import_tensorflow()
+    from atlas.model.freeze import freeze_keras_model
+    from atlas.model.torchfile import read_state_dict
+    from atlas.model.zoo import build_keras
+
+    return freeze_keras_model(build_keras(model, read_state_dict(weights)))  # type: ignore[arg-type]
 
 
 def _keras_application(name: str, preprocess: Preprocess | None) -> ModelSource:
