@@ -18,9 +18,10 @@ settings hash) starts the index over.
 
 After the photos, with `render` (the default), the icons the pages show: the channels of the dictionaries, the
 top +/- channel attributions and the groups' top channels, mapped to catalogued (layer or block output, channel),
-that the run has no render of, are rendered with the run's own settings by the sweep's render core (`render_batch`) and recorded
-in the manifest as ordinary channel renders; and every neuron group is rendered with the `direction` objective of
-its channel factor (as map cells are), to `explain/<sha256>/<layer>-group-<i>.png`.
+that the run has no render of, are rendered with the run's own settings by the sweep's render core
+(`render_batch`) and recorded in the manifest as ordinary channel renders; and every neuron group is rendered
+with the `direction` objective of its channel factor (as map cells are), to
+`explain/<sha256>/<layer>-group-<i>.png`.
 
     from atlas.analysis.explain import run_explain
     from atlas.model.graph import load_model
