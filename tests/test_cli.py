@@ -15,7 +15,8 @@ def test_layers_table_lists_all_layers_and_totals():
     assert "conv2d0_pre_relu" in lines[3] and "head1_bottleneck_pre_relu" in lines[-2]
     # the block outputs, marked bN, each right after the last conv of its block: mixed3a after its pool branch
     marked = [line.split() for line in lines[3:-1] if line.startswith("b")]
-    assert [(row[0], row[1], row[4]) for row in marked[:2]] == [("b0", "mixed3a", "concat"), ("b1", "mixed3b", "concat")]
+    assert [(row[0], row[1], row[4]) for row in marked[:2]] == [("b0", "mixed3a", "concat"),
+                                                                ("b1", "mixed3b", "concat")]
     names = [line.split()[1] for line in lines[3:-1]]
     assert names.index("mixed3a") == names.index("mixed3a_pool_reduce_pre_relu") + 1
     assert len(names) == 59 + 9
