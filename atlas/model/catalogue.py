@@ -71,8 +71,8 @@ class BlockOutput:
     depth: int  # convolutions on the longest path from the input
     receptive_field: int  # in input pixels; that of its widest branch
     cumulative_stride: int
-    op_type: str = "ConcatV2"  # the merge's op: Add, AddV2 (a residual sum), Concat, ConcatV2
-    after: int = -1  # index of the conv layer it follows (the last one computed before it; -1: none)
+    op_type: str  # the merge's op: Add, AddV2 (a residual sum), Concat, ConcatV2
+    after: int  # index of the conv layer it follows: the last one it reads, directly or not (-1: none)
 
     @property
     def block(self) -> str:
