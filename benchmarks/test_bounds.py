@@ -430,6 +430,30 @@ def tv_penalty(models, seed: int, precision: str) -> dict[str, float]:
     return out
 
 
+REAL_LAYERS = ("block3_expand", "block9_expand", "block12_project", "head_conv")  # low, middle, high, head
+REAL_FOURIER = {"method": "fourier", "size": 96, "steps": 48, "batch_size": 4}
+
+
+def real_renders(models, seed: int, precision: str) -> dict[str, float]:
+    """tests/test_zoo.py::test_renders_of_the_trained_network_are_specific_at_every_depth: channels 0-3 of four
+    layers of the trained EfficientNet-Lite0, Fourier at 96 px for 48 steps, judged by the network itself."""
+    from atlas.render.loop import render_channels
+    from atlas.render.settings import RenderSettings
+
+    model = models("efficientnet-lite0")
+    specific = top = above = total = 0
+    for layer in REAL_LAYERS:
+        results = render_channels(model, layer, [0, 1, 2, 3], seed=seed,
+                                  settings=RenderSettings(**REAL_FOURIER, precision=precision))
+        channels = model.layer(layer).channels
+        specific += sum(bool(r.specific) for r in results)
+        top += sum(r.rank <= max(1, channels // 10) for r in results)
+        above += own_above_mean(model, layer, results, "channel")
+        total += len(results)
+    return {"real.specific_share": specific / total, "real.top10_share": top / total,
+            "real.above_mean_share": above / total}
+
+
 S = Statistic
 MEASUREMENTS = {
     "render_metrics": Measurement("test_render.py::test_metrics_hold_over_ten_layers_low_to_high", (
@@ -492,6 +516,9 @@ MEASUREMENTS = {
         S("tv.deepdream.smoother_of_10", ">= 8"), S("tv.fourier.worst_ratio", "not bounded", False),
         S("tv.fourier.median_ratio", "< 0.9", False), S("tv.fourier.smoother_of_10", ">= 8")),
         tv_penalty),
+    "real_renders": Measurement("test_zoo.py::test_renders_of_the_trained_network_are_specific_at_every_depth", (
+        S("real.specific_share", ">= 0.75"), S("real.top10_share", ">= 0.75"),
+        S("real.above_mean_share", ">= 0.9")), real_renders),
 }
 
 

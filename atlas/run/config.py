@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atlas.errors import UserError
-from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
+from atlas.images import PHOTOS_DIR, SHIPPED_FOLDER, SHIPPED_PHOTOS, photo_credit, photo_path
 from atlas.model.catalogue import AnyLayer, BlockOutput, Layer, find_layer, in_order
 from atlas.model.selection import check_channels, parse_channels
 from atlas.model.source import MODEL_HELP, names_a_path
@@ -349,10 +349,12 @@ def examples_folder_of(folder: str, config_path: Path | None = None, key: str = 
     if folder == PROBES:
         return folder
     where = _relative_to(config_path, folder) if config_path else Path(folder).expanduser()
+    if folder == SHIPPED_FOLDER and not where.exists():
+        return str(PHOTOS_DIR)
     if not where.is_dir():
         origin = f"{config_path}: {key}: " if config_path else ""
-        raise UserError(f"{origin}folder {folder}: no such folder; give a folder of photos, or `probes` for the "
-                        "built-in teaching probes")
+        raise UserError(f"{origin}folder {folder}: no such folder; give a folder of photos, `photos` for the "
+                        "shipped ones, or `probes` for the built-in teaching probes")
     return str(where.resolve())
 
 
@@ -360,9 +362,12 @@ def explain_path_of(photo: str, config_path: Path | None = None) -> str:
     """A photo or folder of photos to explain as given (in a config: relative to the current folder, else to the
     config), checked to exist."""
     where = _relative_to(config_path, photo) if config_path else Path(photo).expanduser()
+    if not where.exists() and (photo == SHIPPED_FOLDER or photo in SHIPPED_PHOTOS):
+        return str(PHOTOS_DIR if photo == SHIPPED_FOLDER else photo_path(photo))
     if not where.exists():
         origin = f"{config_path}: explain: " if config_path else ""
-        raise UserError(f"{origin}{photo}: no such photo or folder; give photo files or folders of photos")
+        raise UserError(f"{origin}{photo}: no such photo or folder; give photo files or folders of photos, "
+                        "`photos` for the shipped ones, or a shipped photo's name (chelsea)")
     return str(where.resolve())
 
 
