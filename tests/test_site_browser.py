@@ -506,7 +506,8 @@ def test_circuit_links_lead_to_the_input_unit_and_kernels_and_matrix_match_the_d
         assert img.evaluate("i => i.clientWidth") == kernel.shape[1] * 6  # enlarged: a weight is a 6-pixel square
     page.locator("section.circuit h3").first.scroll_into_view_if_needed()
     watch.shot("circuit")
-    rendered = [i for i, e in enumerate(inputs) if (folder / "site" / f"channels/{e.layer}/{e.channel:04d}.html").exists()]
+    rendered = [i for i, e in enumerate(inputs)
+                if (folder / "site" / f"channels/{e.layer}/{e.channel:04d}.html").exists()]
     first = inputs[rendered[0]]  # a unit with a page of its own (the others lead to their layer page at them)
     items.nth(rendered[0]).locator("a.edge-unit").click()
     assert page.url.endswith(f"channels/{first.layer}/{first.channel:04d}.html")

@@ -3,8 +3,8 @@
     site/index.html                      the network, low to high: blocks, layers, counts, a strip of renders
     site/layers/<layer>.html             a layer's rendered channels as a thumbnail grid, one tab per mode; the
                                          channels not rendered yet drawn by the page on demand
-    site/channels/<layer>/<cccc>.html    one channel with a render or dataset examples: the large image of each
-                                         mode, metrics, facts, neighbours
+    site/channels/<layer>/<cccc>.html    one channel with a render, dataset examples or explained photos that list
+                                         it: the large image of each mode, metrics, facts, neighbours
     site/compare.html                    two to four channels or layers side by side (picked in the page)
     site/progression.html                one base photo dreamed at each layer, low to high
     site/figures.html, site/about.html   figures of the run; model, settings, photo credits, counts
@@ -18,8 +18,8 @@
                                          attribution per class, neuron groups
     site/static/                         CSS, JavaScript and the placeholder image, copied from templates/static/
 
-The site grows with what the run has, not with the model: a channel without a render or dataset examples has no
-page, and a link to it (search, circuits, maps, photo pages, neighbours) leads to its layer page at that channel
+The site grows with what the run has, not with the model: a channel without any of those has no page, and a link
+to it (search, circuits, maps, photo pages, neighbours) leads to its layer page at that channel
 (`layers/<layer>.html#c=<n>`). A full run gets every channel page.
 
 Pages link to each other and to the run's images with relative URLs only, so the site works from `file://` and
