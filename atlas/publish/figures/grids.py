@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from atlas.publish.figures.spec import FigureSpec
 
 MAX_PROGRESSION = 10  # the default progression keeps at most this many layers
+NAMED = 8  # layers named in the line that says which layers have renders
 
 
 def sheet_cells(run: Run, layer: AnyLayer, channels: list[int], mode: Mode) -> list[Cell]:
@@ -27,9 +28,31 @@ def sheet_cells(run: Run, layer: AnyLayer, channels: list[int], mode: Mode) -> l
             for c in channels]
 
 
+def rendered_layers(run: Run, mode: Mode) -> list[AnyLayer]:
+    """The layers and block outputs with a render in `mode` (a channel or the whole layer), low to high."""
+    names = {r.layer for r in run.renders if r.mode == mode.id}
+    return in_order(layer for layer in [*run.layers, *run.blocks] if layer.name in names)
+
+
+def require_renders(run: Run, layer: AnyLayer, mode: Mode, kind: str) -> None:
+    """A sheet or panel of a layer without renders in `mode` is one line naming the layers that have them."""
+    have = rendered_layers(run, mode)
+    if layer in have:
+        return
+    if not have:
+        raise UserError(f"{kind} of {layer.name}: the run has no renders in mode {mode.id} yet; render some first "
+                        f"(atlas sweep), or pick another --mode")
+    names = ", ".join(view.name for view in have[:NAMED]) + (f" and {len(have) - NAMED} more" if len(have) > NAMED
+                                                             else "")
+    raise UserError(f"{kind} of {layer.name}: it has no renders in mode {mode.id}; the layers with renders: {names}")
+
+
 def default_progression(layers: list[Layer]) -> list[Layer]:
-    """About 8-10 layers from low to high: each stem conv wider than 1x1, then each block's widest such
-    layer (its 3x3 conv in GoogLeNet), auxiliary heads left out, thinned evenly keeping both ends."""
+    """About 8-10 layers from low to high (pass those with renders): all of them when there are at most 10, else
+    each stem conv wider than 1x1, then each block's widest such layer (its 3x3 conv in GoogLeNet), auxiliary
+    heads left out, thinned evenly keeping both ends."""
+    if len(layers) <= MAX_PROGRESSION:
+        return sorted(layers, key=lambda layer: layer.index)
     spatial = [layer for layer in layers
                if max(layer.kernel, layer.kernel_w) > 1 and not layer.block.startswith("head")]
     stem = [layer for layer in spatial if layer.block == "stem"]
@@ -74,6 +97,7 @@ def panel_cells(run: Run, items: list[ItemSpec], default_mode: Mode) -> list[Cel
         layer = run.any_layer(item.layer)
         check_channels([item.channel], layer.channels, layer.name)
         mode = find_mode(run, item.mode) if item.mode else default_mode
+        require_renders(run, layer, mode, "panel")
         key = (mode.id, layer.name, item.channel)
         label = f"{short_layer(layer.name)}:{item.channel}" + ("" if mode == default_mode else f" ({mode.id})")
         facets = run.facets.get(key)
@@ -122,6 +146,7 @@ def sheet_layout(run: Run, spec: FigureSpec) -> FigureLayout:
         return examples_sheet_layout(run, spec)
     layer = run.any_layer(spec.layer or "")
     mode = find_mode(run, spec.mode)
+    require_renders(run, layer, mode, "sheet")
     channels = parse_channels(spec.value("channels"), layer.channels, layer.name)
     cells = sheet_cells(run, layer, channels, mode)
     columns = spec.columns or min(16, max(1, math.ceil(math.sqrt(len(cells)))))
@@ -136,10 +161,11 @@ def progression_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     mode = find_mode(run, spec.photo)
     if spec.layers:
         layers = in_order({run.any_layer(name).name: run.any_layer(name) for name in spec.layers}.values())
-    else:
-        layers = default_progression(run.layers)
-    if not layers:
-        raise UserError(f"{run.folder} lists no layers; re-run `atlas sweep` on its config")
+    else:  # from the layers the run has rendered in that mode
+        layers = default_progression(rendered_layers(run, mode))
+        if not layers:
+            raise UserError(f"progression: the run has no renders in mode {mode.id} yet; render some first "
+                            "(atlas sweep), or pick another --photo")
     cells = progression_cells(run, layers, mode)
     columns = spec.columns or (len(cells) if len(cells) <= 5 else math.ceil(len(cells) / 2))
     title = spec.title or f"From lines to objects: {len(layers)} layers, low to high"
