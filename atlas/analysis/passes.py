@@ -24,6 +24,7 @@ from atlas.analysis.photos import Entry, Fitted, InputFit, fitted_batches
 from atlas.atomic import SWEEP_OUTPUT, stop_on_write_errors
 from atlas.errors import UserError
 from atlas.run.manifest import (
+    BLOCKS,
     MANIFEST_FILE,
     RUN_FILE,
     Manifest,
@@ -35,20 +36,23 @@ from atlas.run.manifest import (
 
 
 def prepare_folder(run_folder: Path, model: Any) -> None:
-    """Make `run_folder` a run folder of `model` if it is not one yet; refuse one of another model. The model's
-    class labels are recorded (as last given), so that the passes after it name the classes alike."""
+    """Make `run_folder` a run folder of `model` if it is not one yet (one written before block outputs were
+    recorded gets them); refuse one of another model. The model's class labels are recorded (as last given), so
+    that the passes after it name the classes alike."""
     if (run_folder / RUN_FILE).is_file():
         info = read_run_info(run_folder)
         recorded = info.get("model", {})
         if recorded.get("sha256") and recorded["sha256"] != model.sha256:
             raise UserError(f"{run_folder} was made with another model ({recorded.get('spec')}); "
                             "leave out --model to use the run's own, or pass another -o folder")
-        if recorded.get("labels") != model.source.labels:
+        if BLOCKS not in info or recorded.get("labels") != model.source.labels:
+            info[BLOCKS] = info.get(BLOCKS, [block.to_dict() for block in model.blocks])
             rewrite_run_info(run_folder, {**info, "model": {**recorded, "labels": model.source.labels}})
         return
     write_run_info(run_folder, run_folder.name, {"spec": model.spec, "sha256": model.sha256,
                                                  "preprocess": model.preprocess.to_dict(),
-                                                 "labels": model.source.labels}, model.layers, [], {})
+                                                 "labels": model.source.labels}, model.layers, [], {},
+                   blocks=model.blocks)
     Manifest(run_folder / MANIFEST_FILE, create=True).close()
 
 

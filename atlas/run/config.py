@@ -11,13 +11,13 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atlas.errors import UserError
 from atlas.images import PHOTOS_DIR, SHIPPED_FOLDER, SHIPPED_PHOTOS, photo_credit, photo_path
-from atlas.model.catalogue import Layer, find_layer
+from atlas.model.catalogue import AnyLayer, BlockOutput, Layer, find_layer, in_order
 from atlas.model.classifier import IMAGENET
 from atlas.model.selection import check_channels, parse_channels
 from atlas.model.source import MODEL_HELP, names_a_path
@@ -202,13 +202,16 @@ class ModelConfig(BaseModel):
     labels: str | None = Field(default=None, min_length=1)
 
 
+KEYWORDS = ("all", "blocks")  # in `layers:`: every conv layer; every block output
+
+
 class SweepConfig(BaseModel):
     """A whole sweep: which layers and channels, from what, with which settings, written where."""
 
     model_config = _Strict
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: Union[str, ModelConfig] = "inception5h"  # a --model value, or {path, preprocess}
-    layers: Union[Literal["all"], list[str], str] = "all"
+    layers: Union[Literal["all"], list[str], str] = "all"  # KEYWORDS, names or patterns (select_layers)
     channels: Channels = "all"
     modes: list[Literal["noise", "fourier", "photo"]] = Field(default_factory=lambda: ["noise"], min_length=1)
     photos: list[Union[str, PhotoSpec]] = Field(default_factory=list)
@@ -420,27 +423,33 @@ def _relative_to(config_path: Path, photo: str) -> Path:
     return config_path.parent / candidate
 
 
-def select_layers(selection: str | list[str], layers: list[Layer]) -> list[Layer]:
-    """`all`, names, or glob patterns (`mixed4*_pre_relu`), kept in catalogue order (low to high)."""
-    patterns = [selection] if isinstance(selection, str) else selection
-    if patterns == ["all"]:
-        return list(layers)
+def select_layers(selection: str | list[str], layers: list[Layer], blocks: Sequence[BlockOutput] = ()
+                  ) -> list[AnyLayer]:
+    """`all` (every conv layer), `blocks` (every block output), names or glob patterns (`mixed4*_pre_relu`) of
+    conv layers and block outputs, kept in catalogue order (low to high, each block output after the conv layer it
+    follows)."""
+    every = in_order([*layers, *blocks])
     chosen: set[str] = set()
-    for pattern in patterns:
-        if any(ch in pattern for ch in "*?["):
-            matched = [layer.name for layer in layers if fnmatch.fnmatchcase(layer.name, pattern)]
+    for pattern in [selection] if isinstance(selection, str) else selection:
+        if pattern == "blocks" and not blocks:
+            raise UserError("layers: blocks: this model has no block outputs (where branches merge); run "
+                            "`atlas layers` to list its layers")
+        if pattern in KEYWORDS:
+            chosen.update(layer.name for layer in (layers if pattern == "all" else blocks))
+        elif any(ch in pattern for ch in "*?["):
+            matched = [layer.name for layer in every if fnmatch.fnmatchcase(layer.name, pattern)]
             if not matched:
                 raise UserError(f"layers: pattern '{pattern}' matches no layer; run `atlas layers` to list them")
             chosen.update(matched)
         else:
             try:
-                chosen.add(find_layer(layers, pattern).name)
+                chosen.add(find_layer(every, pattern).name)
             except UserError as exc:
                 raise UserError(f"layers: {exc}") from None
-    return [layer for layer in layers if layer.name in chosen]
+    return [layer for layer in every if layer.name in chosen]
 
 
-def select_channels(rule: Any, layer: Layer) -> list[int]:
+def select_channels(rule: Any, layer: AnyLayer) -> list[int]:
     """Expand a channel rule for one layer; a listed channel beyond its count names the layer and count."""
     if rule == "all":
         return list(range(layer.channels))
