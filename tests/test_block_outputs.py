@@ -248,6 +248,6 @@ def test_explain_at_a_block_output_renders_its_channel_icons(block_run):
     # every channel the pass renders icons of (the dictionary's, each class's and group's top `top`) has one on the
     # page; a placeholder is left only for the page's further channel attributions (it lists 6 a class each way)
     explanation = read_explanation(folder, photo.sha256, BLOCK)
-    shown = shown_channels(explanation, 2)
+    shown = shown_channels(explanation)
     missing = {int(c) for c in re.findall(rf'alt="{BLOCK}:(\d+) \(not rendered\)"', panel)}
     assert shown <= rendered and not missing & shown

@@ -62,6 +62,8 @@ from atlas.atomic import SWEEP_OUTPUT, atomic_path, atomic_write_bytes, atomic_w
 from atlas.errors import UserError
 from atlas.run.explainfiles import (
     BASELINE_FILE,
+    GROUP_CHANNELS,
+    TOP_CHANNELS,
     EXPLAIN_DIR,
     EXPLAIN_SKIPPED_FILE,
     INDEX_FILE,
@@ -463,15 +465,16 @@ def run_explain(plan: ExplainPlan, run_folder: str | Path, model: Any, progress:
 # The icons: the channels the pages show, and the neuron groups
 
 
-def shown_channels(explanation: LayerExplanation, top: int) -> set[int]:
-    """The channels of one photo at one layer that its pages show: every dictionary channel, each class's top
-    `top` positive and negative channel attributions, each group's top `top` channels."""
+def shown_channels(explanation: LayerExplanation) -> set[int]:
+    """The channels of one photo at one layer that its pages show: every dictionary channel, each class's
+    TOP_CHANNELS positive and negative channel attributions, each group's GROUP_CHANNELS strongest channels."""
     shown = {int(c) for c in np.unique(explanation.dictionary_channels)}
     for row in np.asarray(explanation.channels):
         order = np.argsort(row, kind="stable")
-        shown |= {int(c) for c in order[::-1][:top] if row[c] > 0} | {int(c) for c in order[:top] if row[c] < 0}
+        shown |= {int(c) for c in order[::-1][:TOP_CHANNELS] if row[c] > 0}
+        shown |= {int(c) for c in order[:TOP_CHANNELS] if row[c] < 0}
     for row in np.asarray(explanation.group_channels):
-        shown |= {int(c) for c in np.argsort(row, kind="stable")[::-1][:top]}
+        shown |= {int(c) for c in np.argsort(-row, kind="stable")[:GROUP_CHANNELS]}
     return shown
 
 
@@ -487,7 +490,7 @@ def wanted_channels(run_folder: Path, index: ExplainIndex, photos: list[Explaine
         if sources is None:
             continue
         for photo in photos:
-            for channel in shown_channels(read_explanation(run_folder, photo.sha256, name), plan.top):
+            for channel in shown_channels(read_explanation(run_folder, photo.sha256, name)):
                 source, source_channel = sources[channel]
                 wanted.setdefault(source, set()).add(source_channel)
     return wanted

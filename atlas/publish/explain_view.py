@@ -22,6 +22,8 @@ import numpy as np
 
 from atlas.publish.circuits_view import UnitLink, diverging_pixels, rgb_png
 from atlas.run.explainfiles import (
+    GROUP_CHANNELS,
+    TOP_CHANNELS,
     ClassScore,
     ExplainedPhoto,
     ExplainIndex,
@@ -37,8 +39,6 @@ from atlas.run.explainfiles import (
 from atlas.run.manifest import Render
 
 PHOTOS_PAGE = "photos.html"
-TOP_CHANNELS = 6  # channels shown per class, positive and negative each
-GROUP_CHANNELS = 4  # top channels shown per neuron group
 DIM = 0.3  # a group's heatmap: the photo keeps this much brightness where the group does not fire
 ICON_MIN, ICON_MAX = 28, 96  # px: the dictionary's icons, sized by activation
 

@@ -39,6 +39,8 @@ from atlas.errors import UserError
 from atlas.images import SHIPPED_FOLDER
 from atlas.run.plans import ZERO_BASELINE
 
+TOP_CHANNELS = 6  # channels a photo page shows per class, positive and negative each
+GROUP_CHANNELS = 4  # channels a photo page shows per neuron group
 EXPLAIN_DIR = "explain"
 INDEX_FILE = f"{EXPLAIN_DIR}/index.json"
 EXPLAIN_SKIPPED_FILE = f"{EXPLAIN_DIR}/skipped.txt"
