@@ -3,6 +3,8 @@
 The logits are the input of the model's final Softmax: GoogLeNet's `softmax2_pre_activation` (not its auxiliary
 heads' `softmax0`/`softmax1`, which hang off lower blocks), a Keras model's dense layer before its `predictions`
 softmax. A graph without a Softmax has no classifier (None): it still gets dictionaries and groups, no attribution.
+A model source may name its logits instead (`--logits NODE`, `ModelSource.logits`): a node of the graph, or a name
+of the model it was converted from (an ONNX tensor or node, recorded in the node's `SOURCE_NAMES` attribute).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from atlas.errors import UserError
 from atlas.model.catalogue import source_name, topological_order
 
 if TYPE_CHECKING:
@@ -22,6 +25,7 @@ IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.txt")  # wnid<TAB>
 IMAGENET_COUNT = 1000
 IMAGENET = "imagenet"  # ModelSource.labels: the shipped names
 KERAS_PREFIX = "keras:"
+SOURCE_NAMES = "_source_names"  # a converted graph's node attribute: its names in the model it was converted from
 NO_CLASSIFIER = "attribution needs class logits: the model has no softmax classifier, so its photos get " \
                 "dictionaries and neuron groups only"
 
@@ -37,6 +41,27 @@ def logits_node(graph: graph_pb2.GraphDef) -> str | None:
         if node.op == SOFTMAX and inputs and (found is None or (depth[node.name], position) >= found[:2]):
             found = (depth[node.name], position, inputs[0])
     return None if found is None else found[2]
+
+
+def named_logits(graph: graph_pb2.GraphDef, name: str) -> str:
+    """The node `name` names: a node of the graph, or the one whose `SOURCE_NAMES` holds it (an ONNX tensor or node
+    name); one line suggesting close names otherwise."""
+    known = {node.name: node.name for node in graph.node if node.op not in ("Const", "Placeholder")}
+    for node in graph.node:
+        if SOURCE_NAMES in node.attr:
+            known.update({source.decode(): node.name for source in node.attr[SOURCE_NAMES].list.s})
+    if name in known:
+        return known[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "name a node of the graph or of the ONNX model"
+    raise UserError(f"--logits {name}: the model has no node or tensor of that name; {hint}")
+
+
+def model_logits(source: ModelSource, graph: graph_pb2.GraphDef) -> str | None:
+    """The node of the model's logits: the one its source names (`named_logits`), else `logits_node`."""
+    return named_logits(graph, source.logits) if source.logits else logits_node(graph)
 
 
 def class_labels(source: ModelSource, count: int) -> list[str]:
