@@ -30,11 +30,14 @@ class _Parser(argparse.ArgumentParser):
 def _model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="inception5h (default, or $ATLAS_MODEL), synthetic[:SCALE], keras:NAME (e.g. "
-                        "keras:ResNet50), or a path to a .keras, .h5, .pb or .zip file or a SavedModel folder")
+                        "keras:ResNet50), or a path to a .keras, .h5, .onnx, .pb or .zip file or a SavedModel folder")
     parser.add_argument("--preprocess", default=None,
                         help="how RGB pixels 0..255 become the model's input: caffe, tf, torch, none, or "
-                        "'mean=M[,M,M] std=S[,S,S] bgr' (pixel units) or JSON; a Keras file needs it "
+                        "'mean=M[,M,M] std=S[,S,S] bgr' (pixel units) or JSON; a Keras or ONNX file needs it "
                         "(docs/own-model.md)")
+    parser.add_argument("--logits", default=None, metavar="NODE",
+                        help="the node (or ONNX tensor) holding the classifier's logits, where the graph has no final "
+                        "softmax to find them by (docs/own-model.md#onnx-models)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +141,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
     loaded = load_config(args.config)
-    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess)
+    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess, loaded.config.model_logits)
     run_pipeline(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), args.backend, args.scheduler,
                  args.examples, args.map, build_site=args.command == "run", dry_run=args.dry_run,
                  explain_folder=args.explain)
@@ -190,7 +193,7 @@ def cmd_examples(args: argparse.Namespace) -> None:
         meta = read_examples_meta(run_folder)
         if meta.get("folder") == folder:  # options left out keep what the run recorded
             recorded = meta
-    model = load_model(spec, preprocess)
+    model = load_model(spec, preprocess, args.logits)
     if args.layer is not None:  # a mistyped layer or channel is told before the folder is processed, not after
         shown = model.layer(args.layer)
         check_channels([args.channel], shown.channels, shown.name)
@@ -241,7 +244,7 @@ def cmd_map(args: argparse.Namespace) -> None:
     spec, preprocess = args.model, args.preprocess
     if (run_folder / RUN_FILE).is_file():
         spec, preprocess = recorded_model(read_run_info(run_folder).get("model", {}), spec, preprocess)
-    model = load_model(spec, preprocess)
+    model = load_model(spec, preprocess, args.logits)
     plan = resolve_map(folder, model, args.seed, layers=args.layer, samples=args.samples, per_photo=args.per_photo,
                        grid=args.grid, min_samples=args.min_samples, neighbours=args.neighbours, method=args.method,
                        render_size=args.render_size, steps=args.steps, render=False if args.no_render else None)
@@ -288,7 +291,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     spec, preprocess = args.model, args.preprocess
     if (run_folder / RUN_FILE).is_file():
         spec, preprocess = recorded_model(read_run_info(run_folder).get("model", {}), spec, preprocess)
-    model = load_model(spec, preprocess)
+    model = load_model(spec, preprocess, args.logits)
     plan = resolve_explain(args.photos, model, args.seed, layers=args.layer, classes=args.classes,
                            groups=args.groups, top=args.top, size=args.size, batch_size=args.batch_size,
                            between=False if args.no_between else None, render=False if args.no_render else None)
@@ -379,7 +382,7 @@ def format_layers(layers: list, fmt: str, preprocess: object = None) -> str:
 def cmd_layers(args: argparse.Namespace) -> None:
     from atlas.model.graph import load_model
 
-    model = load_model(args.model, args.preprocess)
+    model = load_model(args.model, args.preprocess, args.logits)
     print(format_layers(model.layers, args.format, model.preprocess))
 
 
@@ -408,7 +411,7 @@ def cmd_dream(args: argparse.Namespace) -> None:
         raise UserError("--photo works with --method deepdream and no --diversity; the fourier method and "
                         "facets start from noise")
     photo = load_photo(args.photo) if args.photo else None
-    model = load_model(args.model, args.preprocess)
+    model = load_model(args.model, args.preprocess, args.logits)
     name = model.tensor_name(args.layer)  # the graph node (a Keras layer's is a path: model/layer/op)
     label = args.layer.replace("/", "_")  # as the user named it: files are LABEL-CCCC.png
     count = tensor_channels(model, name)
@@ -487,7 +490,7 @@ def cmd_weights(args: argparse.Namespace) -> None:
 
     if args.top < 1:
         raise UserError(f"--top {args.top}: give at least 1")
-    model = load_model(args.model, args.preprocess)
+    model = load_model(args.model, args.preprocess, args.logits)
     print(format_circuit(unit_circuit(model, args.layer, args.channel, args.top, args.kind), args.format))
 
 

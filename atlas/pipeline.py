@@ -11,7 +11,8 @@ below imports it (tests/test_layering.py).
     from atlas.run.config import load_config
 
     loaded = load_config("demo")
-    summary = run_pipeline(loaded, load_model(loaded.config.model_spec, loaded.config.model_preprocess))
+    config = loaded.config
+    summary = run_pipeline(loaded, load_model(config.model_spec, config.model_preprocess, config.model_logits))
 """
 
 from __future__ import annotations

@@ -185,12 +185,14 @@ class FourierConfig(BaseModel):
 
 
 class ModelConfig(BaseModel):
-    """`model: {path: ..., preprocess: ...}`: a model (anything --model takes) and how its input is made from
-    RGB pixels 0..255 (a scheme name such as caffe, or {mean, std, bgr}; docs/own-model.md)."""
+    """`model: {path: ..., preprocess: ..., logits: ...}`: a model (anything --model takes), how its input is made
+    from RGB pixels 0..255 (a scheme name such as caffe, or {mean, std, bgr}; docs/own-model.md), and optionally the
+    node holding its classifier's logits (as --logits)."""
 
     model_config = _Strict
     path: str
     preprocess: Union[str, dict[str, Any], None] = None
+    logits: str | None = None
 
 
 class SweepConfig(BaseModel):
@@ -227,6 +229,11 @@ class SweepConfig(BaseModel):
     def model_preprocess(self) -> str | dict[str, Any] | None:
         """The config's preprocessing of the model's input, if it gives one."""
         return None if isinstance(self.model, str) else self.model.preprocess
+
+    @property
+    def model_logits(self) -> str | None:
+        """The node the config names as the classifier's logits, if it names one."""
+        return None if isinstance(self.model, str) else self.model.logits
 
     @field_validator("photos", mode="after")
     @classmethod

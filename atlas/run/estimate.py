@@ -104,5 +104,5 @@ def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = None,
     nothing. With GPUs, the step is measured on the first GPU visible to this process."""
     from atlas.model.graph import load_model
 
-    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess)
+    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess, loaded.config.model_logits)
     return estimate(resolve_plan(loaded, model, parse_shard(shard), gpus), model, out)

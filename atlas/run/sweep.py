@@ -105,7 +105,7 @@ def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = 
     """Run (or resume) the sweep a config describes; returns what happened. `gpus` overrides the config's."""
     from atlas.model.graph import load_model
 
-    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess)
+    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess, loaded.config.model_logits)
     with plan_and_client(loaded, model, parse_shard(shard), gpus, backend, scheduler) as (plan, client):
         return run_sweep(plan, model, client, out)
 
