@@ -123,6 +123,13 @@ def test_layers_are_named_by_pytorch_module_path(tmp_path):
     assert all(SAFE_NAME.match(name) for name in nodes), [n for n in nodes if not SAFE_NAME.match(n)]
     assert kept.layer("layer1.0.conv1").receptive_field == 7 and kept.layer("sep.pw").cumulative_stride == 2
     assert kept.tensor_name("layer1.0.conv1") == "layer1.0.bn1"  # the layer's unit, not its conv node's output
+    b = graphs.Builder(13)  # a plain chain (no merges to read blocks from): blocks are the parent modules
+    x = graphs.IMAGE
+    for path, (cin, cout) in zip(["stem.conv", "stage1.0.conv1", "stage1.0.conv2", "stage2.0.conv1", "stage2.0.conv2"],
+                                 [(3, 4), (4, 4), (4, 4), (4, 6), (6, 6)]):
+        x = b.node("Relu", [b.conv(x, path, cin, cout, 3)], f"{path}.act")
+    chain = load_model(str(_saved(b.model(x, (16, 16)), tmp_path / "chain")), "torch")
+    assert [layer.block for layer in chain.layers] == ["stem", "stage1.0", "stage1.0", "stage2.0", "stage2.0"]
 
 
 def test_the_classifier_is_found_or_named(tmp_path):
