@@ -159,17 +159,26 @@ def _bad(tmp_path: Path, name: str, data: bytes) -> Path:
 
 def test_bad_files_and_unknown_ops_are_one_line(tmp_path, capsys, monkeypatch):
     """Exit code 2 and one line for: a truncated file, one that is not ONNX at all, an op outside the list (naming
-    the op and the node), a graph with two inputs, a missing --preprocess; and without the onnx package, the line
-    names the extra."""
+    the op and the node), an output of a node that is not converted (a MaxPool's indices), a graph with two inputs,
+    a missing --preprocess; and without the onnx package, the line names the extra."""
     good = _saved(graphs.torch_cnn(13), tmp_path / "good").read_bytes()
     b = graphs.Builder(13)
     x = b.node("Relu", [b.conv(graphs.IMAGE, "conv", 3, 4, 3)], "act")
     b.nodes.append(onnx.helper.make_node("Hardmax", [x], ["hard"], name="/head/Hardmax"))
     unknown = b.model("hard", (16, 16))
+    b = graphs.Builder(13)
+    pooled = b.node("MaxPool", [b.conv(graphs.IMAGE, "conv", 3, 4, 3)], "pool", outputs=2, kernel_shape=[2, 2],
+                    strides=[2, 2])
+    indices = b.model(b.node("Cast", ["/pool/MaxPool_output_1"], "indices", to=1), (16, 16))
+    two = graphs.torch_cnn(13)
+    two.graph.input.append(onnx.helper.make_tensor_value_info("mask", onnx.TensorProto.FLOAT, [1, 1, 16, 16]))
     cases = {
         "truncated": (_bad(tmp_path, "cut.onnx", good[: len(good) // 2]), "is not a readable ONNX model"),
         "garbage": (_bad(tmp_path, "junk.onnx", b"\x00\xff" * 64), "is not"),
         "unknown op": (_saved(unknown, tmp_path / "unknown"), "cannot convert ONNX op Hardmax (node '/head/Hardmax')"),
+        "an output not converted": (_saved(indices, tmp_path / "indices"), "reads '/pool/MaxPool_output_1': it is "
+                                    "output 1 of MaxPool node '/pool/MaxPool', which atlas does not convert"),
+        "two inputs": (_saved(two, tmp_path / "two"), "has 2 inputs (input, mask); atlas needs a model with one"),
     }
     for case, (path, message) in cases.items():
         assert main(["layers", "--model", str(path), "--preprocess", "torch"]) == 2, case

@@ -213,7 +213,7 @@ def convert(model: Any, origin: str) -> graph_pb2.GraphDef:
     from onnx import numpy_helper
 
     from atlas.model.freeze import INPUT, fold_constants
-    from atlas.model.onnx_ops import HANDLERS, Node, Value, as_plain
+    from atlas.model.onnx_ops import Node, Value, as_plain
 
     version = opset(model)
     names = node_names(model)
@@ -222,22 +222,20 @@ def convert(model: Any, origin: str) -> graph_pb2.GraphDef:
 
     def forward(images: Any) -> list[Any]:
         graph = tf.compat.v1.get_default_graph()
-        values: dict[str, Value] = {name: Value(array) for name, array in weights.items()}
+        values: dict[str, Any] = {name: Value(array) for name, array in weights.items()}
         values[source] = Value(images, nhwc=True)
         for proto, name in zip(model.graph.node, names):
             inputs = [_value(values, ref, proto, origin) if ref else None for ref in proto.input]
             before = len(graph.get_operations())
-            node = Node(proto.op_type, name, proto.name, _attributes(proto), version)
-            if proto.op_type != "Constant" and any(inputs) and all(v is None or v.const for v in inputs):
-                results = tuple(Value(a) for a in _fold(proto, [v.data if v else None for v in inputs], version))
-            else:
-                result = HANDLERS[proto.op_type](node, inputs)
-                results = result if isinstance(result, tuple) else (result,)
-            for output, value in zip(proto.output, results):
-                if output:
-                    values[output] = value
-                    if not value.const:
-                        traced["sources"].setdefault(value.data.op.name, []).append(output)
+            results = _run(proto, Node(proto.op_type, name, proto.name, _attributes(proto), version), inputs, origin)
+            for index, output in enumerate(proto.output):
+                if output and index >= len(results):  # read later: one line then
+                    values[output] = (f"it is output {index} of {proto.op_type} node '{proto.name or name}', which "
+                                      "atlas does not convert (only the first)")
+                elif output:
+                    values[output] = results[index]
+                    if not results[index].const:
+                        traced["sources"].setdefault(results[index].data.op.name, []).append(output)
             for op in graph.get_operations()[before:]:
                 traced["renames"][op.name] = _scoped(op.name, name)
             if proto.name and not results[0].const:
@@ -256,17 +254,34 @@ def convert(model: Any, origin: str) -> graph_pb2.GraphDef:
     return _named(frozen, traced["renames"], traced["sources"])
 
 
+def _run(proto: Any, node: Any, inputs: list[Any], origin: str) -> tuple[Any, ...]:
+    """The values of a node's outputs: computed once when its inputs are all constants, else by its op's handler."""
+    from atlas.model.onnx_ops import HANDLERS, Value
+
+    if proto.op_type != "Constant" and any(inputs) and all(v is None or v.const for v in inputs):
+        return tuple(Value(a) for a in _fold(proto, [v.data if v else None for v in inputs], node.opset))
+    try:
+        result = HANDLERS[proto.op_type](node, inputs)
+    except UserError as exc:
+        raise UserError(f"{origin}: {exc}") from None
+    return result if isinstance(result, tuple) else (result,)
+
+
 def _value(values: dict[str, Any], ref: str, node: Any, origin: str) -> Any:
+    """The value of tensor `ref` that `node` reads; one line if there is none."""
     if ref not in values:
         raise UserError(f"{origin}: node '{node.name}' ({node.op_type}) reads '{ref}', which no earlier node or "
                         "initializer makes; the graph is not in order or not complete")
+    if isinstance(values[ref], str):  # why it has no value
+        raise UserError(f"{origin}: node '{node.name}' ({node.op_type}) reads '{ref}': {values[ref]}")
     return values[ref]
 
 
 def _output(values: dict[str, Any], name: str, origin: str) -> Any:
     value = values.get(name)
-    if value is None or value.const:
-        raise UserError(f"{origin}: the graph output '{name}' does not depend on the image input")
+    if isinstance(value, str) or value is None or value.const:
+        raise UserError(f"{origin}: the graph output '{name}' is not converted: it does not depend on the image "
+                        "input, or it is an output of a node that is not supported")
     return value
 
 
