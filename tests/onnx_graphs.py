@@ -183,8 +183,9 @@ def _conv_bn(b: Builder, x: str, conv: str, bn: str, cin: int, cout: int, k: int
 def pooling_cnn(opset: int = 18) -> onnx.ModelProto:
     """Opset 18's forms and awkward windows, at 30 x 30: Pad with its pads (and axes) as inputs, before a conv with
     asymmetric pads; AveragePool with ceil_mode and count_include_pad 0 over asymmetric pads; a MaxPool whose
-    ceil_mode would start a window in the padding; ReduceMean with its axes as an input; then Flatten after a pool
-    that is not global (2 x 2 left) and a Gemm, which takes only the exported size."""
+    ceil_mode would start a window in the padding; ReduceMean with its axes as an input; then Flatten (before opset
+    18: `x.view(x.size(0), -1)`) after a pool that is not global (2 x 2 left) and a Gemm, which takes only the
+    exported size."""
     b = Builder(opset, seed=2)
     axes = [b.const("Pad", [2, 3])] if opset >= 18 else []
     pads = [1, 0, 2, 1] if axes else [0, 0, 1, 0, 0, 0, 2, 1]
@@ -198,7 +199,7 @@ def pooling_cnn(opset: int = 18) -> onnx.ModelProto:
         b.node("ReduceMean", [x], "mean", keepdims=1, axes=[1])
     x = b.node("Sub", [x, mean], "centred")
     x = b.node("AveragePool", [x], "pool3", kernel_shape=[2, 2], strides=[2, 2])
-    x = b.node("Flatten", [x], "flatten", axis=1)
+    x = b.node("Flatten", [x], "flatten", axis=1) if opset >= 18 else b.view_flat(x)
     return b.model(b.linear(x, "fc", 6 * 2 * 2, 5), (30, 30))
 
 
