@@ -202,9 +202,9 @@ def small_onnx(tmp_path_factory) -> Path:
 
 
 def test_every_command_on_an_onnx_model(small_onnx, tmp_path, capsys):
-    """`atlas layers`, `atlas dream`, `atlas run` (renders, examples, circuits, gallery), `atlas explain` with
-    attribution to the appended classifier, `atlas figure`, and one site of two models, on the small CNN:
-    pages exist for layer names with dots and every local link resolves."""
+    """`atlas layers`, `atlas dream`, `atlas run` (renders, dataset examples, an activation map, circuits, the
+    gallery; the config names the logits), `atlas explain` with attribution to the classifier the appended Softmax
+    marks, `atlas figure`, and one site of two models, on the small CNN: pages exist for layer names with dots and every local link resolves."""
     from tests.test_any_model import _local_links_resolve
 
     model = ["--model", str(small_onnx), "--preprocess", "torch"]
@@ -225,6 +225,9 @@ def test_every_command_on_an_onnx_model(small_onnx, tmp_path, capsys):
                   "render": {"octaves": 1, "steps": 3, "size": 32}, "formats": {"web": {"size": 32},
                                                                                "thumb": {"size": 16}},
                   "output": str(tmp_path / "out"), "examples": {"folder": str(photos), "top": 2, "size": 48}}
+        if name == "onnx_a":
+            config["map"] = {"folder": str(photos), "layers": ["layer1.0.conv2"], "samples": 120, "per_photo": 40,
+                             "grid": [3], "min_samples": 2, "neighbours": 10, "render_size": 32, "steps": 3}
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
         assert main(["run", str(tmp_path / f"{name}.yaml")]) == 0, capsys.readouterr()
         runs.append(tmp_path / "out" / name)
@@ -233,8 +236,9 @@ def test_every_command_on_an_onnx_model(small_onnx, tmp_path, capsys):
     assert (site / "layers" / "layer1.0.conv2.html").is_file()
     assert (site / "channels" / "layer1.0.conv2" / "0001.html").is_file()
     assert (run / "circuits").is_dir() and _local_links_resolve(site) > 20
+    assert (site / "maps" / "layer1.0.conv2.html").is_file()
     assert main(["explain", str(photos / "p0.png"), "-o", str(run), "--layer", "layer1.0.conv2", "sep.pw",
-                 "--size", "48", "--groups", "2", "--no-render", "--logits", "fc"]) == 0
+                 "--size", "48", "--groups", "2", "--no-render"]) == 0
     assert "needs class logits" not in capsys.readouterr().out
     from atlas.run.explainfiles import read_index
 
