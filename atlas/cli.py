@@ -43,7 +43,7 @@ def _model_arg(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="atlas", description="Render and browse a DeepDream atlas of GoogLeNet.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    layers = sub.add_parser("layers", help="list the model's convolutional layers, low to high")
+    layers = sub.add_parser("layers", help="list the model's convolutional layers and block outputs, low to high")
     _model_arg(layers)
     layers.add_argument("--format", choices=["table", "json", "csv"], default="table")
     _dream_parser(sub)
@@ -195,9 +195,9 @@ def cmd_examples(args: argparse.Namespace) -> None:
             recorded = meta
     model = load_model(spec, preprocess, args.logits)
     if args.layer is not None:  # a mistyped layer or channel is told before the folder is processed, not after
-        shown = model.layer(args.layer)
+        shown = model.any_layer(args.layer)
         check_channels([args.channel], shown.channels, shown.name)
-    layers = [model.layer(name) for name in recorded.get("layers", [])] or model.layers
+    layers = [model.any_layer(name) for name in recorded.get("layers", [])] or model.layers
     plan = resolve_examples(folder, layers, *(getattr(args, k) if getattr(args, k) is not None else
                                               recorded.get(k) for k in ("top", "size", "fit")), args.batch_size)
     summary = run_examples(plan, run_folder, model, elsewhere=OUTPUT_FLAG)  # a folder it cannot write: one line
@@ -355,18 +355,25 @@ def to_csv(header: list[str], rows: list[list]) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def format_layers(layers: list, fmt: str, preprocess: object = None) -> str:
+def format_layers(layers: list, fmt: str, preprocess: object = None, blocks: Sequence = ()) -> str:
     """Render the catalogue as a table, JSON or CSV; the table and JSON also say how the model's input is made
-    from pixels (`preprocess`, an atlas.model.preprocess.Preprocess), when given."""
+    from pixels (`preprocess`, an atlas.model.preprocess.Preprocess), when given. The table lists the block outputs
+    (`blocks`) among the conv layers, marked `bN` in its `#` column, and JSON lists them apart (`blocks`); CSV is the
+    conv layers alone."""
+    from atlas.model.catalogue import Layer, in_order
+
     if fmt == "json":
         data = {"layers": [layer.to_dict() for layer in layers], "total_layers": len(layers),
-                "total_channels": sum(layer.channels for layer in layers)}
+                "total_channels": sum(layer.channels for layer in layers),
+                "blocks": [block.to_dict() for block in blocks]}
         if preprocess is not None:
             data["preprocess"] = {"name": preprocess.name, **preprocess.to_dict()}  # type: ignore[attr-defined]
         return json.dumps(data, indent=2)
-    rows = [[getattr(layer, column) for column in LAYER_COLUMNS] for layer in layers]
     if fmt == "csv":
-        return to_csv(LAYER_COLUMNS, rows)
+        return to_csv(LAYER_COLUMNS, [[getattr(layer, column) for column in LAYER_COLUMNS] for layer in layers])
+    rows = [[getattr(layer, column) for column in LAYER_COLUMNS] if isinstance(layer, Layer) else
+            [f"b{layer.index}", layer.name, layer.block, layer.channels, layer.kind, "", "", layer.depth,
+             layer.receptive_field, layer.cumulative_stride] for layer in in_order([*layers, *blocks])]
     headers = ["#", "layer", "block", "channels", "kernel", "stride", "in", "depth", "rf px", "jump px"]
     cells = [headers] + [[str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -375,7 +382,11 @@ def format_layers(layers: list, fmt: str, preprocess: object = None) -> str:
     lines.insert(1, "-" * len(lines[0]))
     if preprocess is not None:
         lines.insert(0, f"input: RGB pixels 0..255 -> {preprocess.describe()}")  # type: ignore[attr-defined]
-    lines.append(f"{len(layers)} layers, {sum(layer.channels for layer in layers):,} channels")
+    total = f"{len(layers)} layers, {sum(layer.channels for layer in layers):,} channels"
+    if blocks:
+        total += (f"; and {len(blocks)} block outputs (b0-b{len(blocks) - 1}: where branches merge, kernel add or "
+                  f"concat), {sum(block.channels for block in blocks):,} channels")
+    lines.append(total)
     return "\n".join(lines)
 
 
@@ -383,7 +394,7 @@ def cmd_layers(args: argparse.Namespace) -> None:
     from atlas.model.graph import load_model
 
     model = load_model(args.model, args.preprocess, args.logits)
-    print(format_layers(model.layers, args.format, model.preprocess))
+    print(format_layers(model.layers, args.format, model.preprocess, model.blocks))
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}

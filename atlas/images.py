@@ -15,7 +15,8 @@ from atlas.atomic import atomic_path
 from atlas.errors import UserError
 
 MAX_PIXELS = 40_000_000  # a larger photo is refused as a likely decompression bomb
-PHOTOS_DIR = Path(__file__).resolve().parent / "data" / "photos"
+PHOTOS_DIR = Path(__file__).resolve().parent / "data" / "photos"  # the shipped photos, and nothing else
+SHIPPED_FOLDER = "photos"  # a folder name that means PHOTOS_DIR, where a folder of photos is asked for
 SHIPPED_PHOTOS: dict[str, str] = {  # the sample photos atlas ships, with their credits
     "astronaut": "Eileen Collins, NASA portrait; public domain (NASA)",
     "chelsea": "Chelsea the cat, by Stefan van der Walt; CC0",

@@ -262,6 +262,26 @@ def neuron_objective(models, seed: int, precision: str) -> dict[str, float]:
     return out
 
 
+BLOCK_OUTPUT = "block9_add"  # tests/test_block_outputs.py: a residual sum of the trained EfficientNet-Lite0
+BLOCK_RENDER = {"size": 96, "octaves": 2, "steps": 10}  # that test's sweep settings (its config's `render:`)
+
+
+def block_output_sweep(models, seed: int, precision: str) -> dict[str, float]:
+    """tests/test_block_outputs.py::test_a_sweep_renders_a_block_output_and_its_renders_are_specific: the first 8
+    channels of efficientnet-lite0's block9_add at the test sweep's settings: renders that are their channel's
+    most active of all 112 (rank 1), specific ones, ones above the mean of the others, and the smallest lift."""
+    from atlas.render.loop import render_channels
+    from atlas.render.settings import RenderSettings
+
+    model = models("efficientnet-lite0")
+    results = render_channels(model, BLOCK_OUTPUT, list(range(8)),
+                              settings=RenderSettings(**BLOCK_RENDER, precision=precision), seed=seed)
+    return {"blocks.rank1_share": sum(r.rank == 1 for r in results) / len(results),
+            "blocks.specific_share": sum(bool(r.specific) for r in results) / len(results),
+            "blocks.above_mean_share": own_above_mean(model, BLOCK_OUTPUT, results, "channel") / len(results),
+            "blocks.min_lift": min(r.lift for r in results)}
+
+
 def own_above_mean(model, layer: str, results, objective: str = "neuron") -> int:
     """How many renders excite their own channel (its centre unit: `neuron`; its mean: `channel`) more than the
     mean of the other renders do (as tests/test_fourier.py::test_neuron_objective_raises_the_centre_unit and
@@ -410,6 +430,30 @@ def tv_penalty(models, seed: int, precision: str) -> dict[str, float]:
     return out
 
 
+REAL_LAYERS = ("block3_expand", "block9_expand", "block12_project", "head_conv")  # low, middle, high, head
+REAL_FOURIER = {"method": "fourier", "size": 96, "steps": 48, "batch_size": 4}
+
+
+def real_renders(models, seed: int, precision: str) -> dict[str, float]:
+    """tests/test_zoo.py::test_renders_of_the_trained_network_are_specific_at_every_depth: channels 0-3 of four
+    layers of the trained EfficientNet-Lite0, Fourier at 96 px for 48 steps, judged by the network itself."""
+    from atlas.render.loop import render_channels
+    from atlas.render.settings import RenderSettings
+
+    model = models("efficientnet-lite0")
+    specific = top = above = total = 0
+    for layer in REAL_LAYERS:
+        results = render_channels(model, layer, [0, 1, 2, 3], seed=seed,
+                                  settings=RenderSettings(**REAL_FOURIER, precision=precision))
+        channels = model.layer(layer).channels
+        specific += sum(bool(r.specific) for r in results)
+        top += sum(r.rank <= max(1, channels // 10) for r in results)
+        above += own_above_mean(model, layer, results, "channel")
+        total += len(results)
+    return {"real.specific_share": specific / total, "real.top10_share": top / total,
+            "real.above_mean_share": above / total}
+
+
 S = Statistic
 MEASUREMENTS = {
     "render_metrics": Measurement("test_render.py::test_metrics_hold_over_ten_layers_low_to_high", (
@@ -463,11 +507,18 @@ MEASUREMENTS = {
     "bf16_gradient": Measurement("test_model.py::test_bfloat16_layer_function_gives_a_gradient_close_to_float32", (
         S("bf16.grad_cosine", "> 0.85"), S("bf16.norm_ratio_off", "< 0.15", False)), bfloat16_gradient,
         precisions=False),
+    "block_outputs": Measurement("test_block_outputs.py::test_a_sweep_renders_a_block_output_and_its_renders_are_"
+                                 "specific", (
+        S("blocks.rank1_share", ">= 0.75"), S("blocks.specific_share", ">= 0.75"),
+        S("blocks.above_mean_share", ">= 0.875"), S("blocks.min_lift", "> 3")), block_output_sweep),
     "tv_penalty": Measurement("test_objectives.py::test_a_composed_objective_renders", (
         S("tv.deepdream.worst_ratio", "not bounded", False), S("tv.deepdream.median_ratio", "< 0.9", False),
         S("tv.deepdream.smoother_of_10", ">= 8"), S("tv.fourier.worst_ratio", "not bounded", False),
         S("tv.fourier.median_ratio", "< 0.9", False), S("tv.fourier.smoother_of_10", ">= 8")),
         tv_penalty),
+    "real_renders": Measurement("test_zoo.py::test_renders_of_the_trained_network_are_specific_at_every_depth", (
+        S("real.specific_share", ">= 0.75"), S("real.top10_share", ">= 0.75"),
+        S("real.above_mean_share", ">= 0.9")), real_renders),
 }
 
 

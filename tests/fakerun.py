@@ -51,8 +51,10 @@ def make_fake_run(folder: Path, layers: list[Layer] | None = None, photos: tuple
                   fraction: float = 1.0, size: int = 64, thumb: int = 32, layer_dreams: bool = True,
                   seed: int = 0, thumb_ext: str | None = None, fourier_facets: int = 0,
                   neuron: dict[str, tuple[int, int, int, int]] | None = None, spec: str = "synthetic:0.125",
-                  run_name: str | None = None) -> Path:
-    """Write run.json, images and manifest rows for `fraction` of every layer's channels in every mode; with
+                  run_name: str | None = None, rendered: dict[str, int] | None = None) -> Path:
+    """Write run.json, images and manifest rows for `fraction` of every layer's channels in every mode (with
+    `rendered`, layer -> N: the first N channels of those layers only, recorded as the run's plan, as a sweep of a
+    few layers of a large model leaves it); with
     `fourier_facets` N, also a `fourier` mode rendered with diversity N (N images per channel); with `neuron`
     (layer -> box), every mode maximises the neuron objective and the noise modes record those centre-unit boxes.
     `spec` is the model spec recorded in run.json, `run_name` the run's name (default: the folder's name)."""
@@ -67,13 +69,18 @@ def make_fake_run(folder: Path, layers: list[Layer] | None = None, photos: tuple
     units = {mode.id: CentreUnits(size, size, neuron) for mode in modes if mode.kind == "noise"} if neuron else None
     settings = {"render": {"size": size}, "seed": seed,
                 "formats": {"web": {"size": size, "format": "jpg"}, "thumb": {"size": thumb, "format": "jpg"}}}
+    planned = {} if rendered is None else {"planned": {mode.id: {name: f"0-{count - 1}" for name, count in
+                                                                  rendered.items()} for mode in modes}}
     write_run_info(folder, run_name or folder.name, {"spec": spec, "sha256": "0" * 64}, layers, modes,
-                   settings, units, versions={"atlas": "test"})
+                   settings, units, versions={"atlas": "test"}, **planned)
     tile = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     renders = []
     for mode in modes:
         for layer in layers:
-            count = max(1, int(round(layer.channels * fraction))) if fraction > 0 else 0
+            if rendered is not None and layer.name not in rendered:
+                continue
+            count = (rendered[layer.name] if rendered is not None else
+                     max(1, int(round(layer.channels * fraction))) if fraction > 0 else 0)
             channels = list(range(count)) + ([WHOLE_LAYER] if layer_dreams and mode.kind == "photo" else [])
             for channel in channels:
                 for facet in range(mode.facets):

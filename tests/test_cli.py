@@ -8,9 +8,18 @@ def test_layers_table_lists_all_layers_and_totals():
     out = subprocess.run([sys.executable, "-m", "atlas.cli", "layers", "--model", "synthetic"],
                          capture_output=True, text=True, check=True).stdout
     lines = out.strip().splitlines()
-    assert lines[-1] == "59 layers, 7,548 channels"
+    assert lines[-1].startswith("59 layers, 7,548 channels; and 9 block outputs (b0-b8")
+    mixed = [256, 480, 508, 512, 512, 528, 832, 832, 1024]  # inception5h's mixed3a ... mixed5b
+    assert lines[-1].endswith(f"{sum(mixed):,} channels")
     assert lines[0] == "input: RGB pixels 0..255 -> googlenet (mean 117)"
     assert "conv2d0_pre_relu" in lines[3] and "head1_bottleneck_pre_relu" in lines[-2]
+    # the block outputs, marked bN, each right after the last conv of its block: mixed3a after its pool branch
+    marked = [line.split() for line in lines[3:-1] if line.startswith("b")]
+    assert [(row[0], row[1], row[4]) for row in marked[:2]] == [("b0", "mixed3a", "concat"),
+                                                                ("b1", "mixed3b", "concat")]
+    names = [line.split()[1] for line in lines[3:-1]]
+    assert names.index("mixed3a") == names.index("mixed3a_pool_reduce_pre_relu") + 1
+    assert len(names) == 59 + 9
 
 
 def test_layers_csv(capsys):

@@ -24,7 +24,8 @@ def layers():
 def test_pages_show_examples_only_where_there_are_some(tmp_path, layers):
     plain = make_fake_run(tmp_path / "plain", layers=layers, fraction=0.5)
     build_site(plain)
-    with_examples = add_fake_examples(make_fake_run(tmp_path / "ex", layers=layers, fraction=0.5), layers)
+    with_examples = add_fake_examples(make_fake_run(tmp_path / "ex", layers=layers, fraction=0.5), layers,
+                                      fraction=0.25)  # channels 0-3 of 18 (0-8 rendered)
     build_site(with_examples)
     for rel in [f"layers/{LAYER}.html", f"channels/{LAYER}/0001.html", "index.html"]:
         page = (plain / "site" / rel).read_text()
@@ -37,10 +38,12 @@ def test_pages_show_examples_only_where_there_are_some(tmp_path, layers):
     for (href, *box), example in zip(patches, expected):
         assert [int(v) for v in box] == list(example.box)
         assert href == "../../../" + run.example_photos[example.photo].thumb
-    assert "Dataset examples" not in (with_examples / "site" / f"channels/{LAYER}/0012.html").read_text()
+    assert "Dataset examples" not in (with_examples / "site" / f"channels/{LAYER}/0006.html").read_text()
+    assert not (with_examples / "site" / f"channels/{LAYER}/0012.html").exists()  # no render, no examples: no page
     layer_page = (with_examples / "site" / f"layers/{LAYER}.html").read_text()
     assert 'data-mode="examples"' in layer_page and 'data-panel="examples"' in layer_page
-    assert layer_page.count("best patch of channel") == 9
+    assert layer_page.count("best patch of channel") == 4  # the others are drawn on demand, from their ranges
+    assert "14 channels without dataset examples" in layer_page and 'data-channels="4-17"' in layer_page
 
 
 def test_figure_sheet_with_examples_puts_dream_and_patches_in_one_row(tmp_path, layers, capsys):

@@ -169,7 +169,7 @@ def test_config_key_atlas_run_explain_and_the_icons(small_model, photos, tmp_pat
     assert [p.name for p in index.photos] == ["q.jpg"] and index.settings["groups"] == 2
     plan = resolve_explain([str(photos / "sub")], small_model, layers=["mixed4a_1x1_pre_relu"], classes=2,
                            groups=2, top=2)
-    wanted = wanted_channels(run, index, index.photos, plan)
+    wanted = wanted_channels(run, index, index.photos, plan, small_model)
     data = read_explanation(run, index.photos[0].sha256, "mixed4a_1x1_pre_relu")
     assert wanted == {"mixed4a_1x1_pre_relu": shown_channels(data, 2)}  # a catalogued layer is its own source
     renders = read_run(run).renders

@@ -17,8 +17,9 @@ from fakerun import add_fake_explain, explain_layer, keras_like_layers, make_fak
 from PIL import Image
 
 from atlas.publish.explain_view import TOP_CHANNELS, photo_url
-from atlas.publish.site import build_site, channel_url
+from atlas.publish.site import build_site, channel_url, layer_url
 from atlas.run.explainfiles import ExplainLayer, read_explanation, read_index
+from atlas.run.manifest import read_run
 
 FAMOUS = "mixed4d_3x3_bottleneck_pre_relu"
 RUN_LAYERS = ["conv2d0_pre_relu", FAMOUS, "mixed4d_1x1_pre_relu", "mixed4d_3x3_pre_relu"]  # not 5x5, pool_reduce
@@ -123,9 +124,11 @@ def test_dictionary_json_holds_each_positions_channels_with_their_pages_and_rend
             assert label == label_of(layer, int(channel))
             assert short == (channel if name == FAMOUS else label.removeprefix("mixed4d_").replace("_pre_relu", ""))
             catalogued, number = label.split(":")
-            if catalogued in RUN_LAYERS:
-                assert href == channel_url(catalogued, int(number)) and (site / href).is_file()
-                assert (not thumb) or (run / thumb).is_file()
+            if catalogued in RUN_LAYERS:  # its page where it has one (a render, or listed by a photo), else its layer's
+                page = channel_url(catalogued, int(number))
+                assert href == (page if (site / page).is_file() else f"{layer_url(catalogued)}#c={number}")
+                assert (site / href.split("#")[0]).is_file()
+                assert (not thumb) or ((run / thumb).is_file() and href == page)
             else:  # a branch the run does not catalogue: no page, no render (a placeholder)
                 assert href == "" and thumb == ""
         if name == FAMOUS:
@@ -216,12 +219,17 @@ def test_a_channel_page_lists_the_photos_where_it_is_a_top_contributor(run):
         for row in data.group_channels:
             for c in np.argsort(-row)[:4]:
                 listed.setdefault(int(c), set()).add(photo.sha256)
+    rendered = {r.channel for r in read_run(run).renders if r.layer == FAMOUS}
     for channel in range(index.layers[FAMOUS].channels):
-        html = (site / channel_url(FAMOUS, channel)).read_text()
+        page = site / channel_url(FAMOUS, channel)
+        assert page.is_file() == (channel in rendered or channel in listed), channel  # a page for what it has
+        if not page.is_file():
+            continue
+        html = page.read_text()
         links = set(re.findall(r'href="\.\./\.\./(photos/[0-9a-f]{16}\.html)#m=([^"]+)"', html))
         assert links == {(photo_url(sha), FAMOUS) for sha in listed.get(channel, set())}, channel
         assert ("In explained photos" in html) == (channel in listed)
-    assert listed
+    assert listed and set(listed) - rendered  # some listed channels have a page for that alone
 
 
 def test_a_model_without_a_classifier_gets_dictionaries_and_groups_only(tmp_path, catalogue):

@@ -419,3 +419,37 @@ def test_figures_name_the_method_and_show_a_channels_facets(tmp_path):
     assert "DeepDream method, started from noise" in " ".join(t.text for t in sheet.texts)
     figures.write_figure(layout, tmp_path / "facets.png", dpi=DPI)
     assert Image.open(tmp_path / "facets.png").size[0] > 0
+
+
+@pytest.fixture(scope="module")
+def partial_run(tmp_path_factory) -> Run:
+    """A few layers of the 59-layer catalogue rendered, low and high, 1x1 and wider (as a partial `atlas run`)."""
+    rendered = {"conv2d0_pre_relu": 2, "mixed3b_1x1_pre_relu": 2, "mixed4d_3x3_bottleneck_pre_relu": 3,
+                "mixed5b_pool_reduce_pre_relu": 2}
+    return figure_run(make_fake_run(tmp_path_factory.mktemp("runs") / "partial", photos=(), rendered=rendered,
+                                    size=48, thumb=16))
+
+
+def test_a_partial_runs_default_progression_picks_its_rendered_layers_and_misses_none(partial_run):
+    layout = figures.layout_figure(partial_run, spec(kind="progression"))
+    assert not layout.gaps and layout.missing_summary() == ""
+    assert [p.key[1] for p in layout.panels] == ["conv2d0_pre_relu", "mixed3b_1x1_pre_relu",
+                                                 "mixed4d_3x3_bottleneck_pre_relu", "mixed5b_pool_reduce_pre_relu"]
+
+
+@pytest.mark.parametrize("figure", [{"kind": "sheet", "layer": "mixed4c_3x3_pre_relu"},
+                                    {"kind": "panel", "items": [{"layer": "conv2d0_pre_relu", "channel": 1},
+                                                                {"layer": "mixed4c_3x3_pre_relu", "channel": 0}]}])
+def test_a_sheet_or_panel_of_a_layer_without_renders_is_one_line_naming_the_layers_that_have_them(partial_run, figure):
+    with pytest.raises(UserError) as error:
+        figures.layout_figure(partial_run, spec(**figure))
+    message = str(error.value)
+    assert "\n" not in message and "mixed4c_3x3_pre_relu: it has no renders in mode noise" in message
+    assert message.endswith("the layers with renders: conv2d0_pre_relu, mixed3b_1x1_pre_relu, "
+                            "mixed4d_3x3_bottleneck_pre_relu, mixed5b_pool_reduce_pre_relu")
+
+
+def test_a_progression_of_a_mode_without_renders_is_one_line(tmp_path):
+    run = figure_run(make_fake_run(tmp_path / "none", layers=synthetic_layers(0.125)[:3], fraction=0))
+    with pytest.raises(UserError, match="progression: the run has no renders in mode noise yet"):
+        figures.layout_figure(run, spec(kind="progression"))

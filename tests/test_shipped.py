@@ -46,7 +46,9 @@ def test_a_shipped_name_loads_that_config_and_runs_into_the_current_folder(tmp_p
         loaded = load_config(arg)
         assert loaded.path == shipped_configs()["demo"] and loaded.name == "demo"
         assert loaded.run_folder == tmp_path / "output" / "demo"
-        assert loaded.photos["chelsea"].is_file()  # a shipped photo named by a shipped config
+        assert Path(loaded.explain_folder).name == "chelsea.jpg"  # a shipped photo named by a shipped config
+        assert Path(loaded.examples_folder).is_dir()  # `photos`: the shipped photos' folder
+    assert load_config("photo").photos["chelsea"].is_file()
 
 
 def test_a_file_wins_over_a_shipped_name(tmp_path, monkeypatch):

@@ -51,9 +51,11 @@ def test_every_page_type_is_written(site, layers):
                  "static/style.css", "static/atlas.js", "static/missing.svg"]:
         assert (out / page).is_file(), page
     assert len(list((out / "layers").glob("*.html"))) == 59
-    assert len(list((out / "channels").rglob("*.html"))) == sum(layer.channels for layer in layers)
-    assert (out / "channels" / "mixed4d_3x3_bottleneck_pre_relu" / "0017.html").is_file()
-    assert report.pages_written > 1000 and report.pages_unchanged == 0 and report.seconds > 0
+    rendered = {layer.name: max(1, round(layer.channels * 0.5)) for layer in layers}
+    assert len(list((out / "channels").rglob("*.html"))) == sum(rendered.values())  # rendered channels only
+    assert (out / "channels" / "mixed4d_3x3_bottleneck_pre_relu" / "0008.html").is_file()
+    assert not (out / "channels" / "mixed4d_3x3_bottleneck_pre_relu" / "0009.html").exists()
+    assert report.pages_written > 500 and report.pages_unchanged == 0 and report.seconds > 0
 
 
 def test_index_shows_blocks_low_to_high_with_heads_where_they_branch(site):
@@ -96,10 +98,30 @@ def test_partial_run_counts_and_placeholders(site, layers):
     layer = next(layer for layer in layers if layer.name == "mixed4d_3x3_bottleneck_pre_relu")
     html = (run / "site" / "layers" / f"{layer.name}.html").read_text()
     missing = layer.channels - rendered[layer.name]
-    assert html.count('class="missing"') == 2 * missing  # one grid per mode
     assert f"{rendered[layer.name]} of {layer.channels} channels rendered" in html
-    channel = (run / "site" / "channels" / layer.name / f"{layer.channels - 1:04d}.html").read_text()
-    assert "not rendered yet" in channel and "static/missing.svg" in channel
+    # the rendered tiles are in the page; the others are one line per mode, their tiles drawn on demand
+    assert len(re.findall(r'<a class="cell" data-ch=', html)) == 2 * rendered[layer.name]  # one grid per mode
+    assert html.count(f"{missing} channels not rendered yet") == 2
+    assert html.count(f'data-channels="{rendered[layer.name]}-{layer.channels - 1}"') == 2
+    assert html.count('class="missing"') == 2  # the one tile each line's button copies
+    assert not (run / "site" / "channels" / layer.name / f"{layer.channels - 1:04d}.html").exists()
+
+
+def test_a_channel_rendered_in_one_mode_shows_the_other_as_not_rendered(tmp_path, layers):
+    import sqlite3
+
+    run = small_run(tmp_path / "run", layers, blocks=("head0",), fraction=0.5)
+    layer = next(layer for layer in layers if layer.block == "head0")
+    name, rendered = layer.name, round(layer.channels * 0.5)
+    with sqlite3.connect(run / MANIFEST_FILE) as db:  # channel 0 of the photo mode was never rendered
+        db.execute("DELETE FROM renders WHERE layer = ? AND mode = 'photo-chelsea' AND channel = 0", (name,))
+    build_site(run)
+    channel = (run / "site" / "channels" / name / "0000.html").read_text()
+    assert channel.count('<span class="warn">not rendered yet</span>') == 1 and "static/missing.svg" in channel
+    page = (run / "site" / "layers" / f"{name}.html").read_text()
+    missing = layer.channels - rendered + 1
+    assert re.search(rf'data-panel="photo-chelsea" hidden>\s*<p><span class="count">{missing} channels not rendered yet'
+                     rf'.*?data-channels="0,{rendered}-{layer.channels - 1}"', page, re.S)
 
 
 def test_thumbnails_have_explicit_size_and_lazy_loading(site):
@@ -161,8 +183,13 @@ def test_rebuild_rewrites_only_what_changed(tmp_path, layers):
         manifest.add([new])
     third = build_site(run)
     changed = sorted(p.relative_to(run / "site").as_posix() for p, data in before.items() if p.read_bytes() != data)
-    assert changed == ["about.html", f"channels/{new.layer}/0005.html", "index.html", f"layers/{new.layer}.html"]
-    assert third.pages_written == len(changed) + 1  # and atlas-index.js
+    # the new channel's page, and the pages whose ← → lead to it now (the one before it, and the first one after it,
+    # in the next layer)
+    after = read_run(run).layers[[layer.name for layer in read_run(run).layers].index(new.layer) + 1].name
+    assert changed == sorted(["about.html", f"channels/{new.layer}/0003.html", f"channels/{after}/0000.html",
+                              "index.html", f"layers/{new.layer}.html"])
+    assert (run / "site" / f"channels/{new.layer}/0005.html").is_file()
+    assert third.pages_written == len(changed) + 2  # and the new page, and atlas-index.js
     assert third.missing_renders == first.missing_renders - 1
 
 
@@ -323,3 +350,101 @@ def test_a_manifest_from_before_facets_still_reads_and_builds(tmp_path, layers):
     with Manifest(run / MANIFEST_FILE, create=True) as manifest:  # a sweep resuming it adds the columns,
         assert {"facet", "batch", "device"} <= manifest._columns()  # keeping every row
     assert read_run(run).renders == before.renders
+
+
+PARTIAL = {"conv2d0_pre_relu": 3, "mixed4d_3x3_bottleneck_pre_relu": 4}  # 7 renders of the 59-layer catalogue
+
+
+@pytest.fixture(scope="module")
+def partial(tmp_path_factory, layers, small_model):
+    """A few renders of a large catalogue, with circuits for every layer (as `atlas run` leaves it)."""
+    from fakerun import add_fake_circuits
+
+    run = make_fake_run(tmp_path_factory.mktemp("runs") / "partial", layers=layers, photos=(), rendered=PARTIAL)
+    add_fake_circuits(run, small_model)
+    build_site(run)
+    return run
+
+
+def local_links(page: Path) -> list[str]:
+    return [target for target in ATTR.findall(page.read_text()) if not urlsplit(target).scheme]
+
+
+def test_a_partial_run_has_pages_for_what_it_rendered_and_links_to_the_rest_land_on_layer_pages(partial, layers):
+    site = partial / "site"
+    pages = sorted(p.relative_to(site / "channels").as_posix() for p in (site / "channels").rglob("*.html"))
+    assert pages == [f"{name}/{c:04d}.html" for name, count in PARTIAL.items() for c in range(count)]
+    assert len(list((site / "layers").glob("*.html"))) == len(layers)  # every layer still has its page
+    channels = {layer.name: layer.channels for layer in layers}
+    anchors = set()
+    for page in site.rglob("*.html"):
+        for target in local_links(page):
+            path, fragment = urlsplit(target).path, urlsplit(target).fragment
+            if path:
+                assert (page.parent / unquote(path)).resolve().is_file(), (page, target)
+            if fragment.startswith("c="):  # a unit without a page: its layer page at that channel
+                layer = unquote(Path(path).stem)
+                assert Path(path).parent.name == "layers" and 0 <= int(fragment[2:]) < channels[layer], target
+                anchors.add((layer, int(fragment[2:])))
+    assert len(anchors) > 20  # the circuits' edges and the neighbours of the channel pages
+    assert all(channel >= PARTIAL.get(layer, 0) for layer, channel in anchors)  # never a unit that has a page
+
+
+def test_channel_pages_walk_the_rendered_channels_and_step_up_and_down_into_layer_pages(partial):
+    site = partial / "site" / "channels"
+    last = (site / "conv2d0_pre_relu" / "0002.html").read_text()
+    assert re.search(r'href="\.\./\.\./channels/mixed4d_3x3_bottleneck_pre_relu/0000\.html" rel="next"', last)
+    assert re.search(r'href="\.\./\.\./layers/conv2d1_pre_relu\.html#c=2" data-key="ArrowDown"', last)
+    first = (site / "mixed4d_3x3_bottleneck_pre_relu" / "0000.html").read_text()
+    assert re.search(r'href="\.\./\.\./channels/conv2d0_pre_relu/0002\.html" rel="prev"', first)
+    assert "mixed4d_3x3_bottleneck_pre_relu.html#c=" not in first
+
+
+def test_layer_pages_show_renders_first_and_fold_the_circuit_matrix_when_there_are_renders(partial, layers):
+    rendered = (partial / "site" / "layers" / "mixed4d_3x3_bottleneck_pre_relu.html").read_text()
+    facts, grid, matrix = (rendered.index(s) for s in ('<dl class="facts">', '<div class="grid" data-panel="noise"',
+                                                       '<details class="circuit-matrix"'))
+    assert facts < grid < matrix
+    assert '<details class="circuit-matrix">' in rendered  # folded
+    channels = next(layer.channels for layer in layers if layer.name == "mixed4d_3x3_bottleneck_pre_relu")
+    assert f"{channels - 4} channels not rendered yet" in rendered and f'data-channels="4-{channels - 1}"' in rendered
+    assert 'data-pages="0-3"' in rendered
+    empty = (partial / "site" / "layers" / "mixed4c_3x3_pre_relu.html").read_text()
+    assert '<details class="circuit-matrix" open>' in empty
+    assert not re.search(r'<a class="cell" ', empty) and 'data-channels="0-' in empty and 'data-pages=""' in empty
+
+
+def test_the_index_groups_layers_without_renders_per_block_in_one_line(partial, layers):
+    html = (partial / "site" / "index.html").read_text()
+    rows = re.findall(r'<li class="layer-row">\s*<div class="layer-name">\s*<a href="layers/([^"]+)\.html">', html)
+    assert rows == list(PARTIAL)
+    blocks = dict(re.findall(r'<section class="block[^"]*" id="([^"]+)">(.*?)</section>', html, re.S))
+    assert list(blocks) == BLOCKS
+    for block, body in blocks.items():
+        names = [layer.name for layer in layers if layer.block == block and layer.name not in PARTIAL]
+        line = re.findall(r'<p class="unrendered">(.*?)</p>', body, re.S)
+        assert re.findall(r'<a href="layers/([^"]+)\.html"', "".join(line)) == names
+        assert len(line) == (1 if names else 0)
+    assert '<section class="block quiet" id="mixed3a">' in html and 'class="block" id="stem"' in html
+    assert "59 convolutional layers (2 with renders)" in html
+
+
+def test_the_search_index_says_which_channels_have_pages(partial):
+    data = json.loads((partial / "site" / INDEX_JS).read_text().removeprefix("window.ATLAS_INDEX = ").rstrip()
+                      .rstrip(";"))
+    pages = {layer["name"]: layer["pages"] for layer in data["layers"]}
+    assert pages["conv2d0_pre_relu"] == "0-2" and pages["mixed4d_3x3_bottleneck_pre_relu"] == "0-3"
+    assert pages["mixed4c_3x3_pre_relu"] == "" and len(pages) == 59
+
+
+def test_a_full_run_still_gets_every_page(tmp_path, layers):
+    run = small_run(tmp_path / "full", layers, blocks=("stem", "mixed3a"), photos=())
+    build_site(run)
+    shown = [layer for layer in layers if layer.block in ("stem", "mixed3a")]
+    pages = {p.relative_to(run / "site" / "channels").as_posix() for p in (run / "site" / "channels").rglob("*.html")}
+    assert pages == {f"{layer.name}/{c:04d}.html" for layer in shown for c in range(layer.channels)}
+    for layer in shown:
+        html = (run / "site" / "layers" / f"{layer.name}.html").read_text()
+        assert len(re.findall(r'<a class="cell" data-ch=', html)) == layer.channels and "not-shown" not in html
+    index = (run / "site" / "index.html").read_text()
+    assert "unrendered" not in index and "quiet" not in index and "with renders)" not in index

@@ -78,8 +78,8 @@ def browser():
 class Watch:
     """A page that records console errors, page errors and any request that leaves the file system."""
 
-    def __init__(self, browser) -> None:
-        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+    def __init__(self, browser, height: int = 900) -> None:
+        self.page = browser.new_page(viewport={"width": 1280, "height": height})
         self.page.set_default_timeout(15_000)
         self.errors: list[str] = []
         self.page.on("console", lambda msg: msg.type == "error" and self.errors.append(f"console: {msg.text}"))
@@ -121,16 +121,41 @@ def load_all_images(page) -> list[str]:
 
 
 def test_every_page_has_working_links_and_images_and_no_errors(small_site, browser):
-    site = small_site
     watch = Watch(browser)
-    todo, seen, broken = [url(site, "index.html")], set(), []
+    pages, broken, _ = crawl(watch, small_site)
+    assert len(pages) == len(list(small_site.rglob("*.html"))), "some pages are not reachable by links"
+    assert not broken, broken[:10]
+    assert not watch.errors, watch.errors[:10]
+
+
+PARTIAL = {"conv2d0_pre_relu": 4, "mixed3b_3x3_pre_relu": 6}  # 10 renders of a wide model's first 15 layers
+SCREEN = 800  # the first screen of a 1280 x 800 window
+
+
+@pytest.fixture(scope="module")
+def partial_site(tmp_path_factory, full_model) -> Path:
+    """A few renders of the full-width stand-in's stem, mixed3a and mixed3b (15 layers, 1,000 channels), with
+    circuits for every layer: its layer pages hold a large circuit matrix (mixed3b's is 768 x 1,056 px)."""
+    from fakerun import add_fake_circuits
+
+    layers = [layer for layer in full_model.layers if layer.block in ("stem", "mixed3a", "mixed3b")]
+    folder = make_fake_run(tmp_path_factory.mktemp("browser") / "partial", layers=layers, photos=(), rendered=PARTIAL)
+    add_fake_circuits(folder, full_model, [layer.name for layer in layers])
+    build_site(folder)
+    return folder / "site"
+
+
+def crawl(watch: Watch, site: Path, images: bool = True) -> tuple[set[str], list[str], set[str]]:
+    """Every page reachable from the index: (pages, broken links and images, links to a layer page at a channel);
+    `images=False` checks the links only."""
+    todo, seen, broken, anchors = [url(site, "index.html")], set(), [], set()
     while todo:
         address = todo.pop()
         if address in seen:
             continue
         seen.add(address)
         watch.page.goto(address)
-        broken += [f"{address}: image {src}" for src in load_all_images(watch.page)]
+        broken += [f"{address}: image {src}" for src in (load_all_images(watch.page) if images else [])]
         for href in watch.page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)"):
             parts = urlsplit(href)
             target = Path(unquote(parts.path))
@@ -138,10 +163,145 @@ def test_every_page_has_working_links_and_images_and_no_errors(small_site, brows
                 broken.append(f"{address}: link {href}")
             elif target.suffix == ".html" and site in target.parents:
                 todo.append(href.split("#")[0])
-    pages = {urlsplit(address).path for address in seen}
-    assert len(pages) == len(list(site.rglob("*.html"))), "some pages are not reachable by links"
+                if parts.fragment.startswith("c="):
+                    anchors.add(href)
+    return {urlsplit(address).path for address in seen}, broken, anchors
+
+
+def target_tile(page, channel: int):
+    """The tile a layer page marked for `#c=channel`: it must be the channel's, visible and on screen."""
+    tile = page.locator("a.cell.is-target")
+    assert tile.count() == 1 and tile.get_attribute("data-ch") == str(channel) and tile.is_visible()
+    box, height = tile.bounding_box(), page.viewport_size["height"]
+    assert 0 <= box["y"] and box["y"] + box["height"] <= height, box
+    return tile
+
+
+def test_a_partial_sites_layer_page_shows_its_renders_on_the_first_screen(partial_site, browser):
+    watch = Watch(browser, height=SCREEN)
+    page = watch.page
+    page.goto(url(partial_site, "layers/mixed3b_3x3_pre_relu.html"))
+    tiles = page.locator("div.grid[data-panel=noise] a.cell")
+    assert tiles.count() == 6 and not load_all_images(page)
+    first = tiles.first.bounding_box()
+    assert first["y"] + first["height"] < SCREEN  # the whole first tile, under the facts
+    matrix = page.locator("details.circuit-matrix")
+    assert matrix.get_attribute("open") is None and not page.locator("img.matrix").is_visible()
+    assert matrix.bounding_box()["y"] > tiles.last.bounding_box()["y"]  # after the renders
+    watch.shot("layer-partial")
+    page.click("details.circuit-matrix summary")
+    assert page.locator("img.matrix").evaluate("img => img.height") > SCREEN  # what filled the first screen before
+    page.goto(url(partial_site, "layers/mixed3b_3x3_bottleneck_pre_relu.html"))  # no renders: the matrix is open
+    assert page.locator("details.circuit-matrix").get_attribute("open") is not None
+    assert page.locator("img.matrix").is_visible() and page.locator("section.channels a.cell").count() == 0
+    assert not watch.errors, watch.errors
+
+
+def test_the_not_rendered_line_draws_its_tiles_only_when_asked(partial_site, browser):
+    watch = Watch(browser, height=SCREEN)
+    page = watch.page
+    page.goto(url(partial_site, "layers/mixed3b_3x3_pre_relu.html"))
+    line = page.locator("div.not-shown[data-panel=noise]")
+    assert line.locator("p").inner_text().startswith("186 channels not rendered yet")
+    missing = page.locator("a.cell.is-missing")
+    assert missing.count() == 0  # not in the page's HTML
+    button = line.locator("button.show-tiles")
+    button.click()
+    assert missing.count() == 186 and missing.first.is_visible() and button.inner_text() == "hide"
+    assert missing.evaluate_all("t => t.map(x => +x.dataset.ch)") == list(range(6, 192))
+    assert page.locator("a.cell.is-missing[href]").count() == 0  # no page of their own to lead to
+    assert not load_all_images(page)
+    page.fill("#filter", "4-7, 100")
+    assert page.locator("section.channels a.cell:visible").count() == 5  # 4, 5 rendered; 6, 7, 100 not
+    assert page.locator("#filter-count").inner_text() == "5 shown"
+    page.fill("#filter", "")
+    watch.shot("layer-not-rendered")
+    button.click()
+    assert not missing.first.is_visible() and button.inner_text() == "show them"
+    assert missing.count() == 186  # drawn once
+    assert not watch.errors, watch.errors
+
+
+def test_links_to_units_without_pages_land_on_their_layer_page_at_that_channel(partial_site, browser):
+    """From a circuit, the search, compare and the keys: the layer page opens with that channel's tile marked on
+    screen (its not-rendered tiles drawn), and no link leads to a missing page."""
+    watch = Watch(browser, height=SCREEN)
+    page = watch.page
+    page.goto(url(partial_site, "channels/mixed3b_3x3_pre_relu/0002.html"))
+    edge = page.locator("section.circuit a.edge-unit[href*='#c=']").first
+    href = edge.get_attribute("href")
+    layer, channel = re.search(r"layers/([^/]+)\.html#c=(\d+)$", href).groups()
+    with page.expect_navigation():
+        edge.click()
+    assert urlsplit(page.url).path.endswith(f"layers/{layer}.html") and page.locator("h1").inner_text() == layer
+    target_tile(page, int(channel))
+    watch.shot("layer-at-channel")
+
+    page.fill("#search", "3b_5x5_pre 7")
+    assert page.locator("#search-results a").first.inner_text() == "mixed3b_5x5_pre_relu:7"
+    with page.expect_navigation():
+        page.press("#search", "Enter")
+    assert page.url.endswith("layers/mixed3b_5x5_pre_relu.html#c=7")
+    target_tile(page, 7)
+    page.fill("#search", "conv2d0 3")  # a rendered channel: its own page
+    with page.expect_navigation():
+        page.press("#search", "Enter")
+    assert page.url.endswith("channels/conv2d0_pre_relu/0003.html")
+    with page.expect_navigation():
+        page.keyboard.press("ArrowDown")  # the same channel one layer up has no page: that layer's page at it
+    assert page.url.endswith("layers/conv2d1_pre_relu.html#c=3")
+    target_tile(page, 3)
+    with page.expect_navigation():
+        page.keyboard.press("ArrowUp")
+    assert page.url.endswith("layers/conv2d0_pre_relu.html")
+
+    page.goto(url(partial_site, "compare.html") + "?i=3b_5x5_pre+7&i=conv2d0+1")
+    links = page.locator("#compare figcaption a").evaluate_all("a => a.map(x => x.getAttribute('href'))")
+    assert links[0].endswith("layers/mixed3b_5x5_pre_relu.html#c=7") and links[1].endswith("conv2d0_pre_relu/0001.html")
+    assert not load_all_images(page)
+    assert not watch.errors, watch.errors
+
+
+def test_every_link_of_a_partial_site_resolves_and_every_channel_anchor_finds_its_tile(partial_site, browser):
+    watch = Watch(browser, height=SCREEN)
+    pages, broken, anchors = crawl(watch, partial_site, images=False)  # (the small site's crawl loads them)
+    assert len(pages) == len(list(partial_site.rglob("*.html"))), "some pages are not reachable by links"
+    assert len(list((partial_site / "channels").rglob("*.html"))) == sum(PARTIAL.values())
     assert not broken, broken[:10]
+    highest = {}  # per layer, the link to its highest channel (its tile drawn last, scrolled to furthest)
+    for href in anchors:
+        layer, channel = urlsplit(href).path, int(urlsplit(href).fragment[2:])
+        highest[layer] = max(highest.get(layer, (-1, "")), (channel, href))
+    assert len(anchors) > 10 and len(highest) > 5
+    for channel, href in highest.values():
+        watch.page.goto(href)
+        target_tile(watch.page, channel)
     assert not watch.errors, watch.errors[:10]
+
+
+def test_a_full_runs_site_is_unchanged_every_channel_has_its_page(tmp_path, catalogue, browser):
+    layers = [layer for layer in catalogue if layer.name in CRAWLED[:2]]
+    build_site(make_fake_run(tmp_path / "full", layers=layers, photos=()))
+    site = tmp_path / "full" / "site"
+    assert {p.relative_to(site).as_posix() for p in (site / "channels").rglob("*.html")} == {
+        f"channels/{layer.name}/{c:04d}.html" for layer in layers for c in range(layer.channels)}
+    watch = Watch(browser, height=SCREEN)
+    page = watch.page
+    page.goto(url(site, "index.html"))
+    assert page.locator("li.layer-row").count() == 2 and page.locator("p.unrendered").count() == 0
+    page.click(f"text={layers[0].name}")
+    assert page.locator("section.channels a.cell:visible").count() == layers[0].channels
+    assert page.locator("button.show-tiles").count() == 0
+    with page.expect_navigation():
+        page.locator(f"a.cell[data-ch='{layers[0].channels - 1}']").click()
+    with page.expect_navigation():
+        page.keyboard.press("ArrowRight")  # the last channel's next is the next layer's first
+    assert page.url.endswith(f"channels/{layers[1].name}/0000.html")
+    with page.expect_navigation():
+        page.keyboard.press("ArrowLeft")
+    assert page.url.endswith(f"channels/{layers[0].name}/{layers[0].channels - 1:04d}.html")
+    assert not any("#c=" in page.read_text() for page in site.rglob("*.html"))  # every unit has a page of its own
+    assert not watch.errors, watch.errors
 
 
 def test_walk_index_layer_channel_compare_with_search_and_keys(site, browser):
@@ -154,7 +314,9 @@ def test_walk_index_layer_channel_compare_with_search_and_keys(site, browser):
 
     page.click(f"text={FAMOUS}")
     assert page.url.endswith(f"layers/{FAMOUS}.html")
-    visible = "div.grid:not([hidden]) a.cell:not(.is-hidden)"
+    visible = "section.channels a.cell:visible"
+    assert page.locator(visible).count() == 72  # the rendered half; the others on demand
+    page.click("div.not-shown:visible button.show-tiles")
     assert page.locator(visible).count() == 144
     page.click("button[data-mode=photo-chelsea]")
     assert page.url.endswith("#m=photo-chelsea")
@@ -163,6 +325,8 @@ def test_walk_index_layer_channel_compare_with_search_and_keys(site, browser):
     page.fill("#filter", "3")
     assert page.locator(visible).count() == 1
     page.fill("#filter", "10-12, 140")
+    assert page.locator(visible).count() == 3 and page.locator("#filter-count").inner_text() == "3 shown"
+    page.click("div.not-shown:visible button.show-tiles")  # the filter holds for tiles drawn after it
     assert page.locator(visible).count() == 4 and page.locator("#filter-count").inner_text() == "4 shown"
     page.fill("#filter", "")
     watch.shot("layer")
@@ -178,9 +342,9 @@ def test_walk_index_layer_channel_compare_with_search_and_keys(site, browser):
             page.keyboard.press(key)
         assert page.url.endswith(expected), (key, page.url)
 
-    for query, expected in [(f"{FAMOUS}:139", f"channels/{FAMOUS}/0139.html"),
-                            ("4d 139", f"channels/{FAMOUS}/0139.html"),
-                            ("head1", "layers/head1_bottleneck_pre_relu.html")]:
+    for query, expected in [("head1", "layers/head1_bottleneck_pre_relu.html"),
+                            ("4d 139", f"layers/{FAMOUS}.html#c=139"),  # not rendered: its layer page at it
+                            (f"{FAMOUS}:3", f"channels/{FAMOUS}/0003.html")]:
         page.fill("#search", query)
         if query == "4d 139":
             assert page.locator("#search-results a").first.inner_text() == f"{FAMOUS}:139"
@@ -266,8 +430,10 @@ def test_examples_patches_open_the_whole_photo_with_the_box_drawn(small_site, br
     page.click("button[data-mode=examples]")
     panel = page.locator("div.grid[data-panel=examples]")
     assert panel.is_visible() and not page.locator("div.grid[data-panel=noise]").is_visible()
-    channels = panel.locator("a.cell").count()  # half of them have examples (add_fake_examples)
-    assert channels == 18 and panel.locator("a.cell:not(.is-missing)").count() == 9
+    assert panel.locator("a.cell").count() == 9  # the half with examples (add_fake_examples); the others on demand
+    page.click("div.not-shown[data-panel=examples] button.show-tiles")
+    missing = page.locator("div.not-shown[data-panel=examples] a.cell.is-missing")
+    assert missing.count() == 9 and missing.first.inner_text().startswith("no examples")
     assert not load_all_images(page)
     watch.shot("layer-examples")
 
@@ -340,14 +506,19 @@ def test_circuit_links_lead_to_the_input_unit_and_kernels_and_matrix_match_the_d
         assert img.evaluate("i => i.clientWidth") == kernel.shape[1] * 6  # enlarged: a weight is a 6-pixel square
     page.locator("section.circuit h3").first.scroll_into_view_if_needed()
     watch.shot("circuit")
-    first = inputs[0]
-    items.first.locator("a.edge-unit").click()
+    rendered = [i for i, e in enumerate(inputs)
+                if (folder / "site" / f"channels/{e.layer}/{e.channel:04d}.html").exists()]
+    first = inputs[rendered[0]]  # a unit with a page of its own (the others lead to their layer page at them)
+    items.nth(rendered[0]).locator("a.edge-unit").click()
     assert page.url.endswith(f"channels/{first.layer}/{first.channel:04d}.html")
     assert page.locator("h1.channel-title").inner_text().replace("\n", "") == f"{first.layer}:{first.channel}"
 
     page.goto(url(folder / "site", f"layers/{layer}.html"))
+    assert not page.locator("img.matrix").is_visible()  # folded under its heading: the layer has renders
+    page.click("details.circuit-matrix summary")
     matrix = page.locator("img.matrix")
     assert matrix.evaluate("img => img.naturalWidth") == 24  # the source's units: conv2d2's channels
+    matrix.scroll_into_view_if_needed()
     box = matrix.bounding_box()
     rows = matrix.evaluate("img => JSON.parse(img.dataset.rows)")
     total = sum(count for _, count in rows)

@@ -75,13 +75,13 @@ def test_spread_and_facet_units_are_one_formula():
     assert spread(whole, "layer") == pytest.approx(np.abs(whole))  # the layer objective's own size
 
 
-def test_run_json_names_a_shipped_config_and_gives_a_user_files_path(tmp_path, small_model):
+def test_run_json_names_a_shipped_config_and_gives_a_user_files_path(tmp_path, lite0_model):
     from atlas.run.config import load_config
     from atlas.run.plan import resolve_plan
     from atlas.shipped import shipped_configs
 
     shipped = load_config("demo")
-    assert resolve_plan(shipped, small_model, None, None).run_settings()["config"] == "demo"
+    assert resolve_plan(shipped, lite0_model, None, None).run_settings()["config"] == "demo"
     mine = tmp_path / "mine.yaml"
     mine.write_text(shipped_configs()["demo"].read_text())  # the same text, the user's own file
-    assert resolve_plan(load_config(mine), small_model, None, None).run_settings()["config"] == str(mine)
+    assert resolve_plan(load_config(mine), lite0_model, None, None).run_settings()["config"] == str(mine)

@@ -286,8 +286,9 @@ def test_neuron_runs_record_each_noise_modes_centre_unit_box_per_layer(tmp_path,
     grids = small_model.grids(48, 48)
     for units in run.centre_units.values():
         assert (units.width, units.height) == (48, 48)
-        assert set(units.boxes) == {layer.name for layer in small_model.layers}  # every layer, for any shard
-        for layer in small_model.layers:
+        # every layer and block output, for any shard
+        assert set(units.boxes) == {layer.name for layer in small_model.all_layers}
+        for layer in small_model.all_layers:
             assert units.boxes[layer.name] == centre_unit_box(grids[layer.name], layer.receptive_field, 48, 48)
     rendered = next(r for r in run.renders if r.mode == "noise")
     with Image.open(loaded.run_folder / rendered.image) as image:

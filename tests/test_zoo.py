@@ -143,3 +143,18 @@ def test_the_frozen_graph_is_cached_under_the_weights(lite0, isolated_cache, tmp
     assert resolve(lite0).pb_path.stat().st_mtime_ns == stamp  # not built again
     assert first.labels == "imagenet" and first.preprocess.name == "tf"
     assert first.pb_path.parent.parent == isolated_cache
+
+
+def test_renders_of_the_trained_network_are_specific_at_every_depth(lite0_model):
+    """Channels 0-3 of a low, a middle, a high layer and the head of the trained Lite0, Fourier at 96 px for 48
+    steps, judged by the network itself: each render excites its own channel more than the other renders of its
+    layer do, and ranks it in the layer's top 10%. Measured over seeds 0-5 at float32 and bfloat16 on a 2-core AMD
+    EPYC (AVX-512, AVX512_BF16), both precisions (`python benchmarks/test_bounds.py --only real_renders --seeds 6`):
+    specific share 1.000 at every seed, top-10% share 0.875 at every seed (the same 2 of 16 miss), above-mean share
+    1.000 at every seed; the bounds allow two more misses than the worst seed."""
+    from benchmarks.test_bounds import real_renders
+    from tests.precision import PRECISION
+
+    stats = real_renders(lambda _spec: lite0_model, 0, PRECISION)
+    assert stats["real.specific_share"] >= 0.75 and stats["real.top10_share"] >= 0.75
+    assert stats["real.above_mean_share"] >= 0.9

@@ -42,7 +42,7 @@ from atlas.analysis.photos import (
     write_skipped,
 )
 from atlas.atomic import SWEEP_OUTPUT, sync_folders
-from atlas.model.catalogue import Layer
+from atlas.model.catalogue import AnyLayer
 from atlas.model.selection import check_channels
 from atlas.run.manifest import (
     EXAMPLES_DIR,
@@ -163,7 +163,7 @@ class ExamplesSummary:
 class _State:
     """The top lists of every layer, the photos behind them, and what the manifest holds of them."""
 
-    def __init__(self, plan: ExamplesPlan, layers: list[Layer]) -> None:
+    def __init__(self, plan: ExamplesPlan, layers: list[AnyLayer]) -> None:
         self.plan = plan
         self.layers = layers
         self.lists = {layer.name: TopLists(layer.channels, plan.depth) for layer in layers}
@@ -237,7 +237,7 @@ def run_examples(plan: ExamplesPlan, run_folder: str | Path, model: Any, progres
 def _run_claimed(plan: ExamplesPlan, run_folder: Path, model: Any, entries: list[Entry],
                  bad: list[tuple[str, str]], progress: bool, stop_after: int | None) -> ExamplesSummary:
     hash_ = plan.settings_hash(model.render_key)
-    layers = [model.layer(name) for name in plan.layers]
+    layers = [model.any_layer(name) for name in plan.layers]
     meta = {"folder": plan.folder, "top": plan.top, "size": plan.size, "fit": plan.fit, "hash": hash_,
             "layers": list(plan.layers), "depth": plan.depth}
     summary = ExamplesSummary(folder=plan.folder, bad=list(bad))
@@ -363,7 +363,7 @@ class ExamplesPass(PhotoPass):
                     files.setdefault(self.state.photos[e.photo].thumb, (e.photo, None))
         return files
 
-    def _entries(self, layer: Layer, channel: int, depth: int | None = None) -> list[Example]:
+    def _entries(self, layer: AnyLayer, channel: int, depth: int | None = None) -> list[Example]:
         """A channel's list as records (the first `depth`; all by default)."""
         state, top = self.state, self.state.lists[layer.name]
         entries = []
@@ -403,7 +403,7 @@ class ExamplesPass(PhotoPass):
         write_patch(self.folder / path, work, scale, box)
 
 
-def _grid(plan: ExamplesPlan, photo: PhotoRecord, layer: Layer, grids: Any) -> Any:
+def _grid(plan: ExamplesPlan, photo: PhotoRecord, layer: AnyLayer, grids: Any) -> Any:
     height, width = (plan.size, plan.size) if plan.fit == "crop" else (photo.scaled_height, photo.scaled_width)
     return grids(height, width)[layer.name]
 

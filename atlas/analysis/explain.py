@@ -17,10 +17,11 @@ killed pass loses only the photos since its last checkpoint. Changing the counts
 settings hash) starts the index over.
 
 After the photos, with `render` (the default), the icons the pages show: the channels of the dictionaries, the
-top +/- channel attributions and the groups' top channels, mapped to catalogued (layer, channel), that the run
-has no render of, are rendered with the run's own settings by the sweep's render core (`render_batch`) and recorded
-in the manifest as ordinary channel renders; and every neuron group is rendered with the `direction` objective of
-its channel factor (as map cells are), to `explain/<sha256>/<layer>-group-<i>.png`.
+top +/- channel attributions and the groups' top channels, mapped to catalogued (layer or block output, channel),
+that the run has no render of, are rendered with the run's own settings by the sweep's render core
+(`render_batch`) and recorded in the manifest as ordinary channel renders; and every neuron group is rendered
+with the `direction` objective of its channel factor (as map cells are), to
+`explain/<sha256>/<layer>-group-<i>.png`.
 
     from atlas.analysis.explain import run_explain
     from atlas.model.graph import load_model
@@ -373,18 +374,20 @@ def shown_channels(explanation: LayerExplanation, top: int) -> set[int]:
     return shown
 
 
-def wanted_channels(run_folder: Path, index: ExplainIndex, photos: list[ExplainedPhoto],
-                    plan: ExplainPlan) -> dict[str, set[int]]:
-    """Catalogued layer -> the channels the photos' pages show at the plan's layers (mapped through each
-    layer's channel sources; channels with no catalogued source have no render to show)."""
+def wanted_channels(run_folder: Path, index: ExplainIndex, photos: list[ExplainedPhoto], plan: ExplainPlan,
+                    model: Any) -> dict[str, set[int]]:
+    """Catalogued layer or block output -> the channels the photos' pages show at the plan's layers (mapped
+    through each layer's channel sources, as the model gives them to an index written before block outputs
+    were catalogued; channels of no catalogued layer or block output have no render to show)."""
     wanted: dict[str, set[int]] = {}
-    for photo in photos:
-        for name in plan.layers:
-            layer = index.layers.get(name)
-            if layer is None or layer.sources is None:
-                continue
+    for name in plan.layers:
+        layer = index.layers.get(name)
+        sources = (layer.sources or model.channel_sources(name)) if layer else None
+        if sources is None:
+            continue
+        for photo in photos:
             for channel in shown_channels(read_explanation(run_folder, photo.sha256, name), plan.top):
-                source, source_channel = layer.sources[channel]
+                source, source_channel = sources[channel]
                 wanted.setdefault(source, set()).add(source_channel)
     return wanted
 
@@ -407,7 +410,7 @@ def icon_mode(run_folder: Path, seed: int) -> IconMode:
 
     from atlas.render.settings import RenderSettings
     from atlas.run.config import SweepConfig
-    from atlas.run.manifest import NOISE, RUN_FILE, Mode, read_run_info
+    from atlas.run.manifest import NOISE, Mode, read_run_info, rewrite_run_info
 
     info = read_run_info(run_folder)
     recorded = info.get("settings", {})
@@ -423,7 +426,7 @@ def icon_mode(run_folder: Path, seed: int) -> IconMode:
     settings_block = {"render": settings.pixel_dict(), "seed": seed, "formats": formats, "layer_dreams": False,
                       "config": None, **{k: v for k, v in recorded.items() if k not in ("render", "seed", "formats")}}
     info.update(modes=[*info["modes"], asdict(mode)], settings=settings_block)  # as write_run_info writes it
-    atomic_write_text(run_folder / RUN_FILE, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    rewrite_run_info(run_folder, info)
     return IconMode(mode, settings, seed, formats)
 
 
@@ -439,7 +442,7 @@ def render_missing_channels(run_folder: Path, model: Any, index: ExplainIndex, p
     from atlas.run.sweep import versions
     from atlas.run.workers import Task, adopt_model, render_batch
 
-    wanted = wanted_channels(run_folder, index, photos, plan)
+    wanted = wanted_channels(run_folder, index, photos, plan, model)
     if not wanted:
         return 0
     icons = icon_mode(run_folder, plan.seed)
@@ -460,7 +463,7 @@ def render_missing_channels(run_folder: Path, model: Any, index: ExplainIndex, p
                 versions=versions())
     batch = icons.settings.batch_size or auto_batch_size(icons.settings.size ** 2)
     adopt_model(model, BatchFit(batch, None))
-    order = [layer.name for layer in model.layers]
+    order = [layer.name for layer in model.all_layers]
     total = sum(len(c) for c in todo.values())
     with tqdm(total=total, unit="render", desc="explain channels", disable=None if progress else True,
               file=sys.stderr) as bar:

@@ -470,8 +470,7 @@ def layer_geometry(model: Any, layer: str, size: int) -> tuple[Layer | BlockOutp
                                                                 tuple[int, int]]:
     """(what a position of `layer` sees: its catalogued layer or block output, offset, jump) on size x size inputs;
     a block output's receptive field is that of its widest branch (a residual sum's too)."""
-    block = next((b for b in model.blocks if b.name == layer), None)
-    found: Layer | BlockOutput = block if block is not None else model.layer(layer)
+    found = model.any_layer(layer)
     grid = model.grids(size, size)[found.name]
     return found, grid.offset, grid.jump
 

@@ -23,20 +23,34 @@ from typing import Any, Iterator
 from atlas.analysis.photos import Entry, Fitted, InputFit, fitted_batches
 from atlas.atomic import SWEEP_OUTPUT, stop_on_write_errors
 from atlas.errors import UserError
-from atlas.run.manifest import MANIFEST_FILE, RUN_FILE, Manifest, PhotoRecord, read_run_info, write_run_info
+from atlas.run.manifest import (
+    BLOCKS,
+    MANIFEST_FILE,
+    RUN_FILE,
+    Manifest,
+    PhotoRecord,
+    read_run_info,
+    rewrite_run_info,
+    write_run_info,
+)
 
 
 def prepare_folder(run_folder: Path, model: Any) -> None:
-    """Make `run_folder` a run folder of `model` if it is not one yet; refuse one of another model."""
+    """Make `run_folder` a run folder of `model` if it is not one yet (one written before block outputs were
+    recorded gets them); refuse one of another model."""
     if (run_folder / RUN_FILE).is_file():
-        recorded = read_run_info(run_folder).get("model", {})
+        info = read_run_info(run_folder)
+        recorded = info.get("model", {})
         if recorded.get("sha256") and recorded["sha256"] != model.sha256:
             raise UserError(f"{run_folder} was made with another model ({recorded.get('spec')}); "
                             "leave out --model to use the run's own, or pass another -o folder")
+        if BLOCKS not in info:
+            info[BLOCKS] = [block.to_dict() for block in model.blocks]
+            rewrite_run_info(run_folder, info)
         return
     write_run_info(run_folder, run_folder.name, {"spec": model.spec, "sha256": model.sha256,
                                                  "preprocess": model.preprocess.to_dict()}, model.layers, [],
-                   {})
+                   {}, blocks=model.blocks)
     Manifest(run_folder / MANIFEST_FILE, create=True).close()
 
 

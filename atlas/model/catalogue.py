@@ -7,7 +7,7 @@ import heapq
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence, TypeVar
 
 from atlas.errors import UserError
 
@@ -48,6 +48,11 @@ class Layer:
         if not self.tensor:
             object.__setattr__(self, "tensor", self.name)
 
+    @property
+    def order(self) -> tuple[int, int]:
+        """Its place among the conv layers and block outputs, low to high (see `BlockOutput.order`)."""
+        return (self.index, 0)
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
@@ -55,19 +60,46 @@ class Layer:
 @dataclass(frozen=True)
 class BlockOutput:
     """Where branches of the network merge (inception5h's `mixed4c`, a residual sum such as ResNet's
-    `conv2_block1_out`): a gallery section, a map layer and a circuit source, not a conv layer."""
+    `conv2_block1_out`): a layer a sweep renders and the gallery shows beside the conv layers (it closes the
+    gallery section of its name), a map layer and a circuit source."""
 
     name: str  # the Keras layer name of `tensor`, or the node's own name (mixed4c)
-    tensor: str  # the node whose output it is: the merge, or the ReLU that reads it alone
+    tensor: str  # the node whose output it is: the merge, or the activation that alone reads it
     merge: str  # the merge node (Add, AddV2, Concat, ConcatV2)
     channels: int
     index: int  # position among the block outputs, 0 = lowest
     depth: int  # convolutions on the longest path from the input
-    receptive_field: int  # in input pixels
+    receptive_field: int  # in input pixels; that of its widest branch
     cumulative_stride: int
+    op_type: str  # the merge's op: Add, AddV2 (a residual sum), Concat, ConcatV2
+    after: int  # index of the conv layer it follows: the last one it reads, directly or not (-1: none)
+
+    @property
+    def block(self) -> str:
+        """The gallery section it closes: its own name, as the conv layers inside its branches have."""
+        return self.name
+
+    @property
+    def kind(self) -> str:
+        """`add` (a residual sum) or `concat`: how it is marked where layers are listed."""
+        return "concat" if self.op_type in CONCATS else "add"
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Its place among the conv layers and block outputs, low to high: right after the conv layer it follows."""
+        return (self.after, 1)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+AnyLayer = Layer | BlockOutput  # what a sweep selects and the gallery shows: a conv layer or a block output
+Found = TypeVar("Found", Layer, BlockOutput, AnyLayer)  # what `find_layer` looks among
+
+
+def in_order(layers: Iterable[AnyLayer]) -> list[AnyLayer]:
+    """Conv layers and block outputs low to high, each block output right after the conv layer it follows."""
+    return sorted(layers, key=lambda layer: layer.order)
 
 
 def input_name(graph: graph_pb2.GraphDef) -> str:
@@ -302,13 +334,32 @@ class _Merge:
     name: str
 
 
-def _merges(graph: _Graph, scopes: tuple[int, bool], dominators: tuple[dict[str, str | None], dict[str, int]]
-            ) -> tuple[list[_Merge], dict[str, set[str]]]:
-    """The block outputs (outermost merges of branches, in topological order) and, for every live node, the
-    merges it reaches."""
+def _channel_axis(node: node_def_pb2.NodeDef, nodes: dict[str, node_def_pb2.NodeDef]) -> bool:
+    """Whether a concat joins its inputs along the channel axis (NHWC: 3, or -1)."""
+    ref = node.input[0] if node.op == "Concat" else [i for i in node.input if not i.startswith("^")][-1]
+    axis = _through_identity(nodes, ref)
+    return axis.op == "Const" and _const_value(axis) in ([3], [-1])
+
+
+def _is_block_merge(graph: _Graph, node: node_def_pb2.NodeDef, fork: str | None, field: dict[str, Field]) -> bool:
+    """The rule of a block output: an Add/AddV2 or a Concat/ConcatV2 of two or more activations (a concat along the
+    channel axis), whose output is still spatial (not past a global pool or a matrix product) and one of whose
+    branches holds a conv (is deeper in convs than the node where the branches fork)."""
+    inputs = set(graph.inputs(node))
+    if node.op not in MERGES or len(inputs) < 2 or fork is None or field[node.name][3]:
+        return False
+    if node.op in CONCATS and not _channel_axis(node, graph.nodes):
+        return False
+    return max(field[i][2] for i in inputs) > field[fork][2]
+
+
+def _merges(graph: _Graph, scopes: tuple[int, bool], dominators: tuple[dict[str, str | None], dict[str, int]],
+            field: dict[str, Field]) -> tuple[list[_Merge], dict[str, set[str]]]:
+    """The block outputs (outermost merges of branches that follow `_is_block_merge`, in topological order) and,
+    for every live node, the merges it reaches."""
     idom, depth = dominators
     candidates = [n for n in graph.order
-                  if n.name in graph.live and n.op in MERGES and len(set(graph.inputs(n))) > 1]
+                  if n.name in graph.live and _is_block_merge(graph, n, idom.get(n.name), field)]
     names = {n.name for n in candidates}
     reach: dict[str, set[str]] = {}
     for node in reversed(graph.order):
@@ -366,15 +417,15 @@ def _after(graph: _Graph, merges: list[_Merge]) -> set[str]:
     return after
 
 
-Field = tuple[int, int, int, bool]  # (receptive field, jump, conv depth, after a global pool)
+Field = tuple[int, int, int, bool]  # (receptive field, jump, conv depth, past the spatial part)
 
 
 def _fields(graph: _Graph) -> dict[str, Field]:
     """Receptive field and jump in input pixels, and convolutions on the longest path, of every live node.
 
-    A global pool (Mean over rows and columns) ends the spatial part: what is computed from it alone (a
-    squeeze-and-excitation branch) keeps the field of the units it averaged, and where such a branch meets the
-    spatial path again (the gate's Mul) the spatial input's field is taken."""
+    A global pool (Mean over rows and columns) or a matrix product (a dense layer) ends the spatial part: what is
+    computed from it alone (a squeeze-and-excitation branch) keeps the field of the units it averaged, and where
+    such a branch meets the spatial path again (the gate's Mul) the spatial input's field is taken."""
     field: dict[str, Field] = {graph.start: (1, 1, 0, False)}
     for node in graph.order:
         parents = [field[p] for p in graph.inputs(node) if p in field]
@@ -383,7 +434,7 @@ def _fields(graph: _Graph) -> dict[str, Field]:
         spatial = [p for p in parents if not p[3]] or parents
         rf, jump = max(p[0] for p in spatial), max(p[1] for p in spatial)
         depth = max(p[2] for p in parents)
-        pooled = all(p[3] for p in parents) or _is_global_pool(node, graph.nodes)
+        pooled = all(p[3] for p in parents) or _is_global_pool(node, graph.nodes) or node.op == "MatMul"
         window = _window(node, graph.nodes)
         if window and not pooled:
             kernel, stride = window
@@ -403,7 +454,7 @@ def _catalogue(graph_def: graph_pb2.GraphDef) -> tuple[list[Layer], list[BlockOu
                         "atlas needs a convolutional image network such as inception5h")
     scopes = _scopes(graph)
     dominators = _dominators(graph)
-    merges, reach = _merges(graph, scopes, dominators)
+    merges, reach = _merges(graph, scopes, dominators, field)
     after = _after(graph, merges)
     names = [keras_name(conv.name, scopes) for conv in convs]
     names = [name if names.count(name) == 1 else conv.name for conv, name in zip(convs, names)]
@@ -420,13 +471,26 @@ def _catalogue(graph_def: graph_pb2.GraphDef) -> tuple[list[Layer], list[BlockOu
                             index=index, depth=depth, receptive_field=rf, cumulative_stride=jump,
                             tensor=_affine_end(graph, conv), op_type=conv.op))
     channels = _node_channels(graph, {layer.op: layer.channels for layer in layers})
+    reads = _last_conv_read(graph, {layer.op: layer.index for layer in layers})
     outputs = []
     for index, merge in enumerate(merges):
         rf, jump, depth, _ = field[merge.tensor]
         outputs.append(BlockOutput(name=merge.name, tensor=merge.tensor, merge=merge.node,
                                    channels=channels[merge.tensor], index=index, depth=depth, receptive_field=rf,
-                                   cumulative_stride=jump))
+                                   cumulative_stride=jump, op_type=graph.nodes[merge.node].op,
+                                   after=reads[merge.node]))
     return layers, outputs
+
+
+def _last_conv_read(graph: _Graph, convs: dict[str, int]) -> dict[str, int]:
+    """For every live node, the highest catalogue index of the conv layers it reads, directly or through others
+    (-1: none)."""
+    last = {graph.start: -1}
+    for node in graph.order:
+        parents = [last[p] for p in graph.inputs(node) if p in last]
+        if node.name != graph.start and parents:
+            last[node.name] = max([*parents, convs.get(node.name, -1)])
+    return last
 
 
 def _node_channels(graph: _Graph, convs: dict[str, int]) -> dict[str, int]:
@@ -461,11 +525,12 @@ def catalogue(graph: graph_pb2.GraphDef) -> tuple[list[Layer], list[BlockOutput]
     return _catalogue(graph)
 
 
-def find_layer(layers: list[Layer], name: str, also: Iterable[str] = ()) -> Layer:
+def find_layer(layers: Sequence[Found], name: str, also: Iterable[str] = ()) -> Found:
     """Look a layer up by its name or by its conv op's name; a helpful error otherwise, suggesting the
-    closest layer names and the closest of `also` (other names the caller would accept)."""
+    closest layer names and the closest of `also` (other names the caller would accept). Given block outputs
+    among `layers`, it finds them too (by name)."""
     for layer in layers:
-        if name in (layer.name, layer.op):
+        if name == layer.name or isinstance(layer, Layer) and name == layer.op:
             return layer
     import difflib
 

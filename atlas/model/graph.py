@@ -24,11 +24,13 @@ from tensorflow.python.framework import tensor_util
 
 from atlas.errors import UserError
 from atlas.model.catalogue import (
+    AnyLayer,
     BlockOutput,
     Grid,
     Layer,
     catalogue,
     find_layer,
+    in_order,
     input_name,
     layer_grids,
     output_index,
@@ -228,20 +230,26 @@ class Model:
     def layer(self, name: str) -> Layer:
         return find_layer(self.layers, name)
 
+    @property
+    def all_layers(self) -> list[AnyLayer]:
+        """The conv layers and the block outputs, low to high: what a sweep can select."""
+        return in_order([*self.layers, *self.blocks])
+
+    def any_layer(self, name: str) -> AnyLayer:
+        """A conv layer (by name or conv op) or a block output (by name); unknown: one line with suggestions."""
+        return find_layer(self.all_layers, name)
+
     def tensor_name(self, name: str) -> str:
-        """The graph node whose output `name` is: a catalogued layer by its name (its unit, after bias and batch
-        norm, even where its conv node has that name too, as in a converted ONNX graph), any activation node of the
-        graph by its own name, a catalogued layer by its conv op, or a block output (e.g. `mixed4c`,
-        `conv2_block1_out`, which classic DeepDream targets); unknown names get the catalogue's helpful error, which
-        also suggests block outputs."""
-        layer = next((layer for layer in self.layers if layer.name == name), None)
-        if layer is not None:
-            return layer.tensor
+        """The graph node whose output `name` is: a catalogued layer or block output by its name (a layer's unit,
+        after bias and batch norm, even where its conv node has that name too, as in a converted ONNX graph; a block
+        output such as `mixed4c`, `conv2_block1_out`, which classic DeepDream targets), any activation node of the
+        graph by its own name, or a catalogued layer by its conv op; unknown names get the catalogue's helpful
+        error, which also suggests block outputs."""
+        named = next((item for item in [*self.layers, *self.blocks] if item.name == name), None)
+        if named is not None:
+            return named.tensor
         if name in self._activation_nodes():
             return name
-        block = next((b for b in self.blocks if b.name == name), None)
-        if block is not None:
-            return block.tensor
         return find_layer(self.layers, name, also=[b.name for b in self.blocks]).tensor
 
     def layer_fn(self, name: str, precision: str = "float32") -> LayerFn:
@@ -363,7 +371,8 @@ class Model:
     def channel_sources(self, name: str) -> list[tuple[str, int]] | None:
         """For each channel of the tensor `name`, the catalogued layer and channel it is: itself for a catalogued
         layer; for a block output such as `mixed4c`, its branches' channels, traced back through ReLUs and the
-        concatenation; None where a channel is not one catalogued channel (e.g. a pool or an add)."""
+        concatenation, else (a residual sum, a concat with a pool branch) its own channels; None for any other
+        tensor whose channels are not each one catalogued channel (e.g. a pool)."""
         by_name = {n.name: n for n in self._ordered()}
         layers = {layer.tensor: layer for layer in self.layers}
 
@@ -382,7 +391,11 @@ class Model:
                 return None if any(p is None for p in parts) else [c for p in parts for c in p]
             return None
 
-        return trace(self.tensor_name(name))
+        traced = trace(self.tensor_name(name))
+        block = next((b for b in self.blocks if name in (b.name, b.tensor)), None)
+        if traced is None and block is not None:
+            return [(block.name, c) for c in range(block.channels)]
+        return traced
 
     def _activation_nodes(self) -> set[str]:
         """Names of the graph's non-constant nodes other than the input (computed once)."""

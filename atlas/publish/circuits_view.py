@@ -8,7 +8,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from markupsafe import Markup
@@ -73,7 +73,7 @@ class EdgeView:
 
     edge: Edge
     svg: Markup
-    has_page: bool
+    href: str | None  # the unit's page, or its layer page at it, from the site root; None: the site shows neither
     rendered: bool = True  # False for a residual sum's channel (`conv2_block1_out:5`): no layer renders it
 
     @property
@@ -88,21 +88,24 @@ class EdgeView:
         return ["#d33", "#3a3", "#33d"][self.edge.channel % 3]
 
 
-def edge_views(edges: list[Edge], pages: set[str], direction: str, sums: tuple[str, ...] = ()) -> list[EdgeView]:
+UnitLink = Callable[[str, int], "str | None"]  # (layer, channel) -> where a link to it leads, from the site root
+
+
+def edge_views(edges: list[Edge], link: UnitLink, direction: str, sums: tuple[str, ...] = ()) -> list[EdgeView]:
     """Edges with their kernels drawn on one scale (the largest magnitude among them), so cells compare; units
     of the residual sums `sums` get no render panel."""
     scale = max((float(np.abs(e.kernel).max()) for e in edges), default=0.0)
     return [EdgeView(e, kernel_img(e.kernel, scale, f"{direction} kernel of {e.layer}:{e.channel}"),
-                     e.layer in pages, e.layer not in sums) for e in edges]
+                     link(e.layer, e.channel), e.layer not in sums) for e in edges]
 
 
-def channel_circuit(circuits: Circuits | None, layer: str, channel: int, pages: set[str]) -> dict[str, Any] | None:
+def channel_circuit(circuits: Circuits | None, layer: str, channel: int, link: UnitLink) -> dict[str, Any] | None:
     """The inputs and outputs a channel page shows, or None when the run has no circuits for the layer."""
     if circuits is None or not circuits.has(layer):
         return None
     sums = tuple(circuits.sources[layer][KIND].get("sums", ()))
-    return {"inputs": edge_views(circuits.inputs(layer, channel, KIND), pages, "input", sums),
-            "outputs": edge_views(circuits.outputs(layer, channel, KIND), pages, "output"),
+    return {"inputs": edge_views(circuits.inputs(layer, channel, KIND), link, "input", sums),
+            "outputs": edge_views(circuits.outputs(layer, channel, KIND), link, "output"),
             "source": source_name(circuits.sources[layer][KIND]), "top": circuits.top}
 
 

@@ -17,11 +17,10 @@ import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote
 
 import numpy as np
 
-from atlas.publish.circuits_view import diverging_pixels, rgb_png
+from atlas.publish.circuits_view import UnitLink, diverging_pixels, rgb_png
 from atlas.run.explainfiles import (
     ClassScore,
     ExplainedPhoto,
@@ -76,7 +75,7 @@ class Unit:
 
     channel: int  # in the explained layer (a block output's channels run across its branches)
     label: str  # the catalogued `layer:channel` it is, else `explained layer:channel`
-    href: str | None  # its channel page from the site root, when the site has it
+    href: str | None  # its channel page (else its layer page at it) from the site root, when the site shows it
     thumb: str | None  # its render's thumbnail, run-relative, when the run has one
     short: str = ""  # its caption beside the others of its layer: `3x3:12` in mixed4d, `12` in a catalogued layer
 
@@ -188,7 +187,8 @@ class Explained:
     folder: Path
     index: ExplainIndex
     icon: IconOf
-    pages: set[str]  # catalogued layers with channel pages in this site
+    catalogue: set[str]  # the catalogued layers (each has a layer page in this site)
+    link: UnitLink  # where a link to a catalogued unit leads (its channel page, else its layer page at it)
     contributions: dict[tuple[str, int], list[Contribution]] = field(default_factory=dict)
 
     @property
@@ -201,12 +201,11 @@ class Explained:
         return self.index.classifier is not None
 
     def unit(self, layer: ExplainLayer, channel: int) -> Unit:
-        source = catalogued(layer, channel, self.pages)
+        source = catalogued(layer, channel, self.catalogue)
         if source is None:
             return Unit(channel, f"{layer.name}:{channel}", None, None, str(channel))
         render = self.icon(*source)
-        href = channel_page(*source) if source[0] in self.pages else None
-        return Unit(channel, f"{source[0]}:{source[1]}", href, render.thumb if render else None,
+        return Unit(channel, f"{source[0]}:{source[1]}", self.link(*source), render.thumb if render else None,
                     short_label(layer.name, *source))
 
     def units(self, layer: ExplainLayer, channels: list[int]) -> list[Unit]:
@@ -286,17 +285,11 @@ def photo_classes(photo: ExplainedPhoto, data: LayerExplanation) -> list[ClassSc
             for i, v in zip(data.classes, data.logits)]
 
 
-def channel_page(layer: str, channel: int) -> str:
-    """A channel page's path from the site root (the same as atlas.publish.site.channel_url, which imports this
-    module)."""
-    return f"channels/{quote(layer)}/{channel:04d}.html"
-
-
-def read_explained(folder: Path, icon: IconOf, pages: set[str]) -> Explained | None:
+def read_explained(folder: Path, icon: IconOf, catalogue: set[str], link: UnitLink) -> Explained | None:
     """A run folder's explanations with every channel's contributions, or None when it has none."""
     if not has_explanations(folder):
         return None
-    explained = Explained(folder, read_index(folder), icon, pages)
+    explained = Explained(folder, read_index(folder), icon, catalogue, link)
     for photo in explained.photos:
         for name in explained.layers_of(photo):
             add_contributions(explained, photo, explained.index.layers[name], explained.read(photo, name))
@@ -309,8 +302,8 @@ def add_contributions(explained: Explained, photo: ExplainedPhoto, layer: Explai
                       data: LayerExplanation) -> None:
     """Record the channels a photo page shows for a class (its top positive and negative ones) and for a group."""
     def add(channel: int, what: str, value: float, group: bool = False) -> None:
-        source = catalogued(layer, channel, explained.pages)
-        if source is not None and source[0] in explained.pages:
+        source = catalogued(layer, channel, explained.catalogue)
+        if source is not None and source[0] in explained.catalogue:
             found = Contribution(photo, layer.name, what, value, group)
             explained.contributions.setdefault(source, []).append(found)
 

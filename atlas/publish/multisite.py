@@ -109,8 +109,9 @@ class SiteModel:
 
     @functools.cached_property
     def layers(self) -> list[LayerView]:
-        """Catalogue order, low to high (the order relative depth is measured in)."""
-        return sorted(self.gallery.layers, key=lambda view: view.layer.index)
+        """Catalogue order, low to high (the order relative depth is measured in; a block output the gallery shows
+        comes right after the conv layer it follows)."""
+        return sorted(self.gallery.layers, key=lambda view: view.layer.order)
 
     @functools.cached_property
     def _places(self) -> dict[str, int]:

@@ -1,8 +1,11 @@
 """The static gallery: reads a run folder through `atlas.run.manifest` and writes `<run>/site/`.
 
     site/index.html                      the network, low to high: blocks, layers, counts, a strip of renders
-    site/layers/<layer>.html             every channel of a layer as a thumbnail grid, one tab per mode
-    site/channels/<layer>/<cccc>.html    one channel: the large image of each mode, metrics, facts, neighbours
+    site/layers/<layer>.html             a layer's rendered channels as a thumbnail grid, one tab per mode; the
+                                         channels not rendered yet drawn by the page on demand (a block output the
+                                         run renders is a layer too, marked as one, last in its block)
+    site/channels/<layer>/<cccc>.html    one channel with a render, dataset examples or explained photos that list
+                                         it: the large image of each mode, metrics, facts, neighbours
     site/compare.html                    two to four channels or layers side by side (picked in the page)
     site/progression.html                one base photo dreamed at each layer, low to high
     site/figures.html, site/about.html   figures of the run; model, settings, photo credits, counts
@@ -15,6 +18,10 @@
     site/photos/<sha16>.html             one photo, a tab per layer: semantic dictionary, spatial and channel
                                          attribution per class, neuron groups
     site/static/                         CSS, JavaScript and the placeholder image, copied from templates/static/
+
+The site grows with what the run has, not with the model: a channel without any of those has no page, and a link
+to it (search, circuits, maps, photo pages, neighbours) leads to its layer page at that channel
+(`layers/<layer>.html#c=<n>`). A full run gets every channel page.
 
 Pages link to each other and to the run's images with relative URLs only, so the site works from `file://` and
 from any sub-path of a web host. A page is rewritten only when its bytes change; files a previous build wrote
@@ -38,9 +45,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from atlas.atomic import atomic_write_bytes, atomic_write_text, stop_on_write_errors
 from atlas.errors import UserError
-from atlas.model.catalogue import Layer
+from atlas.model.catalogue import AnyLayer, BlockOutput, in_order
 from atlas.model.selection import WHOLE_LAYER, format_channels
-from atlas.publish.circuits_view import Matrix, block_matrices, channel_circuit
+from atlas.publish.circuits_view import Matrix, UnitLink, block_matrices, channel_circuit
 from atlas.publish.explain_view import PHOTOS_PAGE, Explained, photo_url, read_explained
 from atlas.run.manifest import Example, Mode, PhotoRecord, Render, Run, image_paths, read_run
 from atlas.run.mapfiles import MapCell, MapData, map_layers, read_map
@@ -113,9 +120,9 @@ def _percent(value: int, total: int) -> str:
 
 @dataclass
 class LayerView:
-    """One layer with everything its pages show."""
+    """One layer (a conv layer, or a block output) with everything its pages show."""
 
-    layer: Layer
+    layer: AnyLayer
     position: int  # in display order
     renders: dict[str, dict[int, Render]]  # mode id -> channel -> render (present on disk)
     dreams: dict[str, Render]  # mode id -> whole-layer render
@@ -124,6 +131,7 @@ class LayerView:
     examples: dict[int, list[Example]] = field(default_factory=dict)  # channel -> dataset examples, best first
     outlines: dict[str, Outline] = field(default_factory=dict)  # mode id -> its neuron renders' unit (noise modes)
     planned: dict[str, list[int]] | None = None  # mode id -> the channels the run asks for (None: every channel)
+    listed: set[int] = field(default_factory=set)  # channels an explained photo lists among its top contributors
     prev: LayerView | None = None
     next: LayerView | None = None
 
@@ -135,10 +143,33 @@ class LayerView:
     def channels(self) -> int:
         return self.layer.channels
 
+    @property
+    def is_block_output(self) -> bool:
+        return isinstance(self.layer, BlockOutput)
+
     @functools.cached_property
     def rendered(self) -> int:
         """Channels with a render in at least one mode."""
         return len(set().union(*self.renders.values())) if self.renders else 0
+
+    @property
+    def has_renders(self) -> bool:
+        """A channel or the whole layer rendered in some mode."""
+        return bool(self.rendered or self.dreams)
+
+    @functools.cached_property
+    def pages(self) -> list[int]:
+        """The channels with a page of their own, low to high: those with a render in some mode, dataset examples
+        or explained photos that list them (every channel, in a full run)."""
+        return sorted(set().union(*self.renders.values(), self.examples, self.listed))
+
+    def not_rendered(self, mode: str) -> list[int]:
+        """The channels without a render in `mode`, low to high (the layer page draws their tiles on demand)."""
+        found = self.renders.get(mode, {})
+        return [c for c in range(self.channels) if c not in found]
+
+    def without_examples(self) -> list[int]:
+        return [c for c in range(self.channels) if c not in self.examples]
 
     def rendered_in(self, mode: str) -> int:
         return len(self.renders.get(mode, {}))
@@ -177,6 +208,16 @@ class Block:
     def is_head(self) -> bool:
         return self.branches_after is not None
 
+    @property
+    def shown(self) -> list[LayerView]:
+        """Its layers with renders: a row each on the index."""
+        return [view for view in self.layers if view.has_renders]
+
+    @property
+    def quiet(self) -> list[LayerView]:
+        """Its layers without renders: one line of names on the index."""
+        return [view for view in self.layers if not view.has_renders]
+
 
 @dataclass
 class Gallery:
@@ -196,6 +237,32 @@ class Gallery:
     @functools.cached_property
     def by_name(self) -> dict[str, LayerView]:
         return {view.name: view for view in self.layers}
+
+    @functools.cached_property
+    def page_order(self) -> list[tuple[LayerView, int]]:
+        """Every channel page, in display order: what ← and → walk through."""
+        return [(view, channel) for view in self.layers for channel in view.pages]
+
+    @functools.cached_property
+    def _page_place(self) -> dict[tuple[str, int], int]:
+        return {(view.name, channel): i for i, (view, channel) in enumerate(self.page_order)}
+
+    def has_page(self, layer: str, channel: int) -> bool:
+        return (layer, channel) in self._page_place
+
+    def unit_href(self, layer: str, channel: int) -> str | None:
+        """Where a link to a unit leads, from the site root: its channel page, else its layer page at that channel;
+        None for a unit of a layer the site does not show (the input, a residual sum)."""
+        view = self.by_name.get(layer)
+        if view is None or not 0 <= channel < view.channels:
+            return None
+        return channel_url(layer, channel) if self.has_page(layer, channel) else unit_anchor(layer, channel)
+
+    def page_neighbours(self, layer: str, channel: int) -> tuple[tuple[LayerView, int] | None, ...]:
+        """The channel pages before and after a channel's page."""
+        at = self._page_place[(layer, channel)]
+        return (self.page_order[at - 1] if at > 0 else None,
+                self.page_order[at + 1] if at + 1 < len(self.page_order) else None)
 
     def render_of(self, layer: str, channel: int, mode: str) -> Render | None:
         """A unit's render in a mode, if the run has it on disk (for the circuit section's small renders)."""
@@ -232,6 +299,15 @@ class Gallery:
         return sum(view.channels for view in self.layers)
 
     @property
+    def block_outputs(self) -> int:
+        """How many of the layers shown are block outputs."""
+        return sum(view.is_block_output for view in self.layers)
+
+    @property
+    def layers_rendered(self) -> int:
+        return sum(view.has_renders for view in self.layers)
+
+    @property
     def missing(self) -> int:
         return sum(view.missing(self.modes) for view in self.layers)
 
@@ -243,18 +319,19 @@ class Gallery:
                 sum(len(a) for a in asked))
 
 
-def display_order(layers: list[Layer]) -> list[tuple[str, list[Layer], str | None]]:
-    """Blocks low to high, each auxiliary head placed right after the block it branches off.
+def display_order(layers: list[AnyLayer]) -> list[tuple[str, list[AnyLayer], str | None]]:
+    """Blocks low to high, each auxiliary head placed right after the block it branches off; block outputs among
+    the conv layers, each last in the block of its name.
 
     A head goes after the last main block whose deepest layer is shallower than the head's first layer
     (head0 after mixed4a, head1 after mixed4d in GoogLeNet). Returns (block, layers, branches_after) triples.
     """
-    groups: dict[str, list[Layer]] = {}
-    for layer in sorted(layers, key=lambda layer: layer.index):
+    groups: dict[str, list[AnyLayer]] = {}
+    for layer in in_order(layers):
         groups.setdefault(layer.block, []).append(layer)
     heads = [name for name in groups if AUX_HEAD.fullmatch(name)]
     main = [name for name in groups if name not in heads]
-    order: list[tuple[str, list[Layer], str | None]] = [(name, groups[name], None) for name in main]
+    order: list[tuple[str, list[AnyLayer], str | None]] = [(name, groups[name], None) for name in main]
     for head in heads:
         depth = min(layer.depth for layer in groups[head])
         after = [i for i, (name, members, _) in enumerate(order)
@@ -270,11 +347,11 @@ def display_order(layers: list[Layer]) -> list[tuple[str, list[Layer], str | Non
 @dataclass
 class MapView:
     """A layer's activation atlas as the site shows it: its zoom levels, which cells have a render on disk, and
-    which catalogued layers have channel pages to link to."""
+    where a cell's channels link to."""
 
     data: MapData
     existing: set[str]  # run-relative paths of the files present on disk (renders, crops)
-    pages: set[str]  # layers with channel pages in this site
+    href: UnitLink  # (catalogued layer, channel) -> its page or its layer page at it, None if the site has neither
 
     @property
     def layer(self) -> str:
@@ -297,9 +374,9 @@ def map_url(layer: str) -> str:
     return f"maps/{quote(layer)}.html"
 
 
-def build_maps(run: Run, existing: set[str], pages: set[str]) -> list[MapView]:
+def build_maps(run: Run, existing: set[str], href: UnitLink) -> list[MapView]:
     """The run folder's maps (none in runs without them)."""
-    return [MapView(read_map(run.folder, layer), existing, pages) for layer in map_layers(run.folder)]
+    return [MapView(read_map(run.folder, layer), existing, href) for layer in map_layers(run.folder)]
 
 
 def build_gallery(run: Run) -> Gallery:
@@ -321,7 +398,7 @@ def build_gallery(run: Run) -> Gallery:
         if len(shown) > 1:
             facets.setdefault(layer_name, {}).setdefault(mode, {})[channel] = shown
     blocks, views = [], []
-    for name, members, after in display_order(run.layers):
+    for name, members, after in display_order([*run.layers, *shown_block_outputs(run, per_layer)]):
         block_views = []
         for layer in members:
             renders = {mode: {c: r for c, r in found.items() if 0 <= c < layer.channels}
@@ -341,10 +418,19 @@ def build_gallery(run: Run) -> Gallery:
         before.next, after_view.prev = after_view, before
     gallery = Gallery(run=run, blocks=blocks, layers=views, thumb=_mode_sizes(run, "thumb", DEFAULT_THUMB),
                       web=_mode_sizes(run, "web", DEFAULT_WEB), photos=_photo_sizes(run),
-                      figures=_figures(run.folder), maps=build_maps(run, existing, {v.name for v in views}),
-                      matrices=block_matrices(run.circuits))
-    gallery.explained = read_explained(run.folder, gallery.icon, set(gallery.by_name))
+                      figures=_figures(run.folder), matrices=block_matrices(run.circuits))
+    gallery.maps = build_maps(run, existing, gallery.unit_href)
+    gallery.explained = read_explained(run.folder, gallery.icon, set(gallery.by_name), gallery.unit_href)
+    for layer, channel in gallery.explained.contributions if gallery.explained else ():
+        gallery.by_name[layer].listed.add(channel)
     return gallery
+
+
+def shown_block_outputs(run: Run, rendered: dict[str, Any]) -> list[BlockOutput]:
+    """The block outputs the gallery shows as layers: those the run asks renders of, or has renders of (e.g. the
+    icons of photos explained there)."""
+    asked = {layer for layers in (run.planned or {}).values() for layer in layers}
+    return [block for block in run.blocks if block.name in asked or block.name in rendered]
 
 
 def _existing_files(folder: Path) -> set[str]:
@@ -414,6 +500,12 @@ def channel_url(layer: str, channel: int) -> str:
     return f"channels/{quote(layer)}/{cccc(channel)}.html"
 
 
+def unit_anchor(layer: str, channel: int) -> str:
+    """A layer page at one channel, from the site root: where a link to a unit without a page leads (atlas.js
+    scrolls to its tile, drawing the not-rendered tiles if it is one of them)."""
+    return f"{layer_url(layer)}#c={channel}"
+
+
 def url_path(path: str) -> str:
     """Quote a relative path for an href or src."""
     return quote(path)
@@ -443,7 +535,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(templates_dir()), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(u=url_path, cccc=cccc, layer_url=layer_url, channel_url=channel_url, gain=_gain,
-                       map_url=map_url, photo_url=photo_url)
+                       map_url=map_url, photo_url=photo_url, ranges=format_channels)
     env.globals["home"] = None  # in a site of several models: the path up to its index (see write_site)
     return env
 
@@ -479,16 +571,14 @@ def pages(gallery: Gallery, env: Environment, run_from_site: str, home: str | No
     for view in gallery.layers:
         yield render("layer.html", layer_url(view.name), view=view, matrix=gallery.matrices.get(view.name))
     channel_template = env.get_template("channel.html")
-    with_pages = set(gallery.by_name)
-    for view in gallery.layers:
-        for channel in range(view.channels):
-            rel = channel_url(view.name, channel)
-            where = place(rel, run_from_site)
-            circuit = channel_circuit(gallery.run.circuits, view.name, channel, with_pages)
-            photos = gallery.explained.contributions.get((view.name, channel), []) if gallery.explained else []
-            yield rel, channel_template.render(root=where.root, run=where.run, page=rel, view=view,
-                                               channel=channel, nav=_channel_nav(view, channel), circuit=circuit,
-                                               photos=photos, **common)
+    for view, channel in gallery.page_order:
+        rel = channel_url(view.name, channel)
+        where = place(rel, run_from_site)
+        circuit = channel_circuit(gallery.run.circuits, view.name, channel, gallery.unit_href)
+        photos = gallery.explained.contributions.get((view.name, channel), []) if gallery.explained else []
+        yield rel, channel_template.render(root=where.root, run=where.run, page=rel, view=view,
+                                           channel=channel, nav=_channel_nav(gallery, view, channel),
+                                           circuit=circuit, photos=photos, **common)
 
 
 def _progression_modes(gallery: Gallery) -> list[Mode]:
@@ -496,16 +586,25 @@ def _progression_modes(gallery: Gallery) -> list[Mode]:
     return gallery.photo_modes or gallery.modes[:1]
 
 
-def _channel_nav(view: LayerView, channel: int) -> dict[str, tuple[str, int] | None]:
-    """Neighbours of a channel: previous/next channel (crossing into the next layer) and the same
-    channel (or the nearest one) in the previous/next layer."""
-    def at(other: LayerView | None, wanted: int) -> tuple[str, int] | None:
-        return (other.name, min(wanted, other.channels - 1)) if other else None
+NavTarget = tuple[str, int, str]  # layer, channel, the page a link to it leads to (from the site root)
 
-    prev_channel = (view.name, channel - 1) if channel > 0 else at(view.prev, 10**9)
-    next_channel = (view.name, channel + 1) if channel + 1 < view.channels else at(view.next, 0)
-    return {"prev_channel": prev_channel, "next_channel": next_channel,
-            "prev_layer": at(view.prev, channel), "next_layer": at(view.next, channel)}
+
+def _channel_nav(gallery: Gallery, view: LayerView, channel: int) -> dict[str, NavTarget | None]:
+    """Neighbours of a channel page: the previous/next channel page (crossing layers; every channel in a full
+    run), and the same channel (or the nearest one) in the previous/next layer: its page, else that layer's page
+    at it."""
+    def page(found: tuple[LayerView, int] | None) -> NavTarget | None:
+        return (found[0].name, found[1], channel_url(found[0].name, found[1])) if found else None
+
+    def at(other: LayerView | None) -> NavTarget | None:
+        if other is None:
+            return None
+        nearest = min(channel, other.channels - 1)
+        return other.name, nearest, gallery.unit_href(other.name, nearest) or layer_url(other.name)
+
+    before, after = gallery.page_neighbours(view.name, channel)
+    return {"prev_channel": page(before), "next_channel": page(after),
+            "prev_layer": at(view.prev), "next_layer": at(view.next)}
 
 
 def search_index(gallery: Gallery) -> dict[str, Any]:
@@ -517,15 +616,19 @@ def search_index(gallery: Gallery) -> dict[str, Any]:
         modes.append({"id": mode.id, "kind": mode.kind, "photo": mode.photo, "web": web, "thumb": thumb,
                       "size": [gallery.web[mode.id].width, gallery.web[mode.id].height],
                       "thumbSize": [gallery.thumb[mode.id].width, gallery.thumb[mode.id].height]})
-    layers = [{"name": v.name, "block": v.layer.block, "channels": v.channels, "kernel": _kernel(v.layer),
-               "stride": v.layer.stride, "rf": v.layer.receptive_field, "depth": v.layer.depth,
+    layers = [{"name": v.name, "block": v.layer.block, "channels": v.channels, **_shape(v.layer),
+               "rf": v.layer.receptive_field, "depth": v.layer.depth,
                "rendered": {mode: format_channels(sorted(found)) for mode, found in v.renders.items() if found},
+               "pages": format_channels(v.pages),
                "dreams": {mode: r.web for mode, r in v.dreams.items()}} for v in gallery.layers]
     return {"modes": modes, "layers": layers}
 
 
-def _kernel(layer: Layer) -> str:
-    return f"{layer.kernel}×{layer.kernel_w}"
+def _shape(layer: AnyLayer) -> dict[str, Any]:
+    """What the index says of a layer's op: a conv's kernel (`3×3`) and stride, a block output's merge (`add`)."""
+    if isinstance(layer, BlockOutput):
+        return {"merge": layer.kind}
+    return {"kernel": f"{layer.kernel}×{layer.kernel_w}", "stride": layer.stride}
 
 
 def _image_exts(gallery: Gallery, mode: str) -> tuple[str, str]:
@@ -660,7 +763,7 @@ def _write_all(writer: _Writer, gallery: Gallery, run_from_site: str, progress: 
     writer.write(INDEX_JS, _index_js(search_index(gallery)))
     for matrix in {m.rel: m for m in gallery.matrices.values()}.values():
         writer.write(matrix.rel, matrix.png)
-    total = 5 + len(gallery.layers) + gallery.total_channels + (1 + len(gallery.maps) if gallery.maps else 0)
+    total = 5 + len(gallery.layers) + len(gallery.page_order) + (1 + len(gallery.maps) if gallery.maps else 0)
     total += 1 + len(gallery.explained.photos) if gallery.explained else 0
     with _progress(total, progress) as bar:
         for rel, html in pages(gallery, environment(), run_from_site, home):

@@ -134,8 +134,9 @@ def tiled_gradient(grad_fn: StepFn, images: tf.Tensor, channels: tf.Tensor, tile
 
 
 def tensor_channels(model: Model, name: str) -> int:
-    """Channels of a catalogued layer, or of any other activation tensor (probed with one 224 px image)."""
-    for layer in model.layers:
+    """Channels of a catalogued layer or block output, or of any other activation tensor (probed with one 224 px
+    image)."""
+    for layer in model.all_layers:
         if layer.name == name:
             return layer.channels
     return int(model.layer_fn(name)(tf.zeros([1, 224, 224, 3])).shape[-1])

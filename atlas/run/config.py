@@ -11,13 +11,13 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atlas.errors import UserError
-from atlas.images import SHIPPED_PHOTOS, photo_credit, photo_path
-from atlas.model.catalogue import Layer, find_layer
+from atlas.images import PHOTOS_DIR, SHIPPED_FOLDER, SHIPPED_PHOTOS, photo_credit, photo_path
+from atlas.model.catalogue import AnyLayer, BlockOutput, Layer, find_layer, in_order
 from atlas.model.selection import check_channels, parse_channels
 from atlas.model.source import MODEL_HELP, names_a_path
 from atlas.render.settings import RenderSettings
@@ -195,13 +195,16 @@ class ModelConfig(BaseModel):
     logits: str | None = None
 
 
+KEYWORDS = ("all", "blocks")  # in `layers:`: every conv layer; every block output
+
+
 class SweepConfig(BaseModel):
     """A whole sweep: which layers and channels, from what, with which settings, written where."""
 
     model_config = _Strict
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: Union[str, ModelConfig] = "inception5h"  # a --model value, or {path, preprocess}
-    layers: Union[Literal["all"], list[str], str] = "all"
+    layers: Union[Literal["all"], list[str], str] = "all"  # KEYWORDS, names or patterns (select_layers)
     channels: Channels = "all"
     modes: list[Literal["noise", "fourier", "photo"]] = Field(default_factory=lambda: ["noise"], min_length=1)
     photos: list[Union[str, PhotoSpec]] = Field(default_factory=list)
@@ -353,10 +356,12 @@ def examples_folder_of(folder: str, config_path: Path | None = None, key: str = 
     if folder == PROBES:
         return folder
     where = _relative_to(config_path, folder) if config_path else Path(folder).expanduser()
+    if folder == SHIPPED_FOLDER and not where.exists():
+        return str(PHOTOS_DIR)
     if not where.is_dir():
         origin = f"{config_path}: {key}: " if config_path else ""
-        raise UserError(f"{origin}folder {folder}: no such folder; give a folder of photos, or `probes` for the "
-                        "built-in teaching probes")
+        raise UserError(f"{origin}folder {folder}: no such folder; give a folder of photos, `photos` for the "
+                        "shipped ones, or `probes` for the built-in teaching probes")
     return str(where.resolve())
 
 
@@ -364,9 +369,12 @@ def explain_path_of(photo: str, config_path: Path | None = None) -> str:
     """A photo or folder of photos to explain as given (in a config: relative to the current folder, else to the
     config), checked to exist."""
     where = _relative_to(config_path, photo) if config_path else Path(photo).expanduser()
+    if not where.exists() and (photo == SHIPPED_FOLDER or photo in SHIPPED_PHOTOS):
+        return str(PHOTOS_DIR if photo == SHIPPED_FOLDER else photo_path(photo))
     if not where.exists():
         origin = f"{config_path}: explain: " if config_path else ""
-        raise UserError(f"{origin}{photo}: no such photo or folder; give photo files or folders of photos")
+        raise UserError(f"{origin}{photo}: no such photo or folder; give photo files or folders of photos, "
+                        "`photos` for the shipped ones, or a shipped photo's name (chelsea)")
     return str(where.resolve())
 
 
@@ -379,27 +387,33 @@ def _relative_to(config_path: Path, photo: str) -> Path:
     return config_path.parent / candidate
 
 
-def select_layers(selection: str | list[str], layers: list[Layer]) -> list[Layer]:
-    """`all`, names, or glob patterns (`mixed4*_pre_relu`), kept in catalogue order (low to high)."""
-    patterns = [selection] if isinstance(selection, str) else selection
-    if patterns == ["all"]:
-        return list(layers)
+def select_layers(selection: str | list[str], layers: list[Layer], blocks: Sequence[BlockOutput] = ()
+                  ) -> list[AnyLayer]:
+    """`all` (every conv layer), `blocks` (every block output), names or glob patterns (`mixed4*_pre_relu`) of
+    conv layers and block outputs, kept in catalogue order (low to high, each block output after the conv layer it
+    follows)."""
+    every = in_order([*layers, *blocks])
     chosen: set[str] = set()
-    for pattern in patterns:
-        if any(ch in pattern for ch in "*?["):
-            matched = [layer.name for layer in layers if fnmatch.fnmatchcase(layer.name, pattern)]
+    for pattern in [selection] if isinstance(selection, str) else selection:
+        if pattern == "blocks" and not blocks:
+            raise UserError("layers: blocks: this model has no block outputs (where branches merge); run "
+                            "`atlas layers` to list its layers")
+        if pattern in KEYWORDS:
+            chosen.update(layer.name for layer in (layers if pattern == "all" else blocks))
+        elif any(ch in pattern for ch in "*?["):
+            matched = [layer.name for layer in every if fnmatch.fnmatchcase(layer.name, pattern)]
             if not matched:
                 raise UserError(f"layers: pattern '{pattern}' matches no layer; run `atlas layers` to list them")
             chosen.update(matched)
         else:
             try:
-                chosen.add(find_layer(layers, pattern).name)
+                chosen.add(find_layer(every, pattern).name)
             except UserError as exc:
                 raise UserError(f"layers: {exc}") from None
-    return [layer for layer in layers if layer.name in chosen]
+    return [layer for layer in every if layer.name in chosen]
 
 
-def select_channels(rule: Any, layer: Layer) -> list[int]:
+def select_channels(rule: Any, layer: AnyLayer) -> list[int]:
     """Expand a channel rule for one layer; a listed channel beyond its count names the layer and count."""
     if rule == "all":
         return list(range(layer.channels))

@@ -5,7 +5,8 @@ circuits, each under its own lock (the examples and map cells through this modul
 figures only read, through `read_run`. Nothing here imports TensorFlow, so reading a run is fast.
 
     output/<run>/
-      run.json                          name, model, layer catalogue, modes (with photo credits), settings, and
+      run.json                          name, model, layer catalogue (`layers`: the conv layers; `blocks`: the
+                                        block outputs), modes (with photo credits), settings, and
                                         `planned`: per mode and layer the channels the config asks for
                                         ("0-15,20"; over every shard), what readers count as missing
       manifest.sqlite                   one row per finished render (table `renders`)
@@ -42,11 +43,12 @@ from typing import Any, Iterable
 
 from atlas.atomic import atomic_write_text, write_problem
 from atlas.errors import UserError
-from atlas.model.catalogue import Layer, find_layer
+from atlas.model.catalogue import AnyLayer, BlockOutput, Layer, find_layer
 from atlas.model.selection import WHOLE_LAYER, parse_channels
 
 RUN_FILE = "run.json"
 RUN_KEYS = ("name", "layers", "modes")  # what every reader of run.json relies on
+BLOCKS = "blocks"  # run.json: the model's block outputs (none in folders written before they were recorded)
 PLANNED = "planned"  # run.json: mode id -> layer -> the channels the config asks for ("0-15,20")
 CENTRE_UNITS = "centre_units"  # run.json: mode id -> CentreUnits, for noise modes rendered with `neuron`
 MANIFEST_FILE = "manifest.sqlite"
@@ -478,7 +480,7 @@ class Run:
     folder: Path
     name: str
     model: dict[str, Any]  # spec, sha256
-    layers: list[Layer]
+    layers: list[Layer]  # the conv layers
     modes: list[Mode]
     settings: dict[str, Any]  # render settings, seed, formats ... as the sweep used them
     renders: list[Render] = field(default_factory=list)  # facet 0 of every render: one per key
@@ -495,9 +497,14 @@ class Run:
     example_photos: dict[str, PhotoRecord] = field(default_factory=dict)  # photo -> record
     example_meta: dict[str, Any] = field(default_factory=dict)  # folder, top, size, fit, hash, complete ({}: none)
     circuits: Any = None  # atlas.run.circuits.Circuits of the run's weights, or None when it has none
+    blocks: list[BlockOutput] = field(default_factory=list)  # the model's block outputs
 
     def layer(self, name: str) -> Layer:
         return find_layer(self.layers, name)
+
+    def any_layer(self, name: str) -> AnyLayer:
+        """A conv layer or a block output by name; unknown: one line with suggestions."""
+        return find_layer([*self.layers, *self.blocks], name)
 
     def by_key(self) -> dict[tuple[str, str, int], Render]:
         return {r.key: r for r in self.renders}
@@ -505,12 +512,19 @@ class Run:
 
 def write_run_info(folder: str | Path, name: str, model: dict[str, Any], layers: list[Layer],
                    modes: list[Mode], settings: dict[str, Any], centre_units: dict[str, CentreUnits] | None = None,
-                   **extra: Any) -> Path:
+                   blocks: list[BlockOutput] | None = None, **extra: Any) -> Path:
     """Write `run.json` atomically; returns its path."""
     info = {"name": name, "model": model, "layers": [layer.to_dict() for layer in layers],
             "modes": [asdict(mode) for mode in modes], "settings": settings, **extra}
+    if blocks is not None:
+        info[BLOCKS] = [block.to_dict() for block in blocks]
     if centre_units:
         info[CENTRE_UNITS] = {mode: units.to_dict() for mode, units in centre_units.items()}
+    return rewrite_run_info(folder, info)
+
+
+def rewrite_run_info(folder: str | Path, info: dict[str, Any]) -> Path:
+    """Write `run.json` from its data as `read_run_info` gives it (e.g. after a pass added to it); returns its path."""
     path = Path(folder) / RUN_FILE
     atomic_write_text(path, json.dumps(info, indent=1, sort_keys=True) + "\n")
     return path
@@ -563,9 +577,10 @@ def read_run(folder: str | Path) -> Run:
     info = read_run_info(folder)
     try:
         layers = [Layer(**layer) for layer in info["layers"]]
+        blocks = [BlockOutput(**block) for block in info.get(BLOCKS, [])]
         modes = [Mode(**{"objective": _recorded_objective(info, mode["id"]), **mode}) for mode in info["modes"]]
         centre_units = {mode: CentreUnits.from_dict(units) for mode, units in info.get(CENTRE_UNITS, {}).items()}
-        planned = _planned(info.get(PLANNED), {layer.name: layer.channels for layer in layers})
+        planned = _planned(info.get(PLANNED), {layer.name: layer.channels for layer in [*layers, *blocks]})
     except (ValueError, KeyError, TypeError, AttributeError, UserError) as exc:
         raise UserError(f"{folder / RUN_FILE} is damaged ({exc}); re-run `atlas sweep` on its config") from None
     latest: dict[tuple[str, str, int, int], Render] = {}
@@ -581,7 +596,7 @@ def read_run(folder: str | Path) -> Run:
     run = Run(folder=folder, name=info["name"], model=info.get("model", {}), layers=layers, modes=modes,
               settings=info.get("settings", {}), renders=[r for r in every if r.facet == 0], info=info,
               facets={key: found for key, found in facets.items() if len(found) > 1}, centre_units=centre_units,
-              planned=planned)
+              planned=planned, blocks=blocks)
     from atlas.run.circuits import read_circuits  # (that module writes through this one's neighbours only)
 
     run.circuits = read_circuits(folder, run.model.get("sha256", "")) if run.model.get("sha256") else None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import UserError
-from atlas.model.catalogue import Layer, centre_unit_box
+from atlas.model.catalogue import AnyLayer, BlockOutput, Layer, centre_unit_box
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.render import devices
 from atlas.render.devices import Device
@@ -56,7 +56,7 @@ class RunPlan:
     config: str  # what run.json records of the config: a shipped one's name (`demo`), else its path
     model_spec: str
     model_sha256: str
-    catalogue: list[Layer]  # every layer of the model, low to high (run.json lists them all)
+    catalogue: list[Layer]  # every conv layer of the model, low to high (run.json lists them all)
     modes: list[Mode]
     settings: RenderSettings
     seed: int
@@ -78,6 +78,7 @@ class RunPlan:
     planned: dict[str, dict[str, str]] = field(default_factory=dict)  # mode id -> layer -> the channels the
     # config asks for, as a selection ("0-15,20"), over every shard: what the site counts as missing
     model_preprocess: dict[str, Any] = field(default_factory=dict)  # how pixels become the model's input
+    blocks: list[BlockOutput] = field(default_factory=list)  # every block output of the model (run.json: `blocks`)
 
     def settings_for(self, mode: str) -> RenderSettings:
         """The render settings of one mode."""
@@ -137,10 +138,11 @@ def settings_hash(model_sha: str, settings: RenderSettings, seed: int, photo: Pa
 
 
 def centre_units(model: Any, size: int) -> CentreUnits:
-    """The receptive-field box of every layer's centre unit (the one `neuron` maximises) on size x size images."""
+    """The receptive-field box of every layer's and block output's centre unit (the one `neuron` maximises) on
+    size x size images."""
     grids = model.grids(size, size)
     return CentreUnits(size, size, {layer.name: centre_unit_box(grids[layer.name], layer.receptive_field, size, size)
-                                    for layer in model.layers})
+                                    for layer in model.all_layers})
 
 
 def planned_channels(work: list[WorkItem]) -> dict[str, dict[str, str]]:
@@ -153,11 +155,12 @@ def planned_channels(work: list[WorkItem]) -> dict[str, dict[str, str]]:
             for mode, layers in planned.items()}
 
 
-def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -> list[WorkItem]:
-    """Everything the config asks for, low layers first, each layer's modes together, channels ascending."""
+def resolve_work(loaded: LoadedConfig, layers: list[AnyLayer], modes: list[Mode]) -> list[WorkItem]:
+    """Everything the config asks for of the selected `layers` (conv layers and block outputs, low to high), each
+    layer's modes together, channels ascending."""
     config = loaded.config
     items = []
-    for layer in select_layers(config.layers, layers):
+    for layer in layers:
         channels = select_channels(config.channels, layer)
         for mode in modes:
             items.extend(WorkItem(mode.id, layer.name, c) for c in channels)
@@ -166,7 +169,7 @@ def resolve_work(loaded: LoadedConfig, layers: list[Layer], modes: list[Mode]) -
     return items
 
 
-def resolve_examples(folder: str, layers: list[Layer], top: int | None = None, size: int | None = None,
+def resolve_examples(folder: str, layers: list[AnyLayer], top: int | None = None, size: int | None = None,
                      fit: str | None = None, batch_size: int | None = None) -> ExamplesPlan:
     """The examples pass over `folder` (checked to exist, or `probes`) for `layers`; None picks the default."""
     from atlas.run.config import ExamplesConfig
@@ -241,14 +244,15 @@ def resolve_config_explain(loaded: LoadedConfig, model: Any, folder: str | None 
     return resolve_explain([photos], model, config.seed, **given)
 
 
-def resolve_circuits(setting: Any, model: Any, layers: list[Layer]) -> CircuitsPlan | None:
-    """The config's `circuits:` (true, false or {top, batch_size}) as the pass's plan for the selected `layers`
-    and the layers that read them (their outputs), or None when off."""
+def resolve_circuits(setting: Any, model: Any, layers: list[AnyLayer]) -> CircuitsPlan | None:
+    """The config's `circuits:` (true, false or {top, batch_size}) as the pass's plan for the selected conv `layers`
+    and the layers that read them (their outputs), or None when off or when only block outputs are selected (they
+    have no weights of their own)."""
     from atlas.model.circuits import circuit_layers
 
-    if setting is False:
+    names = [layer.name for layer in layers if isinstance(layer, Layer)]
+    if setting is False or not names:
         return None
-    names = [layer.name for layer in layers]
     every = None if len(names) == len(model.layers) else tuple(circuit_layers(model, names))
     if setting is True:
         return CircuitsPlan(layers=every)
@@ -276,14 +280,15 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     formats = config.formats.model_dump()
     photos = {m.id: loaded.photos[m.photo] for m in modes if m.photo}
     hashes = {m.id: settings_hash(model.render_key, every[m.id], config.seed, photos.get(m.id), formats) for m in modes}
-    work = resolve_work(loaded, model.layers, modes)
+    selected = select_layers(config.layers, model.layers, model.blocks)
+    work = resolve_work(loaded, selected, modes)
     items = shard_items(work, shard)
     units = {m.id: centre_units(model, every[m.id].size) for m in modes if m.kind == NOISE and m.objective == "neuron"}
     examples = None
     if examples_folder or config.examples:
         folder = examples_folder_of(examples_folder) if examples_folder else loaded.examples_folder
         given = config.examples.model_dump(exclude={"folder"}) if config.examples else {}
-        examples = resolve_examples(folder, select_layers(config.layers, model.layers), **given)
+        examples = resolve_examples(folder, selected, **given)
     maps = None
     if map_folder or config.map:
         folder = examples_folder_of(map_folder, key="map") if map_folder else loaded.map_folder
@@ -296,7 +301,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples, map=maps,
                    explain=resolve_config_explain(loaded, model, explain_folder),
-                   circuits=resolve_circuits(config.circuits, model, select_layers(config.layers, model.layers)),
+                   circuits=resolve_circuits(config.circuits, model, selected), blocks=list(model.blocks),
                    mode_settings={mode: s for mode, s in every.items() if s != settings}, centre_units=units,
                    planned=planned_channels(work))
 

@@ -76,7 +76,7 @@ def prepare_run_folder(plan: RunPlan, versions_json: str, sweep_stale: bool = Tr
     write_run_info(folder, plan.name, {"spec": plan.model_spec, "sha256": plan.model_sha256,
                                        "preprocess": plan.model_preprocess}, plan.catalogue,
                    plan.modes, plan.run_settings(), plan.centre_units, versions=json.loads(versions_json),
-                   planned=plan.planned)
+                   planned=plan.planned, blocks=plan.blocks)
 
 
 @dataclass

@@ -10,6 +10,8 @@
   function pad4(n) { return ("000" + n).slice(-4); }
   function layerUrl(name) { return ROOT + "layers/" + encodeURIComponent(name) + ".html"; }
   function channelUrl(name, ch) { return ROOT + "channels/" + encodeURIComponent(name) + "/" + pad4(ch) + ".html"; }
+  /* A unit's page, or its layer page at it when it has none (a channel without a render or dataset examples). */
+  function unitUrl(layer, ch) { return inRanges(layer.pages, ch) ? channelUrl(layer.name, ch) : layerUrl(layer.name) + "#c=" + ch; }
 
   /* "0-3,7" -> membership test */
   function inRanges(text, n) {
@@ -41,7 +43,7 @@
     return found.map(function (layer) {
       var ok = channel === null || channel < layer.channels;
       return { layer: layer, channel: channel, ok: ok,
-               url: channel === null ? layerUrl(layer.name) : channelUrl(layer.name, channel) };
+               url: channel === null ? layerUrl(layer.name) : unitUrl(layer, channel) };
     });
   }
 
@@ -162,23 +164,87 @@
     });
   }
 
-  /* Filter grid cells by channel number: "12", "10-20", "3, 7, 40-45". */
+  /* Filter grid cells by channel number: "12", "10-20", "3, 7, 40-45" (the tiles drawn on demand too). */
   function setupFilter() {
     var input = document.getElementById("filter");
     if (!input) return;
-    var cells = document.querySelectorAll(".cell[data-ch]");
     var count = document.getElementById("filter-count");
-    input.addEventListener("input", function () {
+    function apply() {
       var text = input.value.replace(/\s+/g, "");
       var valid = /^(\d+(-\d+)?)(,\d+(-\d+)?)*,?$/.test(text);
       var shown = 0;
-      cells.forEach(function (cell) {
+      document.querySelectorAll(".cell[data-ch]").forEach(function (cell) {
         var keep = !text || !valid || inRanges(text.replace(/,$/, ""), +cell.dataset.ch);
         cell.classList.toggle("is-hidden", !keep);
-        if (keep && !cell.parentNode.hidden) shown++;
+        if (keep && !cell.closest("[hidden]")) shown++;
       });
       count.textContent = text ? (valid ? shown + " shown" : "use numbers and ranges, e.g. 3, 10-20") : "";
+    }
+    input.addEventListener("input", apply);
+    document.addEventListener("atlas:tiles", apply);
+  }
+
+  /* "N channels not rendered yet": the button draws their tiles from data-channels (ranges) and the one tile in
+     the panel's template; a channel with a page of its own (rendered in another mode, or with dataset examples)
+     links to it. Drawn once, then the button shows and hides them. */
+  function drawTiles(holder) {
+    var grid = holder.querySelector(".grid.tiles"), button = holder.querySelector(".show-tiles");
+    if (grid.dataset.drawn) return grid;
+    var section = holder.closest("section.channels");
+    var layer = { name: section.dataset.layer, pages: section.dataset.pages };
+    var tile = holder.querySelector("template").content.firstElementChild;
+    var fragment = document.createDocumentFragment();
+    button.dataset.channels.split(",").forEach(function (part) {
+      var ab = part.split("-"), a = +ab[0], b = ab.length > 1 ? +ab[1] : a;
+      for (var ch = a; ch <= b; ch++) {
+        var cell = tile.cloneNode(true);
+        cell.dataset.ch = ch;
+        cell.title = layer.name + ":" + ch;
+        cell.querySelector(".ch").textContent = ch;
+        if (inRanges(layer.pages, ch)) cell.href = channelUrl(layer.name, ch);
+        fragment.appendChild(cell);
+      }
     });
+    grid.appendChild(fragment);
+    grid.dataset.drawn = "1";
+    return grid;
+  }
+
+  function showTiles(holder, show) {
+    var grid = drawTiles(holder), button = holder.querySelector(".show-tiles");
+    grid.hidden = !show;
+    button.setAttribute("aria-expanded", show ? "true" : "false");
+    button.textContent = show ? "hide" : button.dataset.label;
+    document.dispatchEvent(new Event("atlas:tiles"));
+  }
+
+  function setupTiles() {
+    document.querySelectorAll(".not-shown").forEach(function (holder) {
+      var button = holder.querySelector(".show-tiles");
+      button.dataset.label = button.textContent;
+      button.addEventListener("click", function () { showTiles(holder, button.getAttribute("aria-expanded") !== "true"); });
+    });
+  }
+
+  /* layers/<layer>.html#c=N (where links to a unit without a page lead): its tile in the panel shown, drawing
+     the panel's not-rendered tiles when it is one of them, scrolled to and marked. */
+  function showChannel() {
+    var m = /[#&]c=(\d+)/.exec(window.location.hash);
+    if (!m || !document.querySelector("section.channels")) return;
+    var selector = '.cell[data-ch="' + m[1] + '"]';
+    var cell = Array.prototype.filter.call(document.querySelectorAll("section.channels " + selector),
+      function (c) { return !c.closest("[hidden]"); })[0];
+    if (!cell) {
+      var holder = Array.prototype.filter.call(document.querySelectorAll(".not-shown"),
+        function (h) { return !h.hidden; })[0];
+      if (!holder) return;
+      showTiles(holder, true);
+      cell = holder.querySelector(selector);
+    }
+    if (!cell) return;
+    document.querySelectorAll(".cell.is-target").forEach(function (c) { c.classList.remove("is-target"); });
+    cell.classList.add("is-target");
+    cell.scrollIntoView({ block: "center" });
   }
 
   /* Arrow keys follow links marked data-key (channel pages: left/right channel, up/down layer). */
@@ -238,8 +304,8 @@
       caption.appendChild(el("small", {}, dream ? " whole layer" : " first channels"));
       fig.appendChild(caption);
     }
-    fig.appendChild(el("p", { "class": "count" }, "kernel " + layer.kernel + " · stride " + layer.stride +
-      " · rf " + layer.rf + " px · depth " + layer.depth));
+    var shape = layer.merge ? "block output (" + layer.merge + ")" : "kernel " + layer.kernel + " · stride " + layer.stride;
+    fig.appendChild(el("p", { "class": "count" }, shape + " · rf " + layer.rf + " px · depth " + layer.depth));
     return fig;
   }
 
@@ -268,6 +334,9 @@
   setupSearch();
   setupTabs();
   setupFilter();
+  setupTiles();
+  showChannel();
+  window.addEventListener("hashchange", showChannel);
   setupKeys();
   setupCompare();
   setupExamples();

@@ -97,12 +97,13 @@ class Channel:
 
 class Channels:
     """Names and renders of an explained layer's channels: a block output's channel is the catalogued (layer,
-    channel) of `ExplainLayer.sources`; a catalogued layer's is itself; any other has no render."""
+    channel) of `ExplainLayer.sources`; a catalogued layer's or block output's is itself where the index has no
+    sources; any other has no render."""
 
     def __init__(self, run: Run, layer: ExplainLayer, mode: Mode | None) -> None:
         self.run, self.layer = run, layer
         self.mode = mode.id if mode else "none"
-        self.catalogued = {catalogued.name for catalogued in run.layers}
+        self.catalogued = {catalogued.name for catalogued in [*run.layers, *run.blocks]}
         self.renders: dict[tuple[str, str, int], Render] = run.by_key() if mode else {}
 
     def source(self, channel: int) -> tuple[str, int] | None:

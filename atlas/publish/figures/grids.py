@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from atlas.errors import UserError
-from atlas.model.catalogue import Layer
+from atlas.model.catalogue import AnyLayer, Layer, in_order
 from atlas.model.selection import WHOLE_LAYER, check_channels, parse_channels
 from atlas.publish.figures.page import (FACTS_PT, ItemSpec, FOOTER_PT, GAP, LABEL_PT_MIN, LINE, MARGIN, PAGE_WIDTH, POINTS,
                                         TITLE_PT, Box, Cell, FigureLayout, Panel, Text, find_mode, footer_text,
@@ -19,17 +19,40 @@ if TYPE_CHECKING:
     from atlas.publish.figures.spec import FigureSpec
 
 MAX_PROGRESSION = 10  # the default progression keeps at most this many layers
+NAMED = 8  # layers named in the line that says which layers have renders
 
 
-def sheet_cells(run: Run, layer: Layer, channels: list[int], mode: Mode) -> list[Cell]:
+def sheet_cells(run: Run, layer: AnyLayer, channels: list[int], mode: Mode) -> list[Cell]:
     renders = run.by_key()
     return [Cell((mode.id, layer.name, c), image_file(run, renders.get((mode.id, layer.name, c))), f"{c}")
             for c in channels]
 
 
+def rendered_layers(run: Run, mode: Mode) -> list[AnyLayer]:
+    """The layers and block outputs with a render in `mode` (a channel or the whole layer), low to high."""
+    names = {r.layer for r in run.renders if r.mode == mode.id}
+    return in_order(layer for layer in [*run.layers, *run.blocks] if layer.name in names)
+
+
+def require_renders(run: Run, layer: AnyLayer, mode: Mode, kind: str) -> None:
+    """A sheet or panel of a layer without renders in `mode` is one line naming the layers that have them."""
+    have = rendered_layers(run, mode)
+    if layer in have:
+        return
+    if not have:
+        raise UserError(f"{kind} of {layer.name}: the run has no renders in mode {mode.id} yet; render some first "
+                        f"(atlas sweep), or pick another --mode")
+    names = ", ".join(view.name for view in have[:NAMED]) + (f" and {len(have) - NAMED} more" if len(have) > NAMED
+                                                             else "")
+    raise UserError(f"{kind} of {layer.name}: it has no renders in mode {mode.id}; the layers with renders: {names}")
+
+
 def default_progression(layers: list[Layer]) -> list[Layer]:
-    """About 8-10 layers from low to high: each stem conv wider than 1x1, then each block's widest such
-    layer (its 3x3 conv in GoogLeNet), auxiliary heads left out, thinned evenly keeping both ends."""
+    """About 8-10 layers from low to high (pass those with renders): all of them when there are at most 10, else
+    each stem conv wider than 1x1, then each block's widest such layer (its 3x3 conv in GoogLeNet), auxiliary
+    heads left out, thinned evenly keeping both ends."""
+    if len(layers) <= MAX_PROGRESSION:
+        return sorted(layers, key=lambda layer: layer.index)
     spatial = [layer for layer in layers
                if max(layer.kernel, layer.kernel_w) > 1 and not layer.block.startswith("head")]
     stem = [layer for layer in spatial if layer.block == "stem"]
@@ -44,7 +67,7 @@ def default_progression(layers: list[Layer]) -> list[Layer]:
     return [chosen[round(i * step)] for i in range(MAX_PROGRESSION)]
 
 
-def progression_render(run: Run, layer: Layer, mode: Mode) -> Render | None:
+def progression_render(run: Run, layer: AnyLayer, mode: Mode) -> Render | None:
     """A layer's whole-layer render in `mode` if there is one, else its channel with the highest lift
     (ties: the lowest channel); None if the layer has no render in that mode."""
     candidates = [r for r in run.renders if r.mode == mode.id and r.layer == layer.name]
@@ -54,7 +77,7 @@ def progression_render(run: Run, layer: Layer, mode: Mode) -> Render | None:
     return min(candidates, key=lambda r: (-(r.lift if r.lift is not None else -math.inf), r.channel), default=None)
 
 
-def progression_cells(run: Run, layers: list[Layer], mode: Mode) -> list[Cell]:
+def progression_cells(run: Run, layers: list[AnyLayer], mode: Mode) -> list[Cell]:
     """The base photo first (when the run has its copy), then one panel per layer."""
     cells = []
     if mode.file and (run.folder / mode.file).is_file():
@@ -71,9 +94,10 @@ def panel_cells(run: Run, items: list[ItemSpec], default_mode: Mode) -> list[Cel
     renders = run.by_key()
     cells = []
     for item in items:
-        layer = run.layer(item.layer)
+        layer = run.any_layer(item.layer)
         check_channels([item.channel], layer.channels, layer.name)
         mode = find_mode(run, item.mode) if item.mode else default_mode
+        require_renders(run, layer, mode, "panel")
         key = (mode.id, layer.name, item.channel)
         label = f"{short_layer(layer.name)}:{item.channel}" + ("" if mode == default_mode else f" ({mode.id})")
         facets = run.facets.get(key)
@@ -85,7 +109,7 @@ def panel_cells(run: Run, items: list[ItemSpec], default_mode: Mode) -> list[Cel
     return cells
 
 
-def example_cells(run: Run, layer: Layer, channel: int, top: int) -> list[Cell]:
+def example_cells(run: Run, layer: AnyLayer, channel: int, top: int) -> list[Cell]:
     """A channel's dataset-example patches, best first, labelled with their activation; gaps up to `top`."""
     found = run.examples.get((layer.name, channel), [])
     cells = [Cell(("examples", layer.name, channel), run.folder / e.crop if e.crop else None, f"{e.value:.3g}")
@@ -95,7 +119,7 @@ def example_cells(run: Run, layer: Layer, channel: int, top: int) -> list[Cell]:
 
 def examples_sheet_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     """One row per channel: its dream (in `mode`, when the run has renders), then its top dataset patches."""
-    layer = run.layer(spec.layer or "")
+    layer = run.any_layer(spec.layer or "")
     if not run.examples:
         raise UserError(f"{run.folder} has no dataset examples; run `atlas examples FOLDER -o {run.folder}` first")
     top = int(run.example_meta.get("top", 0)) or max(len(v) for v in run.examples.values())
@@ -120,8 +144,9 @@ def sheet_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     """A contact sheet: one layer's channels in a grid, each labelled with its number."""
     if spec.examples:
         return examples_sheet_layout(run, spec)
-    layer = run.layer(spec.layer or "")
+    layer = run.any_layer(spec.layer or "")
     mode = find_mode(run, spec.mode)
+    require_renders(run, layer, mode, "sheet")
     channels = parse_channels(spec.value("channels"), layer.channels, layer.name)
     cells = sheet_cells(run, layer, channels, mode)
     columns = spec.columns or min(16, max(1, math.ceil(math.sqrt(len(cells)))))
@@ -135,12 +160,12 @@ def progression_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     """One start (a photo or noise) across layers from low to high, each panel labelled with its layer."""
     mode = find_mode(run, spec.photo)
     if spec.layers:
-        layers = sorted({run.layer(name).name: run.layer(name) for name in spec.layers}.values(),
-                        key=lambda layer: layer.index)
-    else:
-        layers = default_progression(run.layers)
-    if not layers:
-        raise UserError(f"{run.folder} lists no layers; re-run `atlas sweep` on its config")
+        layers = in_order({run.any_layer(name).name: run.any_layer(name) for name in spec.layers}.values())
+    else:  # from the layers the run has rendered in that mode
+        layers = default_progression(rendered_layers(run, mode))
+        if not layers:
+            raise UserError(f"progression: the run has no renders in mode {mode.id} yet; render some first "
+                            "(atlas sweep), or pick another --photo")
     cells = progression_cells(run, layers, mode)
     columns = spec.columns or (len(cells) if len(cells) <= 5 else math.ceil(len(cells) / 2))
     title = spec.title or f"From lines to objects: {len(layers)} layers, low to high"

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from atlas.errors import UserError
-from atlas.model.catalogue import Layer
+from atlas.model.catalogue import AnyLayer, BlockOutput
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.run.manifest import NOISE, Mode, Render, Run
 
@@ -278,7 +278,11 @@ def grid_layout(name: str, kind: str, cells: list[Cell], columns: int, title: st
     return FigureLayout(name, kind, PAGE_WIDTH, round(height, 4), title, texts, panels)
 
 
-def layer_facts(run: Run, layer: Layer) -> str:
+def layer_facts(run: Run, layer: AnyLayer) -> str:
+    """One line of a layer's facts under a figure's title (a block output's: its merge for a conv's kernel)."""
+    if isinstance(layer, BlockOutput):
+        return (f"block {layer.block} · block output {layer.index + 1} of {len(run.blocks)} ({layer.kind}) · "
+                f"{layer.channels} channels · depth {layer.depth} · receptive field {layer.receptive_field} px")
     return (f"block {layer.block} · layer {layer.index + 1} of {len(run.layers)} · {layer.channels} channels · "
             f"{layer.kernel}×{layer.kernel_w} kernel, stride {layer.stride} · depth {layer.depth} · "
             f"receptive field {layer.receptive_field} px")
