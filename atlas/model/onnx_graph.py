@@ -137,7 +137,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 def check_ops(model: Any, origin: str) -> None:
     """One line for the first node atlas cannot convert: an op outside `HANDLERS` (or another domain's) that is not
-    computed from constants alone; before TensorFlow is loaded."""
+    computed from constants alone; before anything is traced."""
     from atlas.model.onnx_ops import HANDLERS
 
     known = {init.name for init in model.graph.initializer}
@@ -204,11 +204,11 @@ def _fold(node: Any, arrays: list[np.ndarray | None], version: int) -> list[np.n
 
 def convert(model: Any, origin: str) -> graph_pb2.GraphDef:
     """The frozen GraphDef of an ONNX model (module docstring); one line for anything atlas cannot convert."""
-    check_ops(model, origin)
-    source = image_input(model, origin)
     from atlas.console import import_tensorflow
 
-    import_tensorflow()
+    import_tensorflow()  # as atlas's processes import it (the handlers' module imports TensorFlow)
+    check_ops(model, origin)
+    source = image_input(model, origin)
     import tensorflow as tf
     from onnx import numpy_helper
 
