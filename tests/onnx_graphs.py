@@ -204,10 +204,11 @@ def pooling_cnn(opset: int = 18) -> onnx.ModelProto:
 
 
 def ops_cnn(opset: int = 20) -> onnx.ModelProto:
-    """The other ops of the list, at 32 x 32: Sigmoid, HardSigmoid, Erf and Gelu (opset 20), Mul, Div, Sub, Pow, Sqrt;
-    a ConvNeXt-style block (permute to channels-last, LayerNormalization, MatMul, permute back); a Softmax over
-    channels; Slice, Squeeze, Unsqueeze, Cast, Identity, Dropout and a Constant; a head of ReduceMean over rows
-    and columns, MatMul and an Add, ending in a Softmax."""
+    """The other ops of the list, at 32 x 32: HardSigmoid, Erf, Gelu (opset 20) and Tanh, Mul, Div, Sub, Pow, Sqrt,
+    Clip between two bounds; a ConvNeXt-style block (permute to channels-last, LayerNormalization, MatMul, permute
+    back); a Softmax over channels; a reflect Pad before a conv, a conv with auto_pad SAME_UPPER at stride 2; Slice,
+    Squeeze, Unsqueeze, Cast, Identity, Dropout and a Constant; a head of ReduceMean, ReduceMax and GlobalMaxPool
+    (flattened) over rows and columns, MatMul and a Sub, ending in a Softmax."""
     b = Builder(opset, seed=3)
     x = b.conv(IMAGE, "stem", 3, 16, 4, stride=4, pads=[0, 0, 0, 0])
     x = b.node("Mul", [x, b.node("HardSigmoid", [x], "gate", alpha=0.2, beta=0.5)], "gated")
@@ -227,9 +228,18 @@ def ops_cnn(opset: int = 20) -> onnx.ModelProto:
     p = b.node("Softmax", [x], "attention", axis=1)
     x = b.node("Mul", [x, b.node("Identity", [p], "attention.id")], "attended")
     x = b.node("Sqrt", [b.node("Pow", [x, b.const("Pow", 2.0, np.float32)], "power")], "magnitude")
+    x = b.node("Pad", [x, b.const("Pad", [0, 0, 1, 1, 0, 0, 1, 1])], "conv3.pad", mode="reflect")
+    x = b.node("Tanh", [b.conv(x, "conv3", 12, 12, 3, pads=[0, 0, 0, 0])], "conv3.act")
+    x = b.node("Clip", [x, b.const("Clip", -0.5, np.float32), b.const("Clip", 0.5, np.float32)], "conv3.clip")
+    w = b.rng.normal(0, 0.3, (12, 12, 3, 3)).astype(np.float32)
+    x = b.node("Conv", [x, b.init("conv4.weight", w)], "conv4", kernel_shape=[3, 3], strides=[2, 2],
+               auto_pad="SAME_UPPER")
     x = b.node("Slice", [x, b.const("Slice", [2]), b.const("Slice", [2**63 - 1]), b.const("Slice", [1]),
                          b.const("Slice", [1])], "slice")  # channels 2 on
+    peak = b.node("Flatten", [b.node("GlobalMaxPool", [x], "peak")], "peak.flat", axis=1)
+    top = b.node("ReduceMax", [x, b.const("ReduceMax", [2, 3])], "top", keepdims=0)
     x = b.node("ReduceMean", [x, b.const("ReduceMean", [2, 3])], "pool", keepdims=0)  # [N, 10]
+    x = b.node("Add", [b.node("Sub", [x, peak], "pool.less_peak"), top], "pool.plus_top")
     x = b.node("Unsqueeze", [x, b.const("Unsqueeze", [1])], "unsqueeze")
     x = b.node("Squeeze", [x, b.const("Squeeze", [1])], "squeeze")
     x = b.node("Cast", [x], "cast", to=TensorProto.FLOAT)

@@ -89,7 +89,7 @@ def test_every_converted_tensor_matches_onnxruntime(name, tmp_path):
     Flatten after a pool that is not global: up to the Flatten, as in torch their Gemm takes only the exported
     size). Largest relative differences measured (AMD EPYC, float32; at the exported size / at the others):
     torch_cnn 6.1e-7 / 6.1e-7, BN folded 3.9e-7 / 4.0e-7, opset 11 6.1e-7 / 4.7e-7, opset 18 7.3e-7 / 6.5e-7,
-    pooling_cnn (opsets 18 and 13) 7.2e-7 / 3.0e-7, ops_cnn 7.8e-7 / 7.5e-7."""
+    pooling_cnn (opsets 18 and 13) 7.2e-7 / 3.0e-7, ops_cnn 7.9e-7 / 7.5e-7."""
     build, others, whole = GRAPHS[name]
     onnx_model = build()
     model = load_model(str(_saved(onnx_model, tmp_path)), "mean=127.5 std=127.5")
