@@ -17,6 +17,7 @@ from atlas.errors import UserError
 from atlas.pipeline import SweepFailed
 
 if TYPE_CHECKING:
+    from atlas.model.graph import Model
     from atlas.publish.figures.jobs import FigureJob, SpecJob
 
 EXIT_USER_ERROR = 2
@@ -35,9 +36,12 @@ def _model_arg(parser: argparse.ArgumentParser) -> None:
                         help="how RGB pixels 0..255 become the model's input: caffe, tf, torch, none, or "
                         "'mean=M[,M,M] std=S[,S,S] bgr' (pixel units) or JSON; a Keras or ONNX file needs it "
                         "(docs/own-model.md)")
+    parser.add_argument("--labels", metavar="imagenet|FILE", default=None,
+                        help="the names of the classifier's classes: imagenet (the 1000 ImageNet classes, "
+                        "Keras's order) or a text file with one name a line (docs/own-model.md)")
     parser.add_argument("--logits", default=None, metavar="NODE",
                         help="the node (or ONNX tensor) holding the classifier's logits, where the graph has no final "
-                        "softmax to find them by (docs/own-model.md#onnx-models)")
+                        "softmax to find them by (docs/own-model.md#the-classifier)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,11 +132,11 @@ def _sweep_parsers(sub: argparse._SubParsersAction) -> None:
         cmd.add_argument("--map", metavar="FOLDER", help="then make activation atlases from the photos of FOLDER "
                          "(or `probes`) of the config's map layers (default mixed3b, mixed4c, mixed5b)")
         cmd.add_argument("--explain", metavar="FOLDER", help="then explain each photo of FOLDER (or one photo) at "
-                         "the config's explain layers (default mixed4a, mixed4d): dictionary, attribution, groups")
+                         "the config's explain layers (default: the model's; mixed4a, mixed4d on GoogLeNet): "
+                         "dictionary, attribution, groups")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from atlas.model.graph import load_model
     from atlas.pipeline import run_pipeline
     from atlas.run.config import load_config
     from atlas.run.layout import parse_gpus
@@ -141,7 +145,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if args.scheduler and args.backend != "dask":
         raise UserError("--scheduler needs --backend dask")
     loaded = load_config(args.config)
-    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess, loaded.config.model_logits)
+    model = loaded.config.load_model()
     run_pipeline(loaded, model, parse_shard(args.shard), parse_gpus(args.gpus), args.backend, args.scheduler,
                  args.examples, args.map, build_site=args.command == "run", dry_run=args.dry_run,
                  explain_folder=args.explain)
@@ -165,20 +169,33 @@ def _examples_parser(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--batch-size", type=int, help="photos per forward pass (default 16)")
 
 
-def recorded_model(recorded: dict, spec: str | None, preprocess: str | None) -> tuple[str | None, object]:
-    """The model of a run folder (as its run.json records it) unless --model names another; its recorded
-    preprocessing unless --preprocess gives one."""
-    if spec is None or spec == recorded.get("spec"):
-        return recorded.get("spec", spec), preprocess or recorded.get("preprocess")
-    return spec, preprocess
+def run_model(run_folder: Path, args: argparse.Namespace) -> Model:
+    """The model of a pass into `run_folder`: the run's own (as its run.json records it) unless --model names
+    another; its recorded preprocessing, labels and logits unless --preprocess, --labels and --logits give them."""
+    from atlas.model.graph import load_model
+    from atlas.run.manifest import RUN_FILE, read_run_info
+
+    spec, preprocess, labels, logits = args.model, args.preprocess, args.labels, args.logits
+    if (run_folder / RUN_FILE).is_file():
+        recorded = read_run_info(run_folder).get("model", {})
+        if spec is None or spec == recorded.get("spec"):
+            spec, preprocess = recorded.get("spec", spec), preprocess or recorded.get("preprocess")
+            labels, logits = labels or recorded.get("labels"), logits or recorded.get("logits")
+    return load_model(spec, preprocess, labels=labels, logits=logits)
+
+
+def given_model(args: argparse.Namespace) -> Model:
+    """The model --model, --preprocess, --labels and --logits name (`atlas.model.graph.load_model`)."""
+    from atlas.model.graph import load_model
+
+    return load_model(args.model, args.preprocess, labels=args.labels, logits=args.logits)
 
 
 def cmd_examples(args: argparse.Namespace) -> None:
-    from atlas.model.graph import load_model
     from atlas.model.selection import check_channels
     from atlas.run.config import examples_folder_of
     from atlas.analysis.examples import channel_examples, run_examples
-    from atlas.run.manifest import RUN_FILE, read_examples_meta, read_run_info
+    from atlas.run.manifest import RUN_FILE, read_examples_meta
     from atlas.run.plan import resolve_examples
 
     if (args.layer is None) != (args.channel is None):
@@ -187,13 +204,11 @@ def cmd_examples(args: argparse.Namespace) -> None:
     folder = examples_folder_of(args.folder)
     run_folder = Path(args.output)
     recorded: dict = {}
-    spec, preprocess = args.model, args.preprocess
-    if (run_folder / RUN_FILE).is_file():  # the run's model and examples settings, not its render rows
-        spec, preprocess = recorded_model(read_run_info(run_folder).get("model", {}), spec, preprocess)
+    if (run_folder / RUN_FILE).is_file():  # the run's examples settings, not its render rows
         meta = read_examples_meta(run_folder)
         if meta.get("folder") == folder:  # options left out keep what the run recorded
             recorded = meta
-    model = load_model(spec, preprocess, args.logits)
+    model = run_model(run_folder, args)
     if args.layer is not None:  # a mistyped layer or channel is told before the folder is processed, not after
         shown = model.any_layer(args.layer)
         check_channels([args.channel], shown.channels, shown.name)
@@ -233,18 +248,13 @@ def _map_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_map(args: argparse.Namespace) -> None:
-    from atlas.model.graph import load_model
     from atlas.run.config import examples_folder_of
-    from atlas.run.manifest import RUN_FILE, read_run_info
     from atlas.analysis.maps import estimate_map, run_map
     from atlas.run.plan import resolve_map
 
     folder = examples_folder_of(args.folder, key="map")
     run_folder = Path(args.output)
-    spec, preprocess = args.model, args.preprocess
-    if (run_folder / RUN_FILE).is_file():
-        spec, preprocess = recorded_model(read_run_info(run_folder).get("model", {}), spec, preprocess)
-    model = load_model(spec, preprocess, args.logits)
+    model = run_model(run_folder, args)
     plan = resolve_map(folder, model, args.seed, layers=args.layer, samples=args.samples, per_photo=args.per_photo,
                        grid=args.grid, min_samples=args.min_samples, neighbours=args.neighbours, method=args.method,
                        render_size=args.render_size, steps=args.steps, render=False if args.no_render else None)
@@ -264,7 +274,8 @@ def _explain_parser(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("-o", "--output", required=True, metavar="RUN_FOLDER",
                      help="an existing run folder (its model is used) or a new one")
     cmd.add_argument("--layer", nargs="+", metavar="LAYER", help="layers to explain: catalogued layers or block "
-                     "outputs (default: mixed4a mixed4d)")
+                     "outputs (default: mixed4a mixed4d on GoogLeNet; on other models the block outputs at 0.4 and "
+                     "0.7 of its depth, docs/explain.md)")
     cmd.add_argument("--classes", type=int, help="top classes attributed (default 5; 0: none)")
     cmd.add_argument("--groups", type=int, help="neuron groups per photo and layer (default 6)")
     cmd.add_argument("--top", type=int, help="channels per position in the dictionary, and per class and group "
@@ -272,29 +283,31 @@ def _explain_parser(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--size", type=int, help="the photo's centred square in the network's input (default 224)")
     cmd.add_argument("--batch-size", type=int, help="photos per forward and backward pass (default 8)")
     cmd.add_argument("--seed", type=int, default=0, help="of the neuron groups (NMF) and their renders")
-    cmd.add_argument("--no-between", action="store_true", help="leave out the attribution between consecutive "
-                     "layers")
+    cmd.add_argument("--baseline", metavar="photos|zero|FOLDER", help="what a layer's activations are measured "
+                     "against: the mean activation over the photos of FOLDER (default `photos`, the shipped ones), "
+                     "or zero (the article's)")
+    cmd.add_argument("--ig-steps", type=int, metavar="N", help="integrated gradients: the gradient averaged along "
+                     "the path from the baseline to the photo's activations over N steps (default 16; 0: the "
+                     "gradient at the photo, as the article)")
+    cmd.add_argument("--between", action=argparse.BooleanOptionalAction, default=None, help="also the attribution "
+                     "between consecutive layers (off by default: it costs 15 times the rest)")
     cmd.add_argument("--no-render", action="store_true", help="the arrays only: render neither the neuron groups "
                      "nor the channels the run lacks")
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
     from atlas.analysis.explain import run_explain
-    from atlas.model.graph import load_model
-    from atlas.run.manifest import RUN_FILE, read_run_info
     from atlas.run.plan import resolve_explain
 
     if not args.photos:
         raise UserError("explain: no photo given; name photo files or folders of photos, e.g. "
                         f"`atlas explain dog.jpg photos/ -o {args.output} --layer mixed4d`")
     run_folder = Path(args.output)
-    spec, preprocess = args.model, args.preprocess
-    if (run_folder / RUN_FILE).is_file():
-        spec, preprocess = recorded_model(read_run_info(run_folder).get("model", {}), spec, preprocess)
-    model = load_model(spec, preprocess, args.logits)
+    model = run_model(run_folder, args)
     plan = resolve_explain(args.photos, model, args.seed, layers=args.layer, classes=args.classes,
                            groups=args.groups, top=args.top, size=args.size, batch_size=args.batch_size,
-                           between=False if args.no_between else None, render=False if args.no_render else None)
+                           baseline=args.baseline, ig_steps=args.ig_steps, between=args.between,
+                           render=False if args.no_render else None)
     print("\n".join(run_explain(plan, run_folder, model, elsewhere=OUTPUT_FLAG).lines()))
     print(f"output: {run_folder} (`atlas build {run_folder}` shows the photos in the gallery)")
 
@@ -391,9 +404,7 @@ def format_layers(layers: list, fmt: str, preprocess: object = None, blocks: Seq
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
-    from atlas.model.graph import load_model
-
-    model = load_model(args.model, args.preprocess, args.logits)
+    model = given_model(args)
     print(format_layers(model.layers, args.format, model.preprocess, model.blocks))
 
 
@@ -404,7 +415,6 @@ def cmd_dream(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from atlas.images import load_photo, save_image
-    from atlas.model.graph import load_model
     from atlas.model.selection import WHOLE_LAYER, parse_channels
     from atlas.render.loop import render_channels, tensor_channels
     from atlas.render.settings import RenderSettings, with_overrides
@@ -422,7 +432,7 @@ def cmd_dream(args: argparse.Namespace) -> None:
         raise UserError("--photo works with --method deepdream and no --diversity; the fourier method and "
                         "facets start from noise")
     photo = load_photo(args.photo) if args.photo else None
-    model = load_model(args.model, args.preprocess, args.logits)
+    model = given_model(args)
     name = model.tensor_name(args.layer)  # the graph node (a Keras layer's is a path: model/layer/op)
     label = args.layer.replace("/", "_")  # as the user named it: files are LABEL-CCCC.png
     count = tensor_channels(model, name)
@@ -497,11 +507,10 @@ def format_circuit(circuit: object, fmt: str) -> str:
 
 def cmd_weights(args: argparse.Namespace) -> None:
     from atlas.model.circuits import unit_circuit
-    from atlas.model.graph import load_model
 
     if args.top < 1:
         raise UserError(f"--top {args.top}: give at least 1")
-    model = load_model(args.model, args.preprocess, args.logits)
+    model = given_model(args)
     print(format_circuit(unit_circuit(model, args.layer, args.channel, args.top, args.kind), args.format))
 
 

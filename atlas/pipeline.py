@@ -6,13 +6,11 @@ It sits at the top of the package, beside the command line, because it calls eve
 stage's, the photo passes are the analysis stage's (above run), the gallery is publish's (above both). Nothing
 below imports it (tests/test_layering.py).
 
-    from atlas.model.graph import load_model
     from atlas.pipeline import run_pipeline
     from atlas.run.config import load_config
 
     loaded = load_config("demo")
-    config = loaded.config
-    summary = run_pipeline(loaded, load_model(config.model_spec, config.model_preprocess, config.model_logits))
+    summary = run_pipeline(loaded, loaded.config.load_model())
 """
 
 from __future__ import annotations

@@ -4,13 +4,15 @@ Usage: python benchmarks/explain_speed.py [--model synthetic] [--photos 16] [--l
        [--rounds 2]
 
 Measured side by side in one run, on this machine, on generated photos (smooth random colour JPEGs) at 224 px,
-with the defaults (5 classes, 6 groups, top 6, batches of 8), after one untimed warm-up pass (tracing):
-  a. the arrays alone (`--no-render`), with the attribution between consecutive layers;
-  b. the arrays alone without it (`--no-between`);
-  c. the arrays and the neuron groups' renders (the default group icons: DeepDream, 96 px, 2 octaves of 12 steps),
+with the defaults (5 classes, 6 groups, top 6, batches of 8; the mean over the shipped photos as the baseline),
+after one untimed warm-up pass (tracing):
+  a. the arrays alone (`--no-render`): the default, integrated gradients (16 steps), no attribution between layers;
+  b. the arrays with the gradient at the photo (`--ig-steps 0`);
+  c. the arrays with the attribution between consecutive layers too (`--between`);
+  d. the arrays and the neuron groups' renders (the default group icons: DeepDream, 96 px, 2 octaves of 12 steps),
      the groups timed apart;
-each round into fresh run folders, a and b in alternating order, so that drift of the machine falls on both; c is
-a's folder's groups, rendered right after it. The channel icons a run lacks are not timed: how many there are
+each round into fresh run folders, a, b and c in a rotating order, so that drift of the machine falls on each; d
+is a's folder's groups, rendered right after it. The channel icons a run lacks are not timed: how many there are
 depends on the run (none after a full sweep).
 """
 
@@ -44,22 +46,23 @@ def main() -> None:
 
     model = load_model(args.model)
     print(f"model {args.model}, {os.cpu_count()} logical CPUs, {args.photos} photos, layers {' '.join(args.layers)}")
-    timings: dict[str, list[float]] = {"arrays": [], "arrays, no between": [], "groups": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_photos(root / "photos", args.photos)
         write_photos(root / "warm", 2, seed=1)
         plan = resolve_explain([str(root / "photos")], model, layers=args.layers, render=False)
-        flat = replace(plan, between=False)
-        for warm in (plan, flat):  # trace every function once, untimed
-            run_explain(replace(warm, photos=(str(root / "warm"),)), root / f"warm-{warm.between}", model,
-                        progress=False)
-        index = read_index(root / "warm-True")
-        render_groups(root / "warm-True", model, index.photos[:1], plan, index.settings["hash"], progress=False)
+        variants = {"arrays": plan, "arrays, gradient at the photo": replace(plan, ig_steps=0),
+                    "arrays, with between": replace(plan, between=True)}
+        timings: dict[str, list[float]] = {name: [] for name in [*variants, "groups"]}
+        for name, warm in variants.items():  # trace every function once, untimed
+            run_explain(replace(warm, photos=(str(root / "warm"),)), root / f"warm-{name}", model, progress=False)
+        index = read_index(root / "warm-arrays")
+        render_groups(root / "warm-arrays", model, index.photos[:1], plan, index.settings["hash"], progress=False)
+        names = list(variants)
         for r in range(args.rounds):
-            for name, chosen in (("arrays", plan), ("arrays, no between", flat)) if r % 2 == 0 else \
-                    (("arrays, no between", flat), ("arrays", plan)):
-                folder = root / f"run-{r}-{chosen.between}"
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                chosen = variants[name]
+                folder = root / f"run-{r}-{names.index(name)}"
                 began = time.perf_counter()
                 done = run_explain(chosen, folder, model, progress=False)
                 timings[name].append((time.perf_counter() - began) / done.processed)
@@ -71,11 +74,12 @@ def main() -> None:
                     print(f"round {r + 1}: {groups} groups rendered for {len(index.photos)} photos")
     median = {name: statistics.median(values) for name, values in timings.items()}
     for name, values in timings.items():
-        print(f"{name:<22} {median[name]:7.2f} s/photo (rounds: {', '.join(f'{v:.2f}' for v in values)})")
+        print(f"{name:<30} {median[name]:7.2f} s/photo (rounds: {', '.join(f'{v:.2f}' for v in values)})")
     with_groups = median["arrays"] + median["groups"]
-    print(f"{'arrays + groups':<22} {with_groups:7.2f} s/photo")
-    print(f"ratio: with groups / arrays alone = {with_groups / median['arrays']:.2f}; "
-          f"arrays / arrays without between = {median['arrays'] / median['arrays, no between']:.2f}")
+    print(f"{'arrays + groups':<30} {with_groups:7.2f} s/photo")
+    print(f"ratios: with groups / arrays = {with_groups / median['arrays']:.2f}; arrays / gradient at the photo = "
+          f"{median['arrays'] / median['arrays, gradient at the photo']:.2f}; with between / arrays = "
+          f"{median['arrays, with between'] / median['arrays']:.2f}")
 
 
 if __name__ == "__main__":

@@ -274,7 +274,9 @@ def add_fake_explain(folder: Path, layers: list[ExplainLayer], photos: tuple[str
         scores = [ClassScore(int(i), f"label {int(i)}", float(v)) for i, v in zip(indices, logits)]
         shown.append(ExplainedPhoto(f"{name}.jpg", sha, scores, [layer.name for layer in layers]))
     index = ExplainIndex(shown, {layer.name: layer for layer in layers},
-                         {"classes": k, "groups": groups, "top": top, "seed": seed, "size": size}, classifier)
+                         {"classes": k, "groups": groups, "top": top, "seed": seed, "size": size,
+                          "baseline": "photos", "reference_photos": 4, "ig_steps": 16, "between": between is not None},
+                         classifier)
     (folder / INDEX_FILE).write_text(json.dumps(index.to_dict(), indent=1))
     return folder
 

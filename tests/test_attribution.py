@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from atlas.analysis.attribution import between_layers, classifier, explain_batch
+from atlas.analysis.attribution import between_layers, classifier, explain_batch, mean_activations
 from atlas.errors import UserError
 from atlas.model.classifier import class_labels, labels_of, logits_node
 from atlas.model.source import ModelSource
@@ -27,28 +27,48 @@ def _photos(n: int, seed: int = 0) -> np.ndarray:
     return tf.image.resize(coarse, (SIZE, SIZE), method="bicubic").numpy().clip(0, 255)
 
 
-@pytest.mark.parametrize("layer", ["mixed4d", "mixed4c_3x3_pre_relu"])
-def test_linearised_attribution_is_complete(small_model, layer):
+@pytest.mark.parametrize("layer, baseline, steps", [("mixed4d", None, 0), ("mixed4c_3x3_pre_relu", None, 0),
+                                                    ("mixed4d", "mean", 0), ("mixed4c_3x3_pre_relu", "mean", 3)])
+def test_linearised_attribution_is_complete(small_model, layer, baseline, steps):
     """With the network above the layer linearised, the spatial attributions summed over positions and the channel
-    attributions summed over channels both equal logit(activations) - logit(zero at the layer), to float32
-    rounding, for a block output and for a catalogued layer (whose sibling branches come from the photo)."""
+    attributions summed over channels both equal logit(activations) - logit(baseline at the layer), to float32
+    rounding, for a block output and for a catalogued layer (whose sibling branches come from the photo); against
+    zero and against the mean activation over other photos; with the gradient at the photo and integrated along
+    the path from the baseline (constant here, so its every step is exact)."""
     pixels = _photos(2)
-    explained = explain_batch(small_model, [layer], pixels, classes=4, linear=True)
+    base = None if baseline is None else mean_activations(small_model, [layer], [_photos(3, seed=5)])[layer]
+    explained = explain_batch(small_model, [layer], pixels, classes=4, linear=True,
+                              baselines=None if base is None else {layer: base}, steps=steps)
     logits = classifier(small_model)
     acts = small_model.layer_fn(layer)(pixels)
+    value = tf.zeros_like(acts) if base is None else tf.broadcast_to(base, acts.shape)
     patched = small_model.patched_fn(layer, (logits,), linear=True)
     at_acts = patched(pixels, acts)[0].numpy().astype(np.float64)
-    at_zero = patched(pixels, tf.zeros_like(acts))[0].numpy().astype(np.float64)
+    at_base = patched(pixels, value)[0].numpy().astype(np.float64)
     grads = small_model.class_gradients_fn([layer], logits, 4, linear=True)(pixels)[3][0].numpy()
+    moved = (acts - value).numpy().astype(np.float64)
     for p, per_layer in enumerate(explained):
         e = per_layer[layer]
         assert e.classes.shape == (4,) and e.spatial.shape[0] == 4 and e.channels.shape == (4, acts.shape[-1])
-        expected = at_acts[p, e.classes] - at_zero[p, e.classes]
-        scale = (np.abs(acts.numpy()[p][None].astype(np.float64) * grads[p]).sum(axis=(1, 2, 3))
-                 + np.abs(at_acts[p, e.classes]) + np.abs(at_zero[p, e.classes]))
+        expected = at_acts[p, e.classes] - at_base[p, e.classes]
+        scale = (np.abs(moved[p][None] * grads[p]).sum(axis=(1, 2, 3)) + np.abs(at_acts[p, e.classes])
+                 + np.abs(at_base[p, e.classes]))
         np.testing.assert_array_less(np.abs(e.spatial.astype(np.float64).sum(axis=(1, 2)) - expected), RTOL * scale)
         np.testing.assert_array_less(np.abs(e.channels.astype(np.float64).sum(axis=1) - expected), RTOL * scale)
         assert np.all(np.abs(expected) > 100 * RTOL * scale)  # the check is not vacuous
+
+
+def test_mean_activations_over_batches(small_model):
+    """The baseline of a reference set: per channel, the mean over every position of every photo, however the
+    photos are batched."""
+    one, two = _photos(2, seed=6), _photos(1, seed=7)
+    layers = ["mixed4a", "mixed3b"]
+    means = mean_activations(small_model, layers, [one, two])
+    for name, act in zip(layers, small_model.layers_fn(layers)(np.concatenate([one, two]))):
+        assert means[name].shape == (act.shape[-1],) and means[name].dtype == np.float32
+        np.testing.assert_allclose(means[name], act.numpy().mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        mean_activations(small_model, ["mixed4a"], [])
 
 
 def test_classes_are_the_real_top_logits_and_layers_share_one_pass(small_model):

@@ -49,7 +49,7 @@ def test_cli_explains_photos_and_folders_against_the_models_own_logits_and_activ
     run = tmp_path / "run"
     assert main(["explain", str(single), str(photos), str(broken), "--model", "synthetic:0.125", "-o", str(run),
                  "--layer", *LAYERS, "--size", str(SIZE), "--classes", "3", "--groups", "2", "--top", "4",
-                 "--no-render"]) == 0
+                 "--between", "--no-render"]) == 0
     out = capsys.readouterr().out
     assert "5 photos explained" in out and "skipped 1 unreadable files: broken.jpg" in out
     assert (run / "explain" / "skipped.txt").read_text().startswith("broken.jpg\t")
@@ -86,7 +86,8 @@ def test_cli_explains_photos_and_folders_against_the_models_own_logits_and_activ
         assert upper.between["mixed4a"].shape[:2] == acts[1].shape[:2]
         assert upper.between["mixed4a"].shape[2:] == acts[0].shape[:2]
     assert main(["explain", str(photos), "--model", "synthetic:0.125", "-o", str(run), "--layer", *LAYERS,
-                 "--size", str(SIZE), "--classes", "3", "--groups", "2", "--top", "4", "--no-render"]) == 0
+                 "--size", str(SIZE), "--classes", "3", "--groups", "2", "--top", "4", "--between",
+                 "--no-render"]) == 0
     assert "0 photos explained, 4 unchanged, 5 in the index" in capsys.readouterr().out
 
 
@@ -239,3 +240,24 @@ def test_a_keras_model_end_to_end_with_and_without_a_classifier(tmp_path, capsys
         assert main(["figure", str(run), "--explain", f"{index.photos[0].name}:top_conv", "-o",
                      str(tmp_path / f"{name}.png")]) == 0
         assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_the_baseline_as_given_on_the_command_line_and_in_a_config(photos, tmp_path, monkeypatch, capsys):
+    """`photos` (the shipped photos' folder) and `zero` stay as named; a folder is found as `folder` is (in a
+    config: beside it) and made absolute; a folder that is not there is one line."""
+    from atlas.run.config import load_config
+
+    folder = tmp_path / "configs"
+    (folder / "reference").mkdir(parents=True)
+    config = folder / "mine.yaml"
+    monkeypatch.chdir(tmp_path)
+    for given, expected in (("photos", "photos"), ("zero", "zero"), ("reference", str(folder / "reference"))):
+        config.write_text(f"model: synthetic:0.125\nexplain: {{folder: {photos}, baseline: {given}}}\n")
+        assert load_config(config).config.explain.baseline == expected
+    config.write_text(f"model: synthetic:0.125\nexplain: {{folder: {photos}, baseline: elsewhere}}\n")
+    with pytest.raises(UserError, match="explain: baseline elsewhere: no such folder") as error:
+        load_config(config)
+    assert "\n" not in str(error.value)
+    assert main(["explain", str(photos), "--model", "synthetic:0.125", "-o", str(tmp_path / "run"), "--baseline",
+                 "elsewhere"]) == 2
+    assert "baseline elsewhere: no such folder" in capsys.readouterr().err

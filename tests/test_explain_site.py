@@ -160,6 +160,18 @@ def test_spatial_attribution_heatmaps_follow_the_sign_and_size_of_the_arrays(run
         assert label in panel
 
 
+def test_the_page_says_what_the_attribution_is_and_shows_between_layers_only_when_the_run_has_it(run):
+    """The notes name the baseline and the integration (as the index records them); a run explained without the
+    attribution between layers (the default) has no view of it."""
+    photo = read_index(run).photos[0]
+    html = (run / "site" / photo_url(photo.sha256)).read_text()
+    words = ("(activation − its mean over the 4 shipped photos) × gradient of the class logit, integrated from the "
+             "baseline (16 steps)")
+    assert html.count(words) == 2 * len(photo.layers)  # the spatial and the channel attribution's notes
+    assert 'class="between"' not in html
+    assert all(dictionary_data(panel)["between"] == [] for panel in panels(html).values())
+
+
 def test_channel_attribution_shows_the_top_channels_each_way_linked_to_their_pages(run):
     index = read_index(run)
     photo = index.photos[0]

@@ -143,12 +143,41 @@ def test_the_classifier_is_found_or_named(tmp_path):
     assert [n.name for n in ops.graph_def.node if n.op == "Softmax"][-1] == "probabilities.Softmax"
     path = str(tmp_path / "ops" / "model.onnx")
     for name in ("/fc/Gemm_output_0", "/fc/Gemm", "fc"):
-        assert model_logits(load_model(str(tmp_path / "cnn" / "model.onnx"), "torch", name).source,
+        assert model_logits(load_model(str(tmp_path / "cnn" / "model.onnx"), "torch", logits=name).source,
                             cnn.graph_def) == "fc"
-    assert model_logits(load_model(path, "torch", "/fc/MatMul_output_0").source, ops.graph_def) == "fc"
+    assert model_logits(load_model(path, "torch", logits="/fc/MatMul_output_0").source, ops.graph_def) == "fc"
     with pytest.raises(UserError, match=r"--logits fc\.matmull: .* did you mean .*fc\.matmul") as caught:
-        load_model(str(tmp_path / "cnn" / "model.onnx"), "torch", "fc.matmull")
+        load_model(str(tmp_path / "cnn" / "model.onnx"), "torch", logits="fc.matmull")
     assert "\n" not in str(caught.value)
+
+
+def test_the_run_folder_keeps_the_logits_and_labels(tmp_path, capsys):
+    """`--logits` and `--labels` are recorded in run.json like the preprocessing, so a later `atlas explain` on the
+    run folder finds the same classifier (here `fc`, not the `fc.shift.Sub` its final Softmax marks) and names its
+    classes alike without them; the labels are checked against the named logits' width (5 classes)."""
+    path = _saved(graphs.ops_cnn(20), tmp_path / "ops")
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"shape {i}\n" for i in range(5)))
+    six = tmp_path / "six.txt"
+    six.write_text("".join(f"shape {i}\n" for i in range(6)))
+    with pytest.raises(UserError, match="6 names for the 5 classes"):
+        load_model(str(path), "torch", labels=str(six), logits="/fc/MatMul_output_0")
+    photos = [smooth_photo(tmp_path / f"p{seed}.png", seed, (40, 36)) for seed in range(2)]
+    run = tmp_path / "run"
+    common = ["-o", str(run), "--layer", "conv2", "--size", "32", "--classes", "2", "--groups", "1", "--ig-steps",
+              "1", "--no-render"]
+    assert main(["explain", str(photos[0]), *common, "--model", str(path), "--preprocess", "torch", "--logits",
+                 "/fc/MatMul_output_0", "--labels", str(names)]) == 0
+    capsys.readouterr()
+    recorded = json.loads((run / "run.json").read_text())["model"]
+    assert (recorded["logits"], recorded["labels"]) == ("/fc/MatMul_output_0", str(names.resolve()))
+    assert main(["explain", str(photos[1]), *common]) == 0  # the run's model, logits and labels
+    assert "1 photos explained, 0 unchanged, 2 in the index" in capsys.readouterr().out  # the same classifier: kept
+    from atlas.run.explainfiles import read_index
+
+    index = read_index(run)
+    assert index.classifier == "fc" and len(index.photos) == 2
+    assert all(c.label.startswith("shape ") for photo in index.photos for c in photo.classes)
 
 
 def _bad(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -203,8 +232,9 @@ def small_onnx(tmp_path_factory) -> Path:
 
 def test_every_command_on_an_onnx_model(small_onnx, tmp_path, capsys):
     """`atlas layers`, `atlas dream`, `atlas run` (renders, dataset examples, an activation map, circuits, the
-    gallery; the config names the logits), `atlas explain` with attribution to the classifier the appended Softmax
-    marks, `atlas figure`, and one site of two models, on the small CNN: pages exist for layer names with dots and every local link resolves."""
+    gallery; the config names the logits, which run.json records), `atlas explain` with attribution to the classifier
+    the appended Softmax marks, `atlas figure`, and one site of two models, on the small CNN: pages exist for layer
+    names with dots and every local link resolves."""
     from tests.test_any_model import _local_links_resolve
 
     model = ["--model", str(small_onnx), "--preprocess", "torch"]
@@ -233,6 +263,7 @@ def test_every_command_on_an_onnx_model(small_onnx, tmp_path, capsys):
         runs.append(tmp_path / "out" / name)
     run = runs[0]
     site = run / "site"
+    assert json.loads((run / "run.json").read_text())["model"]["logits"] == "fc"  # as the config named it
     assert (site / "layers" / "layer1.0.conv2.html").is_file()
     assert (site / "channels" / "layer1.0.conv2" / "0001.html").is_file()
     assert (run / "circuits").is_dir() and _local_links_resolve(site) > 20

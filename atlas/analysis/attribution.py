@@ -1,13 +1,14 @@
 """What the network sees in a photo (issue 24, "The Building Blocks of Interpretability"): the maths of one batch.
 
 For each photo and layer (a catalogued layer or a block output such as `mixed4d`), with `a` the layer's
-activations [H, W, C] and `g_j` the gradient of class j's logit (the main classifier's, before the softmax:
-`atlas.model.classifier.logits_node`) with respect to them:
+activations [H, W, C], `b` its baseline [C] (what "absent" means at the layer: zero, or the mean activation per
+channel over a reference set of photos, `mean_activations`) and `g_j` the gradient of class j's logit (the main
+classifier's, before the softmax: `atlas.model.classifier.logits_node`) with respect to the activations:
 
 - **classes, logits**: the photo's top k classes by logit, best first.
-- **spatial attribution** [k, H, W]: per position, sum over channels of a x g_j (the linear approximation the
-  article uses; with `linear=True` the network above the layer is linearised as the circuits do, so the product
-  summed over the map is exactly logit(a) - logit(0) at that layer, up to float32 rounding).
+- **spatial attribution** [k, H, W]: per position, sum over channels of (a - b) x g_j (the linear approximation the
+  article uses, against a baseline; with `linear=True` the network above the layer is linearised as the circuits
+  do, so the product summed over the map is exactly logit(a) - logit(b) at that layer, up to float32 rounding).
 - **channel attribution** [k, C]: the same product summed over positions.
 - **neuron groups**: scikit-learn's NMF (`init="nndsvda"`, `random_state=seed`) of the positions x channels
   matrix of max(a, 0): a catalogued layer is its pre-ReLU tensor (`mixed4d_3x3_pre_relu`), and a residual sum may
@@ -15,8 +16,8 @@ activations [H, W, C] and `g_j` the gradient of class j's logit (the main classi
   x `group_channels` [g, C] approximates that matrix; each group's channel factor has unit L2 norm (its scale is
   in the spatial factor), and groups are ordered by their spatial factor's sum, strongest first. g is `groups`,
   or fewer when the map has fewer positions or channels.
-- **group_classes** [g, k]: each group's share of a x g_j: at every position and channel the product is split
-  between the groups in proportion to their parts of the reconstruction (W_i H_i over W H), so the groups'
+- **group_classes** [g, k]: each group's share of (a - b) x g_j: at every position and channel the product is
+  split between the groups in proportion to their parts of the reconstruction (W_i H_i over W H), so the groups'
   attributions add up to the channel attributions' total (where the reconstruction is not zero).
 - **dictionary** [H, W, n]: per position, the `top` channels with the largest activation (as they are, before any
   ReLU), strongest first, and their activations.
@@ -29,7 +30,7 @@ still made. `between_layers` gives the attribution between two layers. One forwa
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
@@ -55,36 +56,66 @@ def classifier(model: Model) -> str | None:
 
 
 def explain_batch(model: Model, layers: list[str], pixels: np.ndarray, classes: int = 5, top: int = 6,
-                  groups: int = 6, seed: int = 0, linear: bool = False) -> list[dict[str, LayerExplanation]]:
+                  groups: int = 6, seed: int = 0, linear: bool = False, baselines: dict[str, np.ndarray] | None = None,
+                  steps: int = 0) -> list[dict[str, LayerExplanation]]:
     """Per photo of `pixels` (float32 [N, S, S, 3], 0..255, fitted to the input), per layer of `layers` (catalogued
-    layers or block outputs, by the names given), its explanation (module docstring), from one forward pass and one
-    backward per class over the batch: the top `classes` classes (k; fewer if the classifier has fewer; 0 without
-    a classifier), the `top` channels per position of the dictionary (n), `groups` NMF groups (g) seeded by
-    `seed`; `linear` takes the gradients through the network above each layer linearised (the completeness
-    check), while the classes and logits stay the real network's. `between` is left empty (`between_layers`)."""
+    layers or block outputs, by the names given), its explanation (module docstring): the top `classes` classes (k;
+    fewer if the classifier has fewer; 0 without a classifier), the `top` channels per position of the dictionary
+    (n), `groups` NMF groups (g) seeded by `seed`, attribution against `baselines` (layer -> [C]; a layer left out,
+    or None: zero). With `steps` 0 the gradients are taken at the photo, from one forward pass and one backward per
+    class over the batch (the article's linear approximation); with `steps` >= 1 they are integrated along the
+    straight path from the baseline to the activations (`path_gradients`), so the attribution adds up to
+    logit(a) - logit(b). `linear` takes the gradients through the network above each layer linearised (the
+    completeness check), while the classes and logits stay the real network's. `between` is left empty
+    (`between_layers`)."""
     pixels = np.asarray(pixels, np.float32)
     layers = list(layers)
     logits = classifier(model)
     n = len(pixels)
     if n == 0:
         return []
+    baselines = baselines or {}
     if logits is None or classes <= 0:
         acts = [np.asarray(a) for a in model.layers_fn(layers)(pixels)]
         grads = [np.zeros((n, 0, *a.shape[1:]), np.float32) for a in acts]
         indices, values = np.zeros((n, 0), np.int32), np.zeros((n, 0), np.float32)
+    elif steps > 0:
+        *acts, scores = (a.numpy() for a in model.layers_fn([*layers, logits])(pixels))
+        scores = scores.reshape(n, -1)
+        indices = np.argsort(-scores, axis=1, kind="stable")[:, :classes].astype(np.int32)
+        values = np.take_along_axis(scores, indices, axis=1).astype(np.float32)
+        grads = [path_gradients(model, name, pixels, act, baselines.get(name), indices, steps, linear)
+                 for name, act in zip(layers, acts)]
     else:
         top_k, top_logits, act_t, grad_t = model.class_gradients_fn(layers, logits, classes, linear)(pixels)
         indices, values = top_k.numpy().astype(np.int32), top_logits.numpy().astype(np.float32)
         acts, grads = [a.numpy() for a in act_t], [g.numpy() for g in grad_t]
-    return [{name: explain_one(name, acts[i][p], grads[i][p], indices[p], values[p], top, groups, seed)
-             for i, name in enumerate(layers)} for p in range(n)]
+    return [{name: explain_one(name, acts[i][p], grads[i][p], indices[p], values[p], top, groups, seed,
+                               baselines.get(name)) for i, name in enumerate(layers)} for p in range(n)]
+
+
+def path_gradients(model: Model, layer: str, pixels: np.ndarray, act: np.ndarray, baseline: np.ndarray | None,
+                   classes: np.ndarray, steps: int, linear: bool = False) -> np.ndarray:
+    """[N, k, H, W, C]: integrated gradients' average gradient of each photo's `classes` ([N, k]) logits along the
+    straight path from the baseline ([C]; None: zero) to the activations `act` ([N, H, W, C]) at `layer`, by the
+    midpoint rule over `steps` steps; times (act - baseline) it adds up to logit(act) - logit(baseline), up to the
+    rule's error (docs/explain.md measures it)."""
+    gradients = model.path_gradients_fn(layer, classifier(model), classes.shape[1], linear)
+    base = np.zeros(act.shape[-1], np.float32) if baseline is None else np.asarray(baseline, np.float32)
+    total = np.zeros((len(act), classes.shape[1], *act.shape[1:]), np.float64)
+    for step in range(steps):
+        value = (base + (step + 0.5) / steps * (act - base)).astype(np.float32)
+        total += gradients(pixels, value, classes).numpy()
+    return (total / steps).astype(np.float32)
 
 
 def explain_one(layer: str, act: np.ndarray, grad: np.ndarray, classes: np.ndarray, logits: np.ndarray, top: int,
-                groups: int, seed: int) -> LayerExplanation:
-    """One photo at one layer from its activations [H, W, C] and the class gradients [k, H, W, C]."""
+                groups: int, seed: int, baseline: np.ndarray | None = None) -> LayerExplanation:
+    """One photo at one layer from its activations [H, W, C], the class gradients [k, H, W, C] and the layer's
+    baseline [C] (None: zero)."""
     height, width, channels = act.shape
-    product = act.astype(np.float64)[None] * grad.astype(np.float64)  # [k, H, W, C]
+    moved = act.astype(np.float64) - (0.0 if baseline is None else np.asarray(baseline, np.float64))
+    product = moved[None] * grad.astype(np.float64)  # [k, H, W, C]
     spatial_factor, channel_factor = neuron_groups(act, groups, seed)
     dictionary_channels, dictionary_values = dictionary(act, top)
     return LayerExplanation(
@@ -95,6 +126,31 @@ def explain_one(layer: str, act: np.ndarray, grad: np.ndarray, classes: np.ndarr
         group_classes=group_attribution(spatial_factor, channel_factor,
                                         product.reshape(len(product), height * width, channels)).astype(np.float32),
         dictionary_channels=dictionary_channels, dictionary_values=dictionary_values)
+
+
+def logits_at(model: Model, layer: str, pixels: np.ndarray, value: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """[N]: each photo's logit of its class in `classes` [N] in the real network with `layer`'s activations
+    replaced by `value` (broadcast to them, e.g. a baseline [C]): with `value` the baseline, what integrated
+    gradients' attribution adds up to is logit(x) minus this."""
+    pixels = np.asarray(pixels, np.float32)
+    shape = model.layer_fn(layer)(pixels).shape
+    scores = model.patched_fn(layer, (classifier(model),))(pixels, np.broadcast_to(value, shape).astype(np.float32))
+    return scores[0].numpy().reshape(len(pixels), -1)[np.arange(len(pixels)), classes]
+
+
+def mean_activations(model: Model, layers: list[str], batches: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per layer, its mean activation per channel [C] (float32) over every position of every photo of `batches`
+    (float32 [N, S, S, 3], 0..255, fitted to the input): the baseline of a reference set of photos."""
+    sums: list[np.ndarray] = []
+    counts = np.zeros(len(layers), np.int64)  # positions seen, per layer (each has its own map size)
+    for pixels in batches:
+        acts = [np.asarray(a, np.float64) for a in model.layers_fn(list(layers))(np.asarray(pixels, np.float32))]
+        totals = [a.sum(axis=(0, 1, 2)) for a in acts]
+        sums = totals if not sums else [s + t for s, t in zip(sums, totals)]
+        counts += [int(np.prod(a.shape[:3])) for a in acts]
+    if not sums:
+        raise ValueError("mean_activations needs at least one photo")
+    return {name: (total / count).astype(np.float32) for name, total, count in zip(layers, sums, counts)}
 
 
 def neuron_groups(act: np.ndarray, groups: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,20 +1,22 @@
 """Per-photo explanations: what the network sees in each photo, at each chosen layer (docs/explain.md).
 
-The third pass over photos, on the shared loop of `atlas.analysis.passes`. Photos (files and folders of them) are
-fitted as the examples pass fits them (shorter side to the input size, centred square) and go through the network
-in batches: one forward and backward pass per batch (`atlas.analysis.attribution.explain_batch`) gives, per photo
-and layer, the semantic dictionary, the spatial and channel attribution to the top classes and the neuron groups;
-`between_layers` adds the attribution between consecutive chosen layers (into the upper one's arrays, as
-`from_<lower>`). Everything goes to the run folder as `atlas.run.explainfiles` lists it, keyed by the photo's
-sha256:
+The third pass over photos, on the shared loop of `atlas.analysis.passes`. First the baseline: each layer's mean
+activation per channel over the reference photos (the shipped ones by default, a folder's, or none for zero),
+kept in the run. Photos (files and folders of them) are fitted as the examples pass fits them (shorter side to
+the input size, centred square) and go through the network in batches (`atlas.analysis.attribution.explain_batch`):
+per photo and layer, the semantic dictionary, the spatial and channel attribution to the top classes against the
+baseline (integrated gradients) and the neuron groups; with `between`, `between_layers` adds the attribution
+between consecutive chosen layers (into the upper one's arrays, as `from_<lower>`). Everything goes to the run
+folder as `atlas.run.explainfiles` lists it, keyed by the photo's sha256:
 
+    explain/baseline.json                                      the baseline, made once (new layers added)
     explain/<sha256>/<layer>.npz, explain/<sha256>/photo.jpg   written per batch (atomically)
     explain/index.json                                         at each checkpoint: the photos done so far
     explain/skipped.txt                                        the files that could not be read
 
 Resume: a photo is done when the index lists it with every chosen layer and its files are there (`wanted`), so a
-killed pass loses only the photos since its last checkpoint. Changing the counts, the seed or the input size (the
-settings hash) starts the index over.
+killed pass loses only the photos since its last checkpoint. Changing the counts, the seed, the input size or the
+baseline (the settings hash) starts the index over; new class labels only rename the photos of the index.
 
 After the photos, with `render` (the default), the icons the pages show: the channels of the dictionaries, the
 top +/- channel attributions and the groups' top channels, mapped to catalogued (layer or block output, channel),
@@ -40,15 +42,26 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from atlas.analysis.passes import Checkpoint, PhotoPass, claimed_folder, process_photos
-from atlas.analysis.photos import Entry, Fitted, InputFit, list_photos, no_readable_photo, skipped_line, write_skipped
+from atlas.analysis.photos import (
+    Entry,
+    Fitted,
+    InputFit,
+    fitted_batches,
+    list_photos,
+    listing_digest,
+    no_readable_photo,
+    skipped_line,
+    write_skipped,
+)
 from atlas.atomic import SWEEP_OUTPUT, atomic_path, atomic_write_bytes, atomic_write_text, sync_folders
 from atlas.errors import UserError
 from atlas.run.explainfiles import (
+    BASELINE_FILE,
     EXPLAIN_DIR,
     EXPLAIN_SKIPPED_FILE,
     INDEX_FILE,
@@ -58,6 +71,7 @@ from atlas.run.explainfiles import (
     ExplainLayer,
     PHOTO_FILE,
     LayerExplanation,
+    attribution_of,
     group_render,
     has_explanations,
     layer_file,
@@ -67,14 +81,14 @@ from atlas.run.explainfiles import (
 )
 from atlas.run.manifest import PhotoRecord
 from atlas.run.plan import layer_depth
-from atlas.run.plans import ExplainPlan
+from atlas.run.plans import ZERO_BASELINE, ExplainPlan
 
 LOCK_FILE = ".explain.lock"
 CHECKPOINT_SECONDS = 30.0  # at most this much work is lost (and done again) when a pass is killed
 CHECKPOINT_PHOTOS = 256  # ... or this many photos
 PHOTO_QUALITY = 90  # of explain/<sha256>/photo.jpg
-NO_CLASSIFIER = ("explain: attribution needs class logits and the model has no classifier (no softmax), so there is "
-                 "none; the dictionaries and neuron groups are made")
+NO_CLASSIFIER = ("explain: attribution needs class logits and the model has no classifier (no softmax; --logits NODE "
+                 "names one), so there is none; the dictionaries and neuron groups are made")
 
 
 @dataclass
@@ -86,6 +100,7 @@ class ExplainSummary:
     unchanged: int = 0  # photos done before, with these settings
     layers: tuple[str, ...] = ()
     classifier: str | None = None  # the logits node; None: the model has none
+    attribution: str = "activation"  # what the gradient is multiplied by (explainfiles.attribution_of)
     rendered_channels: int = 0  # channel renders the run lacked, made for the pages
     rendered_groups: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)
@@ -97,6 +112,8 @@ class ExplainSummary:
                  f"the index; layers {', '.join(self.layers)}"]
         if self.classifier is None:
             lines.append(NO_CLASSIFIER)
+        else:
+            lines.append(f"explain: attribution is {self.attribution}")
         if self.rendered_channels or self.rendered_groups:
             lines.append(f"explain: rendered {self.rendered_channels:,} channels the run lacked and "
                          f"{self.rendered_groups:,} neuron groups")
@@ -154,13 +171,12 @@ def no_photo(photos: tuple[str, ...] | list[str], bad: list[tuple[str, str]]) ->
 # The model's classifier and the attribution core (atlas.analysis.attribution)
 
 
-def class_names(model: Any, logits: str, pixels: np.ndarray) -> list[str]:
-    """The names of the classifier's classes (`atlas.model.classifier.class_labels`), their count read from the
-    logits of one photo."""
-    from atlas.model.classifier import class_labels
+def class_names(model: Any) -> list[str]:
+    """The names of the classifier's classes (`atlas.model.classifier.class_labels`); none without one."""
+    from atlas.model.classifier import class_count, class_labels
 
-    count = int(np.prod(model.layers_fn([logits])(pixels[:1])[0].shape[1:]))
-    return class_labels(model.source, count)
+    count = class_count(model)
+    return [] if count is None else class_labels(model.source, count)
 
 
 def tf_reason(exc: Exception) -> str:
@@ -175,20 +191,99 @@ def label_of(labels: list[str], index: int) -> str:
     return labels[index] if 0 <= index < len(labels) and labels[index] else f"class {index}"
 
 
-def explain_photos(model: Any, plan: ExplainPlan, pixels: np.ndarray,
-                   classes: int) -> list[dict[str, LayerExplanation]]:
-    """Per photo of the batch, its explanation at every layer of the plan (one forward and backward pass), with
-    the attribution between consecutive layers in the upper one's `between`."""
+def explain_photos(model: Any, plan: ExplainPlan, pixels: np.ndarray, classes: int,
+                   baselines: dict[str, np.ndarray] | None = None) -> list[dict[str, LayerExplanation]]:
+    """Per photo of the batch, its explanation at every layer of the plan (one forward and backward pass) against
+    the layers' `baselines` (None: zero), with the attribution between consecutive layers in the upper one's
+    `between` when the plan asks for it."""
     from atlas.analysis.attribution import between_layers, explain_batch
 
     found = explain_batch(model, list(plan.layers), pixels, classes=classes, top=plan.top, groups=plan.groups,
-                          seed=plan.seed)
+                          seed=plan.seed, baselines=baselines, steps=plan.ig_steps)
     if plan.between:
         for lower, upper in zip(plan.layers, plan.layers[1:]):
             links = between_layers(model, lower, upper, pixels)
             for photo, link in zip(found, links):
                 photo[upper].between[lower] = np.asarray(link, np.float32)
     return found
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The baseline: what "absent" means at a layer
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The photos whose mean activation is the baseline (none for zero), and their listing's digest."""
+
+    folder: str
+    photos: list[Entry]
+    digest: str = ""
+
+
+def reference_photos(plan: ExplainPlan) -> Reference:
+    """The reference set of the plan's baseline: the photos of its folder (`photos`: the shipped ones; unreadable
+    files are left out when read), or none (zero)."""
+    from atlas.images import PHOTOS_DIR, SHIPPED_FOLDER
+
+    if plan.baseline == ZERO_BASELINE:
+        return Reference("", [])
+    folder = str(PHOTOS_DIR) if plan.baseline == SHIPPED_FOLDER else plan.baseline
+    entries = list_photos(folder, "explain baseline folder")[0]
+    if not entries:
+        raise UserError(f"explain: baseline {plan.baseline}: no photos in {folder}; give a folder of photos, or "
+                        f"--baseline {ZERO_BASELINE}")
+    return Reference(folder, entries, listing_digest(entries))
+
+
+def reference_baselines(run_folder: Path, model: Any, plan: ExplainPlan,
+                        reference: Reference) -> tuple[dict[str, np.ndarray] | None, int]:
+    """Per layer of the plan, its mean activation per channel over the reference photos (fitted as the explained
+    ones are), and how many photos that mean is over; (None, 0) for the zero baseline. Kept in
+    explain/baseline.json with what they were made from (model, size, the photos' listing), so a rerun computes
+    only the layers it lacks."""
+    from atlas.analysis.attribution import mean_activations
+
+    if not reference.photos:
+        return None, 0
+    made_from = {"model": model.render_key, "size": plan.size, "reference": reference.digest}
+    path = run_folder / BASELINE_FILE
+    recorded: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+            recorded = recorded if recorded["made_from"] == made_from and recorded["layers"] else {}
+        except (ValueError, KeyError, TypeError):
+            recorded = {}  # damaged: made again
+    kept = dict(recorded.get("layers", {}))
+    photos = int(recorded.get("photos", 0))
+    missing = [name for name in plan.layers if name not in kept]
+    if missing:
+        bad: list[tuple[str, str]] = []
+        try:
+            means = mean_activations(model, missing, reference_batches(reference, plan, bad))
+        except ValueError:
+            raise no_readable_photo("explain baseline", reference.folder, bad) from None
+        kept.update({name: [float(v) for v in mean] for name, mean in means.items()})
+        photos = len(reference.photos) - len(bad)
+        atomic_write_text(path, json.dumps({"made_from": made_from, "baseline": plan.baseline, "photos": photos,
+                                            "layers": kept}) + "\n")
+    return {name: np.asarray(kept[name], np.float32) for name in plan.layers}, photos
+
+
+def reference_batches(reference: Reference, plan: ExplainPlan, bad: list[tuple[str, str]]) -> Iterator[np.ndarray]:
+    """The reference photos fitted as the plan fits the explained ones (float32 [N, S, S, 3] batches); those that
+    cannot be read go to `bad`."""
+    fit = InputFit(plan.size, "crop", plan.batch_size)
+    for batch in fitted_batches(reference.photos, fit, bad, _NoBar()):
+        yield np.stack([f.pixels for f in batch])
+
+
+class _NoBar:
+    """A progress bar that shows nothing (the reference photos are few)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -201,15 +296,17 @@ class ExplainPass(PhotoPass):
 
     what = "explain"
 
-    def __init__(self, plan: ExplainPlan, run_folder: Path, model: Any, index: ExplainIndex,
-                 settings_hash: str) -> None:
-        self.plan, self.folder, self.model = plan, run_folder, model
-        self.labels: list[str] | None = None  # the classifier's class names, read with the first batch
-        self.depth: dict[str, int] = {}  # layer -> convolutions from the input (its order)
-        self.photos = {p.sha256: p for p in index.photos}
-        self.layers = dict(index.layers)
+    def __init__(self, plan: ExplainPlan, run_folder: Path, model: Any, index: ExplainIndex, settings: dict[str, Any],
+                 baselines: dict[str, np.ndarray] | None = None) -> None:
+        self.plan, self.folder, self.model, self.baselines = plan, run_folder, model, baselines
         self.classifier = index.classifier
-        self.settings = {**index.settings, **plan_settings(plan, settings_hash)}
+        # the classifier's class names: the photos explained before are named again (the labels may be new)
+        self.labels = class_names(model) if self.classifier is not None and plan.classes else []
+        self.depth: dict[str, int] = {}  # layer -> convolutions from the input (its order)
+        self.photos = {p.sha256: replace(p, classes=[replace(c, label=label_of(self.labels, c.index))
+                                                     for c in p.classes]) for p in index.photos}
+        self.layers = dict(index.layers)
+        self.settings = {**index.settings, **settings}
         self.window: list[str] = []  # photo folders written since the last checkpoint
         self.taken: set[str] = set()  # photos explained in this pass
         self.checkpoint = Checkpoint(CHECKPOINT_SECONDS, CHECKPOINT_PHOTOS)
@@ -225,9 +322,7 @@ class ExplainPass(PhotoPass):
         pixels = np.stack([f.pixels for f in batch]).astype(np.float32)
         classes = self.plan.classes if self.classifier is not None else 0
         try:
-            if classes and self.labels is None:
-                self.labels = class_names(self.model, self.classifier, pixels)
-            found = explain_photos(self.model, self.plan, pixels, min(classes, len(self.labels or [])))
+            found = explain_photos(self.model, self.plan, pixels, min(classes, len(self.labels)), self.baselines)
         except Exception as exc:
             if type(exc).__name__ != "InvalidArgumentError":  # TensorFlow's, for an input the graph cannot take
                 raise
@@ -251,7 +346,7 @@ class ExplainPass(PhotoPass):
             if name not in self.layers:
                 self.layers[name] = describe_layer(self.model, name, explanation)
         first = layers[self.plan.layers[0]]
-        scores = [ClassScore(int(c), label_of(self.labels or [], int(c)), float(v))
+        scores = [ClassScore(int(c), label_of(self.labels, int(c)), float(v))
                   for c, v in zip(first.classes, first.logits)]
         before = self.photos.get(sha)
         kept = [layer for layer in (before.layers if before else [])
@@ -283,10 +378,12 @@ class ExplainPass(PhotoPass):
         return ExplainIndex(list(self.photos.values()), layers, self.settings, self.classifier)
 
 
-def plan_settings(plan: ExplainPlan, settings_hash: str) -> dict[str, Any]:
-    """What index.json records of the plan."""
+def plan_settings(plan: ExplainPlan, settings_hash: str, reference_photos: int = 0) -> dict[str, Any]:
+    """What index.json records of the plan (and how many photos the baseline is the mean over)."""
     return {"classes": plan.classes, "groups": plan.groups, "top": plan.top, "seed": plan.seed, "size": plan.size,
-            "between": plan.between, "hash": settings_hash}
+            "baseline": plan.baseline, "reference_photos": reference_photos, "ig_steps": plan.ig_steps,
+            "between": plan.between,
+            "hash": settings_hash}
 
 
 def describe_layer(model: Any, name: str, explanation: LayerExplanation) -> ExplainLayer:
@@ -300,17 +397,17 @@ def write_index(run_folder: Path, index: ExplainIndex) -> None:
     atomic_write_text(run_folder / INDEX_FILE, json.dumps(index.to_dict(), indent=1) + "\n")
 
 
-def start_index(run_folder: Path, plan: ExplainPlan, settings_hash: str, classifier: str | None) -> ExplainIndex:
-    """The index to resume: the recorded one if made with the same settings and classifier, else an empty one (a
-    damaged one is started over too)."""
+def start_index(run_folder: Path, settings: dict[str, Any], classifier: str | None) -> ExplainIndex:
+    """The index to resume: the recorded one if made with the same settings (their hash) and classifier, else an
+    empty one (a damaged one is started over too)."""
     index = None
     if has_explanations(run_folder):
         try:
             index = read_index(run_folder)
         except UserError:
             index = None
-    if index is None or index.settings.get("hash") != settings_hash or index.classifier != classifier:
-        return ExplainIndex([], {}, plan_settings(plan, settings_hash), classifier)
+    if index is None or index.settings.get("hash") != settings["hash"] or index.classifier != classifier:
+        return ExplainIndex([], {}, settings, classifier)
     return index
 
 
@@ -330,11 +427,15 @@ def run_explain(plan: ExplainPlan, run_folder: str | Path, model: Any, progress:
 
     classifier = attribution.classifier(model)
     summary.classifier = classifier
-    settings_hash = plan.settings_hash(model.render_key)
+    reference = reference_photos(plan)
+    settings_hash = plan.settings_hash(model.render_key, reference.digest)
     with claimed_folder(run_folder, model, "explain", LOCK_FILE, elsewhere):
         began = time.perf_counter()
-        index = start_index(run_folder, plan, settings_hash, classifier)
-        explaining = ExplainPass(plan, run_folder, model, index, settings_hash)
+        baselines, reference_count = reference_baselines(run_folder, model, plan, reference)
+        settings = plan_settings(plan, settings_hash, reference_count)
+        summary.attribution = attribution_of(settings)
+        index = start_index(run_folder, settings, classifier)
+        explaining = ExplainPass(plan, run_folder, model, index, settings, baselines)
         done = process_photos(explaining, entries, InputFit(plan.size, "crop", plan.batch_size), summary.bad,
                               progress, stop_after)
         summary.processed, summary.unchanged, summary.stopped = done.processed, done.skipped, done.stopped

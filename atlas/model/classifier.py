@@ -9,6 +9,7 @@ of the model it was converted from (an ONNX tensor or node, recorded in the node
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from atlas.model.catalogue import source_name, topological_order
 if TYPE_CHECKING:
     from tensorflow.core.framework import graph_pb2
 
+    from atlas.model.graph import Model
     from atlas.model.source import ModelSource
 
 SOFTMAX = "Softmax"
@@ -64,6 +66,21 @@ def model_logits(source: ModelSource, graph: graph_pb2.GraphDef) -> str | None:
     return named_logits(graph, source.logits) if source.logits else logits_node(graph)
 
 
+def class_count(model: Model) -> int | None:
+    """How many classes the model's classifier has (the width of its logits, from the shapes TensorFlow infers
+    when tracing them, else from one 224 px image); None without a classifier. The logits are `model_logits`'."""
+    node = model_logits(model.source, model.graph_def)
+    if node is None:
+        return None
+    function = model.layers_fn([node])
+    shape = function.get_concrete_function().structured_outputs[0].shape
+    if None in shape[1:]:
+        import numpy as np
+
+        shape = function(np.zeros((1, 224, 224, 3), np.float32))[0].shape
+    return int(math.prod(shape[1:]))
+
+
 def class_labels(source: ModelSource, count: int) -> list[str]:
     """The names of a classifier's `count` classes: the source's `labels` ("imagenet": the shipped names, first lemma;
     else a file with one name a line), the model's label file (inception5h's 1008 lines), the shipped ImageNet
@@ -72,12 +89,55 @@ def class_labels(source: ModelSource, count: int) -> list[str]:
     if source.labels == IMAGENET:
         names = imagenet_names()
     elif source.labels:
-        names = [line.strip() for line in Path(source.labels).read_text(encoding="utf-8").splitlines()]
+        names = label_lines(Path(source.labels))
     elif source.labels_path is not None and Path(source.labels_path).is_file():
         names = [line.strip() for line in Path(source.labels_path).read_text(encoding="utf-8").splitlines()]
     elif source.spec.startswith(KERAS_PREFIX) and count == IMAGENET_COUNT:
         names = imagenet_names()
     return [names[i] if i < len(names) and names[i] else f"class {i}" for i in range(count)]
+
+
+def given_labels(value: str) -> str:
+    """A --labels value as `ModelSource.labels` keeps it: `imagenet`, or a label file's absolute path, checked to
+    name at least one class (one name a line)."""
+    value = value.strip()
+    if value == IMAGENET:
+        return value
+    path = Path(value).expanduser().resolve()
+    try:
+        names = label_lines(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UserError(f"--labels {value}: cannot read {path} ({why}); give imagenet or a text file with one class "
+                        "name a line") from None
+    if not names:
+        raise UserError(f"--labels {value}: {path} names no class; give imagenet or a text file with one class "
+                        "name a line")
+    return str(path)
+
+
+def label_lines(path: Path) -> list[str]:
+    """A label file's names, one a line, without the blank lines at its end."""
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    return names
+
+
+def check_labels(model: Model) -> None:
+    """The labels given for a model (`ModelSource.labels`) must name each of its classifier's classes: one line
+    naming both counts otherwise, or saying that the model has no classifier."""
+    given = model.source.labels
+    if given is None:
+        return
+    count = class_count(model)
+    if count is None:
+        raise UserError(f"--labels {given}: {model.spec} has no classifier (no softmax) whose classes they could "
+                        "name; leave out --labels, or name its logits with --logits NODE")
+    names = IMAGENET_COUNT if given == IMAGENET else len(label_lines(Path(given)))
+    if names != count:
+        raise UserError(f"--labels {given}: {names} names for the {count} classes of {model.spec}'s classifier; "
+                        f"give a file with {count} lines, one class name a line, in the classifier's order")
 
 
 def labels_of(source: ModelSource, indices: list[int]) -> list[str]:

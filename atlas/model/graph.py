@@ -45,6 +45,7 @@ LayerFn = Callable[[tf.Tensor], tf.Tensor]
 LayersFn = Callable[[tf.Tensor], tuple[tf.Tensor, ...]]
 PatchedFn = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, ...]]  # (images, a layer's value) -> targets
 GradientsFn = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor, tuple[tf.Tensor, ...], tuple[tf.Tensor, ...]]]
+PathGradientsFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]  # (images, a layer's value, classes)
 PRECISIONS = {"float32": tf.float32, "bfloat16": tf.bfloat16}
 # No bfloat16 kernel on every CPU build (LRN; Rsqrt and Sqrt of a batch norm's variance, which also lose most of
 # their precision in bfloat16): computed in float32 inside a bfloat16 model.
@@ -191,6 +192,7 @@ class Model:
     _multi: dict[tuple[tuple[str, ...], str], LayersFn] = field(default_factory=dict, repr=False)
     _patched: dict[tuple, PatchedFn] = field(default_factory=dict, repr=False)
     _gradients: dict[tuple, GradientsFn] = field(default_factory=dict, repr=False)
+    _paths: dict[tuple, PathGradientsFn] = field(default_factory=dict, repr=False)
     _between: dict[tuple[str, str], Callable[[tf.Tensor, tf.Tensor], tf.Tensor]] = field(default_factory=dict,
                                                                                          repr=False)
     _order: list[node_def_pb2.NodeDef] = field(default_factory=list, repr=False)
@@ -336,6 +338,28 @@ class Model:
 
             self._gradients[key] = _image_function(gradients)
         return self._gradients[key]
+
+    def path_gradients_fn(self, layer: str, logits: str, k: int, linear: bool = False) -> PathGradientsFn:
+        """The function (images 0..255, a value of `layer`'s tensor [N, H, W, C], class indices [N, k] int32) ->
+        the gradients of each photo's k class logits (from the node `logits`) with respect to the value
+        [N, k, H, W, C], the network above the layer evaluated at the value (`patched_fn`: its sibling branches
+        from the images; `linear` linearises it): what integrated gradients average along a path. Built once."""
+        key = (self.tensor_name(layer), self.tensor_name(logits), k, linear)
+        if key not in self._paths:
+            forward = self._forward((key[1],), linear=linear, patch=key[0])
+
+            def gradients(images: tf.Tensor, value: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+                with tf.GradientTape(persistent=True) as tape:
+                    tape.watch(value)
+                    scores = forward(images, value)[0]
+                    picked = tf.gather(tf.reshape(scores, [tf.shape(scores)[0], -1]), classes, batch_dims=1)
+                    sums = [tf.reduce_sum(picked[:, j]) for j in range(k)]
+                return _stacked_gradients(tape, sums, [value])[0]
+
+            self._paths[key] = tf.function(gradients, input_signature=[
+                tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None, None, None, None], tf.float32),
+                tf.TensorSpec([None, k], tf.int32)], reduce_retracing=True, autograph=False)
+        return self._paths[key]
 
     def between_fn(self, lower: str, upper: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
         """The function (images 0..255, flat positions [P] int32 of `upper`'s map) -> [N, P, h, w]: for each of
@@ -504,14 +528,24 @@ def _image_function(forward: Callable[[tf.Tensor], object]) -> Callable[[tf.Tens
 
 
 def load_model(spec: str | None = None, preprocess: Preprocess | str | dict | None = None,
-               logits: str | None = None) -> Model:
+               labels: str | None = None, logits: str | None = None) -> Model:
     """Resolve `spec` (see `atlas.model.source.resolve`; a Keras model is frozen once and cached), parse the graph
     and catalogue it. `preprocess` (a Preprocess, a scheme name, `mean=...` text or a mapping) overrides the
-    model's own; a Keras or ONNX file needs it. `logits` names the classifier's logits node (--logits)."""
+    model's own; a Keras or ONNX file needs it. `labels` (`imagenet` or a file with one class name a line) override
+    the model's class names, checked to name each of its classifier's classes; `logits` names the node holding the
+    classifier's logits (--logits), checked to be in the graph."""
+    from dataclasses import replace
+
+    from atlas.model.classifier import check_labels, given_labels
     from atlas.model.preprocess import parse_preprocess
 
-    source = resolve(spec, None if preprocess is None else parse_preprocess(preprocess), logits)
-    return load_model_bytes(read_graph_bytes(source), source)
+    names = None if labels is None else given_labels(labels)  # a missing file is told before a model is built
+    source = resolve(spec, None if preprocess is None else parse_preprocess(preprocess))
+    source = replace(source, labels=names or source.labels, logits=logits.strip() if logits else source.logits)
+    model = load_model_bytes(read_graph_bytes(source), source)
+    if names is not None:
+        check_labels(model)
+    return model
 
 
 def load_model_bytes(data: bytes, source: ModelSource | str, preprocess: Preprocess | None = None) -> Model:

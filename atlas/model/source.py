@@ -87,14 +87,13 @@ def names_a_path(spec: str) -> bool:
                 or spec.startswith((SYNTHETIC + ":", KERAS_PREFIX)))
 
 
-def resolve(spec: str | None, preprocess: Preprocess | None = None, logits: str | None = None) -> ModelSource:
+def resolve(spec: str | None, preprocess: Preprocess | None = None) -> ModelSource:
     """Turn a --model value into a ModelSource, downloading inception5h if it is not cached yet and freezing a
     Keras model (converting an ONNX one) if its frozen graph is not cached yet; `preprocess` overrides the model's
-    own (a Keras or ONNX file has none and needs it); `logits` names the classifier's logits (--logits)."""
+    own (a Keras or ONNX file has none and needs it). Labels and logits given by the user are set by
+    `atlas.model.graph.load_model`."""
     from dataclasses import replace
 
-    if logits:
-        return replace(resolve(spec, preprocess), logits=logits.strip())
     spec = (spec or default_spec()).strip()
     if spec == DEFAULT_MODEL:
         source = _inception5h()

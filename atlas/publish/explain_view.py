@@ -27,6 +27,7 @@ from atlas.run.explainfiles import (
     ExplainIndex,
     ExplainLayer,
     LayerExplanation,
+    attribution_of,
     group_render,
     has_explanations,
     layer_file,
@@ -163,6 +164,7 @@ class PhotoView:
 
     photo: ExplainedPhoto
     panels: list[LayerPanel]
+    attribution: str = "activation × gradient of the class logit"  # what it is (explainfiles.attribution_of)
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,7 @@ class Explained:
         """Everything a photo page shows (reads the photo's arrays)."""
         panels = [self.panel(photo, self.index.layers[name], self.read(photo, name))
                   for name in self.layers_of(photo)]
-        return PhotoView(photo, panels)
+        return PhotoView(photo, panels, attribution_of(self.index.settings))
 
     def panel(self, photo: ExplainedPhoto, layer: ExplainLayer, data: LayerExplanation) -> LayerPanel:
         classes = photo_classes(photo, data)

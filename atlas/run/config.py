@@ -11,19 +11,24 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from atlas.errors import UserError
 from atlas.images import PHOTOS_DIR, SHIPPED_FOLDER, SHIPPED_PHOTOS, photo_credit, photo_path
 from atlas.model.catalogue import AnyLayer, BlockOutput, Layer, find_layer, in_order
+from atlas.model.classifier import IMAGENET
 from atlas.model.selection import check_channels, parse_channels
 from atlas.model.source import MODEL_HELP, names_a_path
 from atlas.render.settings import RenderSettings
 from atlas.run.manifest import FOURIER_MODE, NOISE, Mode
+from atlas.run.plans import DEFAULT_BASELINE, IG_STEPS, ZERO_BASELINE
 from atlas.shipped import config_name, file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate
+
+if TYPE_CHECKING:
+    from atlas.model.graph import Model
 
 _Strict = ConfigDict(extra="forbid")
 
@@ -98,19 +103,21 @@ class ExplainConfig(BaseModel):
 
     model_config = _Strict
     folder: str
-    layers: list[str] = Field(default_factory=lambda: ["mixed4a", "mixed4d"], min_length=1)
+    layers: list[str] | None = Field(default=None, min_length=1)  # None: the model's default (atlas.run.plan)
     classes: int = Field(default=5, ge=0, le=100)  # top classes attributed
     groups: int = Field(default=6, ge=1, le=32)  # neuron groups (NMF components)
     top: int = Field(default=6, ge=1, le=64)  # channels per position in the dictionary
     size: int = Field(default=224, ge=32, le=2048)  # the photo's centred square in the network's input
     batch_size: int = Field(default=8, ge=1)  # photos per forward and backward pass
-    between: bool = True  # also the attribution between consecutive layers
+    baseline: str = Field(default=DEFAULT_BASELINE, min_length=1)  # zero, or a folder of photos (`photos`)
+    ig_steps: int = Field(default=IG_STEPS, ge=0, le=1024)  # integrated gradients' steps; 0: the gradient at a photo
+    between: bool = False  # also the attribution between consecutive layers (15 times the cost of the rest)
     render: bool = True  # false: the arrays only (no group renders, no missing channel renders)
 
     @field_validator("layers", mode="after")
     @classmethod
-    def _layers(cls, layers: list[str]) -> list[str]:
-        if len(set(layers)) != len(layers):
+    def _layers(cls, layers: list[str] | None) -> list[str] | None:
+        if layers is not None and len(set(layers)) != len(layers):
             raise ValueError("lists a layer twice")
         return layers
 
@@ -185,14 +192,16 @@ class FourierConfig(BaseModel):
 
 
 class ModelConfig(BaseModel):
-    """`model: {path: ..., preprocess: ..., logits: ...}`: a model (anything --model takes), how its input is made
-    from RGB pixels 0..255 (a scheme name such as caffe, or {mean, std, bgr}; docs/own-model.md), and optionally the
-    node holding its classifier's logits (as --logits)."""
+    """`model: {path: ..., preprocess: ..., labels: ..., logits: ...}`: a model (anything --model takes), how its
+    input is made from RGB pixels 0..255 (a scheme name such as caffe, or {mean, std, bgr}; docs/own-model.md), the
+    names of its classes (`imagenet`, or a file with one name a line) and the node holding its classifier's logits
+    (as --logits), each optional."""
 
     model_config = _Strict
     path: str
     preprocess: Union[str, dict[str, Any], None] = None
-    logits: str | None = None
+    labels: str | None = Field(default=None, min_length=1)
+    logits: str | None = Field(default=None, min_length=1)
 
 
 KEYWORDS = ("all", "blocks")  # in `layers:`: every conv layer; every block output
@@ -234,9 +243,20 @@ class SweepConfig(BaseModel):
         return None if isinstance(self.model, str) else self.model.preprocess
 
     @property
+    def model_labels(self) -> str | None:
+        """The config's names of the model's classes, if it gives them."""
+        return None if isinstance(self.model, str) else self.model.labels
+
+    @property
     def model_logits(self) -> str | None:
         """The node the config names as the classifier's logits, if it names one."""
         return None if isinstance(self.model, str) else self.model.logits
+
+    def load_model(self) -> Model:
+        """The config's model with its preprocessing, labels and logits (`atlas.model.graph.load_model`)."""
+        from atlas.model.graph import load_model
+
+        return load_model(self.model_spec, self.model_preprocess, labels=self.model_labels, logits=self.model_logits)
 
     @field_validator("photos", mode="after")
     @classmethod
@@ -330,13 +350,21 @@ def load_config(path: str | Path) -> LoadedConfig:
         examples_folder = examples_folder_of(config.examples.folder, path)
     map_folder = examples_folder_of(config.map.folder, path, "map") if config.map else None
     explain_folder = explain_path_of(config.explain.folder, path) if config.explain else None
+    if config.explain:
+        baseline = baseline_of(config.explain.baseline, path)
+        config = config.model_copy(update={"explain": config.explain.model_copy(update={"baseline": baseline})})
     return LoadedConfig(path=path, config=config, name=name, run_folder=base / name, photos=photos,
                         examples_folder=examples_folder, map_folder=map_folder, explain_folder=explain_folder)
 
 
 def _model_beside(config: SweepConfig, config_path: Path) -> SweepConfig:
-    """The config with its model's path (`model: my_net.keras` or `model: {path: ...}`) made absolute, a relative
-    one starting at the config file's folder; inception5h, synthetic and keras:NAME stay as they are."""
+    """The config with its model's path (`model: my_net.keras` or `model: {path: ...}`) and label file made
+    absolute, a relative one starting at the config file's folder; inception5h, synthetic, keras:NAME and the
+    zoo's names (and labels: imagenet) stay as they are."""
+    labels = config.model_labels
+    if labels is not None and labels != IMAGENET:
+        where = _relative_to(config_path, labels)
+        config = config.model_copy(update={"model": config.model.model_copy(update={"labels": str(where)})})
     given = config.model_spec
     if not names_a_path(given):
         return config
@@ -355,26 +383,41 @@ def examples_folder_of(folder: str, config_path: Path | None = None, key: str = 
 
     if folder == PROBES:
         return folder
-    where = _relative_to(config_path, folder) if config_path else Path(folder).expanduser()
-    if folder == SHIPPED_FOLDER and not where.exists():
-        return str(PHOTOS_DIR)
-    if not where.is_dir():
-        origin = f"{config_path}: {key}: " if config_path else ""
-        raise UserError(f"{origin}folder {folder}: no such folder; give a folder of photos, `photos` for the "
-                        "shipped ones, or `probes` for the built-in teaching probes")
-    return str(where.resolve())
+    return _on_disk(folder, config_path, key, f"folder {folder}: no such folder; give a folder of photos, `photos` "
+                    "for the shipped ones, or `probes` for the built-in teaching probes", {SHIPPED_FOLDER: PHOTOS_DIR})
 
 
 def explain_path_of(photo: str, config_path: Path | None = None) -> str:
     """A photo or folder of photos to explain as given (in a config: relative to the current folder, else to the
     config), checked to exist."""
-    where = _relative_to(config_path, photo) if config_path else Path(photo).expanduser()
-    if not where.exists() and (photo == SHIPPED_FOLDER or photo in SHIPPED_PHOTOS):
-        return str(PHOTOS_DIR if photo == SHIPPED_FOLDER else photo_path(photo))
-    if not where.exists():
-        origin = f"{config_path}: explain: " if config_path else ""
-        raise UserError(f"{origin}{photo}: no such photo or folder; give photo files or folders of photos, "
-                        "`photos` for the shipped ones, or a shipped photo's name (chelsea)")
+    shipped = {SHIPPED_FOLDER: PHOTOS_DIR, **{name: photo_path(name) for name in SHIPPED_PHOTOS}}
+    return _on_disk(photo, config_path, "explain", f"{photo}: no such photo or folder; give photo files or folders "
+                    "of photos, `photos` for the shipped ones, or a shipped photo's name (chelsea)", shipped,
+                    folder=False)
+
+
+def baseline_of(baseline: str, config_path: Path | None = None) -> str:
+    """An explain baseline as given: `zero` as it is, else a folder of photos (in a config: relative to the current
+    folder, else to the config), checked to exist and made absolute; `photos`, the shipped ones' folder, stays
+    `photos`."""
+    if baseline == ZERO_BASELINE:
+        return baseline
+    found = _on_disk(baseline, config_path, "explain", f"baseline {baseline}: no such folder; give {ZERO_BASELINE}, "
+                     "`photos` for the shipped photos, or a folder of photos whose mean activation is the baseline",
+                     {SHIPPED_FOLDER: PHOTOS_DIR})
+    return SHIPPED_FOLDER if Path(found) == PHOTOS_DIR else found
+
+
+def _on_disk(given: str, config_path: Path | None, key: str, problem: str, shipped: dict[str, Path],
+             folder: bool = True) -> str:
+    """A path as given (in a config: relative to the current folder, else to the config), made absolute; a name of
+    `shipped` where nothing is at that path is its shipped file or folder; when no folder (or with `folder` False,
+    nothing) is there, one line: the config and its `key`, and `problem`."""
+    where = _relative_to(config_path, given) if config_path else Path(given).expanduser()
+    if not where.exists() and given in shipped:
+        return str(shipped[given])
+    if not (where.is_dir() if folder else where.exists()):
+        raise UserError((f"{config_path}: {key}: " if config_path else "") + problem)
     return str(where.resolve())
 
 

@@ -102,7 +102,5 @@ def dry_run(loaded: LoadedConfig, shard: str | None = None, out: Any = None,
             gpus: list[int] | None = None) -> float:
     """What a sweep would do on the workers and devices it would use, and how long it would take; writes
     nothing. With GPUs, the step is measured on the first GPU visible to this process."""
-    from atlas.model.graph import load_model
-
-    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess, loaded.config.model_logits)
+    model = loaded.config.load_model()
     return estimate(resolve_plan(loaded, model, parse_shard(shard), gpus), model, out)

@@ -6,13 +6,16 @@
     explain/<sha256>/<layer>.npz            one photo at one layer: the arrays of `LayerExplanation`
     explain/<sha256>/<layer>-group-<i>.png  neuron group i, rendered with the direction objective of its channels
     explain/skipped.txt                     files the last pass could not read, with the reason
+    explain/baseline.json                   each layer's baseline (its mean activation per channel over the
+                                            reference photos), with what it was made from
 
 Arrays of `<layer>.npz` (H x W: the layer's map at the input size; C: its channels; k top classes; g groups; n
 channels per position in the dictionary). With no classifier, k = 0 and the class arrays are empty:
 
     classes [k] int32            class indices, best first
     logits [k] float32           their logits (before the softmax)
-    spatial [k, H, W] float32    per position, the sum over channels of activation x gradient of the class logit
+    spatial [k, H, W] float32    per position, the sum over channels of (activation - baseline) x gradient of the
+                                 class logit (integrated from the baseline: the index's settings, `attribution_of`)
     channels [k, C] float32      per channel, the same product summed over positions
     group_spatial [g, H, W]      NMF of the positions x channels activations: where each group fires ...
     group_channels [g, C]        ... and what it is; group_spatial x group_channels approximates the activations
@@ -33,10 +36,13 @@ from typing import Any
 import numpy as np
 
 from atlas.errors import UserError
+from atlas.images import SHIPPED_FOLDER
+from atlas.run.plans import ZERO_BASELINE
 
 EXPLAIN_DIR = "explain"
 INDEX_FILE = f"{EXPLAIN_DIR}/index.json"
 EXPLAIN_SKIPPED_FILE = f"{EXPLAIN_DIR}/skipped.txt"
+BASELINE_FILE = f"{EXPLAIN_DIR}/baseline.json"
 PHOTO_FILE = "photo.jpg"
 INDEX_VERSION = 1
 ARRAYS = ("classes", "logits", "spatial", "channels", "group_spatial", "group_channels", "group_classes",
@@ -162,6 +168,23 @@ class LayerExplanation:
         out = {name: getattr(self, name) for name in ARRAYS}
         out.update({f"{BETWEEN_PREFIX}{lower}": a for lower, a in self.between.items()})
         return out
+
+
+def attribution_of(settings: dict[str, Any]) -> str:
+    """What the index's attribution is, in words for the pages and posters (an index made before baselines is
+    activation x the gradient at the photo)."""
+    baseline = settings.get("baseline", ZERO_BASELINE)
+    steps = int(settings.get("ig_steps", 0))
+    moved = "activation"
+    if baseline != ZERO_BASELINE:
+        count = settings.get("reference_photos")
+        photos = f"{count} " if count else ""
+        where = f"the {photos}shipped photos" if baseline == SHIPPED_FOLDER else \
+            f"the {photos}photos of {Path(baseline).name}"
+        moved = f"(activation − its mean over {where})"
+    if not steps:
+        return f"{moved} × gradient of the class logit"
+    return f"{moved} × gradient of the class logit, integrated from the baseline ({steps} steps)"
 
 
 def has_explanations(run_folder: str | Path) -> bool:

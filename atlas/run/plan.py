@@ -20,7 +20,7 @@ from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.render import devices
 from atlas.render.devices import Device
 from atlas.render.settings import RenderSettings
-from atlas.run.config import LoadedConfig, examples_folder_of, select_channels, select_layers
+from atlas.run.config import LoadedConfig, baseline_of, examples_folder_of, select_channels, select_layers
 from atlas.run.layout import Layout, resolve_cluster_layout, resolve_layout
 from atlas.run.manifest import NOISE, CentreUnits, Mode, image_paths, recorded_hashes
 from atlas.run.plans import CircuitsPlan, ExamplesPlan, ExplainPlan, MapPlan, default_cell_settings
@@ -78,6 +78,8 @@ class RunPlan:
     planned: dict[str, dict[str, str]] = field(default_factory=dict)  # mode id -> layer -> the channels the
     # config asks for, as a selection ("0-15,20"), over every shard: what the site counts as missing
     model_preprocess: dict[str, Any] = field(default_factory=dict)  # how pixels become the model's input
+    model_labels: str | None = None  # the names of its classes: imagenet or a label file (ModelSource.labels)
+    model_logits: str | None = None  # the node it names as its classifier's logits (ModelSource.logits)
     blocks: list[BlockOutput] = field(default_factory=list)  # every block output of the model (run.json: `blocks`)
 
     def settings_for(self, mode: str) -> RenderSettings:
@@ -212,10 +214,32 @@ def layer_depth(model: Any, name: str) -> int:
     return found.depth if found is not None else -1
 
 
+GOOGLENET_EXPLAIN = ("mixed4a", "mixed4d")  # the article's layers, GoogLeNet's default
+EXPLAIN_DEPTHS = (0.4, 0.7)  # any other model's: the units nearest these fractions of its depth (docs/explain.md)
+
+
+def default_explain_layers(model: Any) -> tuple[str, ...]:
+    """The layers a model is explained at by default: GoogLeNet's `mixed4a mixed4d` (the article's); for any other
+    model, the unit nearest each fraction of EXPLAIN_DEPTHS of the deepest catalogued layer's depth (convolutions
+    from the input; ties: the deeper), among its block outputs (its concats and residual sums) when it has at
+    least two, else among its catalogued layers. On GoogLeNet the rule picks mixed4a and mixed4d too (9 and 15 of
+    21)."""
+    names = {block.name for block in model.blocks}
+    if set(GOOGLENET_EXPLAIN) <= names:
+        return GOOGLENET_EXPLAIN
+    units = [(b.depth, b.name) for b in model.blocks] if len(model.blocks) >= len(EXPLAIN_DEPTHS) else \
+        [(layer.depth, layer.name) for layer in model.layers]
+    deepest = max(layer.depth for layer in model.layers)
+    chosen = [min(units, key=lambda unit: (abs(unit[0] - fraction * deepest), -unit[0]))[1]
+              for fraction in EXPLAIN_DEPTHS]
+    return tuple(dict.fromkeys(chosen))
+
+
 def resolve_explain(photos: list[str] | tuple[str, ...], model: Any, seed: int = 0, **given: Any) -> ExplainPlan:
     """The explain pass over `photos` (files and folders, checked to exist): `given` holds ExplainConfig fields
     (None or left out: the default); layers are checked against the model (catalogued layers or block outputs,
-    a mistyped one is one line with suggestions) and ordered low to high."""
+    a mistyped one is one line with suggestions; left out: `default_explain_layers`) and ordered low to high; a
+    baseline folder is checked to exist (relative to the current folder)."""
     from atlas.run.config import ExplainConfig, explain_path_of
 
     if not photos:
@@ -224,13 +248,14 @@ def resolve_explain(photos: list[str] | tuple[str, ...], model: Any, seed: int =
     found = tuple(dict.fromkeys(explain_path_of(photo) for photo in photos))
     spec = validate(ExplainConfig, {"folder": found[0], **{k: v for k, v in given.items() if v is not None}},
                     "explain")
-    tensors = [model.tensor_name(name) for name in spec.layers]  # unknown: one line with suggestions
+    chosen = spec.layers or list(default_explain_layers(model))
+    tensors = [model.tensor_name(name) for name in chosen]  # unknown: one line with suggestions
     if len(set(tensors)) != len(tensors):
-        raise UserError(f"explain: layers lists a layer twice ({', '.join(spec.layers)})")
-    layers = tuple(sorted(spec.layers, key=lambda name: layer_depth(model, name)))  # stable: ties as given
+        raise UserError(f"explain: layers lists a layer twice ({', '.join(chosen)})")
+    layers = tuple(sorted(chosen, key=lambda name: layer_depth(model, name)))  # stable: ties as given
     return ExplainPlan(photos=found, layers=layers, classes=spec.classes, groups=spec.groups, top=spec.top,
-                       seed=seed, size=spec.size, batch_size=spec.batch_size, between=spec.between,
-                       render=spec.render)
+                       seed=seed, size=spec.size, batch_size=spec.batch_size, baseline=baseline_of(spec.baseline),
+                       ig_steps=spec.ig_steps, between=spec.between, render=spec.render)
 
 
 def resolve_config_explain(loaded: LoadedConfig, model: Any, folder: str | None = None) -> ExplainPlan | None:
@@ -297,6 +322,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path,
                    config=config_name(loaded.path), model_spec=model.spec,
                    model_sha256=model.sha256, model_preprocess=model.preprocess.to_dict(),
+                   model_labels=model.source.labels, model_logits=model.source.logits,
                    catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples, map=maps,

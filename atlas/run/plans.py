@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from atlas.images import SHIPPED_FOLDER
 from atlas.render.settings import RenderSettings
 
 EXAMPLES_FORMAT = 1  # bump when the meaning of recorded examples changes
@@ -108,6 +109,9 @@ class CircuitsPlan:
 
 EXPLAIN_FORMAT = 1  # bump when the meaning of the arrays of explain/<sha256>/<layer>.npz changes
 GROUP_PX = 96  # neuron groups' render size (icons, as map cells)
+ZERO_BASELINE = "zero"  # the article's: activation x gradient; else the mean activation over a folder of photos
+DEFAULT_BASELINE = SHIPPED_FOLDER  # `photos`: the mean over the shipped photos (atlas/data/photos)
+IG_STEPS = 16  # integrated gradients' steps: the sums within 0.75 of logit(x) - logit(baseline) (docs/explain.md)
 
 
 def default_group_settings() -> RenderSettings:
@@ -128,17 +132,21 @@ class ExplainPlan:
     seed: int = 0  # of NMF and of the group renders
     size: int = 224  # the network's input: the photo's centred square at this size
     batch_size: int = 8  # photos per forward and backward pass
-    between: bool = True  # also the attribution between consecutive layers (into the upper one's npz)
+    baseline: str = DEFAULT_BASELINE  # attribution is (activation - baseline) x gradient: zero, photos, a folder
+    ig_steps: int = IG_STEPS  # the gradient integrated from the baseline over this many steps; 0: at the photo
+    between: bool = False  # also the attribution between consecutive layers (into the upper one's npz)
     render: bool = True  # also render the neuron groups and the channels the pages show that the run lacks
     group_render: RenderSettings = field(default_factory=default_group_settings)
     power: float = 3.0  # of the cosine in the groups' direction objective (as map cells)
 
-    def settings_hash(self, model_key: str) -> str:
+    def settings_hash(self, model_key: str, reference: str = "") -> str:
         """Everything that changes a photo's arrays at a layer: the weights and preprocessing, the input size, the
-        counts, the seed (the layers and photos are per file)."""
+        counts, the seed, the baseline and its reference photos (`reference`: their listing's digest; the layers
+        and photos are per file)."""
         blob = json.dumps({"model": model_key, "size": self.size, "classes": self.classes, "groups": self.groups,
-                           "top": self.top, "seed": self.seed, "between": self.between,
-                           "format": EXPLAIN_FORMAT}, sort_keys=True)
+                           "top": self.top, "seed": self.seed, "between": self.between, "baseline": self.baseline,
+                           "reference": reference, "ig_steps": self.ig_steps, "format": EXPLAIN_FORMAT},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def group_hash(self, settings_hash: str) -> str:

@@ -74,9 +74,10 @@ def prepare_run_folder(plan: RunPlan, versions_json: str, sweep_stale: bool = Tr
                 with atomic_path(target) as tmp:
                     shutil.copyfile(plan.photos[mode.id], tmp)
     write_run_info(folder, plan.name, {"spec": plan.model_spec, "sha256": plan.model_sha256,
-                                       "preprocess": plan.model_preprocess}, plan.catalogue,
-                   plan.modes, plan.run_settings(), plan.centre_units, versions=json.loads(versions_json),
-                   planned=plan.planned, blocks=plan.blocks)
+                                       "preprocess": plan.model_preprocess, "labels": plan.model_labels,
+                                       "logits": plan.model_logits},
+                   plan.catalogue, plan.modes, plan.run_settings(), plan.centre_units,
+                   versions=json.loads(versions_json), planned=plan.planned, blocks=plan.blocks)
 
 
 @dataclass
@@ -103,9 +104,7 @@ class Summary:
 def sweep(loaded: LoadedConfig, shard: str | None = None, backend: str | None = None,
           scheduler: str | None = None, out: Any = None, gpus: list[int] | None = None) -> Summary:
     """Run (or resume) the sweep a config describes; returns what happened. `gpus` overrides the config's."""
-    from atlas.model.graph import load_model
-
-    model = load_model(loaded.config.model_spec, loaded.config.model_preprocess, loaded.config.model_logits)
+    model = loaded.config.load_model()
     with plan_and_client(loaded, model, parse_shard(shard), gpus, backend, scheduler) as (plan, client):
         return run_sweep(plan, model, client, out)
 

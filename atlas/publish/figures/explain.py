@@ -148,7 +148,7 @@ class Page:
 
 def explain_layout(run: Run, spec: Any) -> FigureLayout:
     """The poster of `spec.explained` at `spec.layer` (see the module docstring)."""
-    from atlas.run.explainfiles import read_explanation, read_index
+    from atlas.run.explainfiles import attribution_of, read_explanation, read_index
 
     index = read_index(run.folder)
     photo, layer = find_explained(index, spec.explained or "", spec.layer or "")
@@ -173,7 +173,8 @@ def explain_layout(run: Run, spec: Any) -> FigureLayout:
     x = MARGIN
     dictionary_column(page, x, y, bottom, picture, data, channels, spec.value("positions"))
     x += DICTIONARY_W + COLUMN_GAP
-    attribution_column(page, x, y, bottom, picture, data, channels, top, index.classifier)
+    attribution_column(page, x, y, bottom, picture, data, channels, top, index.classifier,
+                       attribution_of(index.settings))
     x += ATTRIBUTION_W + COLUMN_GAP
     groups_column(page, x, y, bottom, WIDTH - MARGIN - x, run.folder, photo, data, top)
     return FigureLayout(spec.name, "explain", WIDTH, HEIGHT, title, page.texts, page.panels, page.patches,
@@ -251,11 +252,13 @@ def dictionary_column(page: Page, x: float, y: float, bottom: float, picture: Pa
 
 
 def attribution_column(page: Page, x: float, y: float, bottom: float, picture: Path, data: LayerExplanation,
-                       channels: Channels, top: list[tuple[int, str, float]], classifier: str | None) -> None:
-    """Per top class: its label and logit, where it comes from (a heatmap) and which channels add and take most."""
+                       channels: Channels, top: list[tuple[int, str, float]], classifier: str | None,
+                       words: str) -> None:
+    """Per top class: its label and logit, where it comes from (a heatmap of `words`, what the attribution is) and
+    which channels add and take most."""
     y = heading(page, x, y, ATTRIBUTION_W, "Attribution to the top classes",
-                "heatmap: activation × gradient of the class logit at each position (red adds, blue takes away, "
-                "one scale for every class); renders: the channels that add most (+) and take most (−)")
+                f"heatmap: {words} per position (red adds, blue takes away); renders: the channels adding (+), "
+                "taking (−) most")
     if not top:
         why = ("the model has no classifier" if classifier is None and not len(data.classes)
                else "the photo has no classes")
