@@ -31,14 +31,17 @@ class _Parser(argparse.ArgumentParser):
 def _model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="inception5h (default, or $ATLAS_MODEL), synthetic[:SCALE], keras:NAME (e.g. "
-                        "keras:ResNet50), or a path to a .keras, .h5, .pb or .zip file or a SavedModel folder")
+                        "keras:ResNet50), or a path to a .keras, .h5, .onnx, .pb or .zip file or a SavedModel folder")
     parser.add_argument("--preprocess", default=None,
                         help="how RGB pixels 0..255 become the model's input: caffe, tf, torch, none, or "
-                        "'mean=M[,M,M] std=S[,S,S] bgr' (pixel units) or JSON; a Keras file needs it "
+                        "'mean=M[,M,M] std=S[,S,S] bgr' (pixel units) or JSON; a Keras or ONNX file needs it "
                         "(docs/own-model.md)")
     parser.add_argument("--labels", metavar="imagenet|FILE", default=None,
                         help="the names of the classifier's classes: imagenet (the 1000 ImageNet classes, "
                         "Keras's order) or a text file with one name a line (docs/own-model.md)")
+    parser.add_argument("--logits", default=None, metavar="NODE",
+                        help="the node (or ONNX tensor) holding the classifier's logits, where the graph has no final "
+                        "softmax to find them by (docs/own-model.md#the-classifier)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,17 +171,24 @@ def _examples_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_model(run_folder: Path, args: argparse.Namespace) -> Model:
     """The model of a pass into `run_folder`: the run's own (as its run.json records it) unless --model names
-    another; its recorded preprocessing and labels unless --preprocess and --labels give them."""
+    another; its recorded preprocessing, labels and logits unless --preprocess, --labels and --logits give them."""
     from atlas.model.graph import load_model
     from atlas.run.manifest import RUN_FILE, read_run_info
 
-    spec, preprocess, labels = args.model, args.preprocess, args.labels
+    spec, preprocess, labels, logits = args.model, args.preprocess, args.labels, args.logits
     if (run_folder / RUN_FILE).is_file():
         recorded = read_run_info(run_folder).get("model", {})
         if spec is None or spec == recorded.get("spec"):
             spec, preprocess = recorded.get("spec", spec), preprocess or recorded.get("preprocess")
-            labels = labels or recorded.get("labels")
-    return load_model(spec, preprocess, labels)
+            labels, logits = labels or recorded.get("labels"), logits or recorded.get("logits")
+    return load_model(spec, preprocess, labels=labels, logits=logits)
+
+
+def given_model(args: argparse.Namespace) -> Model:
+    """The model --model, --preprocess, --labels and --logits name (`atlas.model.graph.load_model`)."""
+    from atlas.model.graph import load_model
+
+    return load_model(args.model, args.preprocess, labels=args.labels, logits=args.logits)
 
 
 def cmd_examples(args: argparse.Namespace) -> None:
@@ -394,9 +404,7 @@ def format_layers(layers: list, fmt: str, preprocess: object = None, blocks: Seq
 
 
 def cmd_layers(args: argparse.Namespace) -> None:
-    from atlas.model.graph import load_model
-
-    model = load_model(args.model, args.preprocess, args.labels)
+    model = given_model(args)
     print(format_layers(model.layers, args.format, model.preprocess, model.blocks))
 
 
@@ -407,7 +415,6 @@ def cmd_dream(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from atlas.images import load_photo, save_image
-    from atlas.model.graph import load_model
     from atlas.model.selection import WHOLE_LAYER, parse_channels
     from atlas.render.loop import render_channels, tensor_channels
     from atlas.render.settings import RenderSettings, with_overrides
@@ -425,7 +432,7 @@ def cmd_dream(args: argparse.Namespace) -> None:
         raise UserError("--photo works with --method deepdream and no --diversity; the fourier method and "
                         "facets start from noise")
     photo = load_photo(args.photo) if args.photo else None
-    model = load_model(args.model, args.preprocess, args.labels)
+    model = given_model(args)
     name = model.tensor_name(args.layer)  # the graph node (a Keras layer's is a path: model/layer/op)
     label = args.layer.replace("/", "_")  # as the user named it: files are LABEL-CCCC.png
     count = tensor_channels(model, name)
@@ -500,11 +507,10 @@ def format_circuit(circuit: object, fmt: str) -> str:
 
 def cmd_weights(args: argparse.Namespace) -> None:
     from atlas.model.circuits import unit_circuit
-    from atlas.model.graph import load_model
 
     if args.top < 1:
         raise UserError(f"--top {args.top}: give at least 1")
-    model = load_model(args.model, args.preprocess, args.labels)
+    model = given_model(args)
     print(format_circuit(unit_circuit(model, args.layer, args.channel, args.top, args.kind), args.format))
 
 

@@ -160,7 +160,9 @@ def test_corrupt_missing_and_foreign_files_give_one_line(tmp_path, capsys):
     folder = tmp_path / "folder"
     folder.mkdir()
     assert "not a SavedModel" in _one_line_error(["layers", "--model", str(folder), "--preprocess", "tf"], capsys)
-    assert "unknown --model" in _one_line_error(["layers", "--model", str(tmp_path / "m.onnx")], capsys)
+    assert "unknown --model" in _one_line_error(["layers", "--model", str(tmp_path / "m.tflite")], capsys)
+    assert "not found" in _one_line_error(["layers", "--model", str(tmp_path / "m.onnx"), "--preprocess", "torch"],
+                                          capsys)  # an ONNX file (tests/test_onnx.py) that is not there
 
 
 def test_a_model_without_convolutions_is_refused(tmp_path, capsys):

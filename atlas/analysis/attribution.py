@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from atlas.errors import UserError
-from atlas.model.classifier import logits_node
+from atlas.model.classifier import model_logits
 from atlas.run.explainfiles import LayerExplanation
 
 if TYPE_CHECKING:
@@ -43,14 +43,16 @@ if TYPE_CHECKING:
 
 NMF_MAX_ITER = 400
 JACOBIAN_BYTES = 1 << 25  # per call of `between_layers`' jacobian (its rows: upper positions x the lower tensor)
-_CLASSIFIERS: dict[str, str | None] = {}  # model sha256 -> its logits node
+_CLASSIFIERS: dict[tuple[str, str | None], str | None] = {}  # (model sha256, logits named) -> its logits node
 
 
 def classifier(model: Model) -> str | None:
-    """The model's logits node (`atlas.model.classifier.logits_node`), read once per graph; None without one."""
-    if model.sha256 not in _CLASSIFIERS:
-        _CLASSIFIERS[model.sha256] = logits_node(model.graph_def)
-    return _CLASSIFIERS[model.sha256]
+    """The model's logits node (`atlas.model.classifier.model_logits`: the one its source names, else the input of
+    its final Softmax), read once per graph; None without one."""
+    key = (model.sha256, model.source.logits)
+    if key not in _CLASSIFIERS:
+        _CLASSIFIERS[key] = model_logits(model.source, model.graph_def)
+    return _CLASSIFIERS[key]
 
 
 def explain_batch(model: Model, layers: list[str], pixels: np.ndarray, classes: int = 5, top: int = 6,

@@ -89,8 +89,8 @@ LOCK_FILE = ".explain.lock"
 CHECKPOINT_SECONDS = 30.0  # at most this much work is lost (and done again) when a pass is killed
 CHECKPOINT_PHOTOS = 256  # ... or this many photos
 PHOTO_QUALITY = 90  # of explain/<sha256>/photo.jpg
-NO_CLASSIFIER = ("explain: attribution needs class logits and the model has no classifier (no softmax), so there is "
-                 "none; the dictionaries and neuron groups are made")
+NO_CLASSIFIER = ("explain: attribution needs class logits and the model has no classifier (no softmax; --logits NODE "
+                 "names one), so there is none; the dictionaries and neuron groups are made")
 
 
 @dataclass

@@ -37,22 +37,22 @@ from atlas.run.manifest import (
 
 def prepare_folder(run_folder: Path, model: Any) -> None:
     """Make `run_folder` a run folder of `model` if it is not one yet (one written before block outputs were
-    recorded gets them); refuse one of another model. The model's class labels are recorded (as last given), so
-    that the passes after it name the classes alike."""
+    recorded gets them); refuse one of another model. The model's class labels and named logits are recorded (as
+    last given), so that the passes after it name the classes and find the classifier alike."""
+    given = {"labels": model.source.labels, "logits": model.source.logits}
     if (run_folder / RUN_FILE).is_file():
         info = read_run_info(run_folder)
         recorded = info.get("model", {})
         if recorded.get("sha256") and recorded["sha256"] != model.sha256:
             raise UserError(f"{run_folder} was made with another model ({recorded.get('spec')}); "
                             "leave out --model to use the run's own, or pass another -o folder")
-        if BLOCKS not in info or recorded.get("labels") != model.source.labels:
+        if BLOCKS not in info or any(recorded.get(key) != value for key, value in given.items()):
             info[BLOCKS] = info.get(BLOCKS, [block.to_dict() for block in model.blocks])
-            rewrite_run_info(run_folder, {**info, "model": {**recorded, "labels": model.source.labels}})
+            rewrite_run_info(run_folder, {**info, "model": {**recorded, **given}})
         return
     write_run_info(run_folder, run_folder.name, {"spec": model.spec, "sha256": model.sha256,
-                                                 "preprocess": model.preprocess.to_dict(),
-                                                 "labels": model.source.labels}, model.layers, [], {},
-                   blocks=model.blocks)
+                                                 "preprocess": model.preprocess.to_dict(), **given},
+                   model.layers, [], {}, blocks=model.blocks)
     Manifest(run_folder / MANIFEST_FILE, create=True).close()
 
 

@@ -398,9 +398,11 @@ def _block_of(graph: _Graph, conv: str, merges: list[_Merge], reach: dict[str, s
 
 def _blocks(names: list[str]) -> list[str]:
     """Block of each layer by name, where the graph has no merges to read them from (and for layers after
-    the last merge): the name up to the first '_' after a number (`head0`, `block_16`, `block1`), else up to
+    the last merge): a PyTorch module path's parent module (`features.3.conv` -> `features.3`, a converted ONNX
+    model's names), else the name up to the first '_' after a number (`head0`, `block_16`, `block1`), else up to
     the first '_'; layers before the first prefix shared by several layers form the stem."""
-    prefixes = [(re.match(r"(.*?\d+[a-z]?)_", name) or re.match(r"([^_]*)", name)).group(1) for name in names]
+    prefixes = [name.rsplit(".", 1)[0] if "." in name else
+                (re.match(r"(.*?\d+[a-z]?)_", name) or re.match(r"([^_]*)", name)).group(1) for name in names]
     counts = {p: prefixes.count(p) for p in prefixes}
     first_block = next((i for i, p in enumerate(prefixes) if counts[p] > 1), len(prefixes))
     return [STEM if i < first_block else p for i, p in enumerate(prefixes)]

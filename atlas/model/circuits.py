@@ -52,7 +52,9 @@ INPUT = "input"  # the layer name of the image's colour channels as sources
 # broadcast gate or the same activation; IdentityN passes each input through): a source's channels are named
 # through them.
 CHANNEL_WISE = {"Relu", "Relu6", "LRN", "MaxPool", "AvgPool", "Identity", "BiasAdd", "Sigmoid", "Pad", "PadV2",
-                "MirrorPad", "Mul", "Add", "AddV2", "Sub", "RealDiv", "Maximum", "Mean", "Max", "IdentityN"}
+                "MirrorPad", "Mul", "Add", "AddV2", "Sub", "RealDiv", "Maximum", "Mean", "Max", "IdentityN",
+                "Minimum", "LeakyRelu", "Erf", "Tanh", "Pow", "Sqrt"}
+SHAPE_ONLY = {"OnesLike"}  # made from its input's shape alone (a converted average pool's count of pixels that count)
 DEFAULT_BATCH = 32
 EAGER_BATCHES = 4  # layers of at most this many batches run eagerly: tracing (about 1 s) would cost more
 
@@ -158,6 +160,8 @@ def _units(model: Model, name: str, nodes: dict, layers: dict[str, Layer], sums:
     if name == model.input:
         return tuple((INPUT, c) for c in range(model.layers[0].in_channels)), False
     node = nodes[name]
+    if node.op in SHAPE_ONLY:  # no channels of its own: an op reading it names them by its other input, as a gate's
+        return (), True
     inputs = [i for i in dict.fromkeys(_data_inputs(node)) if i in live]
     if node.op in CONCATS:
         return tuple(unit for part in inputs for unit in _units(model, part, nodes, layers, sums, live)[0]), False

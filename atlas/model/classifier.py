@@ -3,6 +3,8 @@
 The logits are the input of the model's final Softmax: GoogLeNet's `softmax2_pre_activation` (not its auxiliary
 heads' `softmax0`/`softmax1`, which hang off lower blocks), a Keras model's dense layer before its `predictions`
 softmax. A graph without a Softmax has no classifier (None): it still gets dictionaries and groups, no attribution.
+A model source may name its logits instead (`--logits NODE`, `ModelSource.logits`): a node of the graph, or a name
+of the model it was converted from (an ONNX tensor or node, recorded in the node's `SOURCE_NAMES` attribute).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ IMAGENET_CLASSES = Path(__file__).with_name("imagenet_classes.txt")  # wnid<TAB>
 IMAGENET_COUNT = 1000
 IMAGENET = "imagenet"  # ModelSource.labels: the shipped names
 KERAS_PREFIX = "keras:"
+SOURCE_NAMES = "_source_names"  # a converted graph's node attribute: its names in the model it was converted from
 NO_CLASSIFIER = "attribution needs class logits: the model has no softmax classifier, so its photos get " \
                 "dictionaries and neuron groups only"
 
@@ -42,10 +45,31 @@ def logits_node(graph: graph_pb2.GraphDef) -> str | None:
     return None if found is None else found[2]
 
 
+def named_logits(graph: graph_pb2.GraphDef, name: str) -> str:
+    """The node `name` names: a node of the graph, or the one whose `SOURCE_NAMES` holds it (an ONNX tensor or node
+    name); one line suggesting close names otherwise."""
+    known = {node.name: node.name for node in graph.node if node.op not in ("Const", "Placeholder")}
+    for node in graph.node:
+        if SOURCE_NAMES in node.attr:
+            known.update({source.decode(): node.name for source in node.attr[SOURCE_NAMES].list.s})
+    if name in known:
+        return known[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "name a node of the graph or of the ONNX model"
+    raise UserError(f"--logits {name}: the model has no node or tensor of that name; {hint}")
+
+
+def model_logits(source: ModelSource, graph: graph_pb2.GraphDef) -> str | None:
+    """The node of the model's logits: the one its source names (`named_logits`), else `logits_node`."""
+    return named_logits(graph, source.logits) if source.logits else logits_node(graph)
+
+
 def class_count(model: Model) -> int | None:
     """How many classes the model's classifier has (the width of its logits, from the shapes TensorFlow infers
-    when tracing them, else from one 224 px image); None without a classifier."""
-    node = logits_node(model.graph_def)
+    when tracing them, else from one 224 px image); None without a classifier. The logits are `model_logits`'."""
+    node = model_logits(model.source, model.graph_def)
     if node is None:
         return None
     function = model.layers_fn([node])
@@ -109,7 +133,7 @@ def check_labels(model: Model) -> None:
     count = class_count(model)
     if count is None:
         raise UserError(f"--labels {given}: {model.spec} has no classifier (no softmax) whose classes they could "
-                        "name; leave out --labels")
+                        "name; leave out --labels, or name its logits with --logits NODE")
     names = IMAGENET_COUNT if given == IMAGENET else len(label_lines(Path(given)))
     if names != count:
         raise UserError(f"--labels {given}: {names} names for the {count} classes of {model.spec}'s classifier; "

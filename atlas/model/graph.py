@@ -13,6 +13,7 @@ benchmarks/render_speed.py), at the cost of gradients that are close to but not 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,6 +37,7 @@ from atlas.model.catalogue import (
     source_name,
     topological_order,
 )
+from atlas.model.classifier import named_logits
 from atlas.model.preprocess import GOOGLENET, Preprocess
 from atlas.model.source import ModelSource, read_graph_bytes, resolve
 
@@ -113,6 +115,22 @@ OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
     "MatMul": lambda n, a: tf.linalg.matmul(a[0], a[1], transpose_a=n.attr["transpose_a"].b,
                                             transpose_b=n.attr["transpose_b"].b),
     "Softmax": lambda n, a: tf.nn.softmax(a[0]),
+    # what converted ONNX graphs use besides (atlas.model.onnx_ops)
+    "LeakyRelu": lambda n, a: tf.nn.leaky_relu(a[0], alpha=n.attr["alpha"].f),
+    "Minimum": lambda n, a: tf.minimum(a[0], a[1]),
+    "Erf": lambda n, a: tf.math.erf(a[0]),
+    "Tanh": lambda n, a: tf.math.tanh(a[0]),
+    "Pow": lambda n, a: tf.math.pow(a[0], a[1]),
+    "FloorDiv": lambda n, a: tf.math.floordiv(a[0], a[1]),
+    "Transpose": lambda n, a: tf.transpose(a[0], a[1]),
+    "GatherV2": lambda n, a: tf.gather(a[0], a[1], axis=a[2], batch_dims=n.attr["batch_dims"].i),
+    "ExpandDims": lambda n, a: tf.expand_dims(a[0], a[1]),
+    "Cast": lambda n, a: tf.cast(a[0], n.attr["DstT"].type),
+    "OnesLike": lambda n, a: tf.ones_like(a[0]),
+    "PadV2": lambda n, a: tf.pad(a[0], a[1], constant_values=a[2]),
+    "MirrorPad": lambda n, a: tf.pad(a[0], a[1], mode=n.attr["mode"].s.decode()),
+    "BatchMatMulV2": lambda n, a: tf.linalg.matmul(a[0], a[1], adjoint_a=n.attr["adj_x"].b,
+                                                   adjoint_b=n.attr["adj_y"].b),
 }
 
 
@@ -122,7 +140,8 @@ OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tensor]] = {
 # - max-pool -> the average pool of the same window, stride and padding (the linear pool closest to a max);
 #   a global max (Max over rows and columns) -> the global mean, likewise;
 # - LRN -> x / (bias + alpha * sum x^2)^beta ~ x * bias^-beta, its Jacobian at zero, a constant scale;
-# - Sigmoid -> its tangent at zero, sigmoid(0) + sigmoid'(0) x = 1/2 + x/4.
+# - Sigmoid -> its tangent at zero, sigmoid(0) + sigmoid'(0) x = 1/2 + x/4; likewise Erf -> 2x/sqrt(pi), Tanh -> x,
+#   LeakyRelu -> identity (as ReLU), and a max-pool's -inf padding (PadV2) -> zeros, for the average pool above.
 # A product of two activations (Mul: EfficientNet's swish x * sigmoid(x), a squeeze-and-excitation gate
 # x * sigmoid(s)) stays a product: the gradient the circuits take at the zero source is then the product rule,
 # exactly the product's first-order term there; for a swish at zero that is 1/2 = swish'(0). Such a network is
@@ -135,6 +154,10 @@ LINEAR_OPS: dict[str, Callable[[node_def_pb2.NodeDef, list[tf.Tensor]], tf.Tenso
     "LRN": lambda n, a: a[0] * (n.attr["bias"].f ** -n.attr["beta"].f),
     "Sigmoid": lambda n, a: 0.5 + a[0] / 4,
     "Max": lambda n, a: tf.reduce_mean(a[0], axis=a[1], keepdims=n.attr["keep_dims"].b),
+    "LeakyRelu": lambda n, a: a[0],  # its slope just above zero
+    "Erf": lambda n, a: a[0] * (2 / math.sqrt(math.pi)),  # its tangent at zero
+    "Tanh": lambda n, a: a[0],
+    "PadV2": lambda n, a: tf.pad(a[0], a[1]),  # a max-pool's -inf padding, for the average pool standing in for it
 }
 LINEARISED = {**OPS, **LINEAR_OPS}
 
@@ -219,15 +242,16 @@ class Model:
         return find_layer(self.all_layers, name)
 
     def tensor_name(self, name: str) -> str:
-        """The graph node whose output `name` is: any activation node of the graph by its own name, a
-        catalogued layer (by name or conv op) or a block output (e.g. `mixed4c`, `conv2_block1_out`, which
-        classic DeepDream targets); unknown names get the catalogue's helpful error, which also suggests
-        block outputs."""
+        """The graph node whose output `name` is: a catalogued layer or block output by its name (a layer's unit,
+        after bias and batch norm, even where its conv node has that name too, as in a converted ONNX graph; a block
+        output such as `mixed4c`, `conv2_block1_out`, which classic DeepDream targets), any activation node of the
+        graph by its own name, or a catalogued layer by its conv op; unknown names get the catalogue's helpful
+        error, which also suggests block outputs."""
+        named = next((item for item in [*self.layers, *self.blocks] if item.name == name), None)
+        if named is not None:
+            return named.tensor
         if name in self._activation_nodes():
             return name
-        block = next((b for b in self.blocks if b.name == name), None)
-        if block is not None:
-            return block.tensor
         return find_layer(self.layers, name, also=[b.name for b in self.blocks]).tensor
 
     def layer_fn(self, name: str, precision: str = "float32") -> LayerFn:
@@ -504,11 +528,12 @@ def _image_function(forward: Callable[[tf.Tensor], object]) -> Callable[[tf.Tens
 
 
 def load_model(spec: str | None = None, preprocess: Preprocess | str | dict | None = None,
-               labels: str | None = None) -> Model:
+               labels: str | None = None, logits: str | None = None) -> Model:
     """Resolve `spec` (see `atlas.model.source.resolve`; a Keras model is frozen once and cached), parse the graph
     and catalogue it. `preprocess` (a Preprocess, a scheme name, `mean=...` text or a mapping) overrides the
-    model's own; a Keras file needs it. `labels` (`imagenet` or a file with one class name a line) override the
-    model's class names, checked to name each of its classifier's classes."""
+    model's own; a Keras or ONNX file needs it. `labels` (`imagenet` or a file with one class name a line) override
+    the model's class names, checked to name each of its classifier's classes; `logits` names the node holding the
+    classifier's logits (--logits), checked to be in the graph."""
     from dataclasses import replace
 
     from atlas.model.classifier import check_labels, given_labels
@@ -516,8 +541,7 @@ def load_model(spec: str | None = None, preprocess: Preprocess | str | dict | No
 
     names = None if labels is None else given_labels(labels)  # a missing file is told before a model is built
     source = resolve(spec, None if preprocess is None else parse_preprocess(preprocess))
-    if names is not None:
-        source = replace(source, labels=names)
+    source = replace(source, labels=names or source.labels, logits=logits.strip() if logits else source.logits)
     model = load_model_bytes(read_graph_bytes(source), source)
     if names is not None:
         check_labels(model)
@@ -537,5 +561,7 @@ def load_model_bytes(data: bytes, source: ModelSource | str, preprocess: Preproc
     origin = str(source.pb_path) if source.pb_path else source.spec
     graph = parse_graph_def(data, origin)
     layers, blocks = catalogue(graph)
+    if source.logits:
+        named_logits(graph, source.logits)  # a name that is not there: one line now, not at the first explanation
     return Model(source=source, graph_def=graph, layers=layers, sha256=hashlib.sha256(data).hexdigest(),
                  preprocess=source.preprocess, input=input_name(graph), blocks=blocks)

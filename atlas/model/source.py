@@ -1,8 +1,8 @@
 """Where the model's GraphDef bytes come from: the user cache, the official download, a local .pb or .zip, the
 synthetic stand-in, a Keras model (a .keras or .h5 file, a SavedModel folder, or `keras:NAME` of
 keras.applications) or a trained network of atlas's zoo (`efficientnet-lite0`, built from a package's weights),
-frozen once into a GraphDef and cached under its source's sha256; and how atlas's pixels become the model's input
-(its `Preprocess`)."""
+frozen once into a GraphDef, or an ONNX file converted once into one (atlas.model.onnx_graph), each cached under its
+source's sha256; and how atlas's pixels become the model's input (its `Preprocess`)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ LABELS_NAME = "imagenet_comp_graph_label_strings.txt"
 SYNTHETIC = "synthetic"
 KERAS_PREFIX = "keras:"
 KERAS_SUFFIXES = {".keras", ".h5", ".hdf5"}
-FROZEN_DIR = "frozen"  # in the cache folder: <source sha256>-f<FREEZE_FORMAT>.pb
+ONNX_SUFFIX = ".onnx"
+FROZEN_DIR = "frozen"  # in the cache folder: <source sha256>-f<FREEZE_FORMAT>.pb (ONNX: -onnx<ONNX_FORMAT>.pb)
 FREEZE_FORMAT = 1  # bump when freezing changes the graph it writes
 DOWNLOAD_TIMEOUT = 20.0  # seconds without an answer before a Keras weights download counts as offline
 KERAS_WEIGHTS_HOST = "storage.googleapis.com"  # where keras.applications downloads every model's weights (https)
@@ -56,6 +57,7 @@ class ModelSource:
     preprocess: Preprocess = GOOGLENET  # how RGB pixels 0..255 become the model's input
     source_sha256: str | None = None  # of the Keras file, folder or weights a frozen graph was made from
     labels: str | None = None  # the class names: "imagenet" (the shipped 1000) or a file with one name a line
+    logits: str | None = None  # the node (or ONNX tensor) holding the classifier's logits, if named (--logits)
 
 
 def default_spec() -> str:
@@ -74,7 +76,7 @@ def cache_dir() -> Path:
 
 MODEL_HELP = ("inception5h, efficientnet-lite0 (or -lite1, -lite2; NAME:FILE.pth for other weights), "
               "synthetic[:SCALE] (e.g. synthetic:0.125), keras:NAME (e.g. keras:ResNet50), or a path to a .keras, "
-              ".h5, .pb or .zip file or a SavedModel folder")
+              ".h5, .onnx, .pb or .zip file or a SavedModel folder")
 
 
 def names_a_path(spec: str) -> bool:
@@ -87,8 +89,9 @@ def names_a_path(spec: str) -> bool:
 
 def resolve(spec: str | None, preprocess: Preprocess | None = None) -> ModelSource:
     """Turn a --model value into a ModelSource, downloading inception5h if it is not cached yet and freezing a
-    Keras model if its frozen graph is not cached yet; `preprocess` overrides the model's own (a Keras file has
-    none and needs it)."""
+    Keras model (converting an ONNX one) if its frozen graph is not cached yet; `preprocess` overrides the model's
+    own (a Keras or ONNX file has none and needs it). Labels and logits given by the user are set by
+    `atlas.model.graph.load_model`."""
     from dataclasses import replace
 
     spec = (spec or default_spec()).strip()
@@ -107,6 +110,8 @@ def resolve(spec: str | None, preprocess: Preprocess | None = None) -> ModelSour
         suffix = path.suffix.lower()
         if path.is_dir() or suffix in KERAS_SUFFIXES:
             return _keras_file(path, preprocess)
+        if suffix == ONNX_SUFFIX:
+            return _onnx_file(path, preprocess)
         if suffix not in {".pb", ".zip"}:
             raise UserError(f"unknown --model value '{spec}': use {MODEL_HELP}")
         if not path.is_file():
@@ -252,9 +257,10 @@ def write_synthetic(path: Path, scale: float = 1.0, seed: int = 0) -> Path:
 # ------------------------------------------------------------------------------------------- Keras models
 
 
-def frozen_path(source_sha256: str) -> Path:
-    """Where the frozen graph of the Keras model whose source hashes to `source_sha256` is cached."""
-    return cache_dir() / FROZEN_DIR / f"{source_sha256}-f{FREEZE_FORMAT}.pb"
+def frozen_path(source_sha256: str, form: str = f"f{FREEZE_FORMAT}") -> Path:
+    """Where the frozen graph of the model whose source hashes to `source_sha256` is cached; `form` names the way
+    it was made (Keras's freezing, by default, or ONNX's conversion) and its version."""
+    return cache_dir() / FROZEN_DIR / f"{source_sha256}-{form}.pb"
 
 
 def file_sha256(path: Path) -> str:
@@ -278,17 +284,41 @@ def _keras_file(path: Path, preprocess: Preprocess | None) -> ModelSource:
     if path.is_dir() and not (path / "saved_model.pb").is_file():
         raise UserError(f"{path} is a folder but not a SavedModel (no saved_model.pb inside); pass a SavedModel "
                         "folder, or a .keras, .h5, .pb or .zip file")
-    if preprocess is None:
-        raise UserError(f"--model {path} needs --preprocess: how RGB pixels 0..255 become its input (caffe, tf, "
-                        "torch, none, or mean=... std=...; see docs/own-model.md); a wrong range spoils every image")
+    _require_preprocess(path, preprocess, "caffe, tf, torch, none")
     path = path.resolve()
-    try:
-        sha = file_sha256(path)
-    except OSError as exc:
-        raise UserError(f"cannot read model {path}: {exc.strerror}") from None
+    sha = _readable_sha256(path)
     target = frozen_path(sha)
     if not target.is_file():
         _write_frozen(target, lambda: _freeze_keras_file(path), str(path))
+    return ModelSource(spec=str(path), pb_path=target, preprocess=preprocess, source_sha256=sha)
+
+
+def _require_preprocess(path: Path, preprocess: Preprocess | None, schemes: str) -> None:
+    if preprocess is None:
+        raise UserError(f"--model {path} needs --preprocess: how RGB pixels 0..255 become its input ({schemes}, "
+                        "or mean=... std=...; see docs/own-model.md); a wrong range spoils every image")
+
+
+def _readable_sha256(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise UserError(f"cannot read model {path}: {exc.strerror}") from None
+
+
+def _onnx_file(path: Path, preprocess: Preprocess | None) -> ModelSource:
+    """An ONNX file (torch.onnx.export's): its converted graph, converted now unless cached."""
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}; check the path given to --model")
+    _require_preprocess(path, preprocess, "torch for most PyTorch models, caffe, tf, none")
+    from atlas.model.onnx_graph import ONNX_FORMAT, convert_file, import_onnx
+
+    path = path.resolve()
+    sha = _readable_sha256(path)
+    target = frozen_path(sha, f"onnx{ONNX_FORMAT}")
+    if not target.is_file():
+        import_onnx()  # one line naming the extra before anything else
+        _write_frozen(target, lambda: convert_file(path), str(path))
     return ModelSource(spec=str(path), pb_path=target, preprocess=preprocess, source_sha256=sha)
 
 

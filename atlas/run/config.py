@@ -192,14 +192,16 @@ class FourierConfig(BaseModel):
 
 
 class ModelConfig(BaseModel):
-    """`model: {path: ..., preprocess: ..., labels: ...}`: a model (anything --model takes), how its input is made
-    from RGB pixels 0..255 (a scheme name such as caffe, or {mean, std, bgr}; docs/own-model.md) and the names of
-    its classes (`imagenet`, or a file with one name a line)."""
+    """`model: {path: ..., preprocess: ..., labels: ..., logits: ...}`: a model (anything --model takes), how its
+    input is made from RGB pixels 0..255 (a scheme name such as caffe, or {mean, std, bgr}; docs/own-model.md), the
+    names of its classes (`imagenet`, or a file with one name a line) and the node holding its classifier's logits
+    (as --logits), each optional."""
 
     model_config = _Strict
     path: str
     preprocess: Union[str, dict[str, Any], None] = None
     labels: str | None = Field(default=None, min_length=1)
+    logits: str | None = Field(default=None, min_length=1)
 
 
 KEYWORDS = ("all", "blocks")  # in `layers:`: every conv layer; every block output
@@ -245,11 +247,16 @@ class SweepConfig(BaseModel):
         """The config's names of the model's classes, if it gives them."""
         return None if isinstance(self.model, str) else self.model.labels
 
+    @property
+    def model_logits(self) -> str | None:
+        """The node the config names as the classifier's logits, if it names one."""
+        return None if isinstance(self.model, str) else self.model.logits
+
     def load_model(self) -> Model:
-        """The config's model with its preprocessing and labels (`atlas.model.graph.load_model`)."""
+        """The config's model with its preprocessing, labels and logits (`atlas.model.graph.load_model`)."""
         from atlas.model.graph import load_model
 
-        return load_model(self.model_spec, self.model_preprocess, self.model_labels)
+        return load_model(self.model_spec, self.model_preprocess, labels=self.model_labels, logits=self.model_logits)
 
     @field_validator("photos", mode="after")
     @classmethod

@@ -79,6 +79,7 @@ class RunPlan:
     # config asks for, as a selection ("0-15,20"), over every shard: what the site counts as missing
     model_preprocess: dict[str, Any] = field(default_factory=dict)  # how pixels become the model's input
     model_labels: str | None = None  # the names of its classes: imagenet or a label file (ModelSource.labels)
+    model_logits: str | None = None  # the node it names as its classifier's logits (ModelSource.logits)
     blocks: list[BlockOutput] = field(default_factory=list)  # every block output of the model (run.json: `blocks`)
 
     def settings_for(self, mode: str) -> RenderSettings:
@@ -321,7 +322,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     return RunPlan(name=loaded.name, folder=loaded.run_folder, config_path=loaded.path,
                    config=config_name(loaded.path), model_spec=model.spec,
                    model_sha256=model.sha256, model_preprocess=model.preprocess.to_dict(),
-                   model_labels=model.source.labels,
+                   model_labels=model.source.labels, model_logits=model.source.logits,
                    catalogue=list(model.layers), modes=modes, settings=settings,
                    seed=config.seed, formats=formats, layer_dreams=config.layer_dreams, photos=photos,
                    hashes=hashes, items=items, shard=shard, layout=layout, examples=examples, map=maps,

@@ -74,7 +74,8 @@ def prepare_run_folder(plan: RunPlan, versions_json: str, sweep_stale: bool = Tr
                 with atomic_path(target) as tmp:
                     shutil.copyfile(plan.photos[mode.id], tmp)
     write_run_info(folder, plan.name, {"spec": plan.model_spec, "sha256": plan.model_sha256,
-                                       "preprocess": plan.model_preprocess, "labels": plan.model_labels},
+                                       "preprocess": plan.model_preprocess, "labels": plan.model_labels,
+                                       "logits": plan.model_logits},
                    plan.catalogue, plan.modes, plan.run_settings(), plan.centre_units,
                    versions=json.loads(versions_json), planned=plan.planned, blocks=plan.blocks)
 
