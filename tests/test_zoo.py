@@ -1,6 +1,7 @@
 """The zoo: PyTorch state_dicts read without PyTorch or pickle's code execution, and the trained EfficientNet-Lite
 networks built from them."""
 
+import io
 import json
 import pickle
 
@@ -57,11 +58,9 @@ def test_a_malicious_pickle_is_refused_in_one_line_and_never_runs(tmp_path, lega
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "refusing to read" in err and not marker.exists()
     if legacy:  # the payload is real: plain pickle runs it
-        body = evil.read_bytes()
-        stream = __import__("io").BytesIO(body)
-        for _ in range(3):
+        stream = io.BytesIO(evil.read_bytes())
+        for _ in range(4):  # magic number, protocol, system info, then the state_dict that runs the payload
             pickle.load(stream)
-        pickle.load(stream)
         assert marker.exists()
 
 
@@ -125,8 +124,7 @@ def test_lite0_names_the_shipped_photos(lite0_model, precision):
     assert names[ESPRESSO] == "espresso" and names[285] == "Egyptian cat"
 
 
-def test_layers_of_lite0_offline(lite0, capsys, monkeypatch):
-    monkeypatch.setenv("no_proxy", "")
+def test_layers_of_lite0_offline(lite0, capsys):
     assert main(["layers", "--model", lite0, "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     names = [layer["name"] for layer in data["layers"]]
