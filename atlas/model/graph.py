@@ -199,6 +199,7 @@ class Model:
     _nodes: set[str] = field(default_factory=set, repr=False)
     _grids: dict[tuple[int, int], dict[str, Grid]] = field(default_factory=dict, repr=False)
     _work: list[float] = field(default_factory=list, repr=False)
+    _logits: list[str | None] = field(default_factory=list, repr=False)
 
     @property
     def spec(self) -> str:
@@ -258,15 +259,29 @@ class Model:
         """The differentiable function images (0..255) -> activations of `name`; built once.
 
         Inputs and outputs are float32; `precision` ("float32" or "bfloat16") is that of the weights and
-        activations in between.
+        activations in between. The classifier's logits see images of any size resized to CLASSIFIER_PX (class
+        visualisations: a fixed-size head such as GoogLeNet's takes no other size, and any classifier was trained
+        at its own).
         """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         key = (self.tensor_name(name), precision)
         if key not in self._fns:
             forward = self._forward((key[0],), precision)
-            self._fns[key] = _image_function(lambda images: forward(images)[0])
+            if key[0] == self.logits_tensor():  # a classifier sees every image at its input size
+                self._fns[key] = _image_function(lambda images: forward(tf.image.resize(
+                    images, [CLASSIFIER_PX, CLASSIFIER_PX], method="bilinear", antialias=True))[0])
+            else:
+                self._fns[key] = _image_function(lambda images: forward(images)[0])
         return self._fns[key]
+
+    def logits_tensor(self) -> str | None:
+        """The node of the classifier's logits (atlas.model.classifier.model_logits), or None; found once."""
+        if not self._logits:
+            from atlas.model.classifier import model_logits
+
+            self._logits.append(model_logits(self.source, self.graph_def))
+        return self._logits[0]
 
     def layers_fn(self, names: list[str] | tuple[str, ...], precision: str = "float32") -> LayersFn:
         """One function images (0..255) -> the activations of every layer in `names`, in that order,
@@ -519,6 +534,9 @@ def _descendants(nodes: list[node_def_pb2.NodeDef], root: str) -> set[str]:
         if any(source_name(ref) in found for ref in node.input if not ref.startswith("^")):
             found.add(node.name)
     return found - {root}
+
+
+CLASSIFIER_PX = 224  # the side a classifier's input is resized to in `layer_fn` of its logits (ImageNet's)
 
 
 def _image_function(forward: Callable[[tf.Tensor], object]) -> Callable[[tf.Tensor], object]:

@@ -1,7 +1,7 @@
 """The render engine: every method's gradient step behind one interface, compiled once in one cache.
 
 A method's step is a small frozen dataclass (`Ascent`: DeepDream's pixel ascent with Laplacian-normalised
-gradients; `Adam`: Adam on a parameterisation, the spectrum by default, through the random transform chain) that
+gradients; `Adam`: Adam on a parameterisation, the spectrum by default or MACO's phases, through the random transform chain) that
 builds its compiled step from a layer's function and an objective (`build`) and makes the arguments of one step on
 probe images (`probe`, for the dry run's measured step). `compiled` keeps every built step per model, layer,
 objective, precision and step, so a layer is traced once per process whatever asks for it; `step_call` is the one
@@ -20,7 +20,7 @@ import tensorflow as tf
 from atlas.model.graph import Model
 from atlas.render import chain, param, transforms
 from atlas.render.objectives import Objective, channel, for_render
-from atlas.render.settings import RenderSettings
+from atlas.render.settings import ADAM_METHODS, RenderSettings
 
 LayerFn = Callable[[tf.Tensor], tf.Tensor]
 StepFn = Callable[..., Any]
@@ -110,7 +110,9 @@ class Ascent:
 
 @dataclass(frozen=True)
 class Adam:
-    """The Fourier method's step: Adam (ascent) on each image's parameters, the image seen through its transform."""
+    """The Adam methods' step: Adam (ascent) on each image's parameters, the image seen through its transform.
+    Returns the new parameters and moments, and each image's importance this step: the magnitude of the climb's
+    gradient at each pixel of the untransformed image, summed over colours [B, H, W] (MACO's importance mask)."""
 
     parameterisation: param.Parameterisation = param.SPECTRUM
 
@@ -120,16 +122,17 @@ class Adam:
 
         def step(params: tf.Tensor, m: tf.Tensor, v: tf.Tensor, t: tf.Tensor, channels: tf.Tensor,
                  maps: tf.Tensor, constants: tf.Tensor, size: tf.Tensor, canvas: tf.Tensor,
-                 rate: tf.Tensor, units: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                 rate: tf.Tensor, units: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
             with tf.GradientTape() as tape:
                 tape.watch(params)
-                images = transforms.affine_warp(images_of(params, constants, size), maps, canvas)
-                loss = climb(fn, objective, images, channels, units)
-            grad = tape.gradient(loss, params)
+                seen = images_of(params, constants, size)
+                loss = climb(fn, objective, transforms.affine_warp(seen, maps, canvas), channels, units)
+            grad, pixels = tape.gradient(loss, [params, seen])
             m = beta1 * m + (1 - beta1) * grad
             v = beta2 * v + (1 - beta2) * tf.square(grad)
             m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
-            return params + rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON), m, v  # ascent
+            importance = tf.reduce_sum(tf.abs(pixels), axis=-1)
+            return params + rate * m_hat / (tf.sqrt(v_hat) + ADAM_EPSILON), m, v, importance  # ascent
 
         scalar = tf.TensorSpec([], tf.float32)
         spec = tf.TensorSpec([None] * (1 + len(self.parameterisation.shape(1))), tf.float32)
@@ -149,7 +152,9 @@ class Adam:
 
 def method_step(settings: RenderSettings) -> StepKind:
     """The step of `settings`' method."""
-    return Adam() if settings.method == "fourier" else Ascent(settings.laplacian_levels)
+    if settings.method in ADAM_METHODS:
+        return Adam(param.of_method(settings.method))
+    return Ascent(settings.laplacian_levels)
 
 
 def step_call(model: Model, layer: str, batch: int, size: int, precision: str = "float32",

@@ -11,6 +11,7 @@ engine's (`atlas.render.engine.Adam`); the transforms are the settings' chain (`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -49,6 +50,16 @@ def params_to_images(params: np.ndarray | tf.Tensor, size: int,
     return parameterisation.images(tf.constant(params), tf.constant(parameterisation.constants(size)), size).numpy()
 
 
+@dataclass
+class AdamRender:
+    """What an Adam render made: the float start and final images [B, size, size, 3] (0..255) and each image's
+    importance [B, size, size]: the climb's gradient magnitude at each pixel summed over the steps (MACO's mask)."""
+
+    start: np.ndarray
+    final: np.ndarray
+    importance: np.ndarray
+
+
 def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[list[int]], size: int, steps: int,
                   learning_rate: float, std: float, objective: str | Objective, facets: int = 1,
                   diversity_weight: float = 0.0,
@@ -60,7 +71,21 @@ def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[lis
     (start, final) images. With `facets` > 1, consecutive groups of that many images share a channel and the
     diversity term pushes them apart. `param.PIXEL` optimises pixels instead, by the same steps. `units_of`: the
     start images -> each image's unit (`facet_units`), for a caller that evaluates the start images anyway
-    (default: `start_units`). `transforms`: the random transform chain every step looks through."""
+    (default: `start_units`). `transforms`: the random transform chain every step looks through. `dream_adam`
+    returns the importance too."""
+    made = dream_adam(model, layer, channels, keys, size, steps, learning_rate, std, objective, facets,
+                      diversity_weight, precision, parameterisation, on_step, units_of, transforms)
+    return made.start, made.final
+
+
+def dream_adam(model: Model, layer: str, channels: np.ndarray, keys: list[list[int]], size: int, steps: int,
+               learning_rate: float, std: float, objective: str | Objective, facets: int = 1,
+               diversity_weight: float = 0.0,
+               precision: str = "float32", parameterisation: param.Parameterisation = param.SPECTRUM,
+               on_step: Callable[[], None] = lambda: None,
+               units_of: Callable[[np.ndarray], np.ndarray] | None = None,
+               transforms: chain.Chain = chain.DEFAULT_CHAIN) -> AdamRender:
+    """`dream_fourier`'s render with each image's importance (`AdamRender`)."""
     step = compiled(model, layer, for_render(objective, facets, diversity_weight), precision, Adam(parameterisation))
     params = tf.constant(start_params(keys, size, std, parameterisation))
     start = params_to_images(params, size, parameterisation)
@@ -71,8 +96,10 @@ def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[lis
     constants, targets = tf.constant(parameterisation.constants(size)), tf.constant(channels, tf.int32)
     size_t, canvas = tf.constant(size), tf.constant(chain.canvas(transforms, size))
     rate = tf.constant(learning_rate, tf.float32)
+    importance = tf.zeros([len(keys), size, size])
     for t in range(steps):
-        params, m, v = step(params, m, v, tf.constant(t + 1, tf.float32), targets, tf.constant(maps[t]), constants,
-                            size_t, canvas, rate, units)
+        params, m, v, gained = step(params, m, v, tf.constant(t + 1, tf.float32), targets, tf.constant(maps[t]),
+                                    constants, size_t, canvas, rate, units)
+        importance += gained
         on_step()
-    return start, params_to_images(params, size, parameterisation)
+    return AdamRender(start, params_to_images(params, size, parameterisation), importance.numpy())

@@ -25,19 +25,20 @@ import tensorflow as tf
 from atlas.images import to_uint8
 from atlas.model.graph import Model
 from atlas.model.selection import WHOLE_LAYER, check_channels
-from atlas.render import transforms
+from atlas.render import param, transforms
 from atlas.render.devices import peak_memory, reset_peak_memory
-from atlas.render.fourier import dream_fourier, image_key
+from atlas.render.fourier import dream_adam, image_key
 from atlas.render.engine import Ascent, DreamStep, compiled
 from atlas.render.objectives import Objective, facet_units, for_render, reading, spread
-from atlas.render.settings import DIRECTION, PER_CHANNEL, BatchFit, RenderSettings, auto_batch_size
+from atlas.render.settings import ADAM_METHODS, DIRECTION, PER_CHANNEL, BatchFit, RenderSettings, auto_batch_size
 
 StepFn = Callable[..., tf.Tensor]
 
 
 @dataclass
 class RenderResult:
-    """One rendered image and its metrics, all measured on the final 8-bit image."""
+    """One rendered image and its metrics, all measured on the final 8-bit optimised image (`raw` when the display
+    differs: `RenderSettings.display`)."""
 
     layer: str
     channel: int  # WHOLE_LAYER for the whole-layer objective
@@ -52,6 +53,8 @@ class RenderResult:
     seconds: float
     facet: int = 0  # which of the channel's `diversity` images
     batch: int = 1  # images in the pass that rendered it: another batch size may round (and so drift) otherwise
+    raw: np.ndarray | None = None  # uint8: the optimised pixels the metrics read, when `image` shows them otherwise
+    mask: np.ndarray | None = None  # uint8 [H, W]: where the climb's gradient went (the Adam methods' importance)
 
 
 def noise_start(channel: int, seed: int, settings: RenderSettings, facet: int = 0) -> np.ndarray:
@@ -204,8 +207,8 @@ def render_channels(model: Model, layer: str, channels: list[int] | None = None,
     if settings.objective == DIRECTION:
         raise ValueError("the direction objective renders map cells (atlas.analysis.maps), not channels")
     if photo is not None and (settings.method != "deepdream" or settings.diversity > 1):
-        raise ValueError("a photo is rendered by the deepdream method with diversity 1; the fourier method and "
-                         "facets start from noise")
+        raise ValueError("a photo is rendered by the deepdream method with diversity 1; the fourier and maco "
+                         "methods and facets start from noise")
     if settings.objective not in PER_CHANNEL:
         channels = [WHOLE_LAYER]
     elif not channels:
@@ -292,6 +295,7 @@ def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarr
     images_of = [(c, f) for c in channels for f in range(settings.diversity)]  # (channel, facet) per image
     targets = np.array([max(c, 0) for c, _ in images_of], np.int32)
     objective, start_values = settings.objective, []  # the start images' readings: evaluated once, here
+    masks: list[np.ndarray | None] = [None] * len(images_of)  # the Adam methods' importance
 
     def units_of(starts: np.ndarray) -> np.ndarray:
         """Evaluate the start images (as 8-bit images, as the metrics see them); each image's unit of its objective
@@ -302,19 +306,37 @@ def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarr
     if photo is not None:
         units_of(photo[None])
         finals = dream_from_photo(model, layer, targets, photo.astype(np.float32), settings, seed, on_step, climbed)
-    elif settings.method == "fourier":
-        _, finals = dream_fourier(model, layer, targets, [image_key(seed, c, f) for c, f in images_of],
-                                  settings.size, settings.steps, settings.learning_rate, settings.spectrum_std,
-                                  objective if climbed is None else climbed, settings.diversity,
-                                  settings.diversity_weight, settings.resolved_precision(), on_step=on_step,
-                                  units_of=units_of, transforms=settings.transforms)
+    elif settings.method in ADAM_METHODS:
+        made = dream_adam(model, layer, targets, [image_key(seed, c, f) for c, f in images_of], settings.size,
+                          settings.steps, settings.learning_rate, settings.spectrum_std,
+                          objective if climbed is None else climbed, settings.diversity, settings.diversity_weight,
+                          settings.resolved_precision(), param.of_method(settings.method), on_step=on_step,
+                          units_of=units_of, transforms=settings.transforms)
+        finals, masks = made.final, list(importance_masks(made.importance))
     else:
         starts = np.stack([noise_start(c, seed, settings, f) for c, f in images_of])
         finals = dream_from_noise(model, layer, targets, starts, settings, seed, on_step, units_of(starts),
                                   objective=climbed)
-    images = to_uint8(finals)
-    metrics = measure(model, layer, list(targets), start_values[0], images.astype(np.float32), objective, batch)
+    raws = to_uint8(finals)
+    metrics = measure(model, layer, list(targets), start_values[0], raws.astype(np.float32), objective, batch)
     seconds = (time.perf_counter() - began) / len(images_of)
+    shown = settings.display == "visstd" and photo is None and settings.method == "deepdream"
+    images = to_uint8(visstd(finals)) if shown else raws
     return [RenderResult(layer=layer, channel=c, objective=settings.objective, seed=seed, image=image,
-                         seconds=seconds, facet=f, batch=len(images_of), **m)
-            for (c, f), image, m in zip(images_of, images, metrics)]
+                         seconds=seconds, facet=f, batch=len(images_of), raw=raw if shown else None, mask=mask, **m)
+            for (c, f), image, raw, mask, m in zip(images_of, images, raws, masks, metrics)]
+
+
+def visstd(images: np.ndarray) -> np.ndarray:
+    """The DeepDream notebook's display of float images 0..255 [B, H, W, 3]: each image standardised, (a - mean) /
+    max(std, 1e-4) x 0.1 + 0.5 on a 0..1 scale (so 2 standard deviations span 0.3..0.7), clipped, back to 0..255."""
+    scaled = np.asarray(images, np.float64) / 255.0
+    mean = scaled.mean(axis=(1, 2, 3), keepdims=True)
+    std = np.maximum(scaled.std(axis=(1, 2, 3), keepdims=True), 1e-4)
+    return np.clip((scaled - mean) / std * 0.1 + 0.5, 0.0, 1.0) * 255.0
+
+
+def importance_masks(importance: np.ndarray) -> np.ndarray:
+    """Accumulated gradient magnitudes [B, H, W] -> 8-bit masks, each scaled to its own maximum."""
+    peak = np.maximum(importance.max(axis=(1, 2), keepdims=True), 1e-12)
+    return to_uint8(255.0 * importance / peak)

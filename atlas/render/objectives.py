@@ -8,7 +8,7 @@ N facets of one channel (consecutive images of a batch) and nothing else.
 
 Objectives form a small algebra: `a + b`, `k * a`, `a - b`, `-a` and `a / k` are objectives again, so a render's
 objective is one expression, e.g. `channel + 0.5 * neuron.of(7) - 0.05 * total_variation`. The named objectives
-(`NAMED`: channel, negative = -channel, neuron, layer) are instances; `for_render` adds the diversity term of a
+(`NAMED`: channel, negative = -channel, neuron, layer, class = a logit) are instances; `for_render` adds the diversity term of a
 render with facets. Objectives are frozen dataclasses compared by value, so a render step compiled for one is found
 again for an equal one (atlas.render.engine).
 """
@@ -193,8 +193,10 @@ def centre(acts: tf.Tensor) -> tf.Tensor:
 
 
 def readout(acts: tf.Tensor, objective: str) -> tf.Tensor:
-    """The value of every channel a per-channel objective reads: [B, C] (the map's centre for `neuron`, else
-    each channel's mean)."""
+    """The value of every channel a per-channel objective reads: [B, C] (the logits themselves for `class`, the
+    map's centre for `neuron`, else each channel's mean)."""
+    if objective == "class":
+        return acts
     return centre(acts) if objective == "neuron" else tf.reduce_mean(acts, axis=[1, 2])
 
 
@@ -202,6 +204,12 @@ def readout(acts: tf.Tensor, objective: str) -> tf.Tensor:
 def neuron(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
     """One unit: the channel at the centre position of the map (its receptive field is the patch that matters)."""
     return _own(centre(acts), channels)
+
+
+@of_activations
+def logit(acts: tf.Tensor, channels: tf.Tensor) -> tf.Tensor:
+    """Each image's own class logit, before the softmax (the `class` objective: acts are the logits [B, classes])."""
+    return _own(acts, channels)
 
 
 @of_activations
@@ -324,7 +332,8 @@ def direction_matrix(acts: np.ndarray, directions: np.ndarray, whitening: np.nda
 
 
 # the objectives of the names settings accept (atlas.render.settings.OBJECTIVES, TensorFlow-free)
-NAMED: dict[str, Objective] = {"channel": channel, "negative": negative, "neuron": neuron, "layer": layer}
+NAMED: dict[str, Objective] = {"channel": channel, "negative": negative, "neuron": neuron, "layer": layer,
+                               "class": logit}
 
 
 def for_render(objective: str | Objective, facets: int = 1, diversity_weight: float = 0.0) -> Objective:

@@ -12,13 +12,23 @@ from atlas.render import chain, devices
 from atlas.render.devices import GIB, Device
 
 PRECISIONS = ("float32", "bfloat16")  # the dtypes gradient steps may run in (atlas.model.graph maps them to tf's)
-OBJECTIVES = ("channel", "negative", "neuron", "layer")  # the named objectives (atlas.render.objectives)
-PER_CHANNEL = frozenset({"channel", "negative", "neuron"})  # ... that each image of a batch aims at its own channel
+OBJECTIVES = ("channel", "negative", "neuron", "layer", "class")  # the named objectives (atlas.render.objectives)
+PER_CHANNEL = frozenset({"channel", "negative", "neuron", "class"})  # ... each image of a batch aims at its own channel
+CLASS = "class"  # the objective of class visualisations: a logit of the classifier (atlas.render.classes)
 DIRECTION = "direction"  # the objective of activation-atlas cells (atlas.render.objectives.Direction)
-METHODS = {"deepdream": 10, "fourier": 512}  # method -> default steps
+METHODS = {"deepdream": 10, "fourier": 512, "maco": 512}  # method -> default steps
+ADAM_METHODS = ("fourier", "maco")  # methods that optimise parameters by Adam (atlas.render.fourier)
+LEARNING_RATES = {"fourier": 0.05, "maco": 1.0}  # method -> Adam's default learning rate (MACO's: the paper's)
+DISPLAYS = ("raw", "visstd")  # how a DeepDream render from noise is saved (`visstd`)
+AUTO = "auto"  # a method or display chosen for the network (`for_network`)
+# what `auto` means on a trained network and on random weights: measured by benchmarks/real_quality.py
+# (docs/quality.md): Fourier's class visualisations of EfficientNet-Lite0 survive a photocopy best; on random
+# weights (the stand-in) DeepDream's fast pixel ascent is as specific and many times cheaper
+TRAINED_DEFAULTS = {"method": "fourier", "display": "visstd"}
+RANDOM_DEFAULTS = {"method": "deepdream", "display": "raw"}
 DEEPDREAM_NOISE = ("octaves", "octave_scale", "step_size", "noise", "jitter", "laplacian_levels", "photo_octaves",
                    "photo_octave_scale", "photo_steps", "photo_step_size", "tile")  # unused by fourier
-FOURIER_ONLY_KEYS = ("method", "learning_rate", "spectrum_std")  # settings (and the method) only fourier hashes
+FOURIER_ONLY_KEYS = ("method", "learning_rate", "spectrum_std")  # settings (and the method) only Adam methods hash
 
 
 @dataclass(frozen=True)
@@ -26,8 +36,10 @@ class RenderSettings:
     """Everything that shapes the pixels of a render. batch_size is not part of the pixel hash: another batch size
     rounds differently, which a whole render may amplify into drift to the same channel's dream (docs/dream.md)."""
 
-    objective: str = "channel"  # channel | neuron | layer | negative
-    method: str = "deepdream"  # deepdream (pixels; from noise or a photo) | fourier (a spectrum; from noise)
+    objective: str = "channel"  # channel | neuron | layer | negative | class (on the logits: atlas.render.classes)
+    # deepdream (pixels; from noise or a photo) | fourier (a spectrum; from noise) | maco (the phase of a spectrum
+    # whose magnitude is fixed to natural photos'; from noise)
+    method: str = "deepdream"
     # from noise
     size: int = 224  # final side in pixels
     octaves: int = 3
@@ -37,6 +49,9 @@ class RenderSettings:
     noise: float = 10.0  # std of the start noise around mid-grey
     jitter: int = 8  # max roll in pixels per step
     laplacian_levels: int = 4
+    # raw: the optimised pixels, clipped | visstd: the DeepDream notebook's display, (a - mean) / max(std, 1e-4) x
+    # 0.1 + 0.5 of each image (the raw pixels are kept beside it); DeepDream from noise only
+    display: str = "raw"
     # from a photo
     photo_octaves: int = 4
     photo_octave_scale: float = 1.4
@@ -45,7 +60,7 @@ class RenderSettings:
     photo_size: int | None = None  # longest side a base photo is scaled down to first (None: as it is)
     tile: int = 512
     # the fourier method (atlas.render.fourier)
-    learning_rate: float = 0.05  # Adam's
+    learning_rate: float | None = None  # Adam's (default: LEARNING_RATES of the method)
     spectrum_std: float = 0.01  # of the random start spectrum
     transforms: chain.Chain = chain.DEFAULT_CHAIN  # the random transforms every step looks through (atlas.render.chain)
     # facets: N images of each channel rendered together, pushed apart by the Gram-matrix diversity term
@@ -68,8 +83,12 @@ class RenderSettings:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}")
+        if self.display not in DISPLAYS:
+            raise ValueError(f"display must be one of {', '.join(DISPLAYS)}")
         if self.steps is None:
             object.__setattr__(self, "steps", METHODS[self.method])
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", LEARNING_RATES.get(self.method, LEARNING_RATES["fourier"]))
         object.__setattr__(self, "transforms", tuple(self.transforms))
         for name in ("size", "octaves", "steps", "photo_octaves", "photo_steps", "tile", "laplacian_levels",
                      "diversity"):
@@ -104,9 +123,11 @@ class RenderSettings:
         values["precision"] = self.resolved_precision()
         if values["precision"] == "float32":
             values.pop("precision")
-        unused = DEEPDREAM_NOISE if self.method == "fourier" else FOURIER_ONLY_KEYS
-        if self.method == "fourier":
+        unused = DEEPDREAM_NOISE if self.method in ADAM_METHODS else FOURIER_ONLY_KEYS
+        if self.method in ADAM_METHODS:
             values["transforms"] = chain.pixel_settings(self.transforms)
+        if self.display == "raw" or self.method in ADAM_METHODS:  # earlier renders (raw) keep their hash
+            values.pop("display")
         for name in unused + (("diversity", "diversity_weight") if self.diversity == 1 else ()):
             values.pop(name)
         return values
@@ -114,6 +135,14 @@ class RenderSettings:
     def pixel_hash(self) -> str:
         """A short stable hash of `pixel_dict`, recorded with every render."""
         return hashlib.sha256(json.dumps(self.pixel_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def for_network(trained: bool, method: str = AUTO, display: str = AUTO) -> dict[str, str]:
+    """The method and display `auto` stands for on a network with trained weights or random ones
+    (`ModelSource.trained`), others as given: {"method": ..., "display": ...}."""
+    defaults = TRAINED_DEFAULTS if trained else RANDOM_DEFAULTS
+    return {"method": defaults["method"] if method == AUTO else method,
+            "display": defaults["display"] if display == AUTO else display}
 
 
 def auto_precision(found: list[Device] | None = None) -> str:
