@@ -19,6 +19,7 @@ from atlas.pipeline import SweepFailed
 if TYPE_CHECKING:
     from atlas.model.graph import Model
     from atlas.publish.figures.jobs import FigureJob, SpecJob
+    from atlas.render.settings import RenderSettings
 
 EXIT_USER_ERROR = 2
 
@@ -336,15 +337,25 @@ DREAM_SETTINGS = [("size", int), ("octaves", int), ("octave_scale", float), ("st
 def _dream_parser(sub: argparse._SubParsersAction) -> None:
     dream = sub.add_parser("dream", help="render one layer's channels from noise or from a photo")
     _model_arg(dream)
-    dream.add_argument("--layer", required=True, help="a layer name from `atlas layers`")
-    dream.add_argument("--channel", help="139, 0-15, 0,3,7-9 or all (required unless --objective layer)")
+    dream.add_argument("--layer", help="a layer name from `atlas layers` (not with --objective class)")
+    dream.add_argument("--channel", help="139, 0-15, 0,3,7-9 or all (required unless --objective layer); with "
+                       "--objective class, class indices")
+    dream.add_argument("--class", dest="classes", metavar="NAME|INDEX[,...]",
+                       help="classes to visualise, by name (from the model's labels) or index; implies --objective "
+                       "class")
     dream.add_argument("--photo", help="a base photo (any format Pillow reads) or a shipped one: "
                        "astronaut, chelsea, coffee, rocket; without it, dreams start from noise")
-    dream.add_argument("--objective", choices=["channel", "neuron", "layer", "negative"], default="channel",
-                       help="neuron: the channel at the centre of the layer's map")
-    dream.add_argument("--method", choices=["deepdream", "fourier"], default="deepdream",
-                       help="deepdream (pixels, octaves; fast) or fourier (a decorrelated spectrum through random "
-                       "transforms, Adam; --steps default 512)")
+    dream.add_argument("--objective", choices=["channel", "neuron", "layer", "negative", "class"], default=None,
+                       help="neuron: the channel at the centre of the layer's map; class: a logit of the classifier "
+                       "(default channel, or class with --class)")
+    dream.add_argument("--method", choices=["auto", "deepdream", "fourier", "maco"], default="auto",
+                       help="deepdream (pixels, octaves; fast), fourier (a decorrelated spectrum through random "
+                       "transforms, Adam; --steps default 512) or maco (the spectrum's phase, its magnitude natural "
+                       "photos'; saves an importance mask beside each render); auto: fourier on a trained network, "
+                       "deepdream on the stand-in's random weights (docs/quality.md)")
+    dream.add_argument("--display", choices=["auto", "raw", "visstd"], default="auto",
+                       help="how DeepDream renders from noise are saved: raw pixels, or visstd (the notebook's "
+                       "display; the raw pixels are saved beside, -raw.png); auto: visstd on a trained network")
     dream.add_argument("-o", "--output", default=".", help="a .png/.jpg/.webp file for one image, else a folder")
     dream.add_argument("--seed", type=int, default=0)
     dream.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
@@ -414,29 +425,40 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 def cmd_dream(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from atlas.images import load_photo, save_image
+    from atlas.images import load_photo
     from atlas.model.selection import WHOLE_LAYER, parse_channels
     from atlas.render.loop import render_channels, tensor_channels
-    from atlas.render.settings import RenderSettings, with_overrides
 
-    try:
-        settings = with_overrides(RenderSettings(objective=args.objective, method=args.method),
-                                  precision=args.precision,
-                                  **{name: getattr(args, name) for name, _ in DREAM_SETTINGS})
-    except ValueError as exc:
-        raise UserError(f"bad render setting: {exc}") from None
-    if args.objective != "layer" and args.channel is None:
+    objective = args.objective or ("class" if args.classes else "channel")
+    if objective == "class" and args.layer:
+        raise UserError("--objective class renders the classifier's logits: leave out --layer")
+    if objective != "class" and args.classes:
+        raise UserError(f"--class goes with --objective class, not {objective}")
+    if objective != "class" and not args.layer:
+        raise UserError("--layer is required (a name from `atlas layers`), or give --class to visualise classes")
+    if objective not in ("layer", "class") and args.channel is None:
         raise UserError("--channel is required with --objective channel, neuron or negative (e.g. --channel 139 "
                         "or 0-15)")
-    if args.photo and (settings.method != "deepdream" or settings.diversity > 1):
-        raise UserError("--photo works with --method deepdream and no --diversity; the fourier method and "
-                        "facets start from noise")
+    if objective == "class" and (args.channel is None) == (args.classes is None):
+        raise UserError("--objective class takes --class NAME|INDEX[,...] or --channel INDICES (one of them)")
     photo = load_photo(args.photo) if args.photo else None
     model = given_model(args)
-    name = model.tensor_name(args.layer)  # the graph node (a Keras layer's is a path: model/layer/op)
-    label = args.layer.replace("/", "_")  # as the user named it: files are LABEL-CCCC.png
-    count = tensor_channels(model, name)
-    channels = parse_channels(args.channel, count, args.layer) if args.objective != "layer" else [WHOLE_LAYER]
+    settings = dream_settings(args, objective, model.source.trained)
+    if photo is not None and (settings.method != "deepdream" or settings.diversity > 1):
+        raise UserError("--photo works with --method deepdream and no --diversity; the fourier and maco methods "
+                        "and facets start from noise")
+    if objective == "class":
+        from atlas.render.classes import CLASS_LABEL, labels, logits_layer, parse_classes
+
+        name, label = logits_layer(model), CLASS_LABEL
+        names = labels(model)
+        channels = parse_classes(args.classes, names) if args.classes else \
+            parse_channels(args.channel, len(names), "the classifier")
+    else:
+        name = model.tensor_name(args.layer)  # the graph node (a Keras layer's is a path: model/layer/op)
+        label = args.layer.replace("/", "_")  # as the user named it: files are LABEL-CCCC.png
+        count = tensor_channels(model, name)
+        channels = parse_channels(args.channel, count, args.layer) if objective != "layer" else [WHOLE_LAYER]
     target = Path(args.output)
     single = target.suffix.lower() in IMAGE_SUFFIXES
     images = len(channels) * settings.diversity
@@ -449,12 +471,38 @@ def cmd_dream(args: argparse.Namespace) -> None:
     steps_bar = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} channels [{elapsed}<{remaining}]"
     with tqdm(total=len(channels), disable=None, desc=label, bar_format=steps_bar) as bar:  # moves every step
         results = render_channels(model, name, channels, photo, settings, args.seed, progress=bar.update)
+    count = tensor_channels(model, name)
     for result in results:
         leaf = "layer" if result.channel == WHOLE_LAYER else f"{result.channel:04d}"
         leaf += f"-facet{result.facet}" if settings.diversity > 1 else ""
         with stop_on_write_errors(folder, OUTPUT_FLAG, resumable=False):  # e.g. the disk filled up meanwhile
-            path = save_image(target if single else target / f"{label}-{leaf}.png", result.image)
-        print(f"{path}  {describe_metrics(result, count)}")
+            path = save_render(target if single else target / f"{label}-{leaf}.png", result)
+        text = describe_metrics(result, count)
+        if objective == "class":
+            text += f"  {names[result.channel]}"
+        print(f"{path}  {text}")
+
+
+def dream_settings(args: argparse.Namespace, objective: str, trained: bool) -> RenderSettings:
+    """`atlas dream`'s render settings: its flags, with `auto` method and display chosen for the network."""
+    from atlas.render.settings import RenderSettings, for_network, with_overrides
+
+    try:
+        return with_overrides(RenderSettings(objective=objective, **for_network(trained, args.method, args.display)),
+                              precision=args.precision, **{name: getattr(args, name) for name, _ in DREAM_SETTINGS})
+    except ValueError as exc:
+        raise UserError(f"bad render setting: {exc}") from None
+
+
+def save_render(path: Path, result: object) -> Path:
+    """Write a render's image to `path`, and beside it what the render keeps apart (`-raw`: the optimised pixels
+    when the display differs; `-mask`: the importance mask); returns `path`."""
+    from atlas.images import save_image
+
+    for suffix, pixels in (("-raw", result.raw), ("-mask", result.mask)):  # type: ignore[attr-defined]
+        if pixels is not None:
+            save_image(path.with_name(f"{path.stem}{suffix}.png"), pixels)
+    return save_image(path, result.image)  # type: ignore[attr-defined]
 
 
 def describe_metrics(result: object, channels: int) -> str:

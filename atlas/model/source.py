@@ -58,6 +58,9 @@ class ModelSource:
     source_sha256: str | None = None  # of the Keras file, folder or weights a frozen graph was made from
     labels: str | None = None  # the class names: "imagenet" (the shipped 1000) or a file with one name a line
     logits: str | None = None  # the node (or ONNX tensor) holding the classifier's logits, if named (--logits)
+    # whether the weights were trained (everything a user loads is taken to be; the stand-in's are random): what
+    # `auto` render settings mean for it (atlas.render.settings.for_network)
+    trained: bool = True
 
 
 def default_spec() -> str:
@@ -99,7 +102,7 @@ def resolve(spec: str | None, preprocess: Preprocess | None = None) -> ModelSour
         source = _inception5h()
     elif spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":"):
         scale = _synthetic_scale(spec)
-        source = ModelSource(spec=f"{SYNTHETIC}:{scale:g}", pb_path=None, synthetic_scale=scale)
+        source = ModelSource(spec=f"{SYNTHETIC}:{scale:g}", pb_path=None, synthetic_scale=scale, trained=False)
     elif spec.startswith(KERAS_PREFIX):
         return _keras_application(spec[len(KERAS_PREFIX):].strip(), preprocess)
     elif spec.partition(":")[0] in ZOO:
