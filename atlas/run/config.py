@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Sequence, Union
 
@@ -21,8 +21,8 @@ from atlas.model.catalogue import AnyLayer, BlockOutput, Layer, find_layer, in_o
 from atlas.model.classifier import IMAGENET
 from atlas.model.selection import check_channels, parse_channels
 from atlas.model.source import MODEL_HELP, names_a_path
-from atlas.render.settings import RenderSettings
-from atlas.run.manifest import FOURIER_MODE, NOISE, Mode
+from atlas.render.settings import ADAM_METHODS, AUTO, RenderSettings, for_network
+from atlas.run.manifest import FOURIER_MODE, MACO_MODE, NOISE, Mode
 from atlas.run.plans import DEFAULT_BASELINE, IG_STEPS, ZERO_BASELINE
 from atlas.shipped import config_name, file_or_shipped, shipped_configs
 from atlas.validation import load_yaml, validate
@@ -43,6 +43,7 @@ class ChannelRule(BaseModel):
 
 
 Channels = Union[Literal["all"], int, str, list[int], ChannelRule]
+Classes = Union[Literal["all"], str, list[Union[int, str]]]  # names or indices of the classifier's classes
 
 
 class PhotoSpec(BaseModel):
@@ -161,7 +162,11 @@ class RenderConfig(BaseModel):
 
     model_config = _Strict
     objective: Literal["channel", "negative", "neuron"] = "channel"
-    method: Literal["deepdream", "fourier"] = "deepdream"  # fourier: the run's noise mode is `fourier`
+    # fourier or maco: the run's one noise-started mode is `fourier` or `maco`; auto: for the network (resolved in
+    # the plan, `SweepConfig.for_network`: fourier on trained weights when modes: is not given, else deepdream)
+    method: Literal["auto", "deepdream", "fourier", "maco"] = AUTO
+    # how DeepDream renders from noise are saved: raw | visstd (the raw pixels kept beside); auto: for the network
+    display: Literal["auto", "raw", "visstd"] = AUTO
     size: int = Field(default=_D.size, ge=32, le=4096)
     octaves: int = Field(default=_D.octaves, ge=1, le=12)
     octave_scale: float = Field(default=_D.octave_scale, ge=1.0, le=4.0)
@@ -177,7 +182,7 @@ class RenderConfig(BaseModel):
     photo_size: int | None = Field(default=None, ge=32, le=16384)  # longest side of a base photo; None: as it is
     tile: int = Field(default=_D.tile, ge=64)
     precision: Literal["float32", "bfloat16", "auto"] = "float32"  # auto: see atlas.render.settings.choose_precision
-    learning_rate: float = Field(default=_D.learning_rate, gt=0)  # fourier
+    learning_rate: float | None = Field(default=None, gt=0)  # Adam's (fourier, maco); None: the method's default
     spectrum_std: float = Field(default=_D.spectrum_std, gt=0)  # fourier
     diversity_weight: float = Field(default=_D.diversity_weight, ge=0)
 
@@ -215,6 +220,7 @@ class SweepConfig(BaseModel):
     model: Union[str, ModelConfig] = "inception5h"  # a --model value, or {path, preprocess}
     layers: Union[Literal["all"], list[str], str] = "all"  # KEYWORDS, names or patterns (select_layers)
     channels: Channels = "all"
+    classes: Classes | None = None  # also class visualisations (the logits) in every noise-started mode
     modes: list[Literal["noise", "fourier", "photo"]] = Field(default_factory=lambda: ["noise"], min_length=1)
     photos: list[Union[str, PhotoSpec]] = Field(default_factory=list)
     layer_dreams: bool = False  # also one whole-layer DeepDream per layer and photo
@@ -275,23 +281,43 @@ class SweepConfig(BaseModel):
                              "give one a name: key")
         if isinstance(self.workers, int) and self.workers < 1:
             raise ValueError("workers must be at least 1, or auto")
-        if self.render.method == "fourier" and "modes" in self.model_fields_set and set(self.modes) != {FOURIER_MODE}:
-            raise ValueError("render.method fourier makes render: the settings of the fourier mode alone; to "
+        method = self.render.method
+        if method in ADAM_METHODS and "modes" in self.model_fields_set and set(self.modes) != {FOURIER_MODE}:
+            raise ValueError(f"render.method {method} makes render: the settings of the {method} mode alone; to "
                              "render DeepDream modes too, keep method deepdream, list modes: [noise, fourier] "
                              "and put the fourier settings under fourier:")
-        if self.fourier is not None and (self.render.method == "fourier" or FOURIER_MODE not in self.modes):
+        if self.fourier is not None and (method in ADAM_METHODS or FOURIER_MODE not in self.modes):
             raise ValueError("fourier: sets the fourier mode beside DeepDream modes; add fourier to modes, or "
                              "write its settings under render: with method: fourier when it is the only mode")
         return self
 
     def mode_names(self) -> list[str]:
-        """The modes asked for: `render.method: fourier` alone means the fourier mode."""
-        return [FOURIER_MODE] if self.render.method == "fourier" else list(dict.fromkeys(self.modes))
+        """The modes asked for: `render.method: fourier` (or `maco`) alone means the fourier (maco) mode; `auto` must
+        be resolved first (`for_network`)."""
+        method = self.render.method
+        if method == AUTO or self.render.display == AUTO:
+            raise ValueError("resolve render.method and render.display auto first (SweepConfig.for_network)")
+        if method in ADAM_METHODS:
+            return [{"fourier": FOURIER_MODE, "maco": MACO_MODE}[method]]
+        return list(dict.fromkeys(self.modes))
+
+    def for_network(self, trained: bool) -> SweepConfig:
+        """The config with `render.method` and `render.display` `auto` made what they mean for a network with trained
+        or random weights (`atlas.render.settings.for_network`). The method: on trained weights fourier when the
+        config lists no modes (its one noise-started mode becomes the fourier mode), deepdream when it lists some
+        (they name DeepDream modes); on random weights (the stand-in) deepdream."""
+        method, display = self.render.method, self.render.display
+        if method == AUTO and trained and "modes" in self.model_fields_set:
+            method = "deepdream"
+        chosen = for_network(trained, method, display)
+        return self.model_copy(update={"render": self.render.model_copy(update=chosen)})
 
     def settings(self, method: str | None = None, facets: int = 1) -> RenderSettings:
         """The render settings of modes of `method` (default: `render.method`); `render:` holds those of its
         method, the `fourier:` block those of the fourier mode beside DeepDream modes."""
         values = self.render.model_dump()
+        if values["method"] == AUTO or values["display"] == AUTO:
+            raise ValueError("resolve render.method and render.display auto first (SweepConfig.for_network)")
         if method is not None and method != values["method"]:
             values.update(method=method, steps=None)  # the other method's steps mean something else
             values.update(self.fourier.model_dump(exclude_none=True) if self.fourier else {})
@@ -311,11 +337,16 @@ class LoadedConfig:
     map_folder: str | None = None  # `map.folder` as found on disk (or "probes")
     explain_folder: str | None = None  # `explain.folder` as found on disk
 
+    def for_network(self, trained: bool) -> LoadedConfig:
+        """This config with `auto` resolved for a network with trained or random weights (`SweepConfig.for_network`)."""
+        return replace(self, config=self.config.for_network(trained))
+
     def modes(self) -> list[Mode]:
         """The run's modes, with photo credits and the objective: noise and fourier first, then each photo."""
         names, facets, objective = self.config.mode_names(), self.config.diversity, self.config.render.objective
         modes = [Mode.noise(facets, objective)] if NOISE in names else []
         modes += [Mode.fourier(facets, objective)] if FOURIER_MODE in names else []
+        modes += [Mode.maco(facets, objective)] if MACO_MODE in names else []
         for spec in self.config.photos:
             file = self.photos[spec.short_name]
             credit = spec.credit or photo_credit(spec.path)

@@ -47,12 +47,12 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
         for method in sorted({methods[item.mode] for item in items}):
             mine = [item for item in items if methods[item.mode] == method]
             measured = measured_batch(min(batch_size, len(mine)), settings.size)
-            step, compile_seconds = measure_step(model, layer, measured,
+            step, compile_seconds = measure_step(model, plan.node(layer), measured,
                                                  settings.resolved_precision(), method=method)
             seconds += sum(step * costs[item.mode] for item in mine) + compile_seconds
             shown.append(f"{step * 1000:>5.1f}ms")
         total += seconds
-        gflop = layer_step_flops(model, layer) / 1e9
+        gflop = layer_step_flops(model, plan.node(layer)) / 1e9
         print(f"{layer:<40} {len(items):>6} {gflop:>7.3f} {' '.join(shown):>7} {seconds / 60:>7.1f}min", file=out)
     shard = f" (shard {plan.shard[0]}/{plan.shard[1]})" if plan.shard else ""
     gpu_workers = 0 if plan.layout.remote else len(plan.layout.gpus)

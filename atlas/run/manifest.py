@@ -18,6 +18,12 @@ figures only read, through `read_run`. Nothing here imports TensorFlow, so readi
       images/<mode>/<layer>/<cccc>.thumb.jpg  thumbnail
       images/<mode>/<layer>/<cccc>-facet<k>.png ... facet k >= 1 of a mode rendered with diversity N (facet 0 is
                                         the plain <cccc> files; a manifest row per facet, column `facet`)
+      images/<mode>/<layer>/<cccc>-mask.png   beside a render by an Adam method (fourier, maco): its importance mask
+      images/<mode>/<layer>/<cccc>-raw.png    beside a render whose display is not its optimised pixels (visstd):
+                                        those pixels (columns `mask`, `raw`; empty: none)
+      images/<mode>/class/<cccc>.png     a class visualisation (cccc = the class index) in a noise-started mode;
+                                        run.json `classes` lists the run's classes with their labels
+      classes/<hash>.json                     the photos of the examples folder that score highest for each class
       examples/<hash>/photos/<sha12>.jpg      dataset examples: a thumbnail of each photo in a top list
       examples/<hash>/crops/<layer>/<sha12>-<row>-<col>.jpg   the patch a layer position sees in that photo
       examples/skipped.txt                    files the last examples pass could not read, with the reason
@@ -56,7 +62,12 @@ IMAGES_DIR = "images"
 EXAMPLES_DIR = "examples"
 NOISE = "noise"
 FOURIER_MODE = "fourier"  # the mode id of the Fourier method (render/param.py's FOURIER is its parameterisation)
-METHOD_LABELS = {"deepdream": "DeepDream", "fourier": "Fourier"}  # how the site and figures name a method
+MACO_MODE = "maco"  # the mode id of the MACO method (phases only, natural photos' magnitude)
+METHOD_LABELS = {"deepdream": "DeepDream", "fourier": "Fourier", "maco": "MACO"}  # how the site and figures name a
+# method
+CLASS_LAYER = "class"  # the `layer` of class visualisations in work items, records and paths (images/<mode>/class/)
+CLASSES = "classes"  # run.json: the classes the run renders ({index, label} each) and how many the classifier has
+CLASSES_DIR = "classes"  # the class-photos pass's files (the examples folder's photos scored per class)
 OBJECTIVE_LABELS = {"neuron": "neuron (centre unit)", "negative": "negative channel"}  # ... an objective
 
 
@@ -81,6 +92,11 @@ class Mode:
     def fourier(facets: int = 1, objective: str = "channel") -> Mode:
         """The Fourier method: starts from a random spectrum (noise), so its kind is noise."""
         return Mode(id=FOURIER_MODE, kind=NOISE, method="fourier", facets=facets, objective=objective)
+
+    @staticmethod
+    def maco(facets: int = 1, objective: str = "channel") -> Mode:
+        """The MACO method: starts from random phases (noise), so its kind is noise."""
+        return Mode(id=MACO_MODE, kind=NOISE, method="maco", facets=facets, objective=objective)
 
     @property
     def method_label(self) -> str:
@@ -136,6 +152,8 @@ class Render:
     facet: int = 0  # which of the channel's images in a mode rendered with diversity N (0 .. N-1)
     batch: int | None = None  # images in the pass that rendered it (None: recorded before passes were)
     device: str = ""  # what rendered it: `host cpu` or `host gpu N` (empty: recorded before devices were)
+    mask: str = ""  # its importance mask PNG (Adam methods; empty: none)
+    raw: str = ""  # its optimised pixels as a PNG, when `image` displays them otherwise (empty: none)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -177,6 +195,20 @@ def image_paths(mode: str, layer: str, channel: int, web_ext: str = "jpg",
     image's format unless `thumb_ext` says otherwise."""
     stem = image_stem(mode, layer, channel, facet)
     return f"{stem}.png", f"{stem}.web.{web_ext}", f"{stem}.thumb.{thumb_ext or web_ext}"
+
+
+def extra_paths(mode: str, layer: str, channel: int, facet: int = 0) -> tuple[str, str]:
+    """(mask, raw) PNG paths beside one render, relative to the run folder (written only when it has them)."""
+    stem = image_stem(mode, layer, channel, facet)
+    return f"{stem}-mask.png", f"{stem}-raw.png"
+
+
+@dataclass(frozen=True)
+class RunClass:
+    """A class the run renders: its index among the classifier's classes and its label."""
+
+    index: int
+    label: str
 
 
 def examples_root(settings_hash: str) -> str:
@@ -261,11 +293,13 @@ CREATE TABLE IF NOT EXISTS renders (
     layer TEXT NOT NULL, channel INTEGER NOT NULL, mode TEXT NOT NULL, seed INTEGER NOT NULL,
     settings_hash TEXT NOT NULL, start REAL, "end" REAL, lift REAL, rank INTEGER, specific INTEGER,
     seconds REAL, image TEXT, web TEXT, thumb TEXT, versions TEXT, created REAL, facet INTEGER NOT NULL DEFAULT 0,
-    batch INTEGER, device TEXT NOT NULL DEFAULT '',
+    batch INTEGER, device TEXT NOT NULL DEFAULT '', mask TEXT NOT NULL DEFAULT '', raw TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (mode, layer, channel, facet)
 )"""
-_LATER = {"facet": "0", "batch": "NULL", "device": "''"}  # columns added since the first manifests, their default
-_ADDED = {"batch": "INTEGER", "device": "TEXT NOT NULL DEFAULT ''"}  # added to a manifest in place
+_LATER = {"facet": "0", "batch": "NULL", "device": "''", "mask": "''", "raw": "''"}  # columns added since the first
+# manifests, their default
+_ADDED = {"batch": "INTEGER", "device": "TEXT NOT NULL DEFAULT ''", "mask": "TEXT NOT NULL DEFAULT ''",
+          "raw": "TEXT NOT NULL DEFAULT ''"}  # added to a manifest in place
 _OLD_COLUMNS = [c for c in _COLUMNS if c not in _LATER]  # manifests written before facets existed
 
 
@@ -498,6 +532,8 @@ class Run:
     example_meta: dict[str, Any] = field(default_factory=dict)  # folder, top, size, fit, hash, complete ({}: none)
     circuits: Any = None  # atlas.run.circuits.Circuits of the run's weights, or None when it has none
     blocks: list[BlockOutput] = field(default_factory=list)  # the model's block outputs
+    classes: list[RunClass] = field(default_factory=list)  # the classes it renders (none in older folders)
+    class_count: int = 0  # the classifier's classes (0: the run renders none)
 
     def layer(self, name: str) -> Layer:
         return find_layer(self.layers, name)
@@ -581,6 +617,8 @@ def read_run(folder: str | Path) -> Run:
         modes = [Mode(**{"objective": _recorded_objective(info, mode["id"]), **mode}) for mode in info["modes"]]
         centre_units = {mode: CentreUnits.from_dict(units) for mode, units in info.get(CENTRE_UNITS, {}).items()}
         planned = _planned(info.get(PLANNED), {layer.name: layer.channels for layer in [*layers, *blocks]})
+        recorded_classes = info.get(CLASSES) or {}
+        classes = [RunClass(int(c["index"]), str(c["label"])) for c in recorded_classes.get("list", [])]
     except (ValueError, KeyError, TypeError, AttributeError, UserError) as exc:
         raise UserError(f"{folder / RUN_FILE} is damaged ({exc}); re-run `atlas sweep` on its config") from None
     latest: dict[tuple[str, str, int, int], Render] = {}
@@ -596,7 +634,7 @@ def read_run(folder: str | Path) -> Run:
     run = Run(folder=folder, name=info["name"], model=info.get("model", {}), layers=layers, modes=modes,
               settings=info.get("settings", {}), renders=[r for r in every if r.facet == 0], info=info,
               facets={key: found for key, found in facets.items() if len(found) > 1}, centre_units=centre_units,
-              planned=planned, blocks=blocks)
+              planned=planned, blocks=blocks, classes=classes, class_count=int(recorded_classes.get("count", 0)))
     from atlas.run.circuits import read_circuits  # (that module writes through this one's neighbours only)
 
     run.circuits = read_circuits(folder, run.model.get("sha256", "")) if run.model.get("sha256") else None

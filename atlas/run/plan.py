@@ -19,11 +19,19 @@ from atlas.model.catalogue import AnyLayer, BlockOutput, Layer, centre_unit_box
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.render import devices
 from atlas.render.devices import Device
-from atlas.render.settings import RenderSettings
+from atlas.render.settings import CLASS, RenderSettings
 from atlas.run.config import LoadedConfig, baseline_of, examples_folder_of, select_channels, select_layers
 from atlas.run.layout import Layout, resolve_cluster_layout, resolve_layout
-from atlas.run.manifest import NOISE, CentreUnits, Mode, image_paths, recorded_hashes
-from atlas.run.plans import CircuitsPlan, ExamplesPlan, ExplainPlan, MapPlan, default_cell_settings
+from atlas.run.manifest import CLASS_LAYER, NOISE, CentreUnits, Mode, image_paths, recorded_hashes
+from atlas.run.plans import (
+    CircuitsPlan,
+    ClassesPlan,
+    ClassPhotosPlan,
+    ExamplesPlan,
+    ExplainPlan,
+    MapPlan,
+    default_cell_settings,
+)
 from atlas.shipped import config_name
 from atlas.validation import validate
 
@@ -33,8 +41,8 @@ class WorkItem:
     """One render to do."""
 
     mode: str  # Mode.id
-    layer: str
-    channel: int  # WHOLE_LAYER for a whole-layer dream
+    layer: str  # CLASS_LAYER for a class visualisation
+    channel: int  # WHOLE_LAYER for a whole-layer dream; the class index of a class visualisation
 
 
 @dataclass(frozen=True)
@@ -81,10 +89,20 @@ class RunPlan:
     model_labels: str | None = None  # the names of its classes: imagenet or a label file (ModelSource.labels)
     model_logits: str | None = None  # the node it names as its classifier's logits (ModelSource.logits)
     blocks: list[BlockOutput] = field(default_factory=list)  # every block output of the model (run.json: `blocks`)
+    classes: ClassesPlan | None = None  # the class visualisations, if the config asks (`classes:`)
+    class_photos: ClassPhotosPlan | None = None  # the examples folder's photos scored per class (classes and examples)
 
     def settings_for(self, mode: str) -> RenderSettings:
         """The render settings of one mode."""
         return self.mode_settings.get(mode, self.settings)
+
+    def hash_of(self, mode: str, layer: str) -> str:
+        """The settings hash of a render of `layer` in `mode`: the mode's, or its class renders' for CLASS_LAYER."""
+        return class_or_mode_hash(self.hashes, self.classes.hashes if self.classes else {}, mode, layer)
+
+    def node(self, layer: str) -> str:
+        """The model's node a render of `layer` climbs: the logits for CLASS_LAYER, else the layer."""
+        return self.classes.logits if layer == CLASS_LAYER and self.classes else layer
 
     def facets(self, mode: str) -> int:
         """Images per channel in `mode`."""
@@ -105,6 +123,11 @@ class RunPlan:
         if self.mode_settings:
             info["mode_render"] = {mode: settings.pixel_dict() for mode, settings in self.mode_settings.items()}
         return info
+
+
+def class_or_mode_hash(hashes: dict[str, str], class_hashes: dict[str, str], mode: str, layer: str) -> str:
+    """The settings hash of a render of `layer` in `mode` (`class_hashes` for CLASS_LAYER, else `hashes`)."""
+    return class_hashes[mode] if layer == CLASS_LAYER else hashes[mode]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -151,7 +174,7 @@ def planned_channels(work: list[WorkItem]) -> dict[str, dict[str, str]]:
     """Each mode's asked-for channels per layer, as selections (whole-layer dreams left out)."""
     planned: dict[str, dict[str, list[int]]] = {}
     for item in work:
-        if item.channel != WHOLE_LAYER:
+        if item.channel != WHOLE_LAYER and item.layer != CLASS_LAYER:  # classes: run.json's `classes`
             planned.setdefault(item.mode, {}).setdefault(item.layer, []).append(item.channel)
     return {mode: {layer: format_channels(channels) for layer, channels in layers.items()}
             for mode, layers in planned.items()}
@@ -169,6 +192,42 @@ def resolve_work(loaded: LoadedConfig, layers: list[AnyLayer], modes: list[Mode]
             if config.layer_dreams and mode.kind == "photo":
                 items.append(WorkItem(mode.id, layer.name, WHOLE_LAYER))
     return items
+
+
+def class_items(classes: ClassesPlan | None) -> list[WorkItem]:
+    """The class visualisations to do: each noise-started mode's classes together, as asked."""
+    if classes is None:
+        return []
+    return [WorkItem(mode, CLASS_LAYER, index) for mode in classes.modes for index in classes.indices]
+
+
+def class_text(given: Any) -> str:
+    """A config's `classes:` (all, a comma-separated string, or a list of names and indices) as `--class` text."""
+    if isinstance(given, list):
+        return ",".join(str(part) for part in given)
+    return str(given)
+
+
+def resolve_classes(given: Any, model: Any, modes: list[Mode], settings: dict[str, RenderSettings], seed: int,
+                    formats: dict[str, Any]) -> ClassesPlan:
+    """The config's `classes:` resolved against the model's labels (`atlas.render.classes.parse_classes`), rendered in
+    every noise-started mode with its settings and the `class` objective; one line naming the fix otherwise."""
+    from atlas.render.classes import labels, logits_layer, parse_classes
+
+    noise = [mode.id for mode in modes if mode.kind == NOISE]
+    if not noise:
+        raise UserError("classes: class visualisations start from noise; add a noise-started mode (modes: [noise, "
+                        "photo]) or remove classes:")
+    try:
+        node = logits_layer(model)
+        names = labels(model)
+        indices = parse_classes(class_text(given), names)
+    except UserError as exc:
+        raise UserError(f"classes: {str(exc).removeprefix('--class ').removeprefix('--class: ')}") from None
+    hashes = {mode: settings_hash(model.render_key, replace(settings[mode], objective=CLASS), seed, None, formats)
+              for mode in noise}
+    return ClassesPlan(indices=tuple(indices), labels=tuple(names[i] for i in indices), count=len(names),
+                       logits=node, modes=tuple(noise), hashes=hashes)
 
 
 def resolve_examples(folder: str, layers: list[AnyLayer], top: int | None = None, size: int | None = None,
@@ -293,6 +352,7 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
     `workers` and `gpus` do not apply there); every config mistake is raised here, before anything is created.
     `examples_folder` (the command line's) adds or replaces the config's examples folder, `map_folder` its map
     folder, `explain_folder` its explain folder (a folder of photos, or one photo)."""
+    loaded = loaded.for_network(model.source.trained)  # `auto` method and display: what they mean for this network
     config = loaded.config
     modes = loaded.modes()
     if cluster is not None:
@@ -301,12 +361,15 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
         layout = resolve_layout(devices.discover_devices(), config.workers, config.gpus if gpus is None else gpus,
                                 config.batch_size, config.render.precision, model.work)
     settings = replace(config.settings(), precision=layout.precision)  # `auto` decided once, for every worker
-    every = {m.id: replace(config.settings(m.method, m.facets), precision=layout.precision) for m in modes}
+    every = {m.id: replace(config.settings(m.method, m.facets), precision=layout.precision,
+                           **({"display": "raw"} if m.kind != NOISE else {})) for m in modes}  # display: from noise
     formats = config.formats.model_dump()
     photos = {m.id: loaded.photos[m.photo] for m in modes if m.photo}
     hashes = {m.id: settings_hash(model.render_key, every[m.id], config.seed, photos.get(m.id), formats) for m in modes}
     selected = select_layers(config.layers, model.layers, model.blocks)
-    work = resolve_work(loaded, selected, modes)
+    classes = None if config.classes is None else resolve_classes(config.classes, model, modes, every, config.seed,
+                                                                  formats)
+    work = resolve_work(loaded, selected, modes) + class_items(classes)
     items = shard_items(work, shard)
     units = {m.id: centre_units(model, every[m.id].size) for m in modes if m.kind == NOISE and m.objective == "neuron"}
     examples = None
@@ -314,6 +377,10 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
         folder = examples_folder_of(examples_folder) if examples_folder else loaded.examples_folder
         given = config.examples.model_dump(exclude={"folder"}) if config.examples else {}
         examples = resolve_examples(folder, selected, **given)
+    class_photos = None
+    if examples and classes:
+        class_photos = ClassPhotosPlan(folder=examples.folder, size=examples.size, fit=examples.fit,
+                                       batch_size=examples.batch_size, classes=classes.indices, logits=classes.logits)
     maps = None
     if map_folder or config.map:
         folder = examples_folder_of(map_folder, key="map") if map_folder else loaded.map_folder
@@ -329,12 +396,12 @@ def resolve_plan(loaded: LoadedConfig, model: Any, shard: tuple[int, int] | None
                    explain=resolve_config_explain(loaded, model, explain_folder),
                    circuits=resolve_circuits(config.circuits, model, selected), blocks=list(model.blocks),
                    mode_settings={mode: s for mode, s in every.items() if s != settings}, centre_units=units,
-                   planned=planned_channels(work))
+                   planned=planned_channels(work), classes=classes, class_photos=class_photos)
 
 
 def is_done(item: WorkItem, recorded: dict[tuple[str, str, int], str], plan: RunPlan) -> bool:
     """Recorded with the current settings hash, and the three image files of every facet present."""
-    if recorded.get((item.mode, item.layer, item.channel)) != plan.hashes[item.mode]:
+    if recorded.get((item.mode, item.layer, item.channel)) != plan.hash_of(item.mode, item.layer):
         return False
     facets = plan.facets(item.mode) if item.channel != WHOLE_LAYER else 1
     return all((plan.folder / p).is_file() for facet in range(facets)

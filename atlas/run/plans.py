@@ -99,6 +99,49 @@ class MapPlan:
 
 
 @dataclass(frozen=True)
+class ClassesPlan:
+    """The class visualisations a run makes, resolved once from the config's `classes:` against the model's labels:
+    every class in every noise-started mode, on the classifier's logits with the `class` objective."""
+
+    indices: tuple[int, ...]  # class indices, as asked (each once)
+    labels: tuple[str, ...]  # their names, as the model's labels give them
+    count: int  # the classifier's classes
+    logits: str  # the node of the classifier's logits that the renders climb
+    modes: tuple[str, ...]  # the noise-started mode ids they are rendered in
+    hashes: dict[str, str] = field(default_factory=dict)  # mode id -> settings hash of its class renders
+
+    def to_dict(self) -> dict[str, object]:
+        """What run.json records (`classes`)."""
+        return {"count": self.count, "logits": self.logits, "modes": list(self.modes),
+                "list": [{"index": i, "label": label} for i, label in zip(self.indices, self.labels)]}
+
+
+CLASS_PHOTOS_FORMAT = 1  # bump when the meaning of classes/<hash>.json changes
+CLASS_PHOTOS_TOP = 9  # photos listed per class
+
+
+@dataclass(frozen=True)
+class ClassPhotosPlan:
+    """The class-photos pass: the classifier's logits on every photo of the examples folder (fitted as the examples
+    pass fits them), and per rendered class the photos that score highest (atlas.analysis.class_photos)."""
+
+    folder: str  # the examples folder (or probes)
+    size: int
+    fit: str
+    batch_size: int
+    classes: tuple[int, ...]
+    logits: str
+    top: int = CLASS_PHOTOS_TOP
+
+    def settings_hash(self, model_key: str, listing: str) -> str:
+        """Everything that changes the recorded lists: the photos (their listing's digest), weights, fitting, classes."""
+        blob = json.dumps({"folder": self.folder, "listing": listing, "model": model_key, "size": self.size,
+                           "fit": self.fit, "classes": list(self.classes), "logits": self.logits, "top": self.top,
+                           "format": CLASS_PHOTOS_FORMAT, "thumb": THUMB_PX}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
 class CircuitsPlan:
     """What the circuits pass does, resolved once from the config's `circuits:`."""
 

@@ -27,7 +27,7 @@ from atlas.atomic import atomic_path, atomic_write_bytes, remove_stale_parts, st
 from atlas.console import import_tensorflow
 from atlas.errors import UserError
 from atlas.run.config import LoadedConfig
-from atlas.run.manifest import Manifest, manifest_name, write_run_info
+from atlas.run.manifest import CLASSES, Manifest, manifest_name, write_run_info
 from atlas.run.plan import Batch, RunPlan, WorkItem, make_batches, parse_shard, pending, resolve_plan
 from atlas.run.workers import LocalPool, Outcome, Task, adopt_model, cluster_devices, run_batch, run_on_dask
 
@@ -57,7 +57,9 @@ def make_task(plan: RunPlan, versions_json: str) -> Task:
     return Task(model_sha256=plan.model_sha256, preprocess=plan.model_preprocess, settings=plan.settings,
                 seed=plan.seed,
                 photos={mode: path.read_bytes() for mode, path in plan.photos.items()}, hashes=plan.hashes,
-                formats=plan.formats, versions=versions_json, mode_settings=plan.mode_settings, work=plan.layout.work)
+                formats=plan.formats, versions=versions_json, mode_settings=plan.mode_settings, work=plan.layout.work,
+                logits=plan.classes.logits if plan.classes else None,
+                class_hashes=dict(plan.classes.hashes) if plan.classes else {})
 
 
 def prepare_run_folder(plan: RunPlan, versions_json: str, sweep_stale: bool = True) -> None:
@@ -77,7 +79,8 @@ def prepare_run_folder(plan: RunPlan, versions_json: str, sweep_stale: bool = Tr
                                        "preprocess": plan.model_preprocess, "labels": plan.model_labels,
                                        "logits": plan.model_logits},
                    plan.catalogue, plan.modes, plan.run_settings(), plan.centre_units,
-                   versions=json.loads(versions_json), planned=plan.planned, blocks=plan.blocks)
+                   versions=json.loads(versions_json), planned=plan.planned, blocks=plan.blocks,
+                   **({CLASSES: plan.classes.to_dict()} if plan.classes else {}))
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from atlas.model.selection import WHOLE_LAYER
-from atlas.run.manifest import Render, image_paths
+from atlas.run.manifest import CLASS_LAYER, Render, extra_paths, image_paths
 
 if TYPE_CHECKING:
     from atlas.render.devices import Device
@@ -49,6 +49,14 @@ class Task:
     mode_settings: dict[str, RenderSettings] = field(default_factory=dict)  # mode id -> settings, where not
     # `settings` (another method, facets)
     work: float = 1.0  # the model's work per image over GoogLeNet's (`Model.work`): automatic batches divide by it
+    logits: str | None = None  # the node of the classifier's logits (class visualisations: batches of CLASS_LAYER)
+    class_hashes: dict[str, str] = field(default_factory=dict)  # mode id -> settings hash of its class renders
+
+    def hash_of(self, mode: str, layer: str) -> str:
+        """The settings hash of a render of `layer` in `mode` (as `RunPlan.hash_of`)."""
+        from atlas.run.plan import class_or_mode_hash
+
+        return class_or_mode_hash(self.hashes, self.class_hashes, mode, layer)
 
 
 @dataclass
@@ -126,17 +134,22 @@ def run_batch(task: Task, batch: Batch, graph: bytes | None = None) -> Outcome:
 
 
 def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], dict[str, bytes]]:
-    """Render a batch's channels and encode each result's three images."""
+    """Render a batch's channels (or classes: CLASS_LAYER, on the logits with the class objective) and encode each
+    result's three images, with its mask and raw pixels beside when it has them."""
     from atlas.images import encode
     from atlas.render.loop import render_channels
-    from atlas.render.settings import with_overrides
+    from atlas.render.settings import CLASS, with_overrides
 
     photo = _photo(task, batch.mode) if batch.mode in task.photos else None
     settings = task.mode_settings.get(batch.mode, task.settings)
+    node = batch.layer
     if batch.channels == (WHOLE_LAYER,):
         settings = with_overrides(settings, objective="layer")
-    results = render_channels(model, batch.layer, list(batch.channels), photo, settings, task.seed,
-                              fit=_fit(task))
+    if batch.layer == CLASS_LAYER:
+        if task.logits is None:
+            raise RuntimeError("a class batch reached a worker without the classifier's logits node")
+        node, settings = task.logits, with_overrides(settings, objective=CLASS)  # as atlas.render.classes does
+    results = render_channels(model, node, list(batch.channels), photo, settings, task.seed, fit=_fit(task))
     web, thumb = task.formats["web"], task.formats["thumb"]
     renders, files = [], {}
     for result in results:
@@ -144,12 +157,18 @@ def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], di
         files[paths[0]] = encode(result.image, "png")
         files[paths[1]] = encode(result.image, web["format"], web["size"], web["quality"])
         files[paths[2]] = encode(result.image, thumb["format"], thumb["size"], thumb["quality"])
+        kept = dict(zip(("mask", "raw"), extra_paths(batch.mode, batch.layer, result.channel, result.facet)))
+        for name, pixels in (("mask", result.mask), ("raw", result.raw)):
+            if pixels is None:
+                kept[name] = ""
+            else:
+                files[kept[name]] = encode(pixels, "png")
         renders.append(Render(layer=batch.layer, channel=result.channel, mode=batch.mode, seed=task.seed,
-                              settings_hash=task.hashes[batch.mode], start=result.start, end=result.end,
-                              lift=result.lift, rank=result.rank, specific=result.specific,
+                              settings_hash=task.hash_of(batch.mode, batch.layer), start=result.start,
+                              end=result.end, lift=result.lift, rank=result.rank, specific=result.specific,
                               seconds=result.seconds, image=paths[0], web=paths[1], thumb=paths[2],
                               versions=task.versions, created=time.time(), facet=result.facet,
-                              batch=result.batch, device=device_name()))
+                              batch=result.batch, device=device_name(), **kept))
     return renders, files
 
 
@@ -169,7 +188,11 @@ def _model(task: Task, graph: bytes | None) -> Any:
         from atlas.model.preprocess import parse_preprocess
 
         preprocess = parse_preprocess(task.preprocess) if task.preprocess else None
-        model = load_model_bytes(data, f"graph sha256:{task.model_sha256[:12]}", preprocess)
+        from atlas.model.source import ModelSource
+
+        # the logits node the plan resolved (a config's `logits:` included): class renders climb it
+        source = ModelSource(spec=f"graph sha256:{task.model_sha256[:12]}", pb_path=None, logits=task.logits)
+        model = load_model_bytes(data, source, preprocess)
         if model.sha256 != task.model_sha256:
             raise RuntimeError(f"a worker got graph bytes of sha256 {model.sha256}, not the sweep's model")
         _STATE.update(model=model, sha=key)
