@@ -298,7 +298,7 @@ def test_neuron_runs_record_each_noise_modes_centre_unit_box_per_layer(tmp_path,
 @pytest.mark.parametrize("changes, message", [
     ({"render": {"method": "fourier"}, "modes": ["noise", "fourier"]}, "put the fourier settings under fourier:"),
     ({"fourier": {"steps": 5}}, "add fourier to modes"),
-    ({"render": {"method": "pixels"}}, "render.method: Input should be 'deepdream' or 'fourier'"),
+    ({"render": {"method": "pixels"}}, "render.method: Input should be 'auto', 'deepdream', 'fourier' or 'maco'"),
     ({"diversity": 0}, "diversity: Input should be greater than or equal to 1"),
 ])
 def test_method_config_errors(tmp_path, capsys, changes, message):

@@ -295,8 +295,8 @@ class SweepConfig(BaseModel):
         """The modes asked for: `render.method: fourier` (or `maco`) alone means the fourier (maco) mode; `auto` must
         be resolved first (`for_network`)."""
         method = self.render.method
-        if method == AUTO or self.render.display == AUTO:
-            raise ValueError("resolve render.method and render.display auto first (SweepConfig.for_network)")
+        if method == AUTO:
+            raise ValueError("resolve render.method auto first (SweepConfig.for_network)")
         if method in ADAM_METHODS:
             return [{"fourier": FOURIER_MODE, "maco": MACO_MODE}[method]]
         return list(dict.fromkeys(self.modes))
