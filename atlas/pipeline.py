@@ -32,6 +32,7 @@ class PipelineSummary:
     plan: Any  # atlas.run.plan.RunPlan
     sweep: Any = None  # atlas.run.sweep.Summary
     examples: Any = None  # atlas.analysis.examples.ExamplesSummary
+    class_photos: Any = None  # atlas.analysis.class_photos.ClassPhotosSummary
     map: Any = None  # atlas.analysis.maps.MapSummary
     explain: Any = None  # atlas.analysis.explain.ExplainSummary
     circuits: Any = None  # atlas.analysis.circuits.CircuitsSummary
@@ -121,6 +122,12 @@ def _examples(plan: Any, model: Any) -> Any:
     return run_examples(plan.examples, plan.folder, model)
 
 
+def _class_photos(plan: Any, model: Any) -> Any:
+    from atlas.analysis.class_photos import run_class_photos
+
+    return run_class_photos(plan.class_photos, plan.folder, model)
+
+
 def _map(plan: Any, model: Any) -> Any:
     from atlas.analysis.maps import run_map
 
@@ -142,6 +149,7 @@ def _circuits(plan: Any, model: Any) -> Any:
 # the passes after the sweep, in order: the plan's (and summary's) field, how to run it after a sliced sweep, the run
 PASSES: tuple[tuple[str, str, Callable[[Any, Any], Any]], ...] = (
     ("examples", "`atlas examples FOLDER -o {folder}`", _examples),
+    ("class_photos", "the sweep without --shard", _class_photos),
     ("map", "`atlas map FOLDER -o {folder}`", _map),
     ("explain", "`atlas explain PHOTO ... -o {folder}`", _explain),
     ("circuits", "the sweep without --shard", _circuits),
