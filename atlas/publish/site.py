@@ -17,6 +17,10 @@
     site/photos.html                     the explained photos (runs with `explain/`, atlas.publish.explain_view)
     site/photos/<sha16>.html             one photo, a tab per layer: semantic dictionary, spatial and channel
                                          attribution per class, neuron groups
+    site/classes.html                    the classes the run renders (runs with `classes:`), a card each
+    site/classes/<cccc>.html             one class: its label and index, its render in each noise-started mode (the
+                                         importance mask as an overlay, the raw pixels linked), its metrics, and
+                                         the photos of the examples folder the classifier scores highest for it
     site/static/                         CSS, JavaScript and the placeholder image, copied from templates/static/
 
 The site grows with what the run has, not with the model: a channel without any of those has no page, and a link
@@ -49,11 +53,13 @@ from atlas.model.catalogue import AnyLayer, BlockOutput, in_order
 from atlas.model.selection import WHOLE_LAYER, format_channels
 from atlas.publish.circuits_view import Matrix, UnitLink, block_matrices, channel_circuit
 from atlas.publish.explain_view import PHOTOS_PAGE, Explained, photo_url, read_explained
-from atlas.run.manifest import Example, Mode, PhotoRecord, Render, Run, image_paths, read_run
+from atlas.run.classfiles import ClassPhoto, read_class_photos
+from atlas.run.manifest import CLASS_LAYER, NOISE, Example, Mode, PhotoRecord, Render, Run, image_paths, read_run
 from atlas.run.mapfiles import MapCell, MapData, map_layers, read_map
 from atlas.shipped import templates_dir
 
 SITE_DIR = "site"
+CLASSES_PAGE = "classes.html"  # the classes' overview (class pages: classes/<cccc>.html)
 FIGURES_DIR = "figures"
 LEDGER = ".atlas-site.json"  # the files the last build wrote, so a rebuild can remove stale ones
 INDEX_JS = "atlas-index.js"
@@ -220,6 +226,27 @@ class Block:
 
 
 @dataclass
+class ClassView:
+    """One class the run renders, with everything its page shows."""
+
+    index: int  # among the classifier's classes
+    label: str
+    renders: dict[str, Render]  # noise-started mode id -> its render (present on disk)
+    facets: dict[str, list[Render]] = field(default_factory=dict)  # mode id -> every facet (diversity N)
+    photos: list[ClassPhoto] = field(default_factory=list)  # the examples folder's best-scoring photos, best first
+    prev: ClassView | None = None
+    next: ClassView | None = None
+
+    @property
+    def url(self) -> str:
+        return class_url(self.index)
+
+    def first(self, modes: list[Mode]) -> Render | None:
+        """Its render in the first mode that has one (its card's image)."""
+        return next((self.renders[mode.id] for mode in modes if mode.id in self.renders), None)
+
+
+@dataclass
 class Gallery:
     """The run as the site shows it."""
 
@@ -233,6 +260,7 @@ class Gallery:
     maps: list[MapView] = field(default_factory=list)  # the run's activation atlases
     matrices: dict[str, Matrix] = field(default_factory=dict)  # layer -> its block-to-block matrix of norms
     explained: Explained | None = None  # the run's per-photo explanations, if any
+    classes: list[ClassView] = field(default_factory=list)  # the classes the run renders, as it asked for them
 
     @functools.cached_property
     def by_name(self) -> dict[str, LayerView]:
@@ -293,6 +321,16 @@ class Gallery:
     @property
     def photo_modes(self) -> list[Mode]:
         return [mode for mode in self.modes if mode.kind == "photo"]
+
+    @property
+    def noise_modes(self) -> list[Mode]:
+        """The noise-started modes: those class visualisations are rendered in."""
+        return [mode for mode in self.modes if mode.kind == NOISE]
+
+    @property
+    def class_count(self) -> int:
+        """The classifier's classes (0 in runs that render none)."""
+        return self.run.class_count
 
     @property
     def total_channels(self) -> int:
@@ -386,7 +424,7 @@ def build_gallery(run: Run) -> Gallery:
     per_layer: dict[str, dict[str, dict[int, Render]]] = {}
     dreams: dict[str, dict[str, Render]] = {}
     for render in run.renders:
-        if render.thumb not in existing or render.web not in existing:
+        if render.thumb not in existing or render.web not in existing or render.layer == CLASS_LAYER:
             continue
         if render.channel == WHOLE_LAYER:
             dreams.setdefault(render.layer, {})[render.mode] = render
@@ -420,10 +458,33 @@ def build_gallery(run: Run) -> Gallery:
                       web=_mode_sizes(run, "web", DEFAULT_WEB), photos=_photo_sizes(run),
                       figures=_figures(run.folder), matrices=block_matrices(run.circuits))
     gallery.maps = build_maps(run, existing, gallery.unit_href)
+    gallery.classes = build_classes(run, existing)
     gallery.explained = read_explained(run.folder, gallery.icon, set(gallery.by_name), gallery.unit_href)
     for layer, channel in gallery.explained.contributions if gallery.explained else ():
         gallery.by_name[layer].listed.add(channel)
     return gallery
+
+
+def build_classes(run: Run, existing: set[str]) -> list[ClassView]:
+    """The run's classes in the order it asked for them, each with its renders on disk and its top photos."""
+    def shown(render: Render) -> bool:
+        return render.thumb in existing and render.web in existing
+
+    renders: dict[int, dict[str, Render]] = {}
+    for render in run.renders:
+        if render.layer == CLASS_LAYER and shown(render):
+            renders.setdefault(render.channel, {})[render.mode] = render
+    photos = read_class_photos(run.folder)
+    views = []
+    for found in run.classes:
+        facets = {mode: [r for r in run.facets.get((mode, CLASS_LAYER, found.index), []) if shown(r)]
+                  for mode in renders.get(found.index, {})}
+        views.append(ClassView(found.index, found.label, renders.get(found.index, {}),
+                               {mode: f for mode, f in facets.items() if len(f) > 1},
+                               [p for p in photos.get(found.index, []) if p.thumb in existing]))
+    for before, after in zip(views, views[1:]):
+        before.next, after.prev = after, before
+    return views
 
 
 def shown_block_outputs(run: Run, rendered: dict[str, Any]) -> list[BlockOutput]:
@@ -434,10 +495,10 @@ def shown_block_outputs(run: Run, rendered: dict[str, Any]) -> list[BlockOutput]
 
 
 def _existing_files(folder: Path) -> set[str]:
-    """Run-relative paths (POSIX) of every file under images/, examples/ and maps/: one walk instead of a stat per
-    render, example patch or map cell."""
+    """Run-relative paths (POSIX) of every file under images/, examples/, maps/ and classes/: one walk instead of a
+    stat per render, example patch, map cell or class photo."""
     found: set[str] = set()
-    for root in (folder / "images", folder / "examples", folder / "maps"):
+    for root in (folder / "images", folder / "examples", folder / "maps", folder / "classes"):
         for parent, _, files in os.walk(root):
             rel = Path(parent).relative_to(folder).as_posix()
             found.update(f"{rel}/{name}" for name in files)
@@ -500,6 +561,11 @@ def channel_url(layer: str, channel: int) -> str:
     return f"channels/{quote(layer)}/{cccc(channel)}.html"
 
 
+def class_url(index: int) -> str:
+    """A class page's path from the site root."""
+    return f"{CLASSES_PAGE.removesuffix('.html')}/{cccc(index)}.html"
+
+
 def unit_anchor(layer: str, channel: int) -> str:
     """A layer page at one channel, from the site root: where a link to a unit without a page leads (atlas.js
     scrolls to its tile, drawing the not-rendered tiles if it is one of them)."""
@@ -535,7 +601,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(templates_dir()), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters.update(u=url_path, cccc=cccc, layer_url=layer_url, channel_url=channel_url, gain=_gain,
-                       map_url=map_url, photo_url=photo_url, ranges=format_channels)
+                       map_url=map_url, photo_url=photo_url, ranges=format_channels, class_url=class_url)
     env.globals["home"] = None  # in a site of several models: the path up to its index (see write_site)
     return env
 
@@ -564,6 +630,10 @@ def pages(gallery: Gallery, env: Environment, run_from_site: str, home: str | No
         yield render("maps.html", "maps.html")
     for view in gallery.maps:
         yield render("map.html", map_url(view.layer), map=view)
+    if gallery.classes:
+        yield render("classes.html", CLASSES_PAGE)
+    for view in gallery.classes:
+        yield render("class.html", view.url, view=view)
     if gallery.explained:
         yield render("photos.html", PHOTOS_PAGE)
         for photo in gallery.explained.photos:
@@ -765,6 +835,7 @@ def _write_all(writer: _Writer, gallery: Gallery, run_from_site: str, progress: 
         writer.write(matrix.rel, matrix.png)
     total = 5 + len(gallery.layers) + len(gallery.page_order) + (1 + len(gallery.maps) if gallery.maps else 0)
     total += 1 + len(gallery.explained.photos) if gallery.explained else 0
+    total += 1 + len(gallery.classes) if gallery.classes else 0
     with _progress(total, progress) as bar:
         for rel, html in pages(gallery, environment(), run_from_site, home):
             writer.write(rel, html.encode("utf-8"))
