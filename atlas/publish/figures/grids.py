@@ -13,7 +13,7 @@ from atlas.model.selection import WHOLE_LAYER, check_channels, parse_channels
 from atlas.publish.figures.page import (FACTS_PT, ItemSpec, FOOTER_PT, GAP, LABEL_PT_MIN, LINE, MARGIN, PAGE_WIDTH, POINTS,
                                         TITLE_PT, Box, Cell, FigureLayout, Panel, Text, find_mode, footer_text,
                                         grid_layout, image_file, layer_facts, mode_words, short_layer)
-from atlas.run.manifest import Mode, Render, Run
+from atlas.run.manifest import CLASS_LAYER, NOISE, Mode, Render, Run, RunClass
 
 if TYPE_CHECKING:
     from atlas.publish.figures.spec import FigureSpec
@@ -185,6 +185,48 @@ def panel_layout(run: Run, spec: FigureSpec) -> FigureLayout:
     title = spec.title or f"{len(cells)} hand-picked channels"
     return grid_layout(spec.name, "panel", cells, columns, title, [mode_words(mode)],
                        footer_text(run, list(dict.fromkeys(modes))), run)
+
+
+def pick_classes(run: Run, text: str | None) -> list[RunClass]:
+    """The run's classes a figure names: `all` (or nothing) for every one, else comma-separated labels (any case,
+    spaces or underscores) or class indices, each one the run renders; one line naming them otherwise."""
+    if not run.classes:
+        raise UserError(f"{run.folder} renders no classes; add classes: (e.g. [goldfish, espresso]) to its config "
+                        "and run it again")
+    if text is None or text.strip() in ("", "all"):
+        return list(run.classes)
+    by_key = {key: found for found in run.classes for key in (str(found.index), _class_key(found.label))}
+    picked: list[RunClass] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        found = by_key.get(_class_key(part))
+        if found is None:
+            listed = ", ".join(f"{c.label} ({c.index})" for c in run.classes[:NAMED])
+            raise UserError(f"class figure: the run renders no class '{part}'; its classes: {listed}"
+                            + (f" and {len(run.classes) - NAMED} more" if len(run.classes) > NAMED else ""))
+        if found not in picked:
+            picked.append(found)
+    return picked
+
+
+def _class_key(name: str) -> str:
+    return name.strip().lower().replace("_", " ")
+
+
+def class_layout(run: Run, spec: FigureSpec) -> FigureLayout:
+    """A grid of class visualisations in one noise-started mode, each labelled with its class's label and index."""
+    classes = pick_classes(run, spec.names)
+    mode = find_mode(run, spec.mode)
+    if mode.kind != NOISE:
+        raise UserError(f"class figure: classes are rendered from noise, not in mode {mode.id}; pick a noise-started "
+                        "mode (--mode noise or fourier)")
+    renders = run.by_key()
+    cells = [Cell((mode.id, CLASS_LAYER, c.index), image_file(run, renders.get((mode.id, CLASS_LAYER, c.index))),
+                  f"{c.label} · {c.index}") for c in classes]
+    columns = spec.columns or min(8, max(1, math.ceil(math.sqrt(len(cells)))))
+    title = spec.title or f"{len(cells)} classes of the classifier"
+    facts = [f"{len(cells)} of the classifier's {run.class_count:,} classes, each rendered from noise to raise its "
+             f"logit; {mode_words(mode)}"]
+    return grid_layout(spec.name, "class", cells, columns, title, facts, footer_text(run, [mode]), run)
 
 
 def map_layout(run: Run, spec: FigureSpec) -> FigureLayout:

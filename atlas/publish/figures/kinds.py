@@ -19,7 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from atlas.errors import UserError
 from atlas.publish.figures.circuits import circuit_layout, weights_layout
 from atlas.publish.figures.explain import CLASSES, MAX_CLASSES, MAX_POSITIONS, POSITIONS, explain_layout
-from atlas.publish.figures.grids import map_layout, panel_layout, progression_layout, sheet_layout
+from atlas.publish.figures.grids import class_layout, map_layout, panel_layout, progression_layout, sheet_layout
 from atlas.publish.figures.page import FigureLayout, ItemSpec, find_mode
 from atlas.run.manifest import Run
 
@@ -100,7 +100,7 @@ class FigureKind:
 # ----------------------------------------------------------------------------------------------- options
 
 LAYER = Option("layer", str, "a layer name from `atlas layers`", cli=False)
-MODE = Option("mode", str, "noise (default), photo-NAME or NAME")
+MODE = Option("mode", str, "noise, fourier, photo-NAME or NAME (default: the run's first noise-started mode)")
 COMMON = (  # every kind's keys
     Option("title", str, "replace the generated title"),
     Option("columns", Annotated[int, Field(ge=1, le=32)], "panels per row"),
@@ -210,6 +210,14 @@ KINDS: dict[str, FigureKind] = {kind.name: kind for kind in [
             Option("items", list[ItemSpec], "the channels: {layer, channel, caption, mode} each", cli=False),
             MODE,
             Option("captions", str, "captions in the order of the channels, separated by |", spec=False))),
+    FigureKind(
+        "class", "class visualisations in a grid, each labelled (runs with classes:), e.g. goldfish,espresso or all",
+        class_layout, lambda run, spec: f"class-{find_mode(run, spec.mode).id}" + (
+            f"-{hashlib.sha1(spec.names.encode()).hexdigest()[:8]}" if spec.names and spec.names != "all" else ""),
+        metavar="NAME|INDEX,...|all", from_flag=_subject("names"), options=(
+            Option("names", str, "the classes: labels or indices, comma-separated, or all (default: every class the "
+                   "run renders)", default="all", cli=False),
+            MODE)),
     FigureKind(
         "map", "a poster of the layer's activation atlas (see `atlas map`)", map_layout,
         lambda run, spec: f"map-{spec.layer}" + (f"-{spec.grid}" if spec.grid else ""), metavar="LAYER",

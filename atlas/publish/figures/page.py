@@ -208,8 +208,12 @@ def short_layer(name: str) -> str:
 
 
 def find_mode(run: Run, text: str | None) -> Mode:
-    """A mode by id (`noise`, `photo-chelsea`) or photo name (`chelsea`); None means noise."""
-    text = NOISE if text is None else str(text).strip()
+    """A mode by id (`noise`, `fourier`, `photo-chelsea`) or photo name (`chelsea`); None means the run's first
+    noise-started mode (`noise`, or `fourier` in a run of that method alone), else its first mode."""
+    if text is None:
+        started = [mode for mode in run.modes if mode.kind == NOISE] or run.modes
+        text = started[0].id if started else NOISE
+    text = str(text).strip()
     for mode in run.modes:
         if text in (mode.id, mode.photo):
             return mode
