@@ -81,7 +81,7 @@ def _photos(folder: Path, n: int = 4) -> Path:
 def _config(tmp_path: Path, saved: Path, circuits: bool = True) -> Path:
     photos = _photos(tmp_path / "photos")
     config = {"name": "small_cnn", "model": {"path": str(saved), "preprocess": "tf"}, "layers": "all",
-              "channels": CHANNELS, "workers": 1, "render": {"octaves": 1, "steps": 8, "size": 48},
+              "channels": CHANNELS, "workers": 1, "render": {"octaves": 1, "steps": 8, "size": 48, "method": "deepdream"},
               "formats": {"web": {"size": 48}, "thumb": {"size": 24}}, "output": str(tmp_path / "out"),
               "examples": {"folder": str(photos), "top": 2, "size": 48},
               "map": {"folder": str(photos), "layers": ["res_out"], "samples": 200, "per_photo": 30,

@@ -148,7 +148,8 @@ def block_run(lite0_frozen, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("blocks")
     config = {"name": "lite0", "model": "efficientnet-lite0", "layers": ["block9_project", BLOCK], "channels": 8,
-              "workers": 1, "circuits": False, "render": {**RENDER, "precision": PRECISION},
+              "workers": 1, "circuits": False,  # DeepDream's raw pixels, as the bounds were measured (not `auto`)
+              "render": {**RENDER, "precision": PRECISION, "method": "deepdream", "display": "raw"},
               "formats": {"web": {"size": 96}, "thumb": {"size": 48}}, "output": str(folder / "out"),
               "explain": {"folder": str(photo_path("chelsea")), "layers": [BLOCK], "classes": 1, "groups": 2,
                           "top": 2, "size": 64, "between": False}}

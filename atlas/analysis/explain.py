@@ -513,7 +513,7 @@ def icon_mode(run_folder: Path, seed: int) -> IconMode:
     from dataclasses import asdict
 
     from atlas.render.settings import RenderSettings
-    from atlas.run.config import SweepConfig
+    from atlas.run.config import RenderConfig, SweepConfig
     from atlas.run.manifest import NOISE, Mode, read_run_info, rewrite_run_info
 
     info = read_run_info(run_folder)
@@ -525,7 +525,7 @@ def icon_mode(run_folder: Path, seed: int) -> IconMode:
             given = {k: v for k, v in render.items() if k != "transforms"}  # fourier: recorded as its steps
             return IconMode(mode, RenderSettings(**given), int(recorded.get("seed", 0)),
                             recorded.get("formats") or SweepConfig().formats.model_dump())
-    config = SweepConfig()
+    config = SweepConfig(render=RenderConfig(method="deepdream", display="raw"))  # the noise mode: DeepDream's pixels
     mode, settings, formats = Mode.noise(), config.settings(), config.formats.model_dump()
     settings_block = {"render": settings.pixel_dict(), "seed": seed, "formats": formats, "layer_dreams": False,
                       "config": None, **{k: v for k, v in recorded.items() if k not in ("render", "seed", "formats")}}
