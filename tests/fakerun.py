@@ -96,6 +96,33 @@ def make_fake_run(folder: Path, layers: list[Layer] | None = None, photos: tuple
     return folder
 
 
+def add_fake_classes(folder: Path, classes: tuple[tuple[int, str], ...] = ((1, "goldfish"), (285, "Egyptian cat")),
+                     count: int = 1000, size: int = 64, thumb: int = 32) -> Path:
+    """Record class visualisations of `classes` ((index, label) each) in the run's noise mode, each with an
+    importance mask beside it (its left half bright), and the classes in run.json, as a sweep with `classes:` does."""
+    from atlas.run.manifest import CLASS_LAYER, CLASSES, extra_paths, read_run_info, rewrite_run_info
+
+    info = read_run_info(folder)
+    info[CLASSES] = {"count": count, "logits": "logits", "modes": ["noise"],
+                     "list": [{"index": index, "label": label} for index, label in classes]}
+    rewrite_run_info(folder, info)
+    rng = np.random.default_rng(len(classes))
+    mask = np.zeros((size, size), np.uint8)
+    mask[:, : size // 2] = 255
+    renders = []
+    for index, _ in classes:
+        paths = image_paths("noise", CLASS_LAYER, index)
+        _write_images(folder, paths, rng.integers(0, 255, (size, size, 3), dtype=np.uint8), thumb)
+        mask_path = extra_paths("noise", CLASS_LAYER, index)[0]
+        Image.fromarray(mask).save(folder / mask_path)
+        renders.append(Render(layer=CLASS_LAYER, channel=index, mode="noise", seed=0, settings_hash="fakeclass",
+                              start=-1.0, end=9.0, lift=4.0, rank=1, specific=True, seconds=0.5, image=paths[0],
+                              web=paths[1], thumb=paths[2], versions=json.dumps({"atlas": "test"}), mask=mask_path))
+    with Manifest(folder / MANIFEST_FILE, create=True) as manifest:
+        manifest.add(renders)
+    return folder
+
+
 def _write_images(folder: Path, paths: tuple[str, str, str], pixels: np.ndarray, thumb: int) -> None:
     image = Image.fromarray(pixels)
     (folder / paths[0]).parent.mkdir(parents=True, exist_ok=True)

@@ -423,6 +423,36 @@ def test_neuron_render_outlines_the_centre_units_receptive_field(tmp_path, catal
     assert not watch.errors, watch.errors
 
 
+def test_a_class_page_overlays_the_importance_mask_on_demand(tmp_path, catalogue, browser):
+    """The Classes section: the overview's cards lead to a class page with its label; the mask is hidden until the
+    caption's checkbox shows it over the render, the same size, darkening what the render does not depend on."""
+    from fakerun import add_fake_classes
+
+    layers = [layer for layer in catalogue if layer.name in CRAWLED[:1]]
+    folder = add_fake_classes(make_fake_run(tmp_path / "classes", layers=layers, photos=()))
+    build_site(folder)
+    watch = Watch(browser)
+    page = watch.page
+    page.goto(url(folder / "site", "index.html"))
+    page.locator("header nav a", has_text="Classes").click()
+    assert [t.strip() for t in page.locator(".class-label").all_inner_texts()] == ["goldfish", "Egyptian cat"]
+    page.locator(".class-cards a", has_text="Egyptian cat").click()
+    assert page.url.endswith("classes/0285.html") and "Egyptian cat" in page.locator("h1").inner_text()
+    assert not load_all_images(page)
+    overlay = page.locator("figure.large img.mask-overlay")
+    assert not overlay.is_visible()
+    page.locator(".mask-toggle input").check()
+    assert overlay.is_visible()
+    image = page.locator("figure.large .unit-frame a img").bounding_box()
+    drawn = overlay.bounding_box()
+    assert (drawn["x"], drawn["y"]) == pytest.approx((image["x"], image["y"]), abs=1)
+    assert (drawn["width"], drawn["height"]) == pytest.approx((image["width"], image["height"]), abs=1)
+    watch.shot("class-mask-overlay")
+    page.keyboard.press("ArrowLeft")  # the previous class
+    page.wait_for_url("**/classes/0001.html")
+    assert not watch.errors, watch.errors
+
+
 def test_examples_patches_open_the_whole_photo_with_the_box_drawn(small_site, browser):
     watch = Watch(browser)
     page = watch.page

@@ -23,7 +23,8 @@ figures only read, through `read_run`. Nothing here imports TensorFlow, so readi
                                         those pixels (columns `mask`, `raw`; empty: none)
       images/<mode>/class/<cccc>.png     a class visualisation (cccc = the class index) in a noise-started mode;
                                         run.json `classes` lists the run's classes with their labels
-      classes/<hash>.json                     the photos of the examples folder that score highest for each class
+      classes/<hash>/scores.json              the photos of the examples folder that score highest for each class
+                                        (atlas.run.classfiles), their thumbnails in classes/<hash>/photos/
       examples/<hash>/photos/<sha12>.jpg      dataset examples: a thumbnail of each photo in a top list
       examples/<hash>/crops/<layer>/<sha12>-<row>-<col>.jpg   the patch a layer position sees in that photo
       examples/skipped.txt                    files the last examples pass could not read, with the reason

@@ -116,7 +116,7 @@ class ClassesPlan:
                 "list": [{"index": i, "label": label} for i, label in zip(self.indices, self.labels)]}
 
 
-CLASS_PHOTOS_FORMAT = 1  # bump when the meaning of classes/<hash>.json changes
+CLASS_PHOTOS_FORMAT = 1  # bump when the meaning of classes/<hash>/scores.json changes
 CLASS_PHOTOS_TOP = 9  # photos listed per class
 
 
