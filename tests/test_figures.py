@@ -19,7 +19,8 @@ from atlas.publish.figures import grids, page
 from atlas.publish.figures import KINDS, FigureJob, FigureSpec, ItemSpec, SpecFile, SpecJob
 from atlas.run.explainfiles import ExplainLayer
 from atlas.run.manifest import WHOLE_LAYER, Run, read_run
-from tests.fakerun import add_fake_circuits, add_fake_explain, add_fake_map, make_fake_run, synthetic_layers
+from tests.fakerun import (add_fake_circuits, add_fake_classes, add_fake_explain, add_fake_map, make_fake_run,
+                           synthetic_layers)
 
 ROOT = Path(__file__).resolve().parents[1]
 LECTURE = ROOT / "configs" / "figures" / "lecture3.yaml"
@@ -269,6 +270,7 @@ EVERY_KIND = {
     "sheet": {"layer": SHEET_LAYER, "channels": [0, 1, 2], "mode": "chelsea"},
     "progression": {"photo": "chelsea", "layers": ["conv2d0_pre_relu", SHEET_LAYER]},
     "panel": {"items": [{"layer": "conv2d0_pre_relu", "channel": 1, "caption": "low"}], "mode": "noise"},
+    "class": {"names": "Egyptian cat, 1", "mode": "noise"},
     "map": {"layer": "mixed4c", "grid": 3},
     "circuit": {"layer": "mixed4b_5x5_pre_relu", "channel": 3, "mode": "noise"},
     "weights": {"layer": "conv2d0_pre_relu", "columns": 4},
@@ -281,6 +283,7 @@ def every_kind_run(small_model, tmp_path_factory) -> Path:
     """A fake run with renders, circuits, a map and an explained photo: every kind of figure can be drawn from it."""
     folder = make_fake_run(tmp_path_factory.mktemp("kinds") / "run", layers=small_model.layers, fraction=0.5,
                            size=32, thumb=16)
+    add_fake_classes(folder, size=32, thumb=16)
     add_fake_circuits(folder, small_model, top=5)
     add_fake_map(folder, "mixed4c", [("mixed4c_3x3_pre_relu", c) for c in range(4)], grids=(3,))
     explained = small_model.layer("mixed4d_3x3_pre_relu")
