@@ -448,6 +448,7 @@ def test_a_class_page_overlays_the_importance_mask_on_demand(tmp_path, catalogue
     assert (drawn["x"], drawn["y"]) == pytest.approx((image["x"], image["y"]), abs=1)
     assert (drawn["width"], drawn["height"]) == pytest.approx((image["width"], image["height"]), abs=1)
     watch.shot("class-mask-overlay")
+    page.locator(".mask-toggle input").blur()  # arrow keys in a focused checkbox are the checkbox's
     page.keyboard.press("ArrowLeft")  # the previous class
     page.wait_for_url("**/classes/0001.html")
     assert not watch.errors, watch.errors
