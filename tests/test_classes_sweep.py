@@ -207,3 +207,15 @@ def test_lite0_lists_the_shipped_photos_that_score_highest_for_a_class(lite0_fro
     page = (loaded.run_folder / "site" / "classes" / "0285.html").read_text()
     listed = re.findall(r'<figure class="class-photo">.*?<figcaption>([^<]+)<', page, re.S)
     assert listed[0] == "chelsea.jpg" and len(listed) == 4
+
+
+def test_the_dry_run_counts_and_times_the_class_renders(tmp_path):
+    import io
+
+    from atlas.run.estimate import dry_run
+
+    out = io.StringIO()
+    assert dry_run(load_config(write_config(tmp_path)), out=out) > 0
+    text = out.getvalue()
+    assert re.search(r"^class\s+6\s", text, re.M)  # three classes in two modes, on one row
+    assert "8 renders in this config" in text and not (tmp_path / "output").exists()

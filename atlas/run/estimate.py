@@ -2,16 +2,23 @@
 
 A step of each method the run uses is measured at 224 px on every layer; each mode's renders cost that step times
 their 224 px image-steps (the render stage's cost model, `atlas.render.cost`). Beside it, each layer's step FLOPs,
-counted from the model's own graph (`atlas.model.flops`), so two models' work can be compared without timing."""
+counted from the model's own graph (`atlas.model.flops`), so two models' work can be compared without timing.
+
+Class visualisations (the layer `class`) are timed by a step of the deepest catalogued layer (the logits are one
+matmul above the network's last convolutions) at the classifier's input size: every step of theirs sees the image
+resized to it (`atlas.model.graph.CLASSIFIER_PX`), whatever the render size."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
+from dataclasses import replace
+
 from atlas.render.cost import measure_step, measured_batch, noise_cost, photo_cost
 from atlas.render.settings import clamp_work
 from atlas.run.config import LoadedConfig
+from atlas.run.manifest import CLASS_LAYER
 from atlas.run.plan import RunPlan, WorkItem, make_batches, parse_shard, pending, resolve_plan
 
 
@@ -22,6 +29,7 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
     from tqdm import tqdm
 
     from atlas.images import load_photo
+    from atlas.model.graph import CLASSIFIER_PX
     from atlas.render.devices import configure_tensorflow
     from atlas.render.loop import cap_photo_side
 
@@ -32,6 +40,11 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
     for mode, path in plan.photos.items():
         h, w = cap_photo_side(load_photo(path), settings.photo_size).shape[:2]
         costs[mode] = photo_cost(h, w, settings)
+    class_costs = {mode: noise_cost(replace(plan.settings_for(mode), size=CLASSIFIER_PX))
+                   for mode in (plan.classes.modes if plan.classes else ())}
+
+    def cost(item: WorkItem) -> float:
+        return class_costs[item.mode] if item.layer == CLASS_LAYER else costs[item.mode]
     todo = pending(plan)
     batch_size = plan.layout.batch_size(settings.size ** 2)
     batches = make_batches(todo, batch_size)
@@ -47,9 +60,9 @@ def estimate(plan: RunPlan, model: Any, out: Any = None) -> float:
         for method in sorted({methods[item.mode] for item in items}):
             mine = [item for item in items if methods[item.mode] == method]
             measured = measured_batch(min(batch_size, len(mine)), settings.size)
-            step, compile_seconds = measure_step(model, plan.node(layer), measured,
-                                                 settings.resolved_precision(), method=method)
-            seconds += sum(step * costs[item.mode] for item in mine) + compile_seconds
+            timed = model.layers[-1].name if layer == CLASS_LAYER else layer  # see the module's docstring
+            step, compile_seconds = measure_step(model, timed, measured, settings.resolved_precision(), method=method)
+            seconds += sum(step * cost(item) for item in mine) + compile_seconds
             shown.append(f"{step * 1000:>5.1f}ms")
         total += seconds
         gflop = layer_step_flops(model, plan.node(layer)) / 1e9
