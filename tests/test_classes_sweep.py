@@ -91,7 +91,7 @@ def test_class_renders_resume_like_channels(class_run, tmp_path):
     more = load_config(write_config(loaded.path.parent, classes=[*PICKED, "thing 20"]))
     again = sweep(more)
     assert again.done == 2 and again.skipped == 8  # the new class in both modes; nothing else
-    sweep(load_config(loaded.path))  # back as it was, for the other tests of the module
+    sweep(load_config(write_config(loaded.path.parent)))  # back as it was, for the other tests of the module
 
 
 def test_the_gallery_has_a_classes_section_with_labels_and_the_mask_overlay(class_run):
