@@ -4,8 +4,9 @@ The method of the published GoogLeNet feature visualisations (Lucid's `render_vi
 `to_valid_rgb(decorrelate=True)` and `standard_transforms`), batched one image per channel (or N per channel,
 its facets) like the DeepDream method. All randomness is drawn per image from (seed, channel, facet): the start
 spectrum and every step's transform, so a channel rendered in a batch equals the channel rendered alone up to
-float rounding; Adam's update is element-wise, so it never mixes images either. The same loop optimises plain
-pixels (`param.PIXEL`), the baseline the method's smoothness is measured against. The step itself is the
+float rounding; Adam's update is element-wise, so it never mixes images either. The same loop optimises MACO's
+phases (`param.MACO`, the maco method) and plain pixels (`param.PIXEL`), the baseline the method's smoothness is
+measured against. The step itself is the
 engine's (`atlas.render.engine.Adam`); the transforms are the settings' chain (`atlas.render.chain`).
 """
 
