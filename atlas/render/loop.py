@@ -27,7 +27,7 @@ from atlas.model.graph import Model
 from atlas.model.selection import WHOLE_LAYER, check_channels
 from atlas.render import param, transforms
 from atlas.render.devices import peak_memory, reset_peak_memory
-from atlas.render.fourier import dream_adam, image_key
+from atlas.render.fourier import dream_fourier, image_key
 from atlas.render.engine import Ascent, DreamStep, compiled
 from atlas.render.objectives import Objective, facet_units, for_render, reading, spread
 from atlas.render.settings import ADAM_METHODS, DIRECTION, PER_CHANNEL, BatchFit, RenderSettings, auto_batch_size
@@ -307,11 +307,11 @@ def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarr
         units_of(photo[None])
         finals = dream_from_photo(model, layer, targets, photo.astype(np.float32), settings, seed, on_step, climbed)
     elif settings.method in ADAM_METHODS:
-        made = dream_adam(model, layer, targets, [image_key(seed, c, f) for c, f in images_of], settings.size,
-                          settings.steps, settings.learning_rate, settings.spectrum_std,
-                          objective if climbed is None else climbed, settings.diversity, settings.diversity_weight,
-                          settings.resolved_precision(), param.of_method(settings.method), on_step=on_step,
-                          units_of=units_of, transforms=settings.transforms)
+        made = dream_fourier(model, layer, targets, [image_key(seed, c, f) for c, f in images_of], settings.size,
+                             settings.steps, settings.learning_rate, settings.spectrum_std,
+                             objective if climbed is None else climbed, settings.diversity,
+                             settings.diversity_weight, settings.resolved_precision(), param.of_method(settings.method),
+                             on_step=on_step, units_of=units_of, transforms=settings.transforms)
         finals = made.final
         if settings.method == "maco":  # MACO's importance mask, kept beside its renders
             masks = list(importance_masks(made.importance))
