@@ -77,6 +77,7 @@ def test_auto_means_fourier_and_visstd_on_trained_weights_and_deepdream_on_rando
     assert for_network(True) == {"method": "fourier", "display": "visstd"}
     assert for_network(False) == {"method": "deepdream", "display": "raw"}
     assert for_network(True, "maco", "raw") == {"method": "maco", "display": "raw"}
+    assert for_network(True, from_photo=True)["method"] == "deepdream"  # the one method that starts from a photo
 
 
 def test_earlier_renders_keep_their_hashes():
