@@ -443,7 +443,7 @@ def cmd_dream(args: argparse.Namespace) -> None:
         raise UserError("--objective class takes --class NAME|INDEX[,...] or --channel INDICES (one of them)")
     photo = load_photo(args.photo) if args.photo else None
     model = given_model(args)
-    settings = dream_settings(args, objective, model.source.trained)
+    settings = dream_settings(args, objective, model.source.trained, photo is not None)
     if photo is not None and (settings.method != "deepdream" or settings.diversity > 1):
         raise UserError("--photo works with --method deepdream and no --diversity; the fourier and maco methods "
                         "and facets start from noise")
@@ -483,12 +483,14 @@ def cmd_dream(args: argparse.Namespace) -> None:
         print(f"{path}  {text}")
 
 
-def dream_settings(args: argparse.Namespace, objective: str, trained: bool) -> RenderSettings:
-    """`atlas dream`'s render settings: its flags, with `auto` method and display chosen for the network."""
+def dream_settings(args: argparse.Namespace, objective: str, trained: bool, from_photo: bool) -> RenderSettings:
+    """`atlas dream`'s render settings: its flags, with `auto` method and display chosen for the network (and
+    DeepDream from a photo)."""
     from atlas.render.settings import RenderSettings, for_network, with_overrides
 
+    chosen = for_network(trained, args.method, args.display, from_photo)
     try:
-        return with_overrides(RenderSettings(objective=objective, **for_network(trained, args.method, args.display)),
+        return with_overrides(RenderSettings(objective=objective, **chosen),
                               precision=args.precision, **{name: getattr(args, name) for name, _ in DREAM_SETTINGS})
     except ValueError as exc:
         raise UserError(f"bad render setting: {exc}") from None

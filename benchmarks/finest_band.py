@@ -90,9 +90,9 @@ def main() -> None:
         shares["deepdream"].append(float(finest_band_share(images).mean()))
         keys = [fourier.image_key(0, c, 0) for c in channels]
         for way, parameterisation in (("fourier", param.SPECTRUM), ("pixels", param.PIXEL)):
-            _, finals = fourier.dream_fourier(model, layer.name, np.array(channels), keys, args.size, args.steps,
-                                              fourier_settings.learning_rate, fourier_settings.spectrum_std,
-                                              "channel", parameterisation=parameterisation)
+            finals = fourier.dream_fourier(model, layer.name, np.array(channels), keys, args.size, args.steps,
+                                           fourier_settings.learning_rate, fourier_settings.spectrum_std,
+                                           "channel", parameterisation=parameterisation).final
             shares[way].append(float(finest_band_share(to_uint8(finals)).mean()))
         print(f"  {layer.name:34s}" + "".join(f"  {way} {values[-1]:.3f}" for way, values in shares.items())
               + f"  ({time.perf_counter() - began:.0f} s)", flush=True)

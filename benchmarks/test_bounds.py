@@ -113,9 +113,9 @@ def fourier_ten_layers(models, seed: int, precision: str) -> dict[str, float]:
     for (layer, channels), results in zip(picks, renders["fourier"]):
         fourier_share.append(transforms.finest_band_share(np.stack([r.image for r in results])).mean())
         keys = [fourier.image_key(seed, c, 0) for c in channels]
-        _, finals = fourier.dream_fourier(model, layer, np.array(channels), keys, s.size, s.steps, s.learning_rate,
-                                          s.spectrum_std, "channel", parameterisation=param.PIXEL,
-                                          precision=precision)
+        finals = fourier.dream_fourier(model, layer, np.array(channels), keys, s.size, s.steps, s.learning_rate,
+                                       s.spectrum_std, "channel", parameterisation=param.PIXEL,
+                                       precision=precision).final
         pixel_share.append(transforms.finest_band_share(to_uint8(finals)).mean())
     fourier_share, pixel_share = np.array(fourier_share), np.array(pixel_share)
     out["noise.share_ratio"] = float(fourier_share.mean() / pixel_share.mean())

@@ -36,9 +36,9 @@ def _fourier_loop(model, layer: str, channels: list[int], parameterisation) -> n
     """8-bit renders by the Fourier method's loop (Adam through the transforms, as render_channels runs it with
     the Fourier method) in `parameterisation`."""
     keys = [fourier.image_key(0, c, 0) for c in channels]
-    _, finals = fourier.dream_fourier(model, layer, np.array(channels), keys, FOURIER.size, FOURIER.steps,
-                                      FOURIER.learning_rate, FOURIER.spectrum_std, "channel",
-                                      precision=PRECISION, parameterisation=parameterisation)
+    finals = fourier.dream_fourier(model, layer, np.array(channels), keys, FOURIER.size, FOURIER.steps,
+                                   FOURIER.learning_rate, FOURIER.spectrum_std, "channel",
+                                   precision=PRECISION, parameterisation=parameterisation).final
     return to_uint8(finals)
 
 

@@ -20,7 +20,7 @@ def spies(monkeypatch):
     """Every `readings` call of the render loop (how many images each evaluated), and every `units` the two
     methods climbed with."""
     seen = {"readings": [], "units": []}
-    real_readings, real_noise, real_fourier = loop.readings, loop.dream_from_noise, loop.dream_adam
+    real_readings, real_noise, real_fourier = loop.readings, loop.dream_from_noise, loop.dream_fourier
 
     def readings(model, layer, images, *args):
         seen["readings"].append(len(images))
@@ -41,7 +41,7 @@ def spies(monkeypatch):
 
     monkeypatch.setattr(loop, "readings", readings)
     monkeypatch.setattr(loop, "dream_from_noise", noise)
-    monkeypatch.setattr(loop, "dream_adam", fourier_dream)
+    monkeypatch.setattr(loop, "dream_fourier", fourier_dream)
     monkeypatch.setattr(fourier, "start_units", lambda *a: pytest.fail("start images evaluated a second time"))
     return seen
 

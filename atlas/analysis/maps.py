@@ -567,10 +567,9 @@ def _dream_cells(model: Any, name: str, rows: list[int], cells: list[MapCell], o
     keys = [cell_seed_key(c.grid, c.row, c.col) for c in cells]
     targets = np.array(rows, np.int32)
     if settings.method == "fourier":
-        _, finals = dream_fourier(model, name, targets, [image_key(plan.seed, k, 0) for k in keys], settings.size,
-                                  settings.steps, settings.learning_rate, settings.spectrum_std, objective,
-                                  precision=settings.resolved_precision())
-        return finals
+        return dream_fourier(model, name, targets, [image_key(plan.seed, k, 0) for k in keys], settings.size,
+                             settings.steps, settings.learning_rate, settings.spectrum_std, objective,
+                             precision=settings.resolved_precision()).final
     starts = np.stack([noise_start(k, plan.seed, settings) for k in keys])
     return dream_from_noise(model, name, targets, starts, settings, plan.seed, objective=objective)
 

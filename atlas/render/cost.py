@@ -1,7 +1,7 @@
 """The render cost model of the dry run: a render's work in 224 px image-steps, and a measured step's seconds.
 
-A step of each method is measured at 224 px on a layer (a Fourier step is an Adam step on the spectra through the
-transform chain, on the padded canvas); a render costs that step times its 224 px image-steps (`noise_cost`),
+A step of each method is measured at 224 px on a layer (a Fourier or MACO step is an Adam step on the spectra or
+phases through the transform chain, on the padded canvas); a render costs that step times its 224 px image-steps (`noise_cost`),
 which counts the method's steps, its image size and facets. Imports no TensorFlow until a step is measured."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from atlas.render.settings import RenderSettings
+from atlas.render.settings import ADAM_METHODS, RenderSettings
 
 
 def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
@@ -22,7 +22,7 @@ def octave_area(size_h: int, size_w: int, octaves: int, scale: float) -> float:
 def noise_cost(settings: RenderSettings) -> float:
     """224 px image-steps of one channel's render from noise with `settings` (all its facets), plus the two
     metric passes (start and result, forward only: a forward pass is half a step's FLOPs)."""
-    if settings.method == "fourier":
+    if settings.method in ADAM_METHODS:
         steps = settings.steps * settings.size ** 2 / 224 ** 2  # the measured step includes its canvas
     else:
         steps = octave_area(settings.size, settings.size, settings.octaves, settings.octave_scale) * settings.steps

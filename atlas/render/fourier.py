@@ -4,8 +4,9 @@ The method of the published GoogLeNet feature visualisations (Lucid's `render_vi
 `to_valid_rgb(decorrelate=True)` and `standard_transforms`), batched one image per channel (or N per channel,
 its facets) like the DeepDream method. All randomness is drawn per image from (seed, channel, facet): the start
 spectrum and every step's transform, so a channel rendered in a batch equals the channel rendered alone up to
-float rounding; Adam's update is element-wise, so it never mixes images either. The same loop optimises plain
-pixels (`param.PIXEL`), the baseline the method's smoothness is measured against. The step itself is the
+float rounding; Adam's update is element-wise, so it never mixes images either. The same loop optimises MACO's
+phases (`param.MACO`, the maco method) and plain pixels (`param.PIXEL`), the baseline the method's smoothness is
+measured against. The step itself is the
 engine's (`atlas.render.engine.Adam`); the transforms are the settings' chain (`atlas.render.chain`).
 """
 
@@ -66,26 +67,13 @@ def dream_fourier(model: Model, layer: str, channels: np.ndarray, keys: list[lis
                   precision: str = "float32", parameterisation: param.Parameterisation = param.SPECTRUM,
                   on_step: Callable[[], None] = lambda: None,
                   units_of: Callable[[np.ndarray], np.ndarray] | None = None,
-                  transforms: chain.Chain = chain.DEFAULT_CHAIN) -> tuple[np.ndarray, np.ndarray]:
-    """Optimise one spectrum per image (`keys[i]` seeds image i) for `steps` Adam steps; returns the float
-    (start, final) images. With `facets` > 1, consecutive groups of that many images share a channel and the
-    diversity term pushes them apart. `param.PIXEL` optimises pixels instead, by the same steps. `units_of`: the
+                  transforms: chain.Chain = chain.DEFAULT_CHAIN) -> AdamRender:
+    """Optimise one spectrum per image (`keys[i]` seeds image i) for `steps` Adam steps; returns the float start
+    and final images and each image's importance (`AdamRender`). With `facets` > 1, consecutive groups of that many
+    images share a channel and the diversity term pushes them apart. `param.MACO` optimises MACO's phases,
+    `param.PIXEL` pixels instead, by the same steps. `units_of`: the
     start images -> each image's unit (`facet_units`), for a caller that evaluates the start images anyway
-    (default: `start_units`). `transforms`: the random transform chain every step looks through. `dream_adam`
-    returns the importance too."""
-    made = dream_adam(model, layer, channels, keys, size, steps, learning_rate, std, objective, facets,
-                      diversity_weight, precision, parameterisation, on_step, units_of, transforms)
-    return made.start, made.final
-
-
-def dream_adam(model: Model, layer: str, channels: np.ndarray, keys: list[list[int]], size: int, steps: int,
-               learning_rate: float, std: float, objective: str | Objective, facets: int = 1,
-               diversity_weight: float = 0.0,
-               precision: str = "float32", parameterisation: param.Parameterisation = param.SPECTRUM,
-               on_step: Callable[[], None] = lambda: None,
-               units_of: Callable[[np.ndarray], np.ndarray] | None = None,
-               transforms: chain.Chain = chain.DEFAULT_CHAIN) -> AdamRender:
-    """`dream_fourier`'s render with each image's importance (`AdamRender`)."""
+    (default: `start_units`). `transforms`: the random transform chain every step looks through."""
     step = compiled(model, layer, for_render(objective, facets, diversity_weight), precision, Adam(parameterisation))
     params = tf.constant(start_params(keys, size, std, parameterisation))
     start = params_to_images(params, size, parameterisation)

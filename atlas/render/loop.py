@@ -27,7 +27,7 @@ from atlas.model.graph import Model
 from atlas.model.selection import WHOLE_LAYER, check_channels
 from atlas.render import param, transforms
 from atlas.render.devices import peak_memory, reset_peak_memory
-from atlas.render.fourier import dream_adam, image_key
+from atlas.render.fourier import dream_fourier, image_key
 from atlas.render.engine import Ascent, DreamStep, compiled
 from atlas.render.objectives import Objective, facet_units, for_render, reading, spread
 from atlas.render.settings import ADAM_METHODS, DIRECTION, PER_CHANNEL, BatchFit, RenderSettings, auto_batch_size
@@ -54,7 +54,7 @@ class RenderResult:
     facet: int = 0  # which of the channel's `diversity` images
     batch: int = 1  # images in the pass that rendered it: another batch size may round (and so drift) otherwise
     raw: np.ndarray | None = None  # uint8: the optimised pixels the metrics read, when `image` shows them otherwise
-    mask: np.ndarray | None = None  # uint8 [H, W]: where the climb's gradient went (the Adam methods' importance)
+    mask: np.ndarray | None = None  # uint8 [H, W]: where the climb's gradient went (MACO's importance mask)
 
 
 def noise_start(channel: int, seed: int, settings: RenderSettings, facet: int = 0) -> np.ndarray:
@@ -295,7 +295,7 @@ def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarr
     images_of = [(c, f) for c in channels for f in range(settings.diversity)]  # (channel, facet) per image
     targets = np.array([max(c, 0) for c, _ in images_of], np.int32)
     objective, start_values = settings.objective, []  # the start images' readings: evaluated once, here
-    masks: list[np.ndarray | None] = [None] * len(images_of)  # the Adam methods' importance
+    masks: list[np.ndarray | None] = [None] * len(images_of)  # MACO's importance masks
 
     def units_of(starts: np.ndarray) -> np.ndarray:
         """Evaluate the start images (as 8-bit images, as the metrics see them); each image's unit of its objective
@@ -307,12 +307,14 @@ def _render_batch(model: Model, layer: str, channels: list[int], photo: np.ndarr
         units_of(photo[None])
         finals = dream_from_photo(model, layer, targets, photo.astype(np.float32), settings, seed, on_step, climbed)
     elif settings.method in ADAM_METHODS:
-        made = dream_adam(model, layer, targets, [image_key(seed, c, f) for c, f in images_of], settings.size,
-                          settings.steps, settings.learning_rate, settings.spectrum_std,
-                          objective if climbed is None else climbed, settings.diversity, settings.diversity_weight,
-                          settings.resolved_precision(), param.of_method(settings.method), on_step=on_step,
-                          units_of=units_of, transforms=settings.transforms)
-        finals, masks = made.final, list(importance_masks(made.importance))
+        made = dream_fourier(model, layer, targets, [image_key(seed, c, f) for c, f in images_of], settings.size,
+                             settings.steps, settings.learning_rate, settings.spectrum_std,
+                             objective if climbed is None else climbed, settings.diversity,
+                             settings.diversity_weight, settings.resolved_precision(), param.of_method(settings.method),
+                             on_step=on_step, units_of=units_of, transforms=settings.transforms)
+        finals = made.final
+        if settings.method == "maco":  # MACO's importance mask, kept beside its renders
+            masks = list(importance_masks(made.importance))
     else:
         starts = np.stack([noise_start(c, seed, settings, f) for c, f in images_of])
         finals = dream_from_noise(model, layer, targets, starts, settings, seed, on_step, units_of(starts),

@@ -137,10 +137,13 @@ class RenderSettings:
         return hashlib.sha256(json.dumps(self.pixel_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def for_network(trained: bool, method: str = AUTO, display: str = AUTO) -> dict[str, str]:
+def for_network(trained: bool, method: str = AUTO, display: str = AUTO, from_photo: bool = False) -> dict[str, str]:
     """The method and display `auto` stands for on a network with trained weights or random ones
-    (`ModelSource.trained`), others as given: {"method": ..., "display": ...}."""
+    (`ModelSource.trained`), others as given: {"method": ..., "display": ...}. From a photo, `auto` is DeepDream,
+    the one method that starts from one."""
     defaults = TRAINED_DEFAULTS if trained else RANDOM_DEFAULTS
+    if from_photo:
+        defaults = {**defaults, "method": "deepdream"}
     return {"method": defaults["method"] if method == AUTO else method,
             "display": defaults["display"] if display == AUTO else display}
 
