@@ -1,6 +1,6 @@
 """Class visualisations in a sweep: `classes:` resolved once against the model's labels, rendered in every
-noise-started mode as work items of the layer `class` (resumable like channels), their masks and raw pixels kept
-beside, the gallery's Classes section and the class figure; on Lite0, the shipped photos the classifier scores
+noise-started mode as work items of the layer `class` (resumable like channels), their raw pixels (visstd) and
+MACO's masks kept beside, the gallery's Classes section and the class figure; on Lite0, the shipped photos the classifier scores
 highest for a class."""
 
 import json
@@ -35,18 +35,32 @@ def write_config(folder: Path, **changes) -> Path:
               "render": {"octaves": 1, "steps": 2, "size": 48, "display": "visstd"}, "fourier": {"steps": 3},
               "formats": {"web": {"size": 48}, "thumb": {"size": 24}}, **changes}
     path = folder / "classes.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump({key: value for key, value in config.items() if value is not None}))  # None: out
     return path
 
 
 @pytest.fixture(scope="module")
 def class_run(tmp_path_factory):
     """A stand-in sweep of one channel and three classes in two noise-started modes (DeepDream with visstd: raw
-    pixels kept; Fourier: masks kept), then its gallery."""
+    pixels kept; Fourier), then its gallery."""
     from atlas.publish.site import build_site
 
     folder = tmp_path_factory.mktemp("classes")
     loaded = load_config(write_config(folder))
+    summary = sweep(loaded)
+    build_site(loaded.run_folder)
+    return loaded, summary
+
+
+@pytest.fixture(scope="module")
+def maco_run(tmp_path_factory):
+    """The same with `render.method: maco` alone (the run's one mode `maco`, whose renders keep their importance
+    masks), then its gallery."""
+    from atlas.publish.site import build_site
+
+    folder = tmp_path_factory.mktemp("maco")
+    loaded = load_config(write_config(folder, modes=None, fourier=None,
+                                      render={"method": "maco", "steps": 3, "size": 48}))
     summary = sweep(loaded)
     build_site(loaded.run_folder)
     return loaded, summary
@@ -70,15 +84,31 @@ def test_classes_are_resolved_once_rendered_in_each_noise_mode_and_recorded(clas
             for path in (render.image, render.web, render.thumb):
                 with Image.open(loaded.run_folder / path) as image:
                     image.load()
-    # beside every render of the sweep: the Adam method's mask, DeepDream's raw pixels under visstd
+    # beside every render of DeepDream's noise mode under visstd: its raw pixels (Fourier keeps nothing beside)
     for render in run.renders:
-        kept = (render.mask, render.raw)
-        assert kept == ((f"{render.image[:-4]}-mask.png", "") if render.mode == "fourier" else
-                        ("", f"{render.image[:-4]}-raw.png"))
-        with Image.open(loaded.run_folder / next(filter(None, kept))) as image:
-            assert image.size == (48, 48) and image.mode == ("L" if render.mask else "RGB")
+        assert (render.mask, render.raw) == ("", f"{render.image[:-4]}-raw.png" if render.mode == "noise" else "")
+        if render.raw:
+            with Image.open(loaded.run_folder / render.raw) as image:
+                assert image.size == (48, 48) and image.mode == "RGB"
     noise_hashes = {r.settings_hash for r in run.renders if r.mode == "noise"}
     assert len(noise_hashes) == 2  # the channel's and the classes' (another objective)
+
+
+def test_maco_renders_keep_their_masks_beside_them(maco_run):
+    loaded, summary = maco_run
+    assert (summary.done, summary.failed) == (1 + 3, [])
+    run = read_run(loaded.run_folder)
+    assert [m.id for m in run.modes] == ["maco"] and {r.mode for r in run.renders} == {"maco"}
+    for render in run.renders:
+        assert (render.mask, render.raw) == (f"{render.image[:-4]}-mask.png", "")
+        with Image.open(loaded.run_folder / render.mask) as image:
+            assert image.size == (48, 48) and image.mode == "L"
+    page = (loaded.run_folder / "site" / "classes" / "0007.html").read_text()
+    masks = re.findall(r'<img class="mask-overlay" src="([^"]+)"', page)
+    assert masks == ["../../images/maco/class/0007-mask.png"] and 'class="mask-toggle"' in page
+    assert (loaded.run_folder / "site" / "classes" / masks[0]).resolve().is_file()
+    channel = (loaded.run_folder / "site" / "channels" / "conv2d0_pre_relu" / "0000.html").read_text()
+    assert channel.count('class="mask-overlay"') == 1
 
 
 def test_class_renders_resume_like_channels(class_run, tmp_path):
@@ -94,7 +124,7 @@ def test_class_renders_resume_like_channels(class_run, tmp_path):
     sweep(load_config(write_config(loaded.path.parent)))  # back as it was, for the other tests of the module
 
 
-def test_the_gallery_has_a_classes_section_with_labels_and_the_mask_overlay(class_run):
+def test_the_gallery_has_a_classes_section_with_labels_and_the_raw_pixels(class_run):
     loaded, _ = class_run
     site = loaded.run_folder / "site"
     index = (site / "index.html").read_text()
@@ -104,15 +134,13 @@ def test_the_gallery_has_a_classes_section_with_labels_and_the_mask_overlay(clas
         ["thing 7", "thing 3", "thing 12"]
     page = (site / "classes" / "0007.html").read_text()
     assert "thing 7" in page and "class 7" in page and "of the classifier's 1,008" in page
-    masks = re.findall(r'<img class="mask-overlay" src="([^"]+)"', page)
-    assert masks == ["../../images/fourier/class/0007-mask.png"]  # the Fourier render's; DeepDream has none
+    assert "mask-overlay" not in page and "mask-toggle" not in page  # neither DeepDream nor Fourier keeps one
     raws = re.findall(r'class="raw-link" href="([^"]+)"', page)
     assert raws == ["../../images/noise/class/0007-raw.png"]
-    for src in masks + raws:
-        assert (site / "classes" / src).resolve().is_file()
+    assert (site / "classes" / raws[0]).resolve().is_file()
     assert 'rel="next"' in page and "classes/0003.html" in page  # the next class, in the order asked
     channel = (site / "channels" / "conv2d0_pre_relu" / "0000.html").read_text()
-    assert channel.count('class="mask-overlay"') == 1 and channel.count('class="raw-link"') == 1
+    assert channel.count('class="raw-link"') == 1
 
 
 def test_the_class_figure_labels_each_class(class_run):

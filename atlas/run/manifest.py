@@ -18,7 +18,7 @@ figures only read, through `read_run`. Nothing here imports TensorFlow, so readi
       images/<mode>/<layer>/<cccc>.thumb.jpg  thumbnail
       images/<mode>/<layer>/<cccc>-facet<k>.png ... facet k >= 1 of a mode rendered with diversity N (facet 0 is
                                         the plain <cccc> files; a manifest row per facet, column `facet`)
-      images/<mode>/<layer>/<cccc>-mask.png   beside a render by an Adam method (fourier, maco): its importance mask
+      images/<mode>/<layer>/<cccc>-mask.png   beside a render by the maco method: its importance mask
       images/<mode>/<layer>/<cccc>-raw.png    beside a render whose display is not its optimised pixels (visstd):
                                         those pixels (columns `mask`, `raw`; empty: none)
       images/<mode>/class/<cccc>.png     a class visualisation (cccc = the class index) in a noise-started mode;
@@ -153,7 +153,7 @@ class Render:
     facet: int = 0  # which of the channel's images in a mode rendered with diversity N (0 .. N-1)
     batch: int | None = None  # images in the pass that rendered it (None: recorded before passes were)
     device: str = ""  # what rendered it: `host cpu` or `host gpu N` (empty: recorded before devices were)
-    mask: str = ""  # its importance mask PNG (Adam methods; empty: none)
+    mask: str = ""  # its importance mask PNG (the maco method's; empty: none)
     raw: str = ""  # its optimised pixels as a PNG, when `image` displays them otherwise (empty: none)
 
     @property
