@@ -1,7 +1,7 @@
 """Class visualisations in a sweep: `classes:` resolved once against the model's labels, rendered in every
 noise-started mode as work items of the layer `class` (resumable like channels), their raw pixels (visstd) and
-MACO's masks kept beside, the gallery's Classes section and the class figure; on Lite0, the shipped photos the classifier scores
-highest for a class."""
+MACO's masks kept beside, the gallery's Classes section and the class figure; on Lite0, the shipped photos the
+classifier scores highest for a class."""
 
 import json
 import re

@@ -134,7 +134,7 @@ class ClassPhotosPlan:
     top: int = CLASS_PHOTOS_TOP
 
     def settings_hash(self, model_key: str, listing: str) -> str:
-        """Everything that changes the recorded lists: the photos (their listing's digest), weights, fitting, classes."""
+        """What changes the recorded lists: the photos (their listing's digest), weights, fitting, classes."""
         blob = json.dumps({"folder": self.folder, "listing": listing, "model": model_key, "size": self.size,
                            "fit": self.fit, "classes": list(self.classes), "logits": self.logits, "top": self.top,
                            "format": CLASS_PHOTOS_FORMAT, "thumb": THUMB_PX}, sort_keys=True)
