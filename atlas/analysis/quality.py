@@ -101,12 +101,14 @@ def even_classes(count: int, total: int = 1000) -> list[int]:
     return sorted({int(i * total // count) for i in range(count)})
 
 
-def specificity(model: Model, layer: str, channels: list[int], images: np.ndarray, batch: int = 8) -> np.ndarray:
+def specificity(model: Model, layer: str, channels: list[int], images: np.ndarray, objective: str = "channel",
+                batch: int = 8) -> np.ndarray:
     """Whether each image excites its own channel of `layer` more than every other channel's image does [B] (bool):
-    `RenderResult.specific`, measured on the given pixels (e.g. a display of the optimised ones)."""
+    `RenderResult.specific`, measured on the given pixels (e.g. a display of the optimised ones); `objective`
+    "class" for the logits."""
     from atlas.render.loop import readings
 
-    values = readings(model, layer, np.asarray(images, np.float32), batch, "channel")  # [B, C]
+    values = readings(model, layer, np.asarray(images, np.float32), batch, objective)  # [B, C]
     own = np.asarray(channels)
     cross = values[:, own]  # cross[i, j]: image j's channel's value on image i
     return np.array([cross[j, j] > cross[own != own[j], j].max() if (own != own[j]).any() else False
