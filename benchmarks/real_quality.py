@@ -8,7 +8,8 @@ measured table.
                                                                         # them: a cut run continues where it stopped)
     python benchmarks/real_quality.py --methods maco:256:0.5 maco:512:2.0 --no-channels   # tuning MACO
 
-A variant is METHOD[:STEPS[:LEARNING_RATE]] (defaults: the method's, atlas/render/settings.py). `deepdream` gives
+A variant is METHOD[:STEPS[:LEARNING_RATE[:crops]]] (defaults: the method's, atlas/render/settings.py; `crops`:
+through large random crops, `crops`). `deepdream` gives
 two rows from the same renders: `raw` (the optimised pixels) and `visstd` (the DeepDream notebook's display, what
 `atlas dream --display visstd` saves); every column judges the pixels a row saves. Classes: `--classes N` indices
 spread evenly over the 1000 ImageNet classes (0, 1000/N, ...; atlas.analysis.quality.even_classes). Channels:
@@ -41,27 +42,40 @@ class Variant:
     method: str
     steps: int | None = None
     learning_rate: float | None = None
+    crops: bool = False  # the Adam methods through CROPS instead of the default transforms
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
         parts = text.split(":")
         return cls(parts[0], int(parts[1]) if len(parts) > 1 and parts[1] else None,
-                   float(parts[2]) if len(parts) > 2 else None)
+                   float(parts[2]) if len(parts) > 2 and parts[2] else None, len(parts) > 3 and parts[3] == "crops")
 
     def settings(self, size: int, batch: int):
         from atlas.render.settings import RenderSettings
 
         display = "visstd" if self.method == "deepdream" else "raw"
+        extra = {"transforms": crops(size)} if self.crops else {}
         return RenderSettings(method=self.method, steps=self.steps, learning_rate=self.learning_rate, size=size,
-                              batch_size=batch, display=display)
+                              batch_size=batch, display=display, **extra)
 
     def name(self, size: int) -> str:
         s = self.settings(size, 1)
-        return s.method if s.method == "deepdream" else f"{s.method} {s.steps} steps, lr {s.learning_rate:g}"
+        if s.method == "deepdream":
+            return s.method
+        return f"{s.method} {s.steps} steps, lr {s.learning_rate:g}" + (", large crops" if self.crops else "")
 
     def key(self, size: int, seed: int) -> str:
         s = self.settings(size, 1)
-        return f"{s.method}-{s.steps}-{s.learning_rate:g}-{size}-{seed}"
+        return f"{s.method}-{s.steps}-{s.learning_rate:g}{'-crops' if self.crops else ''}-{size}-{seed}"
+
+
+def crops(size: int):
+    """Large random crops, as MACO's paper climbs through: the default chain zooming in 1-1.6x (a crop of 63-100% of
+    the side about the centre) and then cutting a quarter of the side at a random offset, so each step sees about
+    half to three quarters of the image's side somewhere in it (the classifier resizes it back to 224 px)."""
+    from atlas.render.chain import Jitter, Pad, Rotate, Scale
+
+    return (Pad(12), Jitter(8), Scale(tuple(1 + i / 20 for i in range(13))), Rotate(), Jitter(size // 4))
 
 
 def cpu() -> str:
@@ -138,7 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--classes", type=int, default=50, help="how many classes, spread evenly over ImageNet's")
     parser.add_argument("--methods", nargs="+", default=["deepdream", "fourier", "fourier:256", "maco"],
-                        help="variants METHOD[:STEPS[:LR]]")
+                        help="variants METHOD[:STEPS[:LR[:crops]]]")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
