@@ -185,8 +185,9 @@ def main() -> None:
                 row["s/image"] = float(out["seconds"])
                 rows.setdefault(name, []).append(row)
                 for layer in args.layers if not args.no_channels else ():
-                    specific.setdefault(name, {}).setdefault(layer, []).append(
-                        float(np.mean(out[f"{'raw' if display == 'raw' else 'shown'}:{layer}"])))
+                    if f"{display}:{layer}" in out:  # (a variant kept from a run with --no-channels has none)
+                        specific.setdefault(name, {}).setdefault(layer, []).append(
+                            float(np.mean(out[f"{display}:{layer}"])))
             print(f"# {variant.name(args.size)}, seed {seed} done at {time.perf_counter() - began:.0f} s",
                   file=sys.stderr, flush=True)
 
