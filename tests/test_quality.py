@@ -103,7 +103,7 @@ def test_fourier_class_renders_are_their_class_and_survive_a_photocopy_for_the_s
 
     Over seeds 0-9 (benchmarks/test_bounds.py --only quality_classes; AMD EPYC, 2 cores, avx512_bf16, float32):
     Lite0's top-1 share 1.00-1.00-1.00; the judges' mean top-5 share after the photocopy 0.50-0.88-1.00
-    (chance: 0.005); the lowest contrast of the four images 29.1-30.4-34.5; specificity on the saved pixels the
+    (chance: 0.005); the lowest contrast of the four images 29.1-30.3-34.5; specificity on the saved pixels the
     loop's on every seed. Bounds: every class Lite0's top-1 but
     one, the judges' top-5 at least 0.375, contrast at least 20 (the issue's threshold)."""
     from atlas.render.classes import render_classes
