@@ -454,6 +454,49 @@ def real_renders(models, seed: int, precision: str) -> dict[str, float]:
             "real.above_mean_share": above / total}
 
 
+def quality_classes(models, seed: int, precision: str) -> dict[str, float]:
+    """tests/test_quality.py::test_fourier_class_renders_are_their_class_and_survive_a_photocopy_for_the_siblings:
+    four classes of the trained EfficientNet-Lite0 (Fourier, 128 px, 96 steps) judged by Lite0, and by Lite1 and
+    Lite2 after the photocopy."""
+    from atlas.analysis import quality
+    from atlas.render.classes import render_classes
+    from atlas.render.settings import RenderSettings
+
+    classes = quality.even_classes(4)
+    settings = RenderSettings(method="fourier", size=128, steps=96, batch_size=4, precision=precision)
+    images = np.stack([r.image for r in render_classes(models("efficientnet-lite0"), classes, settings=settings,
+                                                       seed=seed)])
+    copied = quality.photocopy(images)
+    judged = [quality.hits(quality.top_k(models(name), copied, 5), classes, 5).mean()
+              for name in ("efficientnet-lite1", "efficientnet-lite2")]
+    return {"quality.lite0_top1_share": quality.hits(quality.top_k(models("efficientnet-lite0"), images, 1),
+                                                     classes, 1).mean(),
+            "quality.judges_copy_top5": float(np.mean(judged)),
+            "quality.min_contrast": float(quality.contrast(images).min())}
+
+
+def maco_mask(models, seed: int, precision: str) -> dict[str, float]:
+    """tests/test_quality.py::test_the_importance_mask_is_where_the_gradient_went: MACO renders of channels 0 and 1
+    of Lite0's block3_expand, 128 px, 16 steps: the centre neuron (the lower share of the two masks' mass in the
+    centre quarter) and, the control, the whole channel (the higher share)."""
+    from atlas.render.loop import render_channels
+    from atlas.render.settings import RenderSettings
+
+    shares = {}
+    for objective in ("neuron", "channel"):
+        settings = RenderSettings(method="maco", objective=objective, size=128, steps=16, batch_size=2,
+                                  precision=precision)
+        shares[objective] = [centre_share(r.mask) for r in render_channels(
+            models("efficientnet-lite0"), "block3_expand", [0, 1], settings=settings, seed=seed)]
+    return {"maco.mask_centre_share": min(shares["neuron"]), "maco.mask_centre_share_channel": max(shares["channel"])}
+
+
+def centre_share(mask: np.ndarray) -> float:
+    """The share of a mask's mass in the centre quarter of the image (the middle half of each side)."""
+    mask = mask.astype(np.float64)
+    quarter = mask.shape[0] // 4
+    return float(mask[quarter:-quarter, quarter:-quarter].sum() / mask.sum())
+
 S = Statistic
 MEASUREMENTS = {
     "render_metrics": Measurement("test_render.py::test_metrics_hold_over_ten_layers_low_to_high", (
@@ -519,6 +562,13 @@ MEASUREMENTS = {
     "real_renders": Measurement("test_zoo.py::test_renders_of_the_trained_network_are_specific_at_every_depth", (
         S("real.specific_share", ">= 0.75"), S("real.top10_share", ">= 0.75"),
         S("real.above_mean_share", ">= 0.9")), real_renders),
+    "quality_classes": Measurement("test_quality.py::test_fourier_class_renders_are_their_class_and_survive_a_"
+                                   "photocopy_for_the_siblings", (
+        S("quality.lite0_top1_share", ">= 0.75"), S("quality.judges_copy_top5", ">= 0.375"),
+        S("quality.min_contrast", ">= 20")), quality_classes),
+    "maco_mask": Measurement("test_quality.py::test_the_importance_mask_is_where_the_gradient_went", (
+        S("maco.mask_centre_share", ">= 0.9"),
+        S("maco.mask_centre_share_channel", "control: < 0.4", larger_is_better=False)), maco_mask),
 }
 
 
