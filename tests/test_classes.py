@@ -85,7 +85,7 @@ def test_earlier_renders_keep_their_hashes():
     existed before them."""
     assert RenderSettings().pixel_hash() == "819627dcd1b45b01"  # as before the settings existed
     assert RenderSettings(method="fourier").pixel_hash() == "920c5ba7718baaa1"
-    assert RenderSettings(method="fourier").learning_rate == 0.05 and RenderSettings(method="maco").learning_rate == 1
+    assert RenderSettings(method="fourier").learning_rate == 0.05 and RenderSettings(method="maco").learning_rate == 0.3
     assert RenderSettings(display="visstd").pixel_hash() != RenderSettings().pixel_hash()
     assert RenderSettings(method="fourier", display="visstd").pixel_hash() == RenderSettings(method="fourier").pixel_hash()
 

@@ -127,12 +127,12 @@ def test_maco_renders_share_one_amplitude_spectrum(lite0_model):
     and Nyquist columns pair with their mirror image, so the inverse FFT may change them). A Fourier render's
     spectrum is not: the control."""
     from atlas.render.classes import logits_layer
-    from atlas.render.fourier import dream_adam, image_key
+    from atlas.render.fourier import dream_fourier, image_key
 
     size = 64
-    made = {name: dream_adam(lite0_model, logits_layer(lite0_model), np.array(CLASSES[:2], np.int32),
-                             [image_key(0, c, 0) for c in CLASSES[:2]], size, 8, rate, 0.01, "class",
-                             parameterisation=parameterisation).final
+    made = {name: dream_fourier(lite0_model, logits_layer(lite0_model), np.array(CLASSES[:2], np.int32),
+                                [image_key(0, c, 0) for c in CLASSES[:2]], size, 8, rate, 0.01, "class",
+                                parameterisation=parameterisation).final
             for name, parameterisation, rate in (("maco", param.MACO, 1.0), ("fourier", param.SPECTRUM, 0.05))}
     magnitude = param.maco_magnitude(size).reshape(3, size, -1)[:, :, 1:size // 2]
     spread = {}

@@ -18,7 +18,9 @@ CLASS = "class"  # the objective of class visualisations: a logit of the classif
 DIRECTION = "direction"  # the objective of activation-atlas cells (atlas.render.objectives.Direction)
 METHODS = {"deepdream": 10, "fourier": 512, "maco": 512}  # method -> default steps
 ADAM_METHODS = ("fourier", "maco")  # methods that optimise parameters by Adam (atlas.render.fourier)
-LEARNING_RATES = {"fourier": 0.05, "maco": 1.0}  # method -> Adam's default learning rate (MACO's: the paper's)
+# method -> Adam's default learning rate. MACO's paper climbs the phase at 1.0; on Lite0's class renders 0.3 is
+# better (copy top-5 of its siblings 0.62 -> 0.88 over 24 classes; benchmarks/real_quality.py, docs/quality.md)
+LEARNING_RATES = {"fourier": 0.05, "maco": 0.3}
 DISPLAYS = ("raw", "visstd")  # how a DeepDream render from noise is saved (`visstd`)
 AUTO = "auto"  # a method or display chosen for the network (`for_network`)
 # what `auto` means on a trained network and on random weights: measured by benchmarks/real_quality.py
