@@ -207,7 +207,7 @@ def test_auto_on_a_trained_network_is_fourier_unless_modes_are_listed(tmp_path):
     assert listed.mode_names() == ["noise", "photo"]
     assert (listed.render.method, listed.render.display) == ("deepdream", "visstd")
     maco = SweepConfig(render={"method": "maco"}).for_network(trained=False)
-    assert maco.mode_names() == ["maco"] and maco.settings("maco").learning_rate == 1.0
+    assert maco.mode_names() == ["maco"] and maco.settings("maco").learning_rate == 0.3  # the method's own default
 
 
 def test_lite0_lists_the_shipped_photos_that_score_highest_for_a_class(lite0_frozen, tmp_path, monkeypatch):
