@@ -7,7 +7,7 @@ The richer demo is the shipped one with 12 channels a layer and the photo explai
 4 strongest channels at each position (about 5 minutes on 2 cores).
 
 It opens the run's gallery in Debian's Chromium through Playwright (`pip install -e ".[test]"`,
-`apt-get install chromium`), takes the README's layer page and the sections of the explained photo's page that
+`apt-get install chromium`), takes the README's layer page, docs/gallery.md's class page and the sections of the explained photo's page that
 docs/explain.md shows, and writes each as a palette PNG. Every caption in the docs names the network and the run.
 """
 
@@ -31,6 +31,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LAYER = "block12_project"  # the README's layer page
 EXPLAINED = "block10_add"  # the explained layer whose sections docs/explain.md shows
+CLASS_PAGE = "0285"  # docs/gallery.md's class page: Egyptian cat, one of the demo's classes
 
 
 def save(png: bytes, name: str, colours: int = 256) -> Path:
@@ -53,6 +54,10 @@ def shoot(site: Path) -> None:
         page.goto((site / "layers" / f"{LAYER}.html").as_uri())
         page.wait_for_load_state("networkidle")
         save(page.screenshot(full_page=False), "gallery")
+
+        page.goto((site / "classes" / f"{CLASS_PAGE}.html").as_uri())
+        page.wait_for_load_state("networkidle")
+        save(page.screenshot(full_page=True), "class-page")
 
         page.set_viewport_size({"width": 1280, "height": 900})
         page.goto((site / "photos.html").as_uri())
