@@ -137,19 +137,19 @@ def render_batch(task: Task, batch: Batch, model: Any) -> tuple[list[Render], di
     """Render a batch's channels (or classes: CLASS_LAYER, on the logits with the class objective) and encode each
     result's three images, with its mask and raw pixels beside when it has them."""
     from atlas.images import encode
+    from atlas.render.classes import render_classes
     from atlas.render.loop import render_channels
-    from atlas.render.settings import CLASS, with_overrides
+    from atlas.render.settings import with_overrides
 
     photo = _photo(task, batch.mode) if batch.mode in task.photos else None
     settings = task.mode_settings.get(batch.mode, task.settings)
-    node = batch.layer
     if batch.channels == (WHOLE_LAYER,):
         settings = with_overrides(settings, objective="layer")
-    if batch.layer == CLASS_LAYER:
-        if task.logits is None:
-            raise RuntimeError("a class batch reached a worker without the classifier's logits node")
-        node, settings = task.logits, with_overrides(settings, objective=CLASS)  # as atlas.render.classes does
-    results = render_channels(model, node, list(batch.channels), photo, settings, task.seed, fit=_fit(task))
+    if batch.layer == CLASS_LAYER:  # the model's logits are the ones the plan resolved (`_model`: task.logits)
+        results = render_classes(model, list(batch.channels), photo, settings, task.seed, fit=_fit(task))
+    else:
+        results = render_channels(model, batch.layer, list(batch.channels), photo, settings, task.seed,
+                                  fit=_fit(task))
     web, thumb = task.formats["web"], task.formats["thumb"]
     renders, files = [], {}
     for result in results:
