@@ -14,11 +14,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 from atlas.model.graph import Model
 from atlas.render.classes import logits_layer
+from atlas.render.loop import is_specific, readings
+from atlas.render.settings import CLASS
 
 CROP = 0.05  # the share of each side the photocopy cuts off
 BLUR_SIGMA = 0.75  # pixels: the photocopy's Gaussian blur
@@ -90,9 +91,7 @@ def spectrum_slope(images: np.ndarray, band: tuple[float, float] = SLOPE_BAND) -
 
 def logits(model: Model, images: np.ndarray, batch: int = 8) -> np.ndarray:
     """The classifier's logits of uint8 (or float 0..255) images [B, classes] (its layer_fn resizes to its input)."""
-    fn = model.layer_fn(logits_layer(model))
-    parts = [fn(tf.constant(np.asarray(images[i:i + batch], np.float32))).numpy() for i in range(0, len(images), batch)]
-    return np.concatenate(parts).reshape(len(images), -1)
+    return readings(model, logits_layer(model), np.asarray(images, np.float32), batch, CLASS)
 
 
 def top_k(model: Model, images: np.ndarray, k: int = 5) -> np.ndarray:
@@ -115,11 +114,6 @@ def specificity(model: Model, layer: str, channels: list[int], images: np.ndarra
                 batch: int = 8) -> np.ndarray:
     """Whether each image excites its own channel of `layer` more than every other channel's image does [B] (bool):
     `RenderResult.specific`, measured on the given pixels (e.g. a display of the optimised ones); `objective`
-    "class" for the logits."""
-    from atlas.render.loop import readings
-
+    "class" for the logits. An image alone with its channel counts as not specific."""
     values = readings(model, layer, np.asarray(images, np.float32), batch, objective)  # [B, C]
-    own = np.asarray(channels)
-    cross = values[:, own]  # cross[i, j]: image j's channel's value on image i
-    return np.array([cross[j, j] > cross[own != own[j], j].max() if (own != own[j]).any() else False
-                     for j in range(len(own))])
+    return np.array([bool(found) for found in is_specific(values, np.asarray(channels))])

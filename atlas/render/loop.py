@@ -180,11 +180,17 @@ def measure(model: Model, layer: str, channels: list[int], start_values: np.ndar
     start, end = start_values[rows, own], end_values[rows, own]
     signed = sign * end_values
     ranks = 1 + (signed > signed[rows, own][:, None]).sum(axis=1)
-    cross = signed[:, own]  # cross[i, j]: image j's channel's value on image i
-    specific = [bool(cross[j, j] > cross[own != own[j], j].max()) if (own != own[j]).any() else None
-                for j in range(len(own))]
+    specific = is_specific(signed, own)
     return [{"start": float(s), "end": float(e), "lift": float((e - s) / d), "rank": int(r), "specific": p}
             for s, e, d, r, p in zip(start, end, spreads, ranks, specific)]
+
+
+def is_specific(values: np.ndarray, own: np.ndarray) -> list[bool | None]:
+    """Whether each image excites its own channel more than every other channel's image of the batch does (None
+    when no image of the batch has another channel): `values` [N, C] of N images, `own` [N] each image's channel."""
+    cross = values[:, own]  # cross[i, j]: image j's channel's value on image i
+    return [bool(cross[j, j] > cross[own != own[j], j].max()) if (own != own[j]).any() else None
+            for j in range(len(own))]
 
 
 def render_channels(model: Model, layer: str, channels: list[int] | None = None, photo: np.ndarray | None = None,
