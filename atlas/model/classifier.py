@@ -146,6 +146,11 @@ def labels_of(source: ModelSource, indices: list[int]) -> list[str]:
     return [names[i] for i in indices]
 
 
+def label_key(name: str) -> str:
+    """A class name as names are matched (`--class`, `classes:`, class figures): any case, `_` for a space."""
+    return name.strip().lower().replace("_", " ")
+
+
 def imagenet_names() -> list[str]:
     """The 1000 ImageNet class names in Keras's order: the first comma-separated lemma of each line."""
     lines = IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()

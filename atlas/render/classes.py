@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from atlas.errors import UserError
-from atlas.model.classifier import class_count, class_labels, model_logits
+from atlas.model.classifier import class_count, class_labels, label_key, model_logits
 from atlas.model.graph import Model
 from atlas.render.loop import RenderResult, render_channels
 from atlas.render.settings import CLASS, BatchFit, RenderSettings
@@ -45,7 +45,7 @@ def parse_classes(text: str, names: list[str]) -> list[int]:
     if text.strip() == "all":
         return list(range(len(names)))
     wanted: list[int] = []
-    by_name = {_key(name): i for i, name in reversed(list(enumerate(names)))}  # a repeated name: its first class
+    by_name = {label_key(name): i for i, name in reversed(list(enumerate(names)))}  # a repeated name: its first class
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
@@ -53,10 +53,10 @@ def parse_classes(text: str, names: list[str]) -> list[int]:
             index = int(part)
             if index >= len(names):
                 raise UserError(f"--class {part}: the classifier has {len(names)} classes (0-{len(names) - 1})")
-        elif _key(part) in by_name:
-            index = by_name[_key(part)]
+        elif label_key(part) in by_name:
+            index = by_name[label_key(part)]
         else:
-            close = difflib.get_close_matches(_key(part), list(by_name), n=3)
+            close = difflib.get_close_matches(label_key(part), list(by_name), n=3)
             hint = f"did you mean {', '.join(close)}?" if close else "give an index or a name from the model's labels"
             raise UserError(f"--class {part}: no class of that name; {hint}")
         if index not in wanted:
@@ -64,10 +64,6 @@ def parse_classes(text: str, names: list[str]) -> list[int]:
     if not wanted:
         raise UserError("--class: name at least one class (a name, an index, or all)")
     return wanted
-
-
-def _key(name: str) -> str:
-    return name.strip().lower().replace("_", " ")
 
 
 def class_render_settings(settings: RenderSettings) -> RenderSettings:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from atlas.errors import UserError
 from atlas.model.catalogue import AnyLayer, Layer, in_order
+from atlas.model.classifier import label_key
 from atlas.model.selection import WHOLE_LAYER, check_channels, parse_channels
 from atlas.publish.figures.page import (FACTS_PT, ItemSpec, FOOTER_PT, GAP, LABEL_PT_MIN, LINE, MARGIN, PAGE_WIDTH, POINTS,
                                         TITLE_PT, Box, Cell, FigureLayout, Panel, Text, find_mode, footer_text,
@@ -195,10 +196,10 @@ def pick_classes(run: Run, text: str | None) -> list[RunClass]:
                         "and run it again")
     if text is None or text.strip() in ("", "all"):
         return list(run.classes)
-    by_key = {key: found for found in run.classes for key in (str(found.index), _class_key(found.label))}
+    by_key = {key: found for found in run.classes for key in (str(found.index), label_key(found.label))}
     picked: list[RunClass] = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
-        found = by_key.get(_class_key(part))
+        found = by_key.get(label_key(part))
         if found is None:
             listed = ", ".join(f"{c.label} ({c.index})" for c in run.classes[:NAMED])
             raise UserError(f"class figure: the run renders no class '{part}'; its classes: {listed}"
@@ -206,10 +207,6 @@ def pick_classes(run: Run, text: str | None) -> list[RunClass]:
         if found not in picked:
             picked.append(found)
     return picked
-
-
-def _class_key(name: str) -> str:
-    return name.strip().lower().replace("_", " ")
 
 
 def class_layout(run: Run, spec: FigureSpec) -> FigureLayout:
