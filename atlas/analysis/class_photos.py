@@ -17,18 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from atlas.analysis.passes import Checkpoint, PhotoPass, claimed_folder, process_photos
-from atlas.analysis.photos import Fitted, InputFit, listing_digest, photos_to_use, reload_photo
-from atlas.atomic import SWEEP_OUTPUT, atomic_write_bytes, atomic_write_text, sync_folders
-from atlas.images import encode
+from atlas.analysis.photos import Fitted, InputFit, listing_digest, photos_to_use, reload_photo, write_patch
+from atlas.atomic import SWEEP_OUTPUT, atomic_write_text, sync_folders
 from atlas.run.classfiles import ClassPhoto, class_photo_thumb, class_photos_root, scores_path
 from atlas.run.manifest import CLASSES_DIR, PhotoRecord
-from atlas.run.plans import ClassPhotosPlan
+from atlas.run.plans import CLASS_THUMB_PX, ClassPhotosPlan
 
 LOCK_FILE = ".class-photos.lock"
-THUMB_SIDE = 224  # long side of a listed photo's thumbnail
 
 
 @dataclass
@@ -120,9 +117,7 @@ def _write(run_folder: Path, plan: ClassPhotosPlan, hash_: str,
     for sha, record in thumbs.items():
         target = run_folder / class_photo_thumb(hash_, sha)
         if not target.is_file():
-            image = reload_photo(plan.folder, record).copy()
-            image.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.LANCZOS)
-            atomic_write_bytes(target, encode(np.asarray(image.convert("RGB")), "jpg", quality=85), sync_folder=False)
+            write_patch(target, reload_photo(plan.folder, record), 1.0, None, CLASS_THUMB_PX)
     if thumbs:
         sync_folders({(run_folder / class_photo_thumb(hash_, sha)).parent for sha in thumbs})
     classes = {str(index): [ClassPhoto(record.photo, record.sha256, class_photo_thumb(hash_, record.sha256), logit,

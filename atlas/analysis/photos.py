@@ -212,12 +212,13 @@ def patch_box(photo: PhotoRecord, layer: Layer | BlockOutput, offset: tuple[floa
             min(photo.height, math.ceil(y1)))
 
 
-def write_patch(target: Path, work: Image.Image, scale: float, box: tuple[int, int, int, int] | None) -> None:
-    """A JPEG thumbnail of the whole photo (box None) or the crop of `box` (in original pixels; `scale` maps them
-    to `work`'s), written atomically (the caller syncs the folder)."""
+def write_patch(target: Path, work: Image.Image, scale: float, box: tuple[int, int, int, int] | None,
+                thumb: int = THUMB_PX) -> None:
+    """A JPEG thumbnail of the whole photo (box None; long side at most `thumb`) or the crop of `box` (in original
+    pixels; `scale` maps them to `work`'s), written atomically (the caller syncs the folder)."""
     if box is None:
         image = work.copy()
-        image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
+        image.thumbnail((thumb, thumb), Image.Resampling.LANCZOS)
     else:
         x0, y0, x1, y1 = (round(v * scale) for v in box)
         image = work.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))

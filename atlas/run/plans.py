@@ -118,6 +118,7 @@ class ClassesPlan:
 
 CLASS_PHOTOS_FORMAT = 1  # bump when the meaning of classes/<hash>/scores.json changes
 CLASS_PHOTOS_TOP = 9  # photos listed per class
+CLASS_THUMB_PX = 224  # long side of a listed photo's thumbnail
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class ClassPhotosPlan:
         """What changes the recorded lists: the photos (their listing's digest), weights, fitting, classes."""
         blob = json.dumps({"folder": self.folder, "listing": listing, "model": model_key, "size": self.size,
                            "fit": self.fit, "classes": list(self.classes), "logits": self.logits, "top": self.top,
-                           "format": CLASS_PHOTOS_FORMAT, "thumb": THUMB_PX}, sort_keys=True)
+                           "format": CLASS_PHOTOS_FORMAT, "thumb": CLASS_THUMB_PX}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
