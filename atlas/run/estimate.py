@@ -11,9 +11,8 @@ resized to it (`atlas.model.graph.CLASSIFIER_PX`), whatever the render size."""
 from __future__ import annotations
 
 import sys
-from typing import Any
-
 from dataclasses import replace
+from typing import Any
 
 from atlas.render.cost import measure_step, measured_batch, noise_cost, photo_cost
 from atlas.render.settings import clamp_work
